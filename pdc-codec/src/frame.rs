@@ -472,7 +472,9 @@ mod tests {
     #[test]
     fn incompressible_payload_stays_raw() {
         // A de Bruijn-like sequence: no repeats lz4 can use.
-        let data: Vec<u8> = (0..1000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+        let data: Vec<u8> = (0..1000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
         let f = Codec::new().encode_value(RecordKind(9), 1, &data).unwrap();
         let opened = Codec::new().open(&f).unwrap();
         assert_eq!(from_exact::<Vec<u8>>(&opened.payload).unwrap(), data);
@@ -481,14 +483,19 @@ mod tests {
     #[test]
     fn claimed_size_over_limit_is_rejected_before_allocation() {
         let codec = Codec::new();
-        let f = codec.encode_value(RecordKind(1), 1, &vec![1u8; 10_000]).unwrap();
+        let f = codec
+            .encode_value(RecordKind(1), 1, &vec![1u8; 10_000])
+            .unwrap();
         let tight = codec.with_limits(Limits {
             max_decoded_bytes: 1000,
             ..Limits::default()
         });
         assert!(matches!(
             tight.open(&f),
-            Err(CodecError::TooLarge { what: "decoded payload", .. })
+            Err(CodecError::TooLarge {
+                what: "decoded payload",
+                ..
+            })
         ));
         let small_frames = codec.with_limits(Limits {
             max_frame_bytes: 20,

@@ -11,10 +11,39 @@
 //! payment's amount as the difference from what was still due.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{Codec, CodecError, Record, RecordKind};
+
+/// A multiplicative hasher for small integer keys (product ids, tax
+/// rates): the batch encoders look one up per line, and SipHash's
+/// flood resistance buys nothing for keys that only size a dictionary.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u16(&mut self, v: u16) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u32(&mut self, v: u32) {
+        self.write_u64(u64::from(v));
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (self.0 ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// What a transaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -307,27 +336,177 @@ impl TransactionColumns {
     }
 }
 
+/// A column whose values are mostly one default: only the exceptions are
+/// stored, as (gap since the previous exception, value).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+struct Sparse<T> {
+    gaps: Vec<u32>,
+    values: Vec<T>,
+}
+
+impl<T: Copy + PartialEq> Sparse<T> {
+    fn push(&mut self, index: usize, value: T, default: T, last: &mut usize) {
+        if value != default {
+            // Batches are bounded by max_batch_items (a u32 in practice), so
+            // the gap fits; saturate rather than wrap if a caller goes past.
+            self.gaps
+                .push(u32::try_from(index - *last).unwrap_or(u32::MAX));
+            self.values.push(value);
+            *last = index;
+        }
+    }
+
+    fn expand(&self, n: usize, default: T, what: &str) -> Result<Vec<T>, CodecError> {
+        if self.gaps.len() != self.values.len() {
+            return Err(CodecError::Malformed(format!(
+                "{what}: gaps and values differ in length"
+            )));
+        }
+        let mut out = vec![default; n];
+        let mut at = 0usize;
+        for (gap, v) in self.gaps.iter().zip(&self.values) {
+            at = at
+                .checked_add(*gap as usize)
+                .filter(|&i| i < n)
+                .ok_or_else(|| CodecError::Malformed(format!("{what}: index out of range")))?;
+            out[at] = *v;
+        }
+        Ok(out)
+    }
+}
+
+/// A sparse column builder: remembers the last exception's index. Indices
+/// are offset by one so that an exception at index 0 has a gap of 1 and
+/// gaps are never ambiguous.
+struct SparseBuilder<T> {
+    col: Sparse<T>,
+    last: usize,
+    default: T,
+}
+
+impl<T: Copy + PartialEq> SparseBuilder<T> {
+    fn new(default: T) -> Self {
+        SparseBuilder {
+            col: Sparse {
+                gaps: Vec::new(),
+                values: Vec::new(),
+            },
+            last: 0,
+            default,
+        }
+    }
+    fn push(&mut self, index: usize, value: T) {
+        let d = self.default;
+        self.col.push(index + 1, value, d, &mut self.last);
+    }
+}
+
+fn expand_sparse<T: Copy + PartialEq>(
+    col: &Sparse<T>,
+    n: usize,
+    default: T,
+    what: &str,
+) -> Result<Vec<T>, CodecError> {
+    // Indices are stored offset by one (see SparseBuilder).
+    let mut v = col.expand(n + 1, default, what)?;
+    if !col.gaps.is_empty() && col.gaps[0] == 0 {
+        return Err(CodecError::Malformed(format!("{what}: zero first gap")));
+    }
+    v.remove(0);
+    Ok(v)
+}
+
+/// Quantities other than 1, each as one varint `gap << 3 | q` where `gap`
+/// is the distance in lines from the previous exception and `q` is the
+/// quantity when below 7; 7 means "the next value of `large`". Most POS
+/// lines sell one unit, and most exceptions fit in one byte this way.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+struct Quantities {
+    codes: Vec<u64>,
+    large: Vec<u32>,
+}
+
+impl Quantities {
+    fn build(all: impl Iterator<Item = u32>) -> Self {
+        let mut q = Quantities::default();
+        let mut last = 0usize;
+        for (i, v) in all.enumerate() {
+            if v != 1 {
+                let gap = (i + 1 - last) as u64;
+                last = i + 1;
+                let code = if v < 7 { u64::from(v) } else { 7 };
+                if code == 7 {
+                    q.large.push(v);
+                }
+                q.codes.push(gap << 3 | code);
+            }
+        }
+        q
+    }
+
+    fn expand(&self, n: usize) -> Result<Vec<u32>, CodecError> {
+        let bad = || CodecError::Malformed("quantities: index out of range".into());
+        let mut out = vec![1u32; n];
+        let mut large = self.large.iter();
+        let mut at = 0usize;
+        for &c in &self.codes {
+            let gap = usize::try_from(c >> 3).map_err(|_| bad())?;
+            at = at
+                .checked_add(gap)
+                .filter(|&i| gap > 0 && i <= n)
+                .ok_or_else(bad)?;
+            out[at - 1] = match c & 7 {
+                7 => *large.next().ok_or_else(|| {
+                    CodecError::Malformed("quantities: missing large value".into())
+                })?,
+                v => v as u32,
+            };
+        }
+        if large.next().is_some() {
+            return Err(CodecError::Malformed(
+                "quantities: unused large values".into(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
 /// A batch of orders stored column by column (see the module docs).
+///
+/// Each distinct product's unit price and tax rate are stored once, in the
+/// order products first appear; a line whose price or rate differs from that
+/// is an exception in a sparse column, as are quantities other than 1,
+/// non-zero discounts and orders with a customer.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct OrderColumns {
     id_deltas: Vec<i64>,
     terminal_ids: Vec<u32>,
     cashier_ids: Vec<u32>,
-    /// Customer id + 1, 0 for none.
+    /// One byte per order: line count (bits 0-3, 15 = see `long_line_counts`),
+    /// has a customer (bit 4), payment count (bits 5-6, 3 = see
+    /// `long_payment_counts`).
+    headers: Vec<u8>,
+    /// Customer ids of the orders that have one.
     customers: Vec<u32>,
     created_deltas: Vec<i64>,
-    line_counts: Vec<u32>,
+    /// Line counts of orders with 15 lines or more, in order.
+    long_line_counts: Vec<u32>,
+    /// Payment counts of orders with 3 payments or more, in order.
+    long_payment_counts: Vec<u32>,
     product_ids: Vec<u32>,
-    quantities: Vec<u32>,
-    /// Unit price minus the last unit price of the same product in the batch.
-    price_deltas: Vec<i64>,
-    discounts: Vec<i64>,
-    /// Tax rate minus the last tax rate of the same product, wrapping.
-    tax_deltas: Vec<u16>,
-    payment_counts: Vec<u32>,
-    payment_methods: Vec<PaymentMethod>,
+    /// Price and tax rate of each product, in order of first appearance;
+    /// the tax rate as an index into `tax_rates`.
+    dict_prices: Vec<i64>,
+    dict_tax_index: Vec<u32>,
+    tax_rates: Vec<u16>,
+    quantities: Quantities,
+    price_overrides: Sparse<i64>,
+    tax_overrides: Sparse<u16>,
+    discounts: Sparse<i64>,
+    /// Payment methods, four 2-bit codes per byte.
+    payment_methods: Vec<u8>,
     /// Amount minus what was still due before this payment.
-    payment_residuals: Vec<i64>,
+    payment_residuals: Sparse<i64>,
 }
 
 impl Record for OrderColumns {
@@ -335,40 +514,117 @@ impl Record for OrderColumns {
     const SCHEMA: u8 = 1;
 }
 
+const LINES_ESCAPE: u8 = 15;
+const HAS_CUSTOMER: u8 = 1 << 4;
+const PAYMENTS_SHIFT: u8 = 5;
+const PAYMENTS_ESCAPE: u8 = 3;
+
+fn method_code(m: PaymentMethod) -> u8 {
+    match m {
+        PaymentMethod::Cash => 0,
+        PaymentMethod::Card => 1,
+        PaymentMethod::Voucher => 2,
+    }
+}
+
+fn method_from_code(c: u8) -> Result<PaymentMethod, CodecError> {
+    match c {
+        0 => Ok(PaymentMethod::Cash),
+        1 => Ok(PaymentMethod::Card),
+        2 => Ok(PaymentMethod::Voucher),
+        _ => Err(CodecError::Malformed("unknown payment method code".into())),
+    }
+}
+
 impl OrderColumns {
     /// Builds the columns from records.
     pub fn from_records(orders: &[Order]) -> Self {
-        let mut c = OrderColumns::default();
-        let mut last_seen: HashMap<u32, (i64, u16)> = HashMap::new();
+        let n = orders.len();
+        let total_lines: usize = orders.iter().map(|o| o.lines.len()).sum();
+        let mut c = OrderColumns {
+            id_deltas: Vec::with_capacity(n),
+            terminal_ids: Vec::with_capacity(n),
+            cashier_ids: Vec::with_capacity(n),
+            headers: Vec::with_capacity(n),
+            created_deltas: Vec::with_capacity(n),
+            product_ids: Vec::with_capacity(total_lines),
+            payment_methods: Vec::with_capacity(n / 2 + 1),
+            ..OrderColumns::default()
+        };
+        let mut dict: IdMap<u32, (i64, u16)> = IdMap::default();
+        dict.reserve(total_lines.min(1 << 16));
+        let mut tax_index: IdMap<u16, u32> = IdMap::default();
+        let mut prices = SparseBuilder::new(0i64);
+        let mut taxes = SparseBuilder::new(0u16);
+        let mut discounts = SparseBuilder::new(0i64);
+        let mut residuals = SparseBuilder::new(0i64);
         let (mut last_id, mut last_ts) = (0u64, 0u64);
+        let (mut line_ix, mut pay_ix) = (0usize, 0usize);
         for o in orders {
             c.id_deltas.push(o.id.wrapping_sub(last_id) as i64);
             last_id = o.id;
             c.terminal_ids.push(o.terminal_id);
             c.cashier_ids.push(o.cashier_id);
-            c.customers
-                .push(o.customer_id.map_or(0, |id| id.wrapping_add(1)));
             c.created_deltas
                 .push(o.created_at_ms.wrapping_sub(last_ts) as i64);
             last_ts = o.created_at_ms;
-            c.line_counts.push(o.lines.len() as u32);
-            for l in &o.lines {
-                let (price, tax) = last_seen.get(&l.product_id).copied().unwrap_or((0, 0));
-                c.product_ids.push(l.product_id);
-                c.quantities.push(l.quantity);
-                c.price_deltas.push(l.unit_price_cents.wrapping_sub(price));
-                c.discounts.push(l.discount_cents);
-                c.tax_deltas.push(l.tax_rate_bp.wrapping_sub(tax));
-                last_seen.insert(l.product_id, (l.unit_price_cents, l.tax_rate_bp));
+            let mut header = 0u8;
+            if o.lines.len() < LINES_ESCAPE as usize {
+                header |= o.lines.len() as u8;
+            } else {
+                header |= LINES_ESCAPE;
+                c.long_line_counts.push(o.lines.len() as u32);
             }
-            c.payment_counts.push(o.payments.len() as u32);
+            if let Some(customer) = o.customer_id {
+                header |= HAS_CUSTOMER;
+                c.customers.push(customer);
+            }
+            if o.payments.len() < PAYMENTS_ESCAPE as usize {
+                header |= (o.payments.len() as u8) << PAYMENTS_SHIFT;
+            } else {
+                header |= PAYMENTS_ESCAPE << PAYMENTS_SHIFT;
+                c.long_payment_counts.push(o.payments.len() as u32);
+            }
+            c.headers.push(header);
+            for l in &o.lines {
+                c.product_ids.push(l.product_id);
+                let (price, tax) = *dict.entry(l.product_id).or_insert_with(|| {
+                    c.dict_prices.push(l.unit_price_cents);
+                    let next = tax_index.len() as u32;
+                    let ix = *tax_index.entry(l.tax_rate_bp).or_insert_with(|| {
+                        c.tax_rates.push(l.tax_rate_bp);
+                        next
+                    });
+                    c.dict_tax_index.push(ix);
+                    (l.unit_price_cents, l.tax_rate_bp)
+                });
+                prices.push(line_ix, l.unit_price_cents.wrapping_sub(price));
+                taxes.push(line_ix, l.tax_rate_bp.wrapping_sub(tax));
+                discounts.push(line_ix, l.discount_cents);
+                line_ix += 1;
+            }
             let mut due = o.total_cents();
             for p in &o.payments {
-                c.payment_methods.push(p.method);
-                c.payment_residuals.push(p.amount_cents.wrapping_sub(due));
+                if pay_ix % 4 == 0 {
+                    c.payment_methods.push(0);
+                }
+                if let Some(b) = c.payment_methods.last_mut() {
+                    *b |= method_code(p.method) << (2 * (pay_ix % 4));
+                }
+                residuals.push(pay_ix, p.amount_cents.wrapping_sub(due));
                 due = due.wrapping_sub(p.amount_cents);
+                pay_ix += 1;
             }
         }
+        c.quantities = Quantities::build(
+            orders
+                .iter()
+                .flat_map(|o| o.lines.iter().map(|l| l.quantity)),
+        );
+        c.price_overrides = prices.col;
+        c.tax_overrides = taxes.col;
+        c.discounts = discounts.col;
+        c.payment_residuals = residuals.col;
         c
     }
 
@@ -382,78 +638,150 @@ impl OrderColumns {
         self.id_deltas.is_empty()
     }
 
+    /// Encoded bytes of each column (postcard, and postcard then lz4), for
+    /// seeing where a batch's bytes go.
+    pub fn column_sizes(&self) -> Vec<(&'static str, usize, usize)> {
+        fn size<T: Serialize>(name: &'static str, v: &T) -> (&'static str, usize, usize) {
+            let raw = postcard::to_allocvec(v).unwrap_or_default();
+            (name, raw.len(), lz4_flex::block::compress(&raw).len())
+        }
+        vec![
+            size("id_deltas", &self.id_deltas),
+            size("terminal_ids", &self.terminal_ids),
+            size("cashier_ids", &self.cashier_ids),
+            size("headers", &self.headers),
+            size("customers", &self.customers),
+            size("created_deltas", &self.created_deltas),
+            size("product_ids", &self.product_ids),
+            size("dict_prices", &self.dict_prices),
+            size("dict_tax_index", &self.dict_tax_index),
+            size("quantities", &self.quantities),
+            size("price_overrides", &self.price_overrides),
+            size("tax_overrides", &self.tax_overrides),
+            size("discounts", &self.discounts),
+            size("payment_methods", &self.payment_methods),
+            size("payment_residuals", &self.payment_residuals),
+        ]
+    }
+
     /// Rebuilds the records, checking that the columns agree.
     pub fn into_records(self) -> Result<Vec<Order>, CodecError> {
         let n = self.id_deltas.len();
+        let malformed = |m: &str| CodecError::Malformed(format!("order columns: {m}"));
         let per_order = [
             self.terminal_ids.len(),
             self.cashier_ids.len(),
-            self.customers.len(),
             self.created_deltas.len(),
-            self.line_counts.len(),
-            self.payment_counts.len(),
+            self.headers.len(),
         ];
-        let malformed = |m: &str| CodecError::Malformed(format!("order columns: {m}"));
         if per_order.iter().any(|&l| l != n) {
             return Err(malformed("per-order columns have different lengths"));
         }
-        let total_lines = self
-            .line_counts
-            .iter()
-            .try_fold(0usize, |a, &c| a.checked_add(c as usize))
-            .ok_or_else(|| malformed("line count overflow"))?;
-        let line_cols = [
-            self.product_ids.len(),
-            self.quantities.len(),
-            self.price_deltas.len(),
-            self.discounts.len(),
-            self.tax_deltas.len(),
-        ];
-        if line_cols.iter().any(|&l| l != total_lines) {
-            return Err(malformed("line columns do not match the line counts"));
+        let mut line_counts = Vec::with_capacity(n);
+        let mut payment_counts = Vec::with_capacity(n);
+        let (mut long_lines, mut long_pays) = (
+            self.long_line_counts.iter(),
+            self.long_payment_counts.iter(),
+        );
+        let (mut total_lines, mut total_payments, mut with_customer) = (0usize, 0usize, 0usize);
+        for &h in &self.headers {
+            if h >> 7 != 0 {
+                return Err(malformed("unknown order header bit"));
+            }
+            let lines = match h & LINES_ESCAPE {
+                LINES_ESCAPE => *long_lines
+                    .next()
+                    .ok_or_else(|| malformed("missing long line count"))?
+                    as usize,
+                v => v as usize,
+            };
+            let pays = match (h >> PAYMENTS_SHIFT) & PAYMENTS_ESCAPE {
+                PAYMENTS_ESCAPE => *long_pays
+                    .next()
+                    .ok_or_else(|| malformed("missing long payment count"))?
+                    as usize,
+                v => v as usize,
+            };
+            with_customer += usize::from(h & HAS_CUSTOMER != 0);
+            total_lines = total_lines
+                .checked_add(lines)
+                .ok_or_else(|| malformed("line count overflow"))?;
+            total_payments = total_payments
+                .checked_add(pays)
+                .ok_or_else(|| malformed("payment count overflow"))?;
+            line_counts.push(lines);
+            payment_counts.push(pays);
         }
-        let total_payments = self
-            .payment_counts
-            .iter()
-            .try_fold(0usize, |a, &c| a.checked_add(c as usize))
-            .ok_or_else(|| malformed("payment count overflow"))?;
-        if self.payment_methods.len() != total_payments
-            || self.payment_residuals.len() != total_payments
-        {
-            return Err(malformed("payment columns do not match the payment counts"));
+        if long_lines.next().is_some() || long_pays.next().is_some() {
+            return Err(malformed("unused long counts"));
         }
-        let mut last_seen: HashMap<u32, (i64, u16)> = HashMap::new();
+        if with_customer != self.customers.len() {
+            return Err(malformed("customer column does not match the headers"));
+        }
+        if self.product_ids.len() != total_lines {
+            return Err(malformed("product ids do not match the line counts"));
+        }
+        if self.payment_methods.len() != total_payments.div_ceil(4) {
+            return Err(malformed("payment methods do not match the payment counts"));
+        }
+        if self.dict_prices.len() != self.dict_tax_index.len() {
+            return Err(malformed("product dictionary columns differ in length"));
+        }
+        let mut customers = self.customers.iter();
+        let quantities = self.quantities.expand(total_lines)?;
+        let price_overrides = expand_sparse(&self.price_overrides, total_lines, 0, "prices")?;
+        let tax_overrides = expand_sparse(&self.tax_overrides, total_lines, 0, "tax rates")?;
+        let discounts = expand_sparse(&self.discounts, total_lines, 0, "discounts")?;
+        let residuals = expand_sparse(&self.payment_residuals, total_payments, 0, "payments")?;
+
+        let mut dict: IdMap<u32, (i64, u16)> = IdMap::default();
+        let mut next_dict = 0usize;
         let mut out = Vec::with_capacity(n);
         let (mut id, mut ts) = (0u64, 0u64);
         let (mut li, mut pi) = (0usize, 0usize);
         for i in 0..n {
             id = id.wrapping_add(self.id_deltas[i] as u64);
             ts = ts.wrapping_add(self.created_deltas[i] as u64);
-            let nl = self.line_counts[i] as usize;
+            let nl = line_counts[i];
             let mut lines = Vec::with_capacity(nl);
             for j in li..li + nl {
                 let pid = self.product_ids[j];
-                let (price, tax) = last_seen.get(&pid).copied().unwrap_or((0, 0));
-                let line = OrderLine {
-                    product_id: pid,
-                    quantity: self.quantities[j],
-                    unit_price_cents: price.wrapping_add(self.price_deltas[j]),
-                    discount_cents: self.discounts[j],
-                    tax_rate_bp: tax.wrapping_add(self.tax_deltas[j]),
+                let (price, tax) = match dict.get(&pid) {
+                    Some(v) => *v,
+                    None => {
+                        let price = *self
+                            .dict_prices
+                            .get(next_dict)
+                            .ok_or_else(|| malformed("product dictionary too short"))?;
+                        let tax = *self
+                            .tax_rates
+                            .get(self.dict_tax_index[next_dict] as usize)
+                            .ok_or_else(|| malformed("tax rate index out of range"))?;
+                        let v = (price, tax);
+                        next_dict += 1;
+                        dict.insert(pid, v);
+                        v
+                    }
                 };
-                last_seen.insert(pid, (line.unit_price_cents, line.tax_rate_bp));
-                lines.push(line);
+                lines.push(OrderLine {
+                    product_id: pid,
+                    quantity: quantities[j],
+                    unit_price_cents: price.wrapping_add(price_overrides[j]),
+                    discount_cents: discounts[j],
+                    tax_rate_bp: tax.wrapping_add(tax_overrides[j]),
+                });
             }
             li += nl;
-            let np = self.payment_counts[i] as usize;
+            let np = payment_counts[i];
             let mut payments = Vec::with_capacity(np);
             let mut due = lines
                 .iter()
                 .fold(0i64, |acc, l| acc.wrapping_add(l.amount_cents()));
             for j in pi..pi + np {
-                let amount = due.wrapping_add(self.payment_residuals[j]);
+                let amount = due.wrapping_add(residuals[j]);
+                let code = (self.payment_methods[j / 4] >> (2 * (j % 4))) & 0b11;
                 payments.push(Payment {
-                    method: self.payment_methods[j],
+                    method: method_from_code(code)?,
                     amount_cents: amount,
                 });
                 due = due.wrapping_sub(amount);
@@ -463,11 +791,18 @@ impl OrderColumns {
                 id,
                 terminal_id: self.terminal_ids[i],
                 cashier_id: self.cashier_ids[i],
-                customer_id: self.customers[i].checked_sub(1),
+                customer_id: if self.headers[i] & HAS_CUSTOMER != 0 {
+                    customers.next().copied()
+                } else {
+                    None
+                },
                 created_at_ms: ts,
                 lines,
                 payments,
             });
+        }
+        if next_dict != self.dict_prices.len() {
+            return Err(malformed("product dictionary has unused entries"));
         }
         Ok(out)
     }
@@ -521,7 +856,15 @@ mod tests {
 
     #[test]
     fn reference_split_round_trips_edge_cases() {
-        let refs = ["TX-2025-000001", "TX-2025-000002", "", "ABC", "007", "X9999999999999999999999", "TX-2025-0"];
+        let refs = [
+            "TX-2025-000001",
+            "TX-2025-000002",
+            "",
+            "ABC",
+            "007",
+            "X9999999999999999999999",
+            "TX-2025-0",
+        ];
         let txs: Vec<Transaction> = refs
             .iter()
             .enumerate()
@@ -531,7 +874,9 @@ mod tests {
                 ..Transaction::seed_baseline()
             })
             .collect();
-        let back = TransactionColumns::from_records(&txs).into_records().unwrap();
+        let back = TransactionColumns::from_records(&txs)
+            .into_records()
+            .unwrap();
         assert_eq!(back, txs);
     }
 
@@ -556,7 +901,7 @@ mod tests {
             payments: vec![],
         };
         let mut c = OrderColumns::from_records(&[o]);
-        c.line_counts[0] = u32::MAX;
+        c.headers[0] = 0x80;
         assert!(matches!(c.into_records(), Err(CodecError::Malformed(_))));
     }
 }

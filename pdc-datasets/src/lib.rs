@@ -20,9 +20,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-use pdc_codec::{
-    Order, OrderLine, Payment, PaymentMethod, Product, Transaction, TxKind, TxStatus,
-};
+use pdc_codec::{Order, OrderLine, Payment, PaymentMethod, Product, Transaction, TxKind, TxStatus};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -97,15 +95,40 @@ pub fn transactions(n: usize, seed: u64) -> Vec<Transaction> {
 }
 
 const CATEGORIES: [&str; 12] = [
-    "Bakery", "Dairy", "Produce", "Beverages", "Snacks", "Frozen", "Household", "Personal care",
-    "Meat", "Deli", "Pantry", "Tobacco",
+    "Bakery",
+    "Dairy",
+    "Produce",
+    "Beverages",
+    "Snacks",
+    "Frozen",
+    "Household",
+    "Personal care",
+    "Meat",
+    "Deli",
+    "Pantry",
+    "Tobacco",
 ];
 const ADJECTIVES: [&str; 10] = [
-    "Organic", "Classic", "Fresh", "Premium", "Light", "Family", "Mini", "Extra", "Natural", "Spicy",
+    "Organic", "Classic", "Fresh", "Premium", "Light", "Family", "Mini", "Extra", "Natural",
+    "Spicy",
 ];
 const NOUNS: [&str; 16] = [
-    "Bread", "Milk", "Apples", "Cola", "Chips", "Pizza", "Detergent", "Shampoo", "Chicken",
-    "Ham", "Pasta", "Rice", "Yogurt", "Coffee", "Tea", "Cheese",
+    "Bread",
+    "Milk",
+    "Apples",
+    "Cola",
+    "Chips",
+    "Pizza",
+    "Detergent",
+    "Shampoo",
+    "Chicken",
+    "Ham",
+    "Pasta",
+    "Rice",
+    "Yogurt",
+    "Coffee",
+    "Tea",
+    "Cheese",
 ];
 const TAX_RATES_BP: [u16; 3] = [550, 1000, 2000];
 
@@ -194,7 +217,11 @@ pub fn orders(n: usize, seed: u64) -> Vec<Order> {
             let lines: Vec<OrderLine> = (0..nlines.min(15))
                 .map(|_| {
                     let p = &products[zipf.sample(&mut r)];
-                    let quantity = if r.gen_bool(0.8) { 1 } else { r.gen_range(2..=6) };
+                    let quantity = if r.gen_bool(0.8) {
+                        1
+                    } else {
+                        r.gen_range(2..=6)
+                    };
                     let gross = i64::from(quantity) * p.price_cents;
                     let discount_cents = if r.gen_bool(0.08) { gross / 10 } else { 0 };
                     OrderLine {
@@ -210,12 +237,25 @@ pub fn orders(n: usize, seed: u64) -> Vec<Order> {
             let payments = if r.gen_bool(0.1) && total > 100 {
                 let first = r.gen_range(1..total);
                 vec![
-                    Payment { method: PaymentMethod::Voucher, amount_cents: first },
-                    Payment { method: PaymentMethod::Card, amount_cents: total - first },
+                    Payment {
+                        method: PaymentMethod::Voucher,
+                        amount_cents: first,
+                    },
+                    Payment {
+                        method: PaymentMethod::Card,
+                        amount_cents: total - first,
+                    },
                 ]
             } else {
-                let method = if r.gen_bool(0.35) { PaymentMethod::Cash } else { PaymentMethod::Card };
-                vec![Payment { method, amount_cents: total }]
+                let method = if r.gen_bool(0.35) {
+                    PaymentMethod::Cash
+                } else {
+                    PaymentMethod::Card
+                };
+                vec![Payment {
+                    method,
+                    amount_cents: total,
+                }]
             };
             Order {
                 id: first_id + i as u64,
@@ -246,7 +286,9 @@ mod tests {
         let t = transactions(1000, 1);
         assert!(t.windows(2).all(|w| w[1].id == w[0].id + 1));
         assert!(t.windows(2).all(|w| w[1].timestamp_ms > w[0].timestamp_ms));
-        assert!(t.iter().all(|x| x.reference.starts_with("TX-2024-") && x.reference.len() == 14));
+        assert!(t
+            .iter()
+            .all(|x| x.reference.starts_with("TX-2024-") && x.reference.len() == 14));
         let payments = t.iter().filter(|x| x.kind == TxKind::Payment).count();
         assert!(payments > 800 && payments < 980, "{payments}");
         assert!(t.iter().all(|x| x.amount_cents > 0));
@@ -268,7 +310,11 @@ mod tests {
             }
         }
         // Zipf: the best seller appears far more than a median product.
-        let top = o.iter().flat_map(|x| &x.lines).filter(|l| l.product_id == 1).count();
+        let top = o
+            .iter()
+            .flat_map(|x| &x.lines)
+            .filter(|l| l.product_id == 1)
+            .count();
         assert!(top > 50, "{top}");
     }
 
@@ -276,7 +322,10 @@ mod tests {
     fn barcodes_are_valid_ean13() {
         for p in catalog(100, 2) {
             assert_eq!(p.barcode.len(), 13);
-            let sum: u32 = p.barcode.bytes().enumerate()
+            let sum: u32 = p
+                .barcode
+                .bytes()
+                .enumerate()
                 .map(|(i, b)| u32::from(b - b'0') * if i % 2 == 0 { 1 } else { 3 })
                 .sum();
             assert_eq!(sum % 10, 0);

@@ -1,0 +1,75 @@
+//! Codec throughput: pdc's columnar frame against serde_json, JSON+gzip
+//! (flate2, level 6), MessagePack (rmp-serde) and bincode, on 1,000 orders.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pdc_codec::{Codec, Order};
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    enc.write_all(bytes).unwrap();
+    enc.finish().unwrap()
+}
+
+fn gunzip(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(bytes)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+fn codec(c: &mut Criterion) {
+    let orders = pdc_datasets::orders(1000, 1);
+    let codec = Codec::new();
+
+    let mut g = c.benchmark_group("codec_encode/orders1k");
+    g.throughput(Throughput::Elements(orders.len() as u64));
+    g.bench_function("pdc", |b| {
+        b.iter(|| codec.encode_orders(black_box(&orders)).unwrap())
+    });
+    g.bench_function("serde_json", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&orders)).unwrap())
+    });
+    g.bench_function("json_gzip", |b| {
+        b.iter(|| gzip(&serde_json::to_vec(black_box(&orders)).unwrap()))
+    });
+    g.bench_function("msgpack", |b| {
+        b.iter(|| rmp_serde::to_vec(black_box(&orders)).unwrap())
+    });
+    g.bench_function("bincode", |b| {
+        b.iter(|| bincode::serialize(black_box(&orders)).unwrap())
+    });
+    g.finish();
+
+    let pdc = codec.encode_orders(&orders).unwrap();
+    let json = serde_json::to_vec(&orders).unwrap();
+    let json_gz = gzip(&json);
+    let msgpack = rmp_serde::to_vec(&orders).unwrap();
+    let bincode_bytes = bincode::serialize(&orders).unwrap();
+
+    let mut g = c.benchmark_group("codec_decode/orders1k");
+    g.throughput(Throughput::Elements(orders.len() as u64));
+    g.bench_function("pdc", |b| {
+        b.iter(|| codec.decode_orders(black_box(&pdc)).unwrap())
+    });
+    g.bench_function("serde_json", |b| {
+        b.iter(|| serde_json::from_slice::<Vec<Order>>(black_box(&json)).unwrap())
+    });
+    g.bench_function("json_gzip", |b| {
+        b.iter(|| serde_json::from_slice::<Vec<Order>>(&gunzip(black_box(&json_gz))).unwrap())
+    });
+    g.bench_function("msgpack", |b| {
+        b.iter(|| rmp_serde::from_slice::<Vec<Order>>(black_box(&msgpack)).unwrap())
+    });
+    g.bench_function("bincode", |b| {
+        b.iter(|| bincode::deserialize::<Vec<Order>>(black_box(&bincode_bytes)).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, codec);
+criterion_main!(benches);

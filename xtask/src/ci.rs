@@ -1,0 +1,115 @@
+//! `cargo xtask ci`, `wasm` and `fuzz`.
+
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::{cargo, root, run, PURE_CRATES};
+
+/// Everything CI checks, in the order that fails fastest.
+pub fn ci() -> Result<(), String> {
+    ensure_wasm_target()?;
+    ensure_postgres();
+    run(cargo()
+        .current_dir(root())
+        .args(["fmt", "--all", "--check"]))?;
+    run(cargo().current_dir(root()).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // `cargo test` runs unit, integration and doc tests.
+    run(cargo().current_dir(root()).args(["test", "--workspace"]))?;
+    wasm()
+}
+
+/// Builds every pure crate present in the workspace for wasm32.
+pub fn wasm() -> Result<(), String> {
+    let mut cmd = cargo();
+    cmd.current_dir(root())
+        .args(["build", "--target", "wasm32-unknown-unknown"]);
+    for krate in PURE_CRATES {
+        if root().join(krate).join("Cargo.toml").exists() {
+            cmd.args(["-p", krate]);
+        }
+    }
+    run(&mut cmd)
+}
+
+fn ensure_wasm_target() -> Result<(), String> {
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(root())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("wasm32-unknown-unknown"))
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    run(Command::new("rustup").current_dir(root()).args([
+        "target",
+        "add",
+        "wasm32-unknown-unknown",
+    ]))
+}
+
+/// Starts the machine's PostgreSQL cluster when nothing listens on 5432.
+/// Tests that need it fail with a clear message if it still is not up.
+fn ensure_postgres() {
+    let addr = SocketAddr::from(([127, 0, 0, 1], 5432));
+    if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+        return;
+    }
+    let versions = std::fs::read_dir("/etc/postgresql")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    for v in versions {
+        let _ = run(Command::new("pg_ctlcluster").args([
+            "--skip-systemctl-redirect",
+            &v,
+            "main",
+            "start",
+        ]));
+    }
+    for _ in 0..20 {
+        if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("warning: PostgreSQL is not listening on 127.0.0.1:5432");
+}
+
+/// Runs each fuzz target for a bounded time (default 60 s each).
+pub fn fuzz(args: &[String]) -> Result<(), String> {
+    let seconds = args
+        .iter()
+        .position(|a| a == "--seconds")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.parse::<u64>().map_err(|e| format!("--seconds: {e}")))
+        .transpose()?
+        .unwrap_or(60);
+    let has_fuzz = Command::new("cargo")
+        .args(["+nightly", "fuzz", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !has_fuzz {
+        run(Command::new("cargo").args(["+nightly", "install", "cargo-fuzz", "--locked"]))?;
+    }
+    for target in ["frame_decode"] {
+        run(Command::new("cargo")
+            .current_dir(root().join("fuzz"))
+            .args(["+nightly", "fuzz", "run", target, "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-rss_limit_mb=1024"))?;
+    }
+    Ok(())
+}

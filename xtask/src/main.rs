@@ -1,0 +1,84 @@
+//! `cargo xtask`: pdc's developer tasks, one module per verb.
+//!
+//! * `ci`: exactly what `.ci/run` runs (toolchain target, services, fmt,
+//!   clippy, tests with doc tests, wasm builds of the pure crates);
+//! * `sizes [--json]`: the codec's size table against the formats a user
+//!   would pick instead;
+//! * `bench [criterion args]`: the criterion benches;
+//! * `fuzz [--seconds N]`: the cargo-fuzz targets for a bounded time;
+//! * `wasm`: the wasm32 build of the pure crates alone.
+//!
+//! The tidy tests (architecture invariants of the workspace) live in
+//! [`tidy`] and run with `cargo test`.
+
+use std::process::{Command, ExitCode};
+
+mod ci;
+mod sizes;
+#[cfg(test)]
+mod tidy;
+
+/// The pure-logic crates: no I/O, no clock, build for wasm32.
+pub const PURE_CRATES: &[&str] = &[
+    "pdc-clock",
+    "pdc-codec",
+    "pdc-datasets",
+    "pdc-cache",
+    "pdc-sync",
+    "pdc-auth",
+    "pdc-monitor",
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let verb = args.first().map(String::as_str).unwrap_or("help");
+    let rest = &args[args.len().min(1)..];
+    let result = match verb {
+        "ci" => ci::ci(),
+        "sizes" => sizes::run(rest.iter().any(|a| a == "--json")),
+        "bench" => run(cargo()
+            .args(["bench", "-p", "pdc-benches", "--"])
+            .args(rest)),
+        "fuzz" => ci::fuzz(rest),
+        "wasm" => ci::wasm(),
+        _ => {
+            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm>");
+            return if verb == "help" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            };
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask {verb}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A `cargo` command from the toolchain that runs xtask.
+pub fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Runs a command, echoing it, and fails if it fails.
+pub fn run(cmd: &mut Command) -> Result<(), String> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot start {cmd:?}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} failed with {status}"))
+    }
+}
+
+/// Workspace root (xtask's parent directory).
+pub fn root() -> std::path::PathBuf {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent().unwrap_or(here).to_path_buf()
+}

@@ -1,0 +1,135 @@
+//! `cargo xtask sizes`: encoded sizes of the standard datasets in pdc's
+//! frame and in the formats a user would pick instead, in one run.
+
+use std::io::Write;
+
+use pdc_codec::{Codec, Transaction};
+use serde::Serialize;
+
+fn gzip(bytes: &[u8]) -> usize {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    // Writing to a Vec cannot fail.
+    enc.write_all(bytes).expect("write to Vec");
+    enc.finish().expect("finish to Vec").len()
+}
+
+struct Row {
+    dataset: &'static str,
+    records: usize,
+    sizes: Vec<(&'static str, usize)>,
+}
+
+fn row<T: Serialize>(dataset: &'static str, items: &[T], pdc_frame: usize) -> Row {
+    let json = serde_json::to_vec(items).expect("serde_json");
+    let msgpack = rmp_serde::to_vec(items).expect("rmp-serde");
+    let bincode = bincode::serialize(items).expect("bincode");
+    let postcard = postcard::to_allocvec(items).expect("postcard");
+    Row {
+        dataset,
+        records: items.len(),
+        sizes: vec![
+            ("json", json.len()),
+            ("json_gzip", gzip(&json)),
+            ("msgpack", msgpack.len()),
+            (
+                "msgpack_lz4",
+                lz4_flex::compress_prepend_size(&msgpack).len(),
+            ),
+            ("bincode", bincode.len()),
+            ("postcard", postcard.len()),
+            (
+                "postcard_lz4",
+                lz4_flex::compress_prepend_size(&postcard).len(),
+            ),
+            ("pdc_frame", pdc_frame),
+        ],
+    }
+}
+
+pub fn run(json: bool) -> Result<(), String> {
+    let codec = Codec::new();
+    let err = |e: pdc_codec::CodecError| e.to_string();
+
+    let base = Transaction::seed_baseline();
+    let base_payload = postcard::to_allocvec(&base)
+        .map_err(|e| e.to_string())?
+        .len();
+    let base_frame = codec.encode(&base).map_err(err)?.len();
+
+    let tx100 = pdc_datasets::transactions(100, 1);
+    let tx100_frame = codec.encode_transactions(&tx100).map_err(err)?.len();
+    let orders = pdc_datasets::orders(10_000, 1);
+    let orders_frame = codec.encode_orders(&orders).map_err(err)?.len();
+
+    let rows = [
+        row("seed_baseline", std::slice::from_ref(&base), base_frame),
+        row("transactions(100, 1)", &tx100, tx100_frame),
+        row("orders(10000, 1)", &orders, orders_frame),
+    ];
+    let get = |r: &Row, k: &str| r.sizes.iter().find(|(n, _)| *n == k).map_or(0, |(_, v)| *v);
+
+    if json {
+        let mut obj = serde_json::Map::new();
+        let mut put = |k: &str, v: usize| {
+            obj.insert(k.to_owned(), serde_json::Value::from(v));
+        };
+        put("seed_baseline_payload_bytes", base_payload);
+        put("seed_baseline_frame_bytes", base_frame);
+        put(
+            "seed_baseline_json_bytes",
+            serde_json::to_vec(&base).map_err(|e| e.to_string())?.len(),
+        );
+        put("tx100_frame_bytes", tx100_frame);
+        put("tx100_json_bytes", get(&rows[1], "json"));
+        put("tx100_json_gzip_bytes", get(&rows[1], "json_gzip"));
+        put("orders10k_frame_bytes", orders_frame);
+        put("orders10k_json_bytes", get(&rows[2], "json"));
+        put("orders10k_json_gzip_bytes", get(&rows[2], "json_gzip"));
+        put("orders10k_msgpack_bytes", get(&rows[2], "msgpack"));
+        put("orders10k_msgpack_lz4_bytes", get(&rows[2], "msgpack_lz4"));
+        put(
+            "orders10k_postcard_lz4_bytes",
+            get(&rows[2], "postcard_lz4"),
+        );
+        println!("{}", serde_json::Value::Object(obj));
+        return Ok(());
+    }
+
+    println!("Encoded sizes in bytes (each dataset encoded as one value; pdc_frame is the whole frame)\n");
+    print!("{:<22} {:>7}", "dataset", "records");
+    for (name, _) in &rows[0].sizes {
+        print!(" {name:>12}");
+    }
+    println!();
+    for r in &rows {
+        print!("{:<22} {:>7}", r.dataset, r.records);
+        for (_, v) in &r.sizes {
+            print!(" {v:>12}");
+        }
+        println!();
+    }
+    println!();
+    println!(
+        "seed baseline: {base_payload} B payload + {} B frame overhead = {base_frame} B",
+        base_frame - base_payload
+    );
+    let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
+    println!(
+        "tx100: {tx100_frame} B frame, {:.1} B/transaction, {:.1}% of JSON+gzip",
+        tx100_frame as f64 / 100.0,
+        pct(tx100_frame, get(&rows[1], "json_gzip"))
+    );
+    println!(
+        "orders10k: {orders_frame} B frame, {:.1} B/order, {:.1}% of JSON+gzip, {:.1}% of MessagePack+lz4",
+        orders_frame as f64 / 10_000.0,
+        pct(orders_frame, get(&rows[2], "json_gzip")),
+        pct(orders_frame, get(&rows[2], "msgpack_lz4"))
+    );
+    if std::env::var_os("PDC_SIZES_COLUMNS").is_some() {
+        println!("\norders10k columns (postcard bytes, lz4 bytes):");
+        for (name, raw, lz) in pdc_codec::OrderColumns::from_records(&orders).column_sizes() {
+            println!("  {name:<18} {raw:>8} {lz:>8}");
+        }
+    }
+    Ok(())
+}
