@@ -1,6 +1,6 @@
 //! Codec throughput: pdc's columnar frame against serde_json, JSON+gzip
 //! (flate2, level 6), MessagePack (rmp-serde) and bincode, on 1,000 orders.
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::unwrap_used)]
 
 use std::hint::black_box;
 use std::io::{Read, Write};

@@ -777,8 +777,8 @@ impl OrderColumns {
             let mut due = lines
                 .iter()
                 .fold(0i64, |acc, l| acc.wrapping_add(l.amount_cents()));
-            for j in pi..pi + np {
-                let amount = due.wrapping_add(residuals[j]);
+            for (j, residual) in residuals.iter().enumerate().skip(pi).take(np) {
+                let amount = due.wrapping_add(*residual);
                 let code = (self.payment_methods[j / 4] >> (2 * (j % 4))) & 0b11;
                 payments.push(Payment {
                     method: method_from_code(code)?,

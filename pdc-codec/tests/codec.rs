@@ -1,5 +1,6 @@
 //! Integration tests of pdc-codec: round trips, damage, hostile input and
 //! schema evolution, all through the public API.
+#![allow(clippy::unwrap_used)]
 
 use pdc_codec::{
     Codec, CodecError, Compression, Limits, Order, OrderLine, Payment, PaymentMethod, Product,

@@ -87,6 +87,9 @@ fn ensure_postgres() {
     eprintln!("warning: PostgreSQL is not listening on 127.0.0.1:5432");
 }
 
+/// The cargo-fuzz targets in `fuzz/fuzz_targets`.
+const FUZZ_TARGETS: &[&str] = &["frame_decode"];
+
 /// Runs each fuzz target for a bounded time (default 60 s each).
 pub fn fuzz(args: &[String]) -> Result<(), String> {
     let seconds = args
@@ -104,7 +107,7 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
     if !has_fuzz {
         run(Command::new("cargo").args(["+nightly", "install", "cargo-fuzz", "--locked"]))?;
     }
-    for target in ["frame_decode"] {
+    for target in FUZZ_TARGETS {
         run(Command::new("cargo")
             .current_dir(root().join("fuzz"))
             .args(["+nightly", "fuzz", "run", target, "--"])
