@@ -1,0 +1,200 @@
+//! The transport seam, its error classes, and an in-memory server with a
+//! loopback transport for tests and simulations.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pdc_codec::Codec;
+
+use crate::protocol::{ItemResult, PushRequest, PushResponse, StreamKey};
+
+/// Why a request failed, classified for the sync machine.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// No network, or the server is unreachable.
+    #[error("offline: {0}")]
+    Offline(String),
+    /// No answer in time; the server may or may not have applied the batch.
+    #[error("request timed out")]
+    Timeout,
+    /// The server is overloaded (HTTP 429/503); wait at least `retry_after`.
+    #[error("server busy")]
+    ServerBusy {
+        /// The server's Retry-After.
+        retry_after: Option<Duration>,
+    },
+    /// The server failed (HTTP 5xx): maybe transient, maybe a poison item.
+    #[error("server error {status}: {message}")]
+    Server {
+        /// HTTP status.
+        status: u16,
+        /// Body or reason.
+        message: String,
+    },
+    /// The server refused the request as malformed (HTTP 4xx other than
+    /// auth): permanent for this request.
+    #[error("request refused {status}: {message}")]
+    Client {
+        /// HTTP status.
+        status: u16,
+        /// Body or reason.
+        message: String,
+    },
+    /// The terminal's credentials were refused (HTTP 401/403).
+    #[error("not authorised: {0}")]
+    Auth(String),
+}
+
+/// Moves encoded protocol messages to the server and back.
+///
+/// Bodies are pdc-codec frames of the [`crate::protocol`] messages. The HTTP
+/// implementation lives in pdc-core; [`LoopbackTransport`] is in-memory. On
+/// `wasm32` the futures need not be `Send` (browser fetch is single-threaded).
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait SyncTransport {
+    /// Sends a push request frame; returns the response frame.
+    async fn push(&self, request: Vec<u8>) -> Result<Vec<u8>, TransportError>;
+    /// Sends a pull request frame; returns the response frame.
+    async fn pull(&self, request: Vec<u8>) -> Result<Vec<u8>, TransportError>;
+    /// A round trip with no effect, for latency probes.
+    async fn ping(&self) -> Result<(), TransportError>;
+}
+
+/// A simple in-memory sync server: applies each (terminal, local id) once,
+/// answers resends with the original sequence, rejects configured kinds,
+/// and records the order in which each stream's items were applied.
+#[derive(Debug, Default)]
+pub struct MemoryServer {
+    applied: HashMap<(String, u64), u64>,
+    next_seq: u64,
+    /// Applied local ids per (terminal, stream), in application order.
+    pub streams: BTreeMap<(String, StreamKey), Vec<u64>>,
+    /// Item kinds refused by a "business rule", with the code to answer.
+    pub reject_kinds: HashMap<u16, String>,
+    /// Item kinds whose presence makes the whole request fail with a 5xx
+    /// (a poison item).
+    pub poison_kinds: Vec<u16>,
+    /// When set, every push is answered retry-later with this retry-after.
+    pub overloaded: Option<Duration>,
+    /// Pushes received.
+    pub pushes: u64,
+}
+
+impl MemoryServer {
+    /// Applies a push request.
+    pub fn push(&mut self, req: &PushRequest) -> Result<PushResponse, TransportError> {
+        self.pushes += 1;
+        if let Some(retry_after) = self.overloaded {
+            return Ok(PushResponse {
+                results: vec![ItemResult::RetryLater; req.items.len()],
+                retry_after_ms: Some(retry_after.as_millis() as u64),
+            });
+        }
+        if req
+            .items
+            .iter()
+            .any(|i| self.poison_kinds.contains(&i.kind))
+        {
+            return Err(TransportError::Server {
+                status: 500,
+                message: "internal error".into(),
+            });
+        }
+        let results = req
+            .items
+            .iter()
+            .map(|item| {
+                let key = (req.terminal_id.clone(), item.local_id);
+                if let Some(&seq) = self.applied.get(&key) {
+                    return ItemResult::Duplicate { server_seq: seq };
+                }
+                if let Some(code) = self.reject_kinds.get(&item.kind) {
+                    return ItemResult::Rejected {
+                        code: code.clone(),
+                        message: format!("kind {} refused", item.kind),
+                    };
+                }
+                self.next_seq += 1;
+                self.applied.insert(key, self.next_seq);
+                self.streams
+                    .entry((req.terminal_id.clone(), item.stream))
+                    .or_default()
+                    .push(item.local_id);
+                ItemResult::Applied {
+                    server_seq: self.next_seq,
+                }
+            })
+            .collect();
+        Ok(PushResponse {
+            results,
+            retry_after_ms: None,
+        })
+    }
+
+    /// Whether (terminal, local id) was applied.
+    pub fn has(&self, terminal: &str, local_id: u64) -> bool {
+        self.applied.contains_key(&(terminal.to_owned(), local_id))
+    }
+
+    /// Number of distinct items applied.
+    pub fn applied_count(&self) -> usize {
+        self.applied.len()
+    }
+}
+
+/// A transport that hands frames to a [`MemoryServer`] in the same process.
+#[derive(Debug, Clone, Default)]
+pub struct LoopbackTransport {
+    /// The server behind the loopback.
+    pub server: Arc<Mutex<MemoryServer>>,
+    codec: Codec,
+}
+
+impl LoopbackTransport {
+    /// A loopback to a fresh server.
+    pub fn new() -> Self {
+        LoopbackTransport::default()
+    }
+
+    fn server(&self) -> Result<std::sync::MutexGuard<'_, MemoryServer>, TransportError> {
+        self.server.lock().map_err(|_| TransportError::Server {
+            status: 500,
+            message: "server state poisoned".into(),
+        })
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+impl SyncTransport for LoopbackTransport {
+    async fn push(&self, request: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+        let req: PushRequest = self
+            .codec
+            .decode(&request)
+            .map_err(|e| TransportError::Client {
+                status: 400,
+                message: e.to_string(),
+            })?;
+        let resp = self.server()?.push(&req)?;
+        self.codec
+            .encode(&resp)
+            .map_err(|e| TransportError::Server {
+                status: 500,
+                message: e.to_string(),
+            })
+    }
+
+    async fn pull(&self, _request: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+        Err(TransportError::Client {
+            status: 404,
+            message: "the loopback server holds no datasets".into(),
+        })
+    }
+
+    async fn ping(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
+}
