@@ -82,8 +82,12 @@ impl Record for PushRequest {
 }
 
 /// What the server did with one item.
+///
+/// Externally tagged (`{"applied":{"server_seq":1}}`, `"retry_later"`):
+/// postcard, which is not self-describing, cannot read internally tagged
+/// enums.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "status")]
+#[serde(rename_all = "snake_case")]
 pub enum ItemResult {
     /// Applied now, at this server sequence.
     Applied {
@@ -162,7 +166,7 @@ pub struct DatasetRecord {
 
 /// How a dataset changed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "type")]
+#[serde(rename_all = "snake_case")]
 pub enum DatasetChange {
     /// Apply these on top of what the terminal holds.
     Delta {
@@ -225,4 +229,97 @@ pub struct MetricsReport {
 impl Record for MetricsReport {
     const KIND: RecordKind = RecordKind(20);
     const SCHEMA: u8 = PROTOCOL_VERSION;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pdc_codec::Codec;
+
+    fn push() -> PushRequest {
+        PushRequest {
+            schema: PROTOCOL_VERSION,
+            terminal_id: "till-7".into(),
+            batch_id: 42,
+            items: vec![OutboxItem {
+                local_id: 1001,
+                stream: StreamKey(5001),
+                priority: Priority::High,
+                kind: 2,
+                created_at_ms: 1_704_096_061_000,
+                payload: vec![1, 2, 3],
+            }],
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_through_json_and_frames() {
+        let codec = Codec::new();
+        let req = push();
+        let json = serde_json::to_string(&req).unwrap();
+        assert!(json.contains("\"priority\":\"High\""), "{json}");
+        assert_eq!(serde_json::from_str::<PushRequest>(&json).unwrap(), req);
+        assert_eq!(
+            codec
+                .decode::<PushRequest>(&codec.encode(&req).unwrap())
+                .unwrap(),
+            req
+        );
+
+        let resp = PushResponse {
+            results: vec![
+                ItemResult::Applied { server_seq: 1 },
+                ItemResult::Duplicate { server_seq: 0 },
+                ItemResult::Rejected {
+                    code: "x".into(),
+                    message: "y".into(),
+                },
+                ItemResult::RetryLater,
+            ],
+            retry_after_ms: Some(500),
+        };
+        let json = serde_json::to_string(&resp).unwrap();
+        assert!(
+            json.contains("{\"applied\":{\"server_seq\":1}}") && json.contains("\"retry_later\""),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<PushResponse>(&json).unwrap(), resp);
+        assert_eq!(
+            codec
+                .decode::<PushResponse>(&codec.encode(&resp).unwrap())
+                .unwrap(),
+            resp
+        );
+
+        let pull = PullResponse {
+            datasets: vec![DatasetDelta {
+                dataset: "products".into(),
+                version: 3,
+                digest: [7; 16],
+                change: DatasetChange::Delta {
+                    upserts: vec![DatasetRecord {
+                        id: 1,
+                        body: vec![9],
+                    }],
+                    deletes: vec![2],
+                },
+            }],
+        };
+        let json = serde_json::to_string(&pull).unwrap();
+        assert!(json.contains("\"change\":{\"delta\":"), "{json}");
+        assert_eq!(serde_json::from_str::<PullResponse>(&json).unwrap(), pull);
+        assert_eq!(
+            codec
+                .decode::<PullResponse>(&codec.encode(&pull).unwrap())
+                .unwrap(),
+            pull
+        );
+    }
+
+    #[test]
+    fn priorities_order_as_documented() {
+        assert!(Priority::Critical > Priority::High);
+        assert!(Priority::High > Priority::Normal);
+        assert!(Priority::Normal > Priority::Low);
+    }
 }

@@ -6,7 +6,8 @@
 //!   would pick instead;
 //! * `bench [criterion args]`: the criterion benches;
 //! * `fuzz [--seconds N]`: the cargo-fuzz targets for a bounded time;
-//! * `wasm`: the wasm32 build of the pure crates alone.
+//! * `wasm`: the wasm32 build of the pure crates alone;
+//! * `fleet`: the backoff comparison of 100 terminals reconnecting at once.
 //!
 //! The tidy tests (architecture invariants of the workspace) live in
 //! [`tidy`] and run with `cargo test`.
@@ -14,6 +15,7 @@
 use std::process::{Command, ExitCode};
 
 mod ci;
+mod fleet;
 mod sizes;
 #[cfg(test)]
 mod tidy;
@@ -41,8 +43,9 @@ fn main() -> ExitCode {
             .args(rest)),
         "fuzz" => ci::fuzz(rest),
         "wasm" => ci::wasm(),
+        "fleet" => fleet::run_report(),
         _ => {
-            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm>");
+            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {
