@@ -719,7 +719,7 @@ enum FailKind {
 /// Encoded size of an item inside a push request (postcard).
 fn item_size(item: &OutboxItem) -> usize {
     fn varint(v: u64) -> usize {
-        ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+        (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
     }
     varint(item.local_id)
         + varint(item.stream.0)

@@ -368,12 +368,11 @@ mod tests {
     fn aging_serves_a_starved_low_item() {
         let mut q = OutboxQueue::new(Duration::from_secs(10));
         q.push(item(1, 1, Priority::Low), 20, Instant::ZERO);
-        let mut id = 2;
         let mut served_low_at = None;
         for sec in 0..100u64 {
             let now = Instant::from_millis(sec * 1000);
+            let id = sec + 2;
             q.push(item(id, id, Priority::Critical), 20, now);
-            id += 1;
             let b = q.take_batch(now, 1, 1 << 20);
             for i in &b {
                 q.settle(i.local_id, true);
