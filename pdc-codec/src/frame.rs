@@ -132,8 +132,21 @@ impl Codec {
         schema: u8,
         value: &T,
     ) -> Result<Vec<u8>, CodecError> {
+        self.encode_value_sized(kind, schema, value, 0)
+    }
+
+    /// As [`Codec::encode_value`], with a guess of the payload size so that
+    /// large values are written without regrowing the buffer.
+    pub fn encode_value_sized<T: Serialize + ?Sized>(
+        &self,
+        kind: RecordKind,
+        schema: u8,
+        value: &T,
+        size_hint: usize,
+    ) -> Result<Vec<u8>, CodecError> {
+        let buf = Vec::with_capacity(size_hint.min(self.limits.max_decoded_bytes));
         let payload =
-            postcard::to_allocvec(value).map_err(|e| CodecError::Encode(e.to_string()))?;
+            postcard::to_extend(value, buf).map_err(|e| CodecError::Encode(e.to_string()))?;
         self.seal(kind, schema, false, &payload)
     }
 

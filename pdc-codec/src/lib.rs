@@ -56,6 +56,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+mod column;
 mod error;
 pub mod frame;
 mod pos;

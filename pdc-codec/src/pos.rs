@@ -15,6 +15,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
+use crate::column::{Col, Varint};
 use crate::{Codec, CodecError, Record, RecordKind};
 
 /// A multiplicative hasher for small integer keys (product ids, tax
@@ -44,6 +45,47 @@ impl Hasher for IdHasher {
 }
 
 type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// Product id → (unit price, tax rate) as first seen in a batch. A dense
+/// table when the ids are small enough for one (the usual case: catalogue
+/// ids are compact), a hash map otherwise.
+enum ProductDict {
+    Dense(Vec<Option<(i64, u16)>>),
+    Hashed(IdMap<u32, (i64, u16)>),
+}
+
+impl ProductDict {
+    /// A dictionary for ids up to `max_id` in a batch of `lines` lines.
+    fn new(max_id: u32, lines: usize) -> Self {
+        // Dense when the table is at most 4 entries per line plus a
+        // constant: bounded by the input, never by a hostile id.
+        if (max_id as usize) < lines.saturating_mul(4) + 65_536 {
+            ProductDict::Dense(vec![None; max_id as usize + 1])
+        } else {
+            ProductDict::Hashed(IdMap::default())
+        }
+    }
+
+    fn get(&self, id: u32) -> Option<(i64, u16)> {
+        match self {
+            ProductDict::Dense(v) => v.get(id as usize).copied().flatten(),
+            ProductDict::Hashed(m) => m.get(&id).copied(),
+        }
+    }
+
+    fn insert(&mut self, id: u32, value: (i64, u16)) {
+        match self {
+            ProductDict::Dense(v) => {
+                if let Some(slot) = v.get_mut(id as usize) {
+                    *slot = Some(value);
+                }
+            }
+            ProductDict::Hashed(m) => {
+                m.insert(id, value);
+            }
+        }
+    }
+}
 
 /// What a transaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -213,15 +255,15 @@ impl Record for Product {
 /// A batch of transactions stored column by column (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TransactionColumns {
-    id_deltas: Vec<i64>,
+    id_deltas: Col<i64>,
     kinds: Vec<TxKind>,
     statuses: Vec<TxStatus>,
-    amounts: Vec<i64>,
-    timestamp_deltas: Vec<i64>,
+    amounts: Col<i64>,
+    timestamp_deltas: Col<i64>,
     ref_prefixes: Vec<String>,
-    ref_prefix_index: Vec<u32>,
+    ref_prefix_index: Col<u32>,
     ref_widths: Vec<u8>,
-    ref_number_deltas: Vec<i64>,
+    ref_number_deltas: Col<i64>,
 }
 
 impl Record for TransactionColumns {
@@ -339,12 +381,12 @@ impl TransactionColumns {
 /// A column whose values are mostly one default: only the exceptions are
 /// stored, as (gap since the previous exception, value).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-struct Sparse<T> {
-    gaps: Vec<u32>,
-    values: Vec<T>,
+struct Sparse<T: Varint> {
+    gaps: Col<u32>,
+    values: Col<T>,
 }
 
-impl<T: Copy + PartialEq> Sparse<T> {
+impl<T: Varint + PartialEq> Sparse<T> {
     fn push(&mut self, index: usize, value: T, default: T, last: &mut usize) {
         if value != default {
             // Batches are bounded by max_batch_items (a u32 in practice), so
@@ -378,18 +420,18 @@ impl<T: Copy + PartialEq> Sparse<T> {
 /// A sparse column builder: remembers the last exception's index. Indices
 /// are offset by one so that an exception at index 0 has a gap of 1 and
 /// gaps are never ambiguous.
-struct SparseBuilder<T> {
+struct SparseBuilder<T: Varint> {
     col: Sparse<T>,
     last: usize,
     default: T,
 }
 
-impl<T: Copy + PartialEq> SparseBuilder<T> {
+impl<T: Varint + PartialEq> SparseBuilder<T> {
     fn new(default: T) -> Self {
         SparseBuilder {
             col: Sparse {
-                gaps: Vec::new(),
-                values: Vec::new(),
+                gaps: Col::default(),
+                values: Col::default(),
             },
             last: 0,
             default,
@@ -401,7 +443,7 @@ impl<T: Copy + PartialEq> SparseBuilder<T> {
     }
 }
 
-fn expand_sparse<T: Copy + PartialEq>(
+fn expand_sparse<T: Varint + PartialEq>(
     col: &Sparse<T>,
     n: usize,
     default: T,
@@ -422,26 +464,22 @@ fn expand_sparse<T: Copy + PartialEq>(
 /// lines sell one unit, and most exceptions fit in one byte this way.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 struct Quantities {
-    codes: Vec<u64>,
-    large: Vec<u32>,
+    codes: Col<u64>,
+    large: Col<u32>,
 }
 
 impl Quantities {
-    fn build(all: impl Iterator<Item = u32>) -> Self {
-        let mut q = Quantities::default();
-        let mut last = 0usize;
-        for (i, v) in all.enumerate() {
-            if v != 1 {
-                let gap = (i + 1 - last) as u64;
-                last = i + 1;
-                let code = if v < 7 { u64::from(v) } else { 7 };
-                if code == 7 {
-                    q.large.push(v);
-                }
-                q.codes.push(gap << 3 | code);
+    /// Records the quantity of line `index` (lines in order).
+    fn push(&mut self, index: usize, v: u32, last: &mut usize) {
+        if v != 1 {
+            let gap = (index + 1 - *last) as u64;
+            *last = index + 1;
+            let code = if v < 7 { u64::from(v) } else { 7 };
+            if code == 7 {
+                self.large.push(v);
             }
+            self.codes.push(gap << 3 | code);
         }
-        q
     }
 
     fn expand(&self, n: usize) -> Result<Vec<u32>, CodecError> {
@@ -479,26 +517,26 @@ impl Quantities {
 /// non-zero discounts and orders with a customer.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct OrderColumns {
-    id_deltas: Vec<i64>,
-    terminal_ids: Vec<u32>,
-    cashier_ids: Vec<u32>,
+    id_deltas: Col<i64>,
+    terminal_ids: Col<u32>,
+    cashier_ids: Col<u32>,
     /// One byte per order: line count (bits 0-3, 15 = see `long_line_counts`),
     /// has a customer (bit 4), payment count (bits 5-6, 3 = see
     /// `long_payment_counts`).
     headers: Vec<u8>,
     /// Customer ids of the orders that have one.
-    customers: Vec<u32>,
-    created_deltas: Vec<i64>,
+    customers: Col<u32>,
+    created_deltas: Col<i64>,
     /// Line counts of orders with 15 lines or more, in order.
-    long_line_counts: Vec<u32>,
+    long_line_counts: Col<u32>,
     /// Payment counts of orders with 3 payments or more, in order.
-    long_payment_counts: Vec<u32>,
-    product_ids: Vec<u32>,
+    long_payment_counts: Col<u32>,
+    product_ids: Col<u32>,
     /// Price and tax rate of each product, in order of first appearance;
     /// the tax rate as an index into `tax_rates`.
-    dict_prices: Vec<i64>,
-    dict_tax_index: Vec<u32>,
-    tax_rates: Vec<u16>,
+    dict_prices: Col<i64>,
+    dict_tax_index: Col<u32>,
+    tax_rates: Col<u16>,
     quantities: Quantities,
     price_overrides: Sparse<i64>,
     tax_overrides: Sparse<u16>,
@@ -540,19 +578,25 @@ impl OrderColumns {
     /// Builds the columns from records.
     pub fn from_records(orders: &[Order]) -> Self {
         let n = orders.len();
-        let total_lines: usize = orders.iter().map(|o| o.lines.len()).sum();
+        let (mut total_lines, mut max_id) = (0usize, 0u32);
+        for o in orders {
+            total_lines += o.lines.len();
+            for l in &o.lines {
+                max_id = max_id.max(l.product_id);
+            }
+        }
         let mut c = OrderColumns {
-            id_deltas: Vec::with_capacity(n),
-            terminal_ids: Vec::with_capacity(n),
-            cashier_ids: Vec::with_capacity(n),
+            id_deltas: Col::with_capacity(n),
+            terminal_ids: Col::with_capacity(n),
+            cashier_ids: Col::with_capacity(n),
             headers: Vec::with_capacity(n),
-            created_deltas: Vec::with_capacity(n),
-            product_ids: Vec::with_capacity(total_lines),
+            created_deltas: Col::with_capacity(n),
+            product_ids: Col::with_capacity(total_lines),
             payment_methods: Vec::with_capacity(n / 2 + 1),
             ..OrderColumns::default()
         };
-        let mut dict: IdMap<u32, (i64, u16)> = IdMap::default();
-        dict.reserve(total_lines.min(1 << 16));
+        let mut dict = ProductDict::new(max_id, total_lines);
+        let mut last_quantity = 0usize;
         let mut tax_index: IdMap<u16, u32> = IdMap::default();
         let mut prices = SparseBuilder::new(0i64);
         let mut taxes = SparseBuilder::new(0u16);
@@ -586,24 +630,32 @@ impl OrderColumns {
                 c.long_payment_counts.push(o.payments.len() as u32);
             }
             c.headers.push(header);
+            let mut total = 0i64;
             for l in &o.lines {
+                total = total.wrapping_add(l.amount_cents());
+                c.quantities.push(line_ix, l.quantity, &mut last_quantity);
                 c.product_ids.push(l.product_id);
-                let (price, tax) = *dict.entry(l.product_id).or_insert_with(|| {
-                    c.dict_prices.push(l.unit_price_cents);
-                    let next = tax_index.len() as u32;
-                    let ix = *tax_index.entry(l.tax_rate_bp).or_insert_with(|| {
-                        c.tax_rates.push(l.tax_rate_bp);
-                        next
-                    });
-                    c.dict_tax_index.push(ix);
-                    (l.unit_price_cents, l.tax_rate_bp)
-                });
+                let (price, tax) = match dict.get(l.product_id) {
+                    Some(v) => v,
+                    None => {
+                        c.dict_prices.push(l.unit_price_cents);
+                        let next = tax_index.len() as u32;
+                        let ix = *tax_index.entry(l.tax_rate_bp).or_insert_with(|| {
+                            c.tax_rates.push(l.tax_rate_bp);
+                            next
+                        });
+                        c.dict_tax_index.push(ix);
+                        let v = (l.unit_price_cents, l.tax_rate_bp);
+                        dict.insert(l.product_id, v);
+                        v
+                    }
+                };
                 prices.push(line_ix, l.unit_price_cents.wrapping_sub(price));
                 taxes.push(line_ix, l.tax_rate_bp.wrapping_sub(tax));
                 discounts.push(line_ix, l.discount_cents);
                 line_ix += 1;
             }
-            let mut due = o.total_cents();
+            let mut due = total;
             for p in &o.payments {
                 if pay_ix % 4 == 0 {
                     c.payment_methods.push(0);
@@ -616,11 +668,6 @@ impl OrderColumns {
                 pay_ix += 1;
             }
         }
-        c.quantities = Quantities::build(
-            orders
-                .iter()
-                .flat_map(|o| o.lines.iter().map(|l| l.quantity)),
-        );
         c.price_overrides = prices.col;
         c.tax_overrides = taxes.col;
         c.discounts = discounts.col;
@@ -734,7 +781,8 @@ impl OrderColumns {
         let discounts = expand_sparse(&self.discounts, total_lines, 0, "discounts")?;
         let residuals = expand_sparse(&self.payment_residuals, total_payments, 0, "payments")?;
 
-        let mut dict: IdMap<u32, (i64, u16)> = IdMap::default();
+        let max_id = self.product_ids.iter().copied().max().unwrap_or(0);
+        let mut dict = ProductDict::new(max_id, total_lines);
         let mut next_dict = 0usize;
         let mut out = Vec::with_capacity(n);
         let (mut id, mut ts) = (0u64, 0u64);
@@ -746,8 +794,8 @@ impl OrderColumns {
             let mut lines = Vec::with_capacity(nl);
             for j in li..li + nl {
                 let pid = self.product_ids[j];
-                let (price, tax) = match dict.get(&pid) {
-                    Some(v) => *v,
+                let (price, tax) = match dict.get(pid) {
+                    Some(v) => v,
                     None => {
                         let price = *self
                             .dict_prices
@@ -825,7 +873,10 @@ impl Codec {
     /// Encodes orders as one columnar, compressed frame.
     pub fn encode_orders(&self, orders: &[Order]) -> Result<Vec<u8>, CodecError> {
         self.check_count(orders.len())?;
-        self.encode(&OrderColumns::from_records(orders))
+        let cols = OrderColumns::from_records(orders);
+        // About 3 bytes a line and 8 an order (see `xtask sizes`).
+        let hint = cols.product_ids.len() * 3 + cols.len() * 8 + 64;
+        self.encode_value_sized(OrderColumns::KIND, OrderColumns::SCHEMA, &cols, hint)
     }
 
     /// Decodes a frame written by [`Codec::encode_orders`].
