@@ -128,6 +128,16 @@ pub enum SyncEvent {
         /// Wait before the next attempt.
         delay: Duration,
     },
+    /// The wait before the next attempt changed: a new delay after a
+    /// failure, or back to none after a success that followed failures.
+    BackoffChanged {
+        /// The new delay (zero when reset).
+        delay: Duration,
+        /// Consecutive failures so far.
+        failures: u32,
+        /// Quality the delay was scaled by.
+        quality: Quality,
+    },
     /// Connection quality changed class.
     QualityChanged(Quality),
     /// Nothing is left to send or in flight.
@@ -542,6 +552,13 @@ impl SyncMachine {
             }
         }
         if retry_ids.is_empty() {
+            if self.backoff.failures() > 0 {
+                self.events.push_back(SyncEvent::BackoffChanged {
+                    delay: Duration::ZERO,
+                    failures: 0,
+                    quality: self.quality.quality(),
+                });
+            }
             self.backoff.reset();
             self.split_limit = (self.split_limit * 2).min(self.config.max_batch_items.max(1));
             self.last_push_ok = Some(now);
@@ -648,6 +665,11 @@ impl SyncMachine {
             .backoff
             .next_delay(&mut *self.rng, self.quality.quality(), retry_after);
         self.not_before = Some(now + delay);
+        self.events.push_back(SyncEvent::BackoffChanged {
+            delay,
+            failures: self.backoff.failures(),
+            quality: self.quality.quality(),
+        });
         self.events.push_back(SyncEvent::BatchRetried {
             batch_id,
             items: n,

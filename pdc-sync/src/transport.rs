@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use pdc_codec::Codec;
 
-use crate::protocol::{ItemResult, PushRequest, PushResponse, StreamKey};
+use crate::delta::ServerDataset;
+use crate::protocol::{
+    ItemResult, PullRequest, PullResponse, PushRequest, PushResponse, StreamKey,
+};
 
 /// Why a request failed, classified for the sync machine.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +84,8 @@ pub struct MemoryServer {
     pub overloaded: Option<Duration>,
     /// Pushes received.
     pub pushes: u64,
+    /// Reference datasets served by pull, by name.
+    pub datasets: BTreeMap<String, ServerDataset>,
 }
 
 impl MemoryServer {
@@ -132,6 +137,18 @@ impl MemoryServer {
             results,
             retry_after_ms: None,
         })
+    }
+
+    /// Answers a pull: per requested dataset the server holds, what the
+    /// terminal needs (see [`ServerDataset::answer`]).
+    pub fn pull(&self, req: &PullRequest) -> PullResponse {
+        PullResponse {
+            datasets: req
+                .datasets
+                .iter()
+                .filter_map(|state| self.datasets.get(&state.dataset).map(|d| d.answer(state)))
+                .collect(),
+        }
     }
 
     /// Whether (terminal, local id) was applied.
@@ -187,11 +204,21 @@ impl SyncTransport for LoopbackTransport {
             })
     }
 
-    async fn pull(&self, _request: Vec<u8>) -> Result<Vec<u8>, TransportError> {
-        Err(TransportError::Client {
-            status: 404,
-            message: "the loopback server holds no datasets".into(),
-        })
+    async fn pull(&self, request: Vec<u8>) -> Result<Vec<u8>, TransportError> {
+        let req: PullRequest = self
+            .codec
+            .decode(&request)
+            .map_err(|e| TransportError::Client {
+                status: 400,
+                message: e.to_string(),
+            })?;
+        let resp = self.server()?.pull(&req);
+        self.codec
+            .encode(&resp)
+            .map_err(|e| TransportError::Server {
+                status: 500,
+                message: e.to_string(),
+            })
     }
 
     async fn ping(&self) -> Result<(), TransportError> {
