@@ -124,6 +124,9 @@ mod figures {
     #[test]
     fn nineteen_guesses_take_202344_minutes() {
         let p = LockoutPolicy::default();
-        assert_eq!(p.time_for_guesses(19), Some(Duration::from_secs(202_344 * 60)));
+        assert_eq!(
+            p.time_for_guesses(19),
+            Some(Duration::from_secs(202_344 * 60))
+        );
     }
 }

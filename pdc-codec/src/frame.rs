@@ -13,12 +13,11 @@
 //! 8       1-5   stored payload length (unsigned LEB128, u32)
 //! ..      1-5   decoded payload length (LEB128), present only when compressed
 //! ..      n     payload
-//! end-8   8     checksum: first 8 bytes of SHA-256 over everything before it
+//! end-8   8     checksum: XXH3-64 (little endian) over everything before it
 //! ```
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::{CodecError, RecordKind};
 
@@ -411,11 +410,14 @@ pub(crate) fn items_exact<T: DeserializeOwned>(
     Ok(out)
 }
 
+/// XXH3-64 of the frame. The checksum detects accidental damage (storage,
+/// transit); it is not a MAC: an unkeyed hash, SHA-256 included, stops no
+/// one who can rewrite the bytes, so the faster hash with the same 2^-64
+/// miss rate for random damage is the right tool (it is 10x faster than
+/// SHA-256 here and was 8-12% of a batch encode). Authenticity comes from
+/// the transport (TLS) and terminal tokens.
 fn checksum(bytes: &[u8]) -> [u8; CHECKSUM_LEN] {
-    let digest = Sha256::digest(bytes);
-    let mut out = [0u8; CHECKSUM_LEN];
-    out.copy_from_slice(&digest[..CHECKSUM_LEN]);
-    out
+    xxhash_rust::xxh3::xxh3_64(bytes).to_le_bytes()
 }
 
 fn varint_len(mut v: u32) -> usize {

@@ -6,7 +6,7 @@
 //!
 //! A value is encoded with [postcard] (varints, no field names), wrapped in a
 //! [frame](frame) that carries magic bytes, a format version, flags, the
-//! record kind and schema version, lengths and an 8-byte truncated SHA-256,
+//! record kind and schema version, lengths and an 8-byte XXH3-64 checksum,
 //! and compressed with lz4 when that actually saves bytes. Decoding checks
 //! magic, version, lengths, limits and checksum before it allocates or
 //! decompresses anything, so hostile or damaged input gets a typed
@@ -15,7 +15,7 @@
 //! ```text
 //!  value ──postcard──▶ payload ──lz4 if it pays──▶ body
 //!  ┌──────┬───┬─────┬────┬──────┬─────┬──────────┬──────┬──────────┐
-//!  │ PdcF │ v │flags│kind│schema│ len │ [rawlen] │ body │ sha256/8 │
+//!  │ PdcF │ v │flags│kind│schema│ len │ [rawlen] │ body │ xxh3-64  │
 //!  └──────┴───┴─────┴────┴──────┴─────┴──────────┴──────┴──────────┘
 //! ```
 //!
