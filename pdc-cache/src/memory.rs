@@ -1,0 +1,549 @@
+//! The memory tier's engine: a bounded map with S3-FIFO eviction, TTL and
+//! a byte budget, allocation-free on the hit path.
+//!
+//! **Eviction: S3-FIFO** (Yang et al., SOSP 2023). New keys enter a small
+//! FIFO (10% of capacity); a key read while there is promoted to the main
+//! FIFO when it reaches the head, otherwise it is evicted and remembered in
+//! a ghost FIFO of key hashes; a key that comes back while remembered goes
+//! straight to main. Main is a CLOCK with a 2-bit frequency. One-hit
+//! wonders (a catalogue page scanned once) pass through the small queue
+//! without displacing the working set, which is where plain LRU loses, and
+//! a hit only bumps a counter: no list surgery, no allocation.
+//!
+//! **Expiry** is lazy (a `get` of an expired entry removes it and misses)
+//! plus an incremental [`MemoryCache::purge_expired`] that visits a bounded
+//! number of slots per call: there is no timer per entry and no O(n) scan
+//! on any hot path.
+
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, Hash};
+
+use hashbrown::{DefaultHashBuilder, Equivalent, HashMap, HashSet};
+
+use crate::CacheStats;
+
+/// Limits of a [`MemoryCache`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryLimits {
+    /// Most entries.
+    pub max_entries: usize,
+    /// Most weight (bytes, per the weigher the caller uses).
+    pub max_weight: u64,
+}
+
+impl MemoryLimits {
+    /// A limit on entries only.
+    pub fn entries(n: usize) -> Self {
+        MemoryLimits {
+            max_entries: n.max(1),
+            max_weight: u64::MAX,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Slot<K, V> {
+    key: K,
+    value: V,
+    /// Wall ms after which the entry is expired (`u64::MAX`: never).
+    expires_at: u64,
+    weight: u32,
+    /// Dataset id, for invalidation.
+    group: u16,
+    /// 0..=3 accesses since insertion or last second chance.
+    freq: u8,
+    /// Where it is queued: SMALL, MAIN; DEAD when removed but still queued.
+    state: u8,
+}
+
+const SMALL: u8 = 0;
+const MAIN: u8 = 1;
+const DEAD: u8 = 2;
+const FREE: u8 = 3;
+
+/// A bounded in-memory cache with S3-FIFO eviction and TTL.
+pub struct MemoryCache<K, V> {
+    map: HashMap<K, u32>,
+    slots: Vec<Slot<K, V>>,
+    free: Vec<u32>,
+    small: VecDeque<u32>,
+    main: VecDeque<u32>,
+    ghost: VecDeque<u64>,
+    ghost_set: HashSet<u64>,
+    hasher: DefaultHashBuilder,
+    limits: MemoryLimits,
+    len: usize,
+    small_len: usize,
+    weight: u64,
+    purge_cursor: usize,
+    stats: CacheStats,
+}
+
+impl<K, V> std::fmt::Debug for MemoryCache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryCache")
+            .field("len", &self.len)
+            .field("weight", &self.weight)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
+    /// An empty cache with these limits.
+    pub fn new(limits: MemoryLimits) -> Self {
+        let limits = MemoryLimits {
+            max_entries: limits.max_entries.max(1),
+            ..limits
+        };
+        MemoryCache {
+            map: HashMap::with_capacity(limits.max_entries.min(1 << 20)),
+            slots: Vec::with_capacity(limits.max_entries.min(1 << 20)),
+            free: Vec::new(),
+            small: VecDeque::new(),
+            main: VecDeque::new(),
+            ghost: VecDeque::new(),
+            ghost_set: HashSet::new(),
+            hasher: DefaultHashBuilder::default(),
+            limits,
+            len: 0,
+            small_len: 0,
+            weight: 0,
+            purge_cursor: 0,
+            stats: CacheStats::default(),
+        }
+    }
+
+    /// Live entries (expired ones not yet purged included).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Total weight held.
+    pub fn weight(&self) -> u64 {
+        self.weight
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &CacheStats {
+        &self.stats
+    }
+
+    /// The limits.
+    pub fn limits(&self) -> MemoryLimits {
+        self.limits
+    }
+
+    /// The value of `key` if present and not expired at `now_ms`. An
+    /// expired entry is removed. Allocation-free.
+    #[inline]
+    pub fn get<Q: Hash + Equivalent<K> + ?Sized>(&mut self, key: &Q, now_ms: u64) -> Option<&V> {
+        let Some(&idx) = self.map.get(key) else {
+            self.stats.misses += 1;
+            return None;
+        };
+        if self.slots[idx as usize].expires_at <= now_ms {
+            self.kill(idx);
+            self.stats.expirations += 1;
+            self.stats.misses += 1;
+            return None;
+        }
+        self.stats.hits += 1;
+        let slot = &mut self.slots[idx as usize];
+        slot.freq = (slot.freq + 1).min(3);
+        Some(&slot.value)
+    }
+
+    /// Like [`get`](Self::get) but also returns the expiry, and does not
+    /// remove expired entries (for stale-while-revalidate).
+    pub fn get_with_expiry<Q: Hash + Equivalent<K> + ?Sized>(
+        &mut self,
+        key: &Q,
+    ) -> Option<(&V, u64)> {
+        let &idx = self.map.get(key)?;
+        let slot = &mut self.slots[idx as usize];
+        slot.freq = (slot.freq + 1).min(3);
+        Some((&slot.value, slot.expires_at))
+    }
+
+    /// Inserts or replaces `key` with a weight and an expiry (wall ms), in
+    /// dataset `group`; evicts to stay within the limits. An entry heavier
+    /// than the whole weight budget is not stored.
+    pub fn insert(&mut self, key: K, value: V, weight: u32, expires_at: u64, group: u16) {
+        if u64::from(weight) > self.limits.max_weight {
+            self.remove(&key);
+            return;
+        }
+        if let Some(&idx) = self.map.get(&key) {
+            let slot = &mut self.slots[idx as usize];
+            self.weight = self.weight - u64::from(slot.weight) + u64::from(weight);
+            slot.value = value;
+            slot.weight = weight;
+            slot.expires_at = expires_at;
+            slot.group = group;
+            self.evict_to_fit();
+            return;
+        }
+        let h = self.hasher.hash_one(&key);
+        let to_main = self.ghost_set.remove(&h);
+        let state = if to_main { MAIN } else { SMALL };
+        let slot = Slot {
+            key: key.clone(),
+            value,
+            expires_at,
+            weight,
+            group,
+            freq: 0,
+            state,
+        };
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.map.insert(key, idx);
+        self.len += 1;
+        self.weight += u64::from(weight);
+        if to_main {
+            self.main.push_back(idx);
+        } else {
+            self.small.push_back(idx);
+            self.small_len += 1;
+        }
+        self.evict_to_fit();
+    }
+
+    /// Removes `key`; returns whether it was present.
+    pub fn remove<Q: Hash + Equivalent<K> + ?Sized>(&mut self, key: &Q) -> bool {
+        match self.map.get(key) {
+            Some(&idx) => {
+                self.kill(idx);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes every entry of dataset `group`; returns how many. Visits the
+    /// slots once: invalidation is an event, not a hot path.
+    pub fn invalidate_group(&mut self, group: u16) -> usize {
+        let victims: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&i| {
+                let s = &self.slots[i as usize];
+                (s.state == SMALL || s.state == MAIN) && s.group == group
+            })
+            .collect();
+        for &i in &victims {
+            self.kill(i);
+        }
+        self.stats.invalidations += victims.len() as u64;
+        victims.len()
+    }
+
+    /// Removes the entries that satisfy `pred`; returns how many.
+    pub fn invalidate_where(&mut self, mut pred: impl FnMut(&K, &V) -> bool) -> usize {
+        let victims: Vec<u32> = (0..self.slots.len() as u32)
+            .filter(|&i| {
+                let s = &self.slots[i as usize];
+                (s.state == SMALL || s.state == MAIN) && pred(&s.key, &s.value)
+            })
+            .collect();
+        for &i in &victims {
+            self.kill(i);
+        }
+        self.stats.invalidations += victims.len() as u64;
+        victims.len()
+    }
+
+    /// Visits at most `max_steps` slots from where the last call stopped and
+    /// removes the expired ones; returns how many were removed.
+    pub fn purge_expired(&mut self, now_ms: u64, max_steps: usize) -> usize {
+        let mut removed = 0;
+        for _ in 0..max_steps.min(self.slots.len()) {
+            if self.purge_cursor >= self.slots.len() {
+                self.purge_cursor = 0;
+            }
+            let i = self.purge_cursor as u32;
+            self.purge_cursor += 1;
+            let s = &self.slots[i as usize];
+            if (s.state == SMALL || s.state == MAIN) && s.expires_at <= now_ms {
+                self.kill(i);
+                self.stats.expirations += 1;
+                removed += 1;
+            }
+        }
+        removed
+    }
+
+    /// Marks a live slot dead: out of the map and the accounting now, out of
+    /// its queue when the queue reaches it (then the slot is freed).
+    fn kill(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        if slot.state == SMALL {
+            self.small_len -= 1;
+        }
+        slot.state = DEAD;
+        self.weight -= u64::from(slot.weight);
+        self.len -= 1;
+        self.map.remove(&slot.key);
+        // Queues holding only dead slots would grow without bound under
+        // heavy invalidation; sweep them when they are mostly dead.
+        if self.small.len() + self.main.len() > 2 * self.len + 64 {
+            self.sweep_dead();
+        }
+    }
+
+    fn sweep_dead(&mut self) {
+        let slots = &mut self.slots;
+        let free = &mut self.free;
+        for q in [&mut self.small, &mut self.main] {
+            q.retain(|&i| {
+                if slots[i as usize].state == DEAD {
+                    slots[i as usize].state = FREE;
+                    free.push(i);
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+    }
+
+    fn over(&self) -> bool {
+        self.len > self.limits.max_entries || self.weight > self.limits.max_weight
+    }
+
+    fn evict_to_fit(&mut self) {
+        while self.over() {
+            let small_target = (self.limits.max_entries / 10).max(1);
+            if self.small_len >= small_target || self.main.is_empty() {
+                if !self.evict_small() && !self.evict_main() {
+                    break;
+                }
+            } else if !self.evict_main() && !self.evict_small() {
+                break;
+            }
+        }
+    }
+
+    /// Pops the small queue's head: promoted to main if it was read,
+    /// otherwise evicted into the ghost. Returns false if nothing to pop.
+    fn evict_small(&mut self) -> bool {
+        while let Some(idx) = self.small.pop_front() {
+            let slot = &mut self.slots[idx as usize];
+            match slot.state {
+                DEAD => {
+                    slot.state = FREE;
+                    self.free.push(idx);
+                }
+                _ if slot.freq > 0 => {
+                    slot.state = MAIN;
+                    slot.freq = 0;
+                    self.small_len -= 1;
+                    self.main.push_back(idx);
+                    self.stats.promotions += 1;
+                    return true;
+                }
+                _ => {
+                    let h = self.hasher.hash_one(&slot.key);
+                    self.small_len -= 1;
+                    self.evict_slot(idx);
+                    self.ghost.push_back(h);
+                    self.ghost_set.insert(h);
+                    let ghost_cap = self
+                        .limits
+                        .max_entries
+                        .saturating_sub(self.limits.max_entries / 10)
+                        .max(1);
+                    while self.ghost.len() > ghost_cap {
+                        if let Some(old) = self.ghost.pop_front() {
+                            self.ghost_set.remove(&old);
+                        }
+                    }
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// One CLOCK step on main: a read entry gets a second chance, an unread
+    /// one is evicted. Returns false if main is empty.
+    fn evict_main(&mut self) -> bool {
+        while let Some(idx) = self.main.pop_front() {
+            let slot = &mut self.slots[idx as usize];
+            match slot.state {
+                DEAD => {
+                    slot.state = FREE;
+                    self.free.push(idx);
+                }
+                _ if slot.freq > 0 => {
+                    slot.freq -= 1;
+                    self.main.push_back(idx);
+                }
+                _ => {
+                    self.evict_slot(idx);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn evict_slot(&mut self, idx: u32) {
+        let slot = &mut self.slots[idx as usize];
+        slot.state = FREE;
+        self.weight -= u64::from(slot.weight);
+        self.len -= 1;
+        self.map.remove(&slot.key);
+        self.free.push(idx);
+        self.stats.evictions += 1;
+    }
+
+    /// Approximate bytes used per entry at the current capacity (map,
+    /// slots, queues, ghost), for the memory budget report.
+    pub fn memory_bytes(&self) -> usize {
+        let map = self.map.capacity() * (std::mem::size_of::<(K, u32)>() + 1);
+        let slots = self.slots.capacity() * std::mem::size_of::<Slot<K, V>>();
+        let queues = (self.small.capacity() + self.main.capacity() + self.free.capacity()) * 4;
+        let ghost = self.ghost.capacity() * 8 + self.ghost_set.capacity() * 9;
+        map + slots + queues + ghost + std::mem::size_of::<Self>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Get(u8),
+        Put(u8, u8, u8),
+        Remove(u8),
+        Invalidate(u8),
+        Advance(u8),
+        Purge(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => any::<u8>().prop_map(|k| Op::Get(k % 40)),
+            4 => (any::<u8>(), any::<u8>(), 1u8..20).prop_map(|(k, v, ttl)| Op::Put(k % 40, v, ttl)),
+            1 => any::<u8>().prop_map(|k| Op::Remove(k % 40)),
+            1 => (0u8..3).prop_map(Op::Invalidate),
+            2 => (0u8..10).prop_map(Op::Advance),
+            1 => (1u8..10).prop_map(Op::Purge),
+        ]
+    }
+
+    proptest! {
+        /// Model: a map of key -> (value, expiry, group) with no capacity
+        /// limit. The cache may have evicted what the model holds (a miss),
+        /// but never returns a value the model does not hold, never an
+        /// expired value, and respects its limits and accounting.
+        #[test]
+        fn against_a_model(ops in proptest::collection::vec(op(), 1..300), cap in 1usize..30) {
+            let mut c: MemoryCache<u8, u8> = MemoryCache::new(MemoryLimits { max_entries: cap, max_weight: 200 });
+            let mut model: BTreeMap<u8, (u8, u64, u16)> = BTreeMap::new();
+            let mut now = 0u64;
+            for op in ops {
+                match op {
+                    Op::Get(k) => {
+                        let got = c.get(&k, now).copied();
+                        let want = model.get(&k).filter(|(_, exp, _)| *exp > now).map(|(v, _, _)| *v);
+                        if let Some(v) = got { prop_assert_eq!(Some(v), want); }
+                    }
+                    Op::Put(k, v, ttl) => {
+                        let group = u16::from(k % 3);
+                        c.insert(k, v, u32::from(k % 7) + 1, now + u64::from(ttl), group);
+                        model.insert(k, (v, now + u64::from(ttl), group));
+                    }
+                    Op::Remove(k) => { c.remove(&k); model.remove(&k); }
+                    Op::Invalidate(g) => {
+                        c.invalidate_group(u16::from(g));
+                        model.retain(|_, (_, _, grp)| *grp != u16::from(g));
+                    }
+                    Op::Advance(d) => now += u64::from(d),
+                    Op::Purge(n) => { c.purge_expired(now, n as usize); }
+                }
+                prop_assert!(c.len() <= cap);
+                prop_assert!(c.weight() <= 200);
+                let live: u64 = c.map.values().map(|&i| u64::from(c.slots[i as usize].weight)).sum();
+                prop_assert_eq!(live, c.weight());
+                prop_assert_eq!(c.map.len(), c.len());
+            }
+        }
+    }
+
+    #[test]
+    fn ttl_boundary_is_exact() {
+        let mut c: MemoryCache<u64, u64> = MemoryCache::new(MemoryLimits::entries(10));
+        c.insert(1, 10, 1, 1000, 0);
+        assert_eq!(c.get(&1, 999), Some(&10));
+        assert_eq!(c.get(&1, 1000), None, "expired at its expiry instant");
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn scan_does_not_flush_the_working_set() {
+        let mut c: MemoryCache<u64, u64> = MemoryCache::new(MemoryLimits::entries(100));
+        for round in 0..5 {
+            // The working set is read several times between scans.
+            for _ in 0..3 {
+                for k in 0..50 {
+                    if c.get(&k, 0).is_none() {
+                        c.insert(k, k, 1, u64::MAX, 0);
+                    }
+                }
+            }
+            // A one-off scan of 1,000 keys.
+            for k in 10_000 + round * 1000..11_000 + round * 1000 {
+                c.insert(k, k, 1, u64::MAX, 0);
+            }
+        }
+        let hot = (0..50).filter(|k| c.get(k, 0).is_some()).count();
+        assert!(hot >= 45, "{hot} of 50 hot keys survived");
+    }
+
+    #[test]
+    fn byte_budget_evicts_and_oversized_is_refused() {
+        let mut c: MemoryCache<u64, u64> = MemoryCache::new(MemoryLimits {
+            max_entries: 100,
+            max_weight: 1000,
+        });
+        for k in 0..20 {
+            c.insert(k, k, 100, u64::MAX, 0);
+        }
+        assert!(c.weight() <= 1000);
+        c.insert(99, 0, 5000, u64::MAX, 0);
+        assert_eq!(c.get(&99, 0), None);
+    }
+
+    #[test]
+    fn incremental_purge_removes_expired_in_bounded_steps() {
+        let mut c: MemoryCache<u64, u64> = MemoryCache::new(MemoryLimits::entries(1000));
+        for k in 0..1000 {
+            c.insert(k, k, 1, if k % 2 == 0 { 10 } else { u64::MAX }, 0);
+        }
+        let mut removed = 0;
+        for _ in 0..10 {
+            let n = c.purge_expired(20, 100);
+            assert!(n <= 100);
+            removed += n;
+        }
+        assert_eq!(removed, 500);
+        assert_eq!(c.len(), 500);
+    }
+}
