@@ -214,12 +214,12 @@ impl TieredCache {
     }
 
     /// The L1 hit path: a fresh value from memory, synchronous and
-    /// allocation-free (an `Arc` clone). `None` means "ask [`get`](Self::get)".
+    /// allocation-free (a borrow). `None` means "ask [`get`](Self::get)".
     #[inline]
-    pub fn get_cached(&mut self, ds: DatasetId, key: &str, now_ms: u64) -> Option<Arc<[u8]>> {
+    pub fn get_cached(&mut self, ds: DatasetId, key: &str, now_ms: u64) -> Option<&[u8]> {
         let v = self.l1.get(&L1Ref(ds.0, key), now_ms)?;
         if v.fresh_until > now_ms {
-            Some(Arc::clone(&v.bytes))
+            Some(&v.bytes)
         } else {
             None
         }

@@ -7,13 +7,15 @@
 //! * `bench [criterion args]`: the criterion benches;
 //! * `fuzz [--seconds N]`: the cargo-fuzz targets for a bounded time;
 //! * `wasm`: the wasm32 build of the pure crates alone;
-//! * `fleet`: the backoff comparison of 100 terminals reconnecting at once.
+//! * `fleet`: the backoff comparison of 100 terminals reconnecting at once;
+//! * `cache-ratio [--json]`: hit ratios of the memory cache and its peers.
 //!
 //! The tidy tests (architecture invariants of the workspace) live in
 //! [`tidy`] and run with `cargo test`.
 
 use std::process::{Command, ExitCode};
 
+mod cache_ratio;
 mod ci;
 mod fleet;
 mod sizes;
@@ -44,8 +46,9 @@ fn main() -> ExitCode {
         "fuzz" => ci::fuzz(rest),
         "wasm" => ci::wasm(),
         "fleet" => fleet::run_report(),
+        "cache-ratio" => cache_ratio::run(rest.iter().any(|a| a == "--json")),
         _ => {
-            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet>");
+            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json]>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {
