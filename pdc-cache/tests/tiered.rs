@@ -318,3 +318,56 @@ fn default_policies_are_the_studys_and_serde_loadable() {
         Refresh::StaleWhileRevalidate { .. }
     ));
 }
+
+#[test]
+fn ttl_boundaries_are_exact_on_a_manual_clock() {
+    use pdc_clock::{Clock, ManualClock};
+    use std::time::Duration;
+    let clock = ManualClock::new(1_704_067_200_000);
+    let server = Server::default();
+    server
+        .data
+        .lock()
+        .unwrap()
+        .insert("k".into(), b"v".to_vec());
+    let l2 = MemoryTier::new("l2", MemoryLimits::entries(10));
+    let mut cache = TieredCache::new(
+        MemoryLimits::entries(10),
+        vec![Box::new(l2)],
+        vec![policy(
+            "d",
+            &["memory", "l2"],
+            60_000,
+            Refresh::OnExpiry,
+            0,
+            &[],
+        )],
+    )
+    .unwrap();
+    let d = cache.dataset("d").unwrap();
+    block(cache.get(d, "k", clock.wall_ms(), &server)).unwrap();
+    clock.advance(Duration::from_millis(59_999));
+    assert!(
+        cache.get_cached(d, "k", clock.wall_ms()).is_some(),
+        "fresh 1 ms before its TTL"
+    );
+    assert_eq!(
+        block(cache.get(d, "k", clock.wall_ms(), &server))
+            .unwrap()
+            .source,
+        Source::Memory
+    );
+    clock.advance(Duration::from_millis(1));
+    assert!(
+        cache.get_cached(d, "k", clock.wall_ms()).is_none(),
+        "expired at its TTL"
+    );
+    let loads = *server.loads.lock().unwrap();
+    assert_eq!(
+        block(cache.get(d, "k", clock.wall_ms(), &server))
+            .unwrap()
+            .source,
+        Source::Loader
+    );
+    assert_eq!(*server.loads.lock().unwrap(), loads + 1);
+}
