@@ -8,7 +8,8 @@
 //! * `fuzz [--seconds N]`: the cargo-fuzz targets for a bounded time;
 //! * `wasm`: the wasm32 build of the pure crates alone;
 //! * `fleet`: the backoff comparison of 100 terminals reconnecting at once;
-//! * `cache-ratio [--json]`: hit ratios of the memory cache and its peers.
+//! * `cache-ratio [--json]`: hit ratios of the memory cache and its peers;
+//! * `store-latency`: durable append latency and group-commit throughput.
 //!
 //! The tidy tests (architecture invariants of the workspace) live in
 //! [`tidy`] and run with `cargo test`.
@@ -19,6 +20,7 @@ mod cache_ratio;
 mod ci;
 mod fleet;
 mod sizes;
+mod store_latency;
 #[cfg(test)]
 mod tidy;
 
@@ -46,9 +48,10 @@ fn main() -> ExitCode {
         "fuzz" => ci::fuzz(rest),
         "wasm" => ci::wasm(),
         "fleet" => fleet::run_report(),
+        "store-latency" => store_latency::run(),
         "cache-ratio" => cache_ratio::run(rest.iter().any(|a| a == "--json")),
         _ => {
-            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json]>");
+            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {

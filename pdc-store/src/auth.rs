@@ -1,0 +1,148 @@
+//! pdc-auth's [`AuthStore`] in the store's file.
+
+use pdc_auth::{AuthError, AuthStore, LockKey, LockoutState, Session, UserRecord};
+use pdc_codec::RecordKind;
+use redb::TableDefinition;
+
+use crate::{Store, StoreError};
+
+const USERS: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("auth_users");
+const LOCKOUTS: TableDefinition<'static, &'static [u8], &'static [u8]> =
+    TableDefinition::new("auth_lockouts");
+const SESSIONS: TableDefinition<'static, &'static [u8], &'static [u8]> =
+    TableDefinition::new("auth_sessions");
+const KIND_USER: RecordKind = RecordKind(43);
+const KIND_LOCK: RecordKind = RecordKind(44);
+const KIND_SESSION: RecordKind = RecordKind(45);
+
+fn err(e: StoreError) -> AuthError {
+    AuthError::Storage(e.to_string())
+}
+
+impl Store {
+    fn put_raw(
+        &self,
+        table: TableDefinition<'_, &[u8], &[u8]>,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(table)?;
+            match value {
+                Some(v) => {
+                    t.insert(key, v)?;
+                }
+                None => {
+                    t.remove(key)?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get_raw(
+        &self,
+        table: TableDefinition<'_, &[u8], &[u8]>,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let t = match rtx.open_table(table) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(t.get(key)?.map(|g| g.value().to_vec()))
+    }
+}
+
+fn lock_key(k: &LockKey) -> Result<Vec<u8>, AuthError> {
+    postcard::to_allocvec(k).map_err(|e| AuthError::Storage(e.to_string()))
+}
+
+impl AuthStore for Store {
+    fn user(&self, user_id: &str) -> Result<Option<UserRecord>, AuthError> {
+        let raw = (|| -> Result<Option<Vec<u8>>, StoreError> {
+            let rtx = self.db.begin_read()?;
+            let t = match rtx.open_table(USERS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(t.get(user_id)?.map(|g| g.value().to_vec()))
+        })()
+        .map_err(err)?;
+        raw.map(|r| {
+            self.codec
+                .decode_value::<UserRecord>(KIND_USER, &r)
+                .map(|(_, u)| u)
+        })
+        .transpose()
+        .map_err(|e| AuthError::MalformedCredential(e.to_string()))
+    }
+
+    fn put_user(&mut self, user: &UserRecord) -> Result<(), AuthError> {
+        let frame = self
+            .codec
+            .encode_value(KIND_USER, 1, user)
+            .map_err(|e| err(e.into()))?;
+        (|| -> Result<(), StoreError> {
+            let tx = self.db.begin_write()?;
+            tx.open_table(USERS)?
+                .insert(user.user_id.as_str(), frame.as_slice())?;
+            tx.commit()?;
+            Ok(())
+        })()
+        .map_err(err)
+    }
+
+    fn lockout(&self, key: &LockKey) -> Result<Option<LockoutState>, AuthError> {
+        let raw = self.get_raw(LOCKOUTS, &lock_key(key)?).map_err(err)?;
+        raw.map(|r| {
+            self.codec
+                .decode_value::<LockoutState>(KIND_LOCK, &r)
+                .map(|(_, s)| s)
+        })
+        .transpose()
+        .map_err(|e| AuthError::Storage(e.to_string()))
+    }
+
+    fn put_lockout(&mut self, key: &LockKey, state: &LockoutState) -> Result<(), AuthError> {
+        let frame = self
+            .codec
+            .encode_value(KIND_LOCK, 1, state)
+            .map_err(|e| err(e.into()))?;
+        self.put_raw(LOCKOUTS, &lock_key(key)?, Some(&frame))
+            .map_err(err)
+    }
+
+    fn clear_lockout(&mut self, key: &LockKey) -> Result<(), AuthError> {
+        self.put_raw(LOCKOUTS, &lock_key(key)?, None).map_err(err)
+    }
+
+    fn session(&self, token_hash: &[u8; 32]) -> Result<Option<Session>, AuthError> {
+        let raw = self.get_raw(SESSIONS, token_hash).map_err(err)?;
+        raw.map(|r| {
+            self.codec
+                .decode_value::<Session>(KIND_SESSION, &r)
+                .map(|(_, s)| s)
+        })
+        .transpose()
+        .map_err(|e| AuthError::Storage(e.to_string()))
+    }
+
+    fn put_session(&mut self, token_hash: &[u8; 32], session: &Session) -> Result<(), AuthError> {
+        let frame = self
+            .codec
+            .encode_value(KIND_SESSION, 1, session)
+            .map_err(|e| err(e.into()))?;
+        self.put_raw(SESSIONS, token_hash, Some(&frame))
+            .map_err(err)
+    }
+
+    fn remove_session(&mut self, token_hash: &[u8; 32]) -> Result<(), AuthError> {
+        self.put_raw(SESSIONS, token_hash, None).map_err(err)
+    }
+}

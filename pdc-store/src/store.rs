@@ -1,0 +1,404 @@
+//! The store: one redb file per terminal.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use pdc_codec::{Codec, RecordKind};
+use pdc_sync::{OutboxItem, Priority, StreamKey};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// Schema version this build writes.
+pub const SCHEMA_VERSION: u64 = 1;
+const MAGIC: &[u8] = b"pdc-store";
+
+pub(crate) const META: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("pdc_meta");
+pub(crate) const OUTBOX: TableDefinition<'static, u64, &'static [u8]> =
+    TableDefinition::new("outbox");
+pub(crate) const ATTEMPTS: TableDefinition<'static, u64, u32> =
+    TableDefinition::new("outbox_attempts");
+pub(crate) const DEAD: TableDefinition<'static, u64, &'static [u8]> =
+    TableDefinition::new("dead_letters");
+pub(crate) const QUARANTINE: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("quarantine");
+
+pub(crate) const KIND_OUTBOX: RecordKind = RecordKind(40);
+pub(crate) const KIND_DEAD: RecordKind = RecordKind(41);
+
+/// A sale (or any outbox item) before it has a local id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewItem {
+    /// Ordering stream.
+    pub stream: StreamKey,
+    /// Urgency.
+    pub priority: Priority,
+    /// Application record kind.
+    pub kind: u16,
+    /// Wall time of creation, ms.
+    pub created_at_ms: u64,
+    /// The record.
+    pub payload: Vec<u8>,
+}
+
+/// An item the server refused for good, with its reason.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The item.
+    pub item: OutboxItem,
+    /// Server's code.
+    pub code: String,
+    /// Server's message.
+    pub message: String,
+    /// When it was dead-lettered, wall ms.
+    pub at_ms: u64,
+}
+
+/// A record that failed its checksum, moved aside so the rest stays
+/// readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Where it was (`outbox/17`).
+    pub location: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The durable store of one terminal.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) db: Arc<Database>,
+    pub(crate) codec: Codec,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn foreign(path: &Path) -> StoreError {
+    StoreError::NotAStore(path.display().to_string())
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it if absent. A file that is
+    /// not a pdc store, or is damaged, or was written by a newer version, is
+    /// an error; an older version is migrated.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let existed = path.exists()
+            && std::fs::metadata(path)
+                .map(|m| m.len() > 0)
+                .unwrap_or(false);
+        // redb 2.6 asserts (panics) on some truncated files instead of
+        // returning an error; a damaged file must be an error here.
+        let opened =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(path)))
+                .map_err(|_| {
+                    StoreError::Corrupt(format!("{} is truncated or damaged", path.display()))
+                })?;
+        let db = match opened {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(StoreError::Locked),
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
+                // redb reports a file without its header as invalid data.
+                return Err(if existed && e.kind() == std::io::ErrorKind::InvalidData {
+                    foreign(path)
+                } else {
+                    StoreError::Storage(e.to_string())
+                });
+            }
+            Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(m))) if existed => {
+                // redb says "corrupted" both for damage and for a file that
+                // was never a redb file.
+                return Err(if m.contains("magic") || m.contains("header") {
+                    foreign(path)
+                } else {
+                    StoreError::Corrupt(m)
+                });
+            }
+            Err(e) if existed => {
+                return Err(StoreError::Corrupt(format!("{}: {e}", path.display())))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let store = Store {
+            db: Arc::new(db),
+            codec: Codec::new(),
+        };
+        store.init_or_check(path, existed)?;
+        Ok(store)
+    }
+
+    fn init_or_check(&self, path: &Path, existed: bool) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let magic = meta.get("magic")?.map(|g| g.value().to_vec());
+            match magic {
+                Some(m) if m == MAGIC => {
+                    let version = meta
+                        .get("schema_version")?
+                        .and_then(|g| g.value().try_into().ok().map(u64::from_le_bytes))
+                        .ok_or_else(|| StoreError::Corrupt("schema version missing".into()))?;
+                    if version > SCHEMA_VERSION {
+                        return Err(StoreError::NewerSchema {
+                            found: version,
+                            supported: SCHEMA_VERSION,
+                        });
+                    }
+                    // Version 1 is the first: older versions would be
+                    // migrated here, one step at a time, in this transaction.
+                }
+                Some(_) => return Err(foreign(path)),
+                None => {
+                    if existed && meta.len()? == 0 && has_foreign_tables(&tx)? {
+                        return Err(foreign(path));
+                    }
+                    meta.insert("magic", MAGIC)?;
+                    meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                    meta.insert("next_local_id", 1u64.to_le_bytes().as_slice())?;
+                }
+            }
+            tx.open_table(OUTBOX)?;
+            tx.open_table(ATTEMPTS)?;
+            tx.open_table(DEAD)?;
+            tx.open_table(QUARANTINE)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Appends items in one durable commit (group commit) and returns them
+    /// with their local ids. Returns only once the commit is on disk: if it
+    /// returns `Ok`, the items survive a crash; if `Err`, none was saved.
+    pub fn append_many(&self, items: Vec<NewItem>) -> Result<Vec<OutboxItem>, StoreError> {
+        let tx = self.db.begin_write()?;
+        let mut out = Vec::with_capacity(items.len());
+        {
+            let mut meta = tx.open_table(META)?;
+            let mut next = meta
+                .get("next_local_id")?
+                .and_then(|g| g.value().try_into().ok().map(u64::from_le_bytes))
+                .ok_or_else(|| StoreError::Corrupt("local id counter missing".into()))?;
+            let mut outbox = tx.open_table(OUTBOX)?;
+            for n in items {
+                let item = OutboxItem {
+                    local_id: next,
+                    stream: n.stream,
+                    priority: n.priority,
+                    kind: n.kind,
+                    created_at_ms: n.created_at_ms,
+                    payload: n.payload,
+                };
+                let frame = self.codec.encode_value(KIND_OUTBOX, 1, &item)?;
+                outbox.insert(next, frame.as_slice())?;
+                next += 1;
+                out.push(item);
+            }
+            // The counter moves in the same commit: ids never repeat.
+            meta.insert("next_local_id", next.to_le_bytes().as_slice())?;
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Appends one item durably (see [`Store::append_many`]).
+    pub fn append(&self, item: NewItem) -> Result<OutboxItem, StoreError> {
+        self.append_many(vec![item])?
+            .pop()
+            .ok_or_else(|| StoreError::Storage("append produced no item".into()))
+    }
+
+    /// Pending items in local-id order, for `SyncMachine::restore`. A record
+    /// that fails its checksum is moved to quarantine (reported in the
+    /// second list) and the rest is returned.
+    pub fn pending(&self) -> Result<(Vec<OutboxItem>, Vec<Quarantined>), StoreError> {
+        let mut items = Vec::new();
+        let mut bad: Vec<(u64, Vec<u8>, String)> = Vec::new();
+        {
+            let rtx = self.db.begin_read()?;
+            let outbox = rtx.open_table(OUTBOX)?;
+            for row in outbox.range::<u64>(..)? {
+                let (k, v) = row?;
+                match self
+                    .codec
+                    .decode_value::<OutboxItem>(KIND_OUTBOX, v.value())
+                {
+                    Ok((_, item)) if item.local_id == k.value() => items.push(item),
+                    Ok(_) => bad.push((
+                        k.value(),
+                        v.value().to_vec(),
+                        "local id does not match its key".into(),
+                    )),
+                    Err(e) => bad.push((k.value(), v.value().to_vec(), e.to_string())),
+                }
+            }
+        }
+        let quarantined = self.quarantine_outbox(bad)?;
+        Ok((items, quarantined))
+    }
+
+    fn quarantine_outbox(
+        &self,
+        bad: Vec<(u64, Vec<u8>, String)>,
+    ) -> Result<Vec<Quarantined>, StoreError> {
+        if bad.is_empty() {
+            return Ok(Vec::new());
+        }
+        let tx = self.db.begin_write()?;
+        let mut out = Vec::new();
+        {
+            let mut outbox = tx.open_table(OUTBOX)?;
+            let mut q = tx.open_table(QUARANTINE)?;
+            for (id, raw, reason) in bad {
+                let location = format!("outbox/{id}");
+                let mut rec = reason.clone().into_bytes();
+                rec.push(0);
+                rec.extend_from_slice(&raw);
+                q.insert(location.as_str(), rec.as_slice())?;
+                outbox.remove(id)?;
+                out.push(Quarantined { location, reason });
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Records quarantined so far.
+    pub fn quarantined(&self) -> Result<Vec<Quarantined>, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let q = rtx.open_table(QUARANTINE)?;
+        let mut out = Vec::new();
+        for row in q.range::<&str>(..)? {
+            let (k, v) = row?;
+            let reason = v
+                .value()
+                .split(|&b| b == 0)
+                .next()
+                .map(|r| String::from_utf8_lossy(r).into_owned())
+                .unwrap_or_default();
+            out.push(Quarantined {
+                location: k.value().to_owned(),
+                reason,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes acknowledged items (one commit).
+    pub fn ack(&self, local_ids: &[u64]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut outbox = tx.open_table(OUTBOX)?;
+            let mut attempts = tx.open_table(ATTEMPTS)?;
+            for &id in local_ids {
+                outbox.remove(id)?;
+                attempts.remove(id)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Counts one more send attempt for each item.
+    pub fn record_attempts(&self, local_ids: &[u64]) -> Result<(), StoreError> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut attempts = tx.open_table(ATTEMPTS)?;
+            for &id in local_ids {
+                let n = attempts.get(id)?.map(|g| g.value()).unwrap_or(0);
+                attempts.insert(id, n.saturating_add(1))?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Send attempts of an item.
+    pub fn attempts(&self, local_id: u64) -> Result<u32, StoreError> {
+        let rtx = self.db.begin_read()?;
+        Ok(rtx
+            .open_table(ATTEMPTS)?
+            .get(local_id)?
+            .map(|g| g.value())
+            .unwrap_or(0))
+    }
+
+    /// Moves an item from the outbox to the dead letters, in one commit.
+    pub fn dead_letter(
+        &self,
+        item: &OutboxItem,
+        code: &str,
+        message: &str,
+        at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let dl = DeadLetter {
+            item: item.clone(),
+            code: code.into(),
+            message: message.into(),
+            at_ms,
+        };
+        let frame = self.codec.encode_value(KIND_DEAD, 1, &dl)?;
+        let tx = self.db.begin_write()?;
+        {
+            tx.open_table(OUTBOX)?.remove(item.local_id)?;
+            tx.open_table(ATTEMPTS)?.remove(item.local_id)?;
+            tx.open_table(DEAD)?
+                .insert(item.local_id, frame.as_slice())?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The dead letters, by local id.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(DEAD)?;
+        let mut out = Vec::new();
+        for row in t.range::<u64>(..)? {
+            let (_, v) = row?;
+            out.push(
+                self.codec
+                    .decode_value::<DeadLetter>(KIND_DEAD, v.value())?
+                    .1,
+            );
+        }
+        Ok(out)
+    }
+
+    /// An operator's re-queue: moves a dead letter back to the outbox under
+    /// its original local id (the server dedups on it) and returns it.
+    pub fn requeue_dead_letter(&self, local_id: u64) -> Result<OutboxItem, StoreError> {
+        let tx = self.db.begin_write()?;
+        let item = {
+            let mut dead = tx.open_table(DEAD)?;
+            let raw = dead
+                .remove(local_id)?
+                .map(|g| g.value().to_vec())
+                .ok_or(StoreError::NotFound(local_id))?;
+            let dl: DeadLetter = self.codec.decode_value(KIND_DEAD, &raw)?.1;
+            let frame = self.codec.encode_value(KIND_OUTBOX, 1, &dl.item)?;
+            tx.open_table(OUTBOX)?.insert(local_id, frame.as_slice())?;
+            dl.item
+        };
+        tx.commit()?;
+        Ok(item)
+    }
+
+    /// The next local id that will be assigned.
+    pub fn next_local_id(&self) -> Result<u64, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let meta = rtx.open_table(META)?;
+        meta.get("next_local_id")?
+            .and_then(|g| g.value().try_into().ok().map(u64::from_le_bytes))
+            .ok_or_else(|| StoreError::Corrupt("local id counter missing".into()))
+    }
+}
+
+fn has_foreign_tables(tx: &redb::WriteTransaction) -> Result<bool, StoreError> {
+    Ok(tx.list_tables()?.any(|t| t.name() != "pdc_meta"))
+}

@@ -1,0 +1,222 @@
+//! pdc-store through its public API: the outbox across restarts, dead
+//! letters, the shared conformance suites (cache tier, auth store),
+//! foreign, damaged and newer files, quarantine of a damaged record.
+#![allow(clippy::unwrap_used)]
+
+use pdc_store::{NewItem, RedbTier, Store, StoreError};
+use pdc_sync::{Priority, StreamKey};
+use redb::{Database, ReadableTable, TableDefinition};
+
+fn item(i: u64) -> NewItem {
+    NewItem {
+        stream: StreamKey(i % 3),
+        priority: Priority::High,
+        kind: 2,
+        created_at_ms: 1_704_067_200_000 + i,
+        payload: format!("sale {i}").into_bytes(),
+    }
+}
+
+fn fresh() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("till.pdc");
+    (dir, path)
+}
+
+#[test]
+fn outbox_survives_restart_and_ids_never_repeat() {
+    let (_dir, path) = fresh();
+    let store = Store::open(&path).unwrap();
+    let a = store.append_many((0..5).map(item).collect()).unwrap();
+    assert_eq!(
+        a.iter().map(|i| i.local_id).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4, 5]
+    );
+    store.ack(&[2, 4]).unwrap();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    let (pending, q) = store.pending().unwrap();
+    assert!(q.is_empty());
+    assert_eq!(
+        pending.iter().map(|i| i.local_id).collect::<Vec<_>>(),
+        vec![1, 3, 5]
+    );
+    // Acked ids are not reused.
+    assert_eq!(store.append(item(9)).unwrap().local_id, 6);
+    store.record_attempts(&[1, 1, 3]).unwrap();
+    assert_eq!(store.attempts(1).unwrap(), 2);
+}
+
+#[test]
+fn dead_letters_keep_the_reason_and_can_be_requeued() {
+    let (_dir, path) = fresh();
+    let store = Store::open(&path).unwrap();
+    let it = store.append(item(1)).unwrap();
+    store
+        .dead_letter(&it, "invalid_sku", "SKU 99 unknown", 5)
+        .unwrap();
+    assert!(store.pending().unwrap().0.is_empty());
+    let dl = store.dead_letters().unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].code, "invalid_sku");
+    assert_eq!(dl[0].item, it);
+    let back = store.requeue_dead_letter(it.local_id).unwrap();
+    assert_eq!(back, it);
+    assert_eq!(store.pending().unwrap().0, vec![it]);
+    assert!(matches!(
+        store.requeue_dead_letter(77),
+        Err(StoreError::NotFound(77))
+    ));
+}
+
+#[test]
+fn the_cache_tier_passes_the_shared_conformance_suite() {
+    let dirs = std::cell::RefCell::new(Vec::new());
+    pollster::block_on(pdc_cache::conformance(|| {
+        let (dir, path) = fresh();
+        let store = Store::open(&path).unwrap();
+        dirs.borrow_mut().push(dir);
+        RedbTier::new(store, "l3", 10 << 20).unwrap()
+    }));
+}
+
+#[test]
+fn the_auth_store_passes_the_shared_conformance_suite() {
+    let mut dirs = Vec::new();
+    pdc_auth::conformance(|| {
+        let (dir, path) = fresh();
+        let store = Store::open(&path).unwrap();
+        dirs.push(dir);
+        store
+    });
+}
+
+#[test]
+fn cache_tier_enforces_its_byte_budget_and_sheds() {
+    use pdc_cache::{CacheTier, TierEntry};
+    let (_dir, path) = fresh();
+    let tier = RedbTier::new(Store::open(&path).unwrap(), "l3", 20_000).unwrap();
+    for i in 0..100u64 {
+        // Incompressible bytes, so that frames keep their size.
+        let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let value: Vec<u8> = (0..1000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let e = TierEntry {
+            value,
+            dataset: "d".into(),
+            tags: vec![],
+            fresh_until_ms: i,
+            expires_at_ms: 1000 + i,
+        };
+        pollster::block_on(tier.put(&format!("k{i}"), e)).unwrap();
+    }
+    let bytes = pollster::block_on(tier.bytes()).unwrap();
+    assert!(bytes <= 20_000, "{bytes}");
+    // Entries closest to expiry went first: the newest are still there.
+    assert!(pollster::block_on(tier.get("k99", 0)).unwrap().is_some());
+    assert!(pollster::block_on(tier.get("k0", 0)).unwrap().is_none());
+    let n = tier.shed(10_000).unwrap();
+    assert!(n > 0);
+    assert!(pollster::block_on(tier.bytes()).unwrap() <= bytes - 10_000);
+}
+
+#[test]
+fn foreign_damaged_and_newer_files_are_clear_errors() {
+    let (_dir, path) = fresh();
+    std::fs::write(&path, b"this is a spreadsheet, not a till").unwrap();
+    let e = Store::open(&path).unwrap_err();
+    assert!(
+        matches!(e, StoreError::NotAStore(_) | StoreError::Corrupt(_)),
+        "{e}"
+    );
+
+    let (_dir, path) = fresh();
+    {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(TableDefinition::<u64, u64>::new("someone_elses"))
+            .unwrap()
+            .insert(1, 2)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    assert!(matches!(Store::open(&path), Err(StoreError::NotAStore(_))));
+
+    let (_dir, path) = fresh();
+    drop(Store::open(&path).unwrap());
+    {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(TableDefinition::<&str, &[u8]>::new("pdc_meta"))
+            .unwrap()
+            .insert("schema_version", 2u64.to_le_bytes().as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    assert!(matches!(
+        Store::open(&path),
+        Err(StoreError::NewerSchema {
+            found: 2,
+            supported: 1
+        })
+    ));
+
+    // Truncated file: an error, not a panic.
+    let (_dir, path) = fresh();
+    {
+        let s = Store::open(&path).unwrap();
+        s.append_many((0..100).map(item).collect()).unwrap();
+    }
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 3]).unwrap();
+    let _ = Store::open(&path).map(|s| s.pending());
+}
+
+#[test]
+fn a_damaged_outbox_record_is_quarantined_and_the_rest_stays_readable() {
+    let (_dir, path) = fresh();
+    {
+        let s = Store::open(&path).unwrap();
+        s.append_many((0..5).map(item).collect()).unwrap();
+    }
+    {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx
+                .open_table(TableDefinition::<u64, &[u8]>::new("outbox"))
+                .unwrap();
+            let mut raw = t.get(3).unwrap().unwrap().value().to_vec();
+            let n = raw.len();
+            raw[n / 2] ^= 0x20; // bit rot inside the frame
+            t.insert(3, raw.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let (pending, q) = s.pending().unwrap();
+    assert_eq!(
+        pending.iter().map(|i| i.local_id).collect::<Vec<_>>(),
+        vec![1, 2, 4, 5]
+    );
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].location, "outbox/3");
+    assert_eq!(s.quarantined().unwrap().len(), 1);
+    assert_eq!(s.pending().unwrap().1.len(), 0, "quarantined once");
+}
+
+#[test]
+fn a_second_open_of_the_same_file_is_refused() {
+    let (_dir, path) = fresh();
+    let _a = Store::open(&path).unwrap();
+    assert!(matches!(
+        Store::open(&path),
+        Err(StoreError::Locked | StoreError::Storage(_))
+    ));
+}
