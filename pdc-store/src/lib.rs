@@ -40,6 +40,7 @@
 
 mod auth;
 mod cache_tier;
+mod datasets;
 mod error;
 mod store;
 

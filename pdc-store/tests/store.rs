@@ -220,3 +220,54 @@ fn a_second_open_of_the_same_file_is_refused() {
         Err(StoreError::Locked | StoreError::Storage(_))
     ));
 }
+
+#[test]
+fn datasets_apply_whole_check_digests_and_keep_local_changes() {
+    use pdc_sync::ServerDataset;
+    let (_dir, path) = fresh();
+    let store = Store::open(&path).unwrap();
+    let mut server = ServerDataset::new("products", 100);
+    for id in 0..50 {
+        server.upsert(id, format!("p{id}").into_bytes());
+    }
+    store
+        .apply_dataset(&server.answer(&store.dataset_state("products").unwrap()))
+        .unwrap();
+    assert_eq!(store.dataset("products").unwrap().records.len(), 50);
+
+    // A local change survives a pull that touches the same record.
+    store
+        .dataset_put_local("products", 7, b"edited at the till")
+        .unwrap();
+    server.upsert(7, b"server price change".to_vec());
+    server.delete(9);
+    let answer = server.answer(&store.dataset_state("products").unwrap());
+    assert!(matches!(
+        answer.change,
+        pdc_sync::DatasetChange::Delta { .. }
+    ));
+    store.apply_dataset(&answer).unwrap();
+    assert_eq!(
+        store.dataset_get("products", 7).unwrap().unwrap(),
+        b"edited at the till"
+    );
+    assert_eq!(store.dataset_get("products", 9).unwrap(), None);
+    store.dataset_ack_local("products", 7).unwrap();
+    assert_eq!(
+        store.dataset_get("products", 7).unwrap().unwrap(),
+        b"server price change"
+    );
+
+    // A wrong digest changes nothing.
+    server.upsert(1, b"new".to_vec());
+    let mut bad = server.answer(&store.dataset_state("products").unwrap());
+    bad.digest[0] ^= 1;
+    let version = store.dataset("products").unwrap().version;
+    assert!(store.apply_dataset(&bad).is_err());
+    assert_eq!(store.dataset("products").unwrap().version, version);
+    assert_eq!(store.dataset_get("products", 1).unwrap().unwrap(), b"p1");
+    // Survives a restart.
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.dataset("products").unwrap().records.len(), 49);
+}
