@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use pdc_sync::{DatasetDelta, DatasetState, LocalDataset};
-use redb::{ReadableTable, TableDefinition};
+use redb::TableDefinition;
 
 use crate::{Store, StoreError};
 
