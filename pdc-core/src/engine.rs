@@ -1,0 +1,459 @@
+//! The engine: composition of store, sync machine, auth, cache and monitor.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pdc_auth::{AuthConfig, Authenticator, KdfParams, Login, Pepper, PinHasher};
+use pdc_cache::{DatasetId, DatasetPolicy, Loader, MemoryLimits, Refresh, TieredCache};
+use pdc_clock::Clock;
+use pdc_codec::Codec;
+use pdc_monitor::{ConnectionHistory, ConnectionState, MetricKey, Registry};
+use pdc_store::{NewItem, Store};
+use pdc_sync::{
+    Connectivity, PullRequest, PullResponse, SyncConfig, SyncEvent, SyncMachine, SyncTransport,
+    PROTOCOL_VERSION,
+};
+use rand::rngs::{OsRng, StdRng};
+use rand::SeedableRng;
+
+use crate::EngineError;
+
+/// How to build an engine.
+pub struct EngineConfig {
+    /// This terminal's id.
+    pub terminal_id: String,
+    /// The store file.
+    pub store_path: PathBuf,
+    /// Sync tuning (batch size, linger, backoff...).
+    pub sync: SyncConfig,
+    /// Login policy.
+    pub auth: AuthConfig,
+    /// KDF of new credentials.
+    pub kdf: KdfParams,
+    /// Pepper from the platform's keystore, if any.
+    pub pepper: Option<Pepper>,
+    /// Reference datasets pulled from the server and served from cache.
+    pub datasets: Vec<String>,
+    /// Memory cache limits for reference data.
+    pub l1: MemoryLimits,
+    /// Seed for the engine's non-cryptographic randomness (backoff jitter);
+    /// `None` draws one from the OS.
+    pub seed: Option<u64>,
+}
+
+impl EngineConfig {
+    /// Defaults for a terminal storing its file at `store_path`.
+    pub fn new(terminal_id: impl Into<String>, store_path: impl Into<PathBuf>) -> Self {
+        let terminal_id = terminal_id.into();
+        EngineConfig {
+            sync: SyncConfig::new(terminal_id.clone()),
+            terminal_id,
+            store_path: store_path.into(),
+            auth: AuthConfig::default(),
+            kdf: KdfParams::DEFAULT,
+            pepper: None,
+            datasets: vec!["products".into(), "users".into(), "config".into()],
+            l1: MemoryLimits {
+                max_entries: 10_000,
+                max_weight: 16 << 20,
+            },
+            seed: None,
+        }
+    }
+}
+
+/// What the UI hears about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EngineEvent {
+    /// A sync pass ended: items acknowledged, dead-lettered, bytes moved.
+    SyncCompleted {
+        /// Items the server acknowledged.
+        acked: usize,
+        /// Items refused for good.
+        dead_lettered: usize,
+        /// Request bytes sent.
+        bytes_up: u64,
+        /// Response bytes received.
+        bytes_down: u64,
+    },
+    /// An item was refused for good (it is in the dead-letter table).
+    DeadLettered {
+        /// The item.
+        local_id: u64,
+        /// The server's reason.
+        reason: String,
+    },
+    /// The connection state changed.
+    ModeSwitch {
+        /// Old state.
+        from: ConnectionState,
+        /// New state.
+        to: ConnectionState,
+    },
+    /// A reference dataset was updated from the server.
+    DatasetUpdated {
+        /// Which.
+        dataset: String,
+        /// Its new version.
+        version: u64,
+    },
+}
+
+/// Reads reference records from the store for the memory cache.
+struct StoreLoader(Store);
+
+#[async_trait::async_trait]
+impl Loader for StoreLoader {
+    async fn load(&self, dataset: &str, key: &str) -> Result<Vec<u8>, String> {
+        let id: u64 = key.parse().map_err(|_| format!("bad record id {key:?}"))?;
+        self.0
+            .dataset_get(dataset, id)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{dataset}/{id} not found"))
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves state that is still
+    // consistent (every mutation is a single call); keep going.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The offline-first engine of one terminal.
+///
+/// All methods take `&self`; share it in an `Arc` between the UI and the
+/// driver.
+pub struct OfflineEngine<T: SyncTransport, C: Clock + Clone + 'static> {
+    terminal_id: String,
+    store: Store,
+    clock: C,
+    transport: T,
+    codec: Codec,
+    sync: Mutex<SyncMachine>,
+    auth: Mutex<Authenticator<Store, C>>,
+    cache: async_lock::Mutex<TieredCache>,
+    loader: StoreLoader,
+    datasets: Vec<String>,
+    registry: Mutex<Registry>,
+    history: Mutex<ConnectionHistory>,
+    events: Mutex<VecDeque<EngineEvent>>,
+    rng: Mutex<StdRng>,
+}
+
+impl<T: SyncTransport, C: Clock + Clone + 'static> std::fmt::Debug for OfflineEngine<T, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfflineEngine")
+            .field("terminal_id", &self.terminal_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
+    /// Opens the engine: the store, the pending outbox into the sync
+    /// machine, and what login needs. Nothing is fetched.
+    pub fn open(config: EngineConfig, transport: T, clock: C) -> Result<Self, EngineError> {
+        let store = Store::open(&config.store_path)?;
+        let mut rng = match config.seed {
+            Some(s) => StdRng::seed_from_u64(s),
+            None => StdRng::from_rng(OsRng)
+                .map_err(|e| EngineError::Store(pdc_store::StoreError::Storage(e.to_string())))?,
+        };
+        let machine_rng = StdRng::seed_from_u64(rand::RngCore::next_u64(&mut rng));
+        let mut sync = SyncMachine::new(config.sync, Box::new(machine_rng));
+        let (pending, _quarantined) = store.pending()?;
+        sync.restore(pending, clock.now())?;
+        let hasher = PinHasher::new(config.kdf, config.pepper);
+        // The dummy credential costs one KDF run at open, at the configured cost.
+        let mut auth_rng = StdRng::from_rng(&mut rng)
+            .map_err(|e| EngineError::Store(pdc_store::StoreError::Storage(e.to_string())))?;
+        let auth = Authenticator::new(
+            store.clone(),
+            clock.clone(),
+            hasher,
+            config.auth,
+            &mut auth_rng,
+        )?;
+        let policies = config
+            .datasets
+            .iter()
+            .map(|d| DatasetPolicy {
+                dataset: d.clone(),
+                ttl_ms: 24 * 3_600_000,
+                tiers: vec!["memory".into()],
+                invalidate_on: vec![format!("{d}_updated")],
+                refresh: Refresh::OnExpiry,
+                offline_ttl_ms: 0,
+            })
+            .collect();
+        let cache = TieredCache::new(config.l1, vec![], policies)?;
+        let history = ConnectionHistory::new(ConnectionState::Online, clock.now(), 100);
+        Ok(OfflineEngine {
+            terminal_id: config.terminal_id,
+            loader: StoreLoader(store.clone()),
+            store,
+            clock,
+            transport,
+            codec: Codec::new(),
+            sync: Mutex::new(sync),
+            auth: Mutex::new(auth),
+            cache: async_lock::Mutex::new(cache),
+            datasets: config.datasets,
+            registry: Mutex::new(Registry::new()),
+            history: Mutex::new(history),
+            events: Mutex::new(VecDeque::new()),
+            rng: Mutex::new(rng),
+        })
+    }
+
+    /// The store (operators: dead letters, quarantine).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Records a sale: durable in the outbox before this returns, then
+    /// queued for sync. The only way sales enter the engine. On `Err` the
+    /// sale was not saved.
+    pub fn record(&self, item: NewItem) -> Result<u64, EngineError> {
+        let started = self.clock.now();
+        let stored = self.store.append(item)?;
+        let id = stored.local_id;
+        lock(&self.sync).enqueue(stored, self.clock.now())?;
+        let us = (self.clock.now() - started).as_secs_f64() * 1e6;
+        if let Ok(k) = MetricKey::new("pdc_record_us", &[]) {
+            lock(&self.registry).observe(&k, us);
+        }
+        Ok(id)
+    }
+
+    /// Records many sales in one durable commit (bulk import).
+    pub fn record_many(&self, items: Vec<NewItem>) -> Result<Vec<u64>, EngineError> {
+        let stored = self.store.append_many(items)?;
+        let mut sync = lock(&self.sync);
+        let now = self.clock.now();
+        let ids = stored.iter().map(|i| i.local_id).collect();
+        for it in stored {
+            sync.enqueue(it, now)?;
+        }
+        Ok(ids)
+    }
+
+    /// Items waiting to reach the server.
+    pub fn pending(&self) -> usize {
+        lock(&self.sync).len()
+    }
+
+    /// Tells the engine whether the network is up (OS network events).
+    pub fn set_online(&self, online: bool) {
+        let now = self.clock.now();
+        lock(&self.sync).set_connectivity(
+            if online {
+                Connectivity::Online
+            } else {
+                Connectivity::Offline
+            },
+            now,
+        );
+        let to = if online {
+            ConnectionState::Online
+        } else {
+            ConnectionState::Offline
+        };
+        let mut h = lock(&self.history);
+        let from = h.current();
+        if from != to {
+            h.set(to, now, self.clock.wall_ms());
+            lock(&self.events).push_back(EngineEvent::ModeSwitch { from, to });
+        }
+    }
+
+    /// When the driver should run [`sync_once`](Self::sync_once) next.
+    pub fn next_wakeup(&self) -> Option<pdc_clock::Instant> {
+        lock(&self.sync).poll_timeout()
+    }
+
+    /// One sync pass: sends every batch the machine allows now, applies the
+    /// answers, persists acknowledgements and dead letters. Safe to call at
+    /// any time; a batch interrupted by a crash is resent after restart.
+    pub async fn sync_once(&self) -> Result<(), EngineError> {
+        let (mut acked_total, mut dead) = (0usize, 0usize);
+        let before = lock(&self.sync).health(self.clock.now());
+        loop {
+            let now = self.clock.now();
+            let batch = {
+                let mut m = lock(&self.sync);
+                m.handle_timeout(now);
+                m.poll_transmit(now)
+            };
+            // None: nothing ready, lingering, backing off, or offline.
+            let Some(batch) = batch else { break };
+            let sent = self.clock.now();
+            let result = self.transport.push(batch.request).await;
+            let now = self.clock.now();
+            if let Ok(k) = MetricKey::new("pdc_sync_push_ms", &[]) {
+                lock(&self.registry).observe(&k, (now - sent).as_secs_f64() * 1000.0);
+            }
+            let events: Vec<SyncEvent> = {
+                let mut m = lock(&self.sync);
+                // An unknown batch (late answer after a timeout) changes nothing.
+                let _ = match result {
+                    Ok(body) => m.handle_response_bytes(batch.id, &body, now),
+                    Err(e) => m.handle_error(batch.id, e, now),
+                };
+                std::iter::from_fn(|| m.poll_event()).collect()
+            };
+            let mut acked = Vec::new();
+            for ev in events {
+                match ev {
+                    SyncEvent::Acked { local_id, .. } => acked.push(local_id),
+                    SyncEvent::DeadLettered {
+                        item,
+                        code,
+                        message,
+                    } => {
+                        self.store
+                            .dead_letter(&item, &code, &message, self.clock.wall_ms())?;
+                        dead += 1;
+                        lock(&self.events).push_back(EngineEvent::DeadLettered {
+                            local_id: item.local_id,
+                            reason: format!("{code}: {message}"),
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            if !acked.is_empty() {
+                self.store.ack(&acked)?;
+                acked_total += acked.len();
+            }
+        }
+        let after = lock(&self.sync).health(self.clock.now());
+        lock(&self.events).push_back(EngineEvent::SyncCompleted {
+            acked: acked_total,
+            dead_lettered: dead,
+            bytes_up: after.bytes_up - before.bytes_up,
+            bytes_down: after.bytes_down - before.bytes_down,
+        });
+        Ok(())
+    }
+
+    /// Pulls the reference datasets: only what changed since the held
+    /// version, applied atomically; a digest mismatch refetches a snapshot.
+    pub async fn pull(&self) -> Result<(), EngineError> {
+        let states = self
+            .datasets
+            .iter()
+            .map(|d| self.store.dataset_state(d))
+            .collect::<Result<Vec<_>, _>>()?;
+        let req = PullRequest {
+            schema: PROTOCOL_VERSION,
+            terminal_id: self.terminal_id.clone(),
+            datasets: states,
+        };
+        let body = self.codec.encode(&req)?;
+        let up = body.len();
+        let resp_bytes = self.transport.pull(body).await?;
+        let down = resp_bytes.len();
+        let resp: PullResponse = self.codec.decode(&resp_bytes)?;
+        for delta in &resp.datasets {
+            if self.store.apply_dataset(delta).is_err() {
+                // Digest mismatch: ask for a snapshot of that dataset.
+                let req = PullRequest {
+                    schema: PROTOCOL_VERSION,
+                    terminal_id: self.terminal_id.clone(),
+                    datasets: vec![pdc_sync::DatasetState {
+                        dataset: delta.dataset.clone(),
+                        version: None,
+                        buckets: vec![],
+                    }],
+                };
+                let snap: PullResponse = self
+                    .codec
+                    .decode(&self.transport.pull(self.codec.encode(&req)?).await?)?;
+                for d in &snap.datasets {
+                    self.store.apply_dataset(d)?;
+                }
+            }
+            let mut cache = self.cache.lock().await;
+            cache
+                .invalidate_event(&format!("{}_updated", delta.dataset))
+                .await?;
+            lock(&self.events).push_back(EngineEvent::DatasetUpdated {
+                dataset: delta.dataset.clone(),
+                version: delta.version,
+            });
+        }
+        lock(&self.sync).record_pull(self.clock.now(), up, down);
+        Ok(())
+    }
+
+    /// A reference record (e.g. a product by id), from memory when cached,
+    /// else from the store.
+    pub async fn reference(
+        &self,
+        dataset: &str,
+        id: u64,
+    ) -> Result<Option<Arc<[u8]>>, EngineError> {
+        let mut cache = self.cache.lock().await;
+        let ds: DatasetId = cache.dataset(dataset)?;
+        let key = id.to_string();
+        let now = self.clock.wall_ms();
+        if let Some(v) = cache.get_cached(ds, &key, now) {
+            return Ok(Some(v.into()));
+        }
+        match cache.get(ds, &key, now, &self.loader).await {
+            Ok(l) => Ok(Some(l.value)),
+            Err(pdc_cache::CacheError::Load(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Offline PIN login (users come from the store's auth state).
+    pub fn login(&self, user_id: &str, pin: &str) -> Result<Login, EngineError> {
+        let started = self.clock.now();
+        let mut rng = lock(&self.rng);
+        let result = lock(&self.auth).login(user_id, &self.terminal_id, pin, &mut *rng);
+        if let Ok(k) = MetricKey::new("pdc_offline_login_ms", &[]) {
+            lock(&self.registry).observe(&k, (self.clock.now() - started).as_secs_f64() * 1000.0);
+        }
+        Ok(result?)
+    }
+
+    /// Enrols a user's PIN locally (at the server or an enrolment screen).
+    pub fn enrol(&self, user_id: &str, role: &str, pin: &str) -> Result<(), EngineError> {
+        let mut rng = lock(&self.rng);
+        lock(&self.auth).enrol(user_id, role, pin, &mut *rng)?;
+        Ok(())
+    }
+
+    /// Probes the server and feeds the latency into the sync machine's
+    /// connection quality and the connection history.
+    pub async fn ping(&self) -> Result<Duration, EngineError> {
+        let t = self.clock.now();
+        let r = self.transport.ping().await;
+        let rtt = self.clock.now() - t;
+        match r {
+            Ok(()) => {
+                lock(&self.sync).record_latency(rtt);
+                self.set_online(true);
+                Ok(rtt)
+            }
+            Err(e) => {
+                self.set_online(false);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The next UI event, if any.
+    pub fn poll_event(&self) -> Option<EngineEvent> {
+        lock(&self.events).pop_front()
+    }
+
+    /// A snapshot of the engine's metrics.
+    pub fn metrics(&self) -> Registry {
+        lock(&self.registry).clone()
+    }
+}

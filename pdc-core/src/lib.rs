@@ -1,0 +1,42 @@
+//! pdc-core: the `OfflineEngine` a POS application embeds.
+//!
+//! One object that records sales durably ([`OfflineEngine::record`]: on
+//! disk before it returns), logs cashiers in offline by PIN, serves
+//! reference data from memory over the store, tracks the connection, and
+//! syncs through any [`pdc_sync::SyncTransport`]: the sans-IO
+//! [`pdc_sync::SyncMachine`] decides, [`OfflineEngine::sync_once`] only
+//! moves bytes and persists outcomes (acks remove items, refusals go to the
+//! dead-letter table). With the `tokio` feature, [`spawn_driver`] runs that
+//! loop in the background; nothing else here needs a runtime.
+//!
+//! ```
+//! use pdc_core::{EngineConfig, OfflineEngine};
+//! use pdc_clock::SystemClock;
+//! use pdc_store::NewItem;
+//! use pdc_sync::{LoopbackTransport, Priority, StreamKey};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut config = EngineConfig::new("till-1", dir.path().join("till.pdc"));
+//! config.kdf = pdc_auth::KdfParams::INSECURE_TEST; // tests only
+//! config.sync.linger = std::time::Duration::ZERO;
+//! let transport = LoopbackTransport::new();
+//! let engine = OfflineEngine::open(config, transport.clone(), SystemClock::new())?;
+//! let id = engine.record(NewItem { stream: StreamKey(1), priority: Priority::High, kind: 2,
+//!                                  created_at_ms: 0, payload: b"sale".to_vec() })?;
+//! pollster::block_on(engine.sync_once())?;
+//! assert!(transport.server.lock().unwrap().has("till-1", id));
+//! assert_eq!(engine.pending(), 0);
+//! # Ok::<(), pdc_core::EngineError>(())
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+#[cfg(feature = "tokio")]
+mod driver;
+mod engine;
+mod error;
+
+#[cfg(feature = "tokio")]
+pub use driver::spawn_driver;
+pub use engine::{EngineConfig, EngineEvent, OfflineEngine};
+pub use error::EngineError;

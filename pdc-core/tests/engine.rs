@@ -1,0 +1,189 @@
+//! The engine end to end over pdc-sync's loopback transport: offline
+//! selling and login, restart, exactly-once sync, dead letters, reference
+//! data, and the tokio driver.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pdc_clock::SystemClock;
+use pdc_core::{EngineConfig, EngineEvent, OfflineEngine};
+use pdc_store::NewItem;
+use pdc_sync::{LoopbackTransport, Priority, ServerDataset, StreamKey};
+
+fn config(path: &std::path::Path) -> EngineConfig {
+    let mut c = EngineConfig::new("till-1", path);
+    c.kdf = pdc_auth::KdfParams::INSECURE_TEST;
+    c.sync.linger = Duration::ZERO;
+    c.sync.reconnect_jitter = Duration::ZERO;
+    c.datasets = vec!["products".into()];
+    c.seed = Some(7);
+    c
+}
+
+fn sale(i: u64, kind: u16) -> NewItem {
+    NewItem {
+        stream: StreamKey(i % 5),
+        priority: Priority::High,
+        kind,
+        created_at_ms: i,
+        payload: vec![i as u8; 40],
+    }
+}
+
+#[test]
+fn offline_sales_survive_restart_and_sync_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("till.pdc");
+    let transport = LoopbackTransport::new();
+    transport
+        .server
+        .lock()
+        .unwrap()
+        .reject_kinds
+        .insert(9, "invalid_sku".into());
+    let engine = OfflineEngine::open(config(&path), transport.clone(), SystemClock::new()).unwrap();
+    engine.enrol("bob", "cashier", "3691").unwrap();
+    engine.set_online(false);
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        ids.push(engine.record(sale(i, if i == 13 { 9 } else { 2 })).unwrap());
+    }
+    pollster::block_on(engine.sync_once()).unwrap();
+    assert_eq!(
+        transport.server.lock().unwrap().applied_count(),
+        0,
+        "offline sends nothing"
+    );
+    assert_eq!(engine.login("bob", "3691").unwrap().session.user_id, "bob");
+    drop(engine);
+
+    let engine = OfflineEngine::open(config(&path), transport.clone(), SystemClock::new()).unwrap();
+    assert_eq!(engine.pending(), 25);
+    // The login state survived too: a wrong PIN counts against the same account.
+    assert!(engine.login("bob", "0000").is_err());
+    engine.set_online(true);
+    pollster::block_on(engine.sync_once()).unwrap();
+    let server = transport.server.lock().unwrap();
+    assert_eq!(server.applied_count(), 24);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(server.has("till-1", *id), i != 13);
+    }
+    drop(server);
+    assert_eq!(engine.pending(), 0);
+    let dl = engine.store().dead_letters().unwrap();
+    assert_eq!(dl.len(), 1);
+    assert_eq!(dl[0].code, "invalid_sku");
+    assert!(
+        engine.store().pending().unwrap().0.is_empty(),
+        "acks removed items from the store"
+    );
+    let mut saw = (false, false);
+    while let Some(ev) = engine.poll_event() {
+        match ev {
+            EngineEvent::DeadLettered { .. } => saw.0 = true,
+            EngineEvent::SyncCompleted {
+                acked: 24,
+                dead_lettered: 1,
+                ..
+            } => saw.1 = true,
+            _ => {}
+        }
+    }
+    assert_eq!(saw, (true, true));
+}
+
+#[test]
+fn reference_data_is_pulled_as_deltas_and_served_from_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = LoopbackTransport::new();
+    let mut products = ServerDataset::new("products", 1000);
+    for id in 0..500 {
+        products.upsert(id, format!("product {id}").into_bytes());
+    }
+    transport
+        .server
+        .lock()
+        .unwrap()
+        .datasets
+        .insert("products".into(), products);
+    let engine = OfflineEngine::open(
+        config(&dir.path().join("t.pdc")),
+        transport.clone(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    assert_eq!(
+        pollster::block_on(engine.reference("products", 7)).unwrap(),
+        None
+    );
+    pollster::block_on(engine.pull()).unwrap();
+    assert_eq!(
+        &*pollster::block_on(engine.reference("products", 7))
+            .unwrap()
+            .unwrap(),
+        b"product 7"
+    );
+    transport
+        .server
+        .lock()
+        .unwrap()
+        .datasets
+        .get_mut("products")
+        .unwrap()
+        .upsert(7, b"new price".to_vec());
+    pollster::block_on(engine.pull()).unwrap();
+    assert_eq!(
+        &*pollster::block_on(engine.reference("products", 7))
+            .unwrap()
+            .unwrap(),
+        b"new price",
+        "cache invalidated by the update"
+    );
+    assert!(std::iter::from_fn(|| engine.poll_event())
+        .any(|e| matches!(e, EngineEvent::DatasetUpdated { .. })));
+}
+
+#[test]
+fn the_tokio_driver_syncs_in_the_background() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let transport = LoopbackTransport::new();
+        let engine = Arc::new(
+            OfflineEngine::open(
+                config(&dir.path().join("t.pdc")),
+                transport.clone(),
+                SystemClock::new(),
+            )
+            .unwrap(),
+        );
+        let (poke, stop) = (
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        let handle = pdc_core::spawn_driver(
+            engine.clone(),
+            poke.clone(),
+            stop.clone(),
+            SystemClock::new(),
+        );
+        for i in 0..10 {
+            engine.record(sale(i, 2)).unwrap();
+            poke.notify_one();
+        }
+        for _ in 0..200 {
+            if transport.server.lock().unwrap().applied_count() == 10 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.notify_one();
+        handle.await.unwrap();
+        assert_eq!(transport.server.lock().unwrap().applied_count(), 10);
+        assert_eq!(engine.pending(), 0);
+    });
+}
