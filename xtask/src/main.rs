@@ -9,7 +9,8 @@
 //! * `wasm`: the wasm32 build of the pure crates alone;
 //! * `fleet`: the backoff comparison of 100 terminals reconnecting at once;
 //! * `cache-ratio [--json]`: hit ratios of the memory cache and its peers;
-//! * `store-latency`: durable append latency and group-commit throughput.
+//! * `store-latency`: durable append latency and group-commit throughput;
+//! * `engine-figures`: engine open time, lookups, resident memory.
 //!
 //! The tidy tests (architecture invariants of the workspace) live in
 //! [`tidy`] and run with `cargo test`.
@@ -18,6 +19,7 @@ use std::process::{Command, ExitCode};
 
 mod cache_ratio;
 mod ci;
+mod engine_figures;
 mod fleet;
 mod sizes;
 mod store_latency;
@@ -48,10 +50,12 @@ fn main() -> ExitCode {
         "fuzz" => ci::fuzz(rest),
         "wasm" => ci::wasm(),
         "fleet" => fleet::run_report(),
+        "engine-figures" if rest.iter().any(|a| a == "--rss") => engine_figures::rss(),
+        "engine-figures" => engine_figures::run(),
         "store-latency" => store_latency::run(),
         "cache-ratio" => cache_ratio::run(rest.iter().any(|a| a == "--json")),
         _ => {
-            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency>");
+            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss]>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {
