@@ -1,5 +1,7 @@
 //! The native background driver on tokio: a thin loop that calls
-//! `sync_once` when the machine's timer says so, or when poked.
+//! `sync_once` when the machine's timer says so, or when poked, and probes
+//! the server with `ping` every 30 s (every 5 s while it is unreachable),
+//! which feeds connection quality and the online/offline state.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +12,11 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::OfflineEngine;
+
+/// Probe interval while the server answers (the study's 30 s).
+const PING_ONLINE: Duration = Duration::from_secs(30);
+/// Probe interval while it does not.
+const PING_RECOVERING: Duration = Duration::from_secs(5);
 
 /// Runs the sync loop until `stop` is notified. `poke` wakes it early (call
 /// `poke.notify_one()` after `record` for a prompt sync). Errors of a pass
@@ -25,12 +32,18 @@ where
     C: Clock + Clone + 'static,
 {
     tokio::spawn(async move {
+        let mut next_ping = clock.now();
         loop {
+            if clock.now() >= next_ping {
+                let ok = engine.ping().await.is_ok();
+                next_ping = clock.now() + if ok { PING_ONLINE } else { PING_RECOVERING };
+            }
             let _ = engine.sync_once().await;
             let wait = engine
                 .next_wakeup()
                 .map(|at| at.saturating_duration_since(clock.now()))
-                .unwrap_or(Duration::from_secs(30))
+                .unwrap_or(PING_ONLINE)
+                .min(next_ping.saturating_duration_since(clock.now()))
                 .max(Duration::from_millis(1));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
