@@ -176,6 +176,24 @@ impl LoopbackTransport {
         LoopbackTransport::default()
     }
 
+    /// A request body as a server reads it: undecodable is a 400.
+    fn decode<T: pdc_codec::Record>(&self, body: &[u8]) -> Result<T, TransportError> {
+        self.codec.decode(body).map_err(|e| TransportError::Client {
+            status: 400,
+            message: e.to_string(),
+        })
+    }
+
+    /// A response body; failing to encode one is the server's fault (500).
+    fn encode<T: pdc_codec::Record>(&self, value: &T) -> Result<Vec<u8>, TransportError> {
+        self.codec
+            .encode(value)
+            .map_err(|e| TransportError::Server {
+                status: 500,
+                message: e.to_string(),
+            })
+    }
+
     fn server(&self) -> Result<std::sync::MutexGuard<'_, MemoryServer>, TransportError> {
         self.server.lock().map_err(|_| TransportError::Server {
             status: 500,
@@ -188,37 +206,15 @@ impl LoopbackTransport {
 #[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
 impl SyncTransport for LoopbackTransport {
     async fn push(&self, request: Vec<u8>) -> Result<Vec<u8>, TransportError> {
-        let req: PushRequest = self
-            .codec
-            .decode(&request)
-            .map_err(|e| TransportError::Client {
-                status: 400,
-                message: e.to_string(),
-            })?;
+        let req: PushRequest = self.decode(&request)?;
         let resp = self.server()?.push(&req)?;
-        self.codec
-            .encode(&resp)
-            .map_err(|e| TransportError::Server {
-                status: 500,
-                message: e.to_string(),
-            })
+        self.encode(&resp)
     }
 
     async fn pull(&self, request: Vec<u8>) -> Result<Vec<u8>, TransportError> {
-        let req: PullRequest = self
-            .codec
-            .decode(&request)
-            .map_err(|e| TransportError::Client {
-                status: 400,
-                message: e.to_string(),
-            })?;
+        let req: PullRequest = self.decode(&request)?;
         let resp = self.server()?.pull(&req);
-        self.codec
-            .encode(&resp)
-            .map_err(|e| TransportError::Server {
-                status: 500,
-                message: e.to_string(),
-            })
+        self.encode(&resp)
     }
 
     async fn ping(&self) -> Result<(), TransportError> {

@@ -21,6 +21,38 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// A store at `path` with `pending` orders in the outbox and the
+/// 5,000-product catalogue applied as the server would send it.
+fn build_store(path: &std::path::Path, pending: usize) -> Result<(), String> {
+    let e = |e: &dyn std::fmt::Display| e.to_string();
+    let codec = Codec::new();
+    let store = Store::open(path).map_err(|x| e(&x))?;
+    let items = pdc_datasets::orders(pending, 3)
+        .iter()
+        .map(|o| {
+            Ok(NewItem {
+                stream: StreamKey(o.id),
+                priority: Priority::High,
+                kind: 2,
+                created_at_ms: o.created_at_ms,
+                payload: codec.encode(o)?,
+            })
+        })
+        .collect::<Result<Vec<_>, pdc_codec::CodecError>>()
+        .map_err(|x| e(&x))?;
+    store.append_many(items).map_err(|x| e(&x))?;
+    let mut catalogue = ServerDataset::new("products", 10);
+    for p in pdc_datasets::catalog(5_000, 1) {
+        catalogue.upsert(u64::from(p.id), codec.encode(&p).map_err(|x| e(&x))?);
+    }
+    let snap = catalogue.answer(&DatasetState {
+        dataset: "products".into(),
+        version: None,
+        buckets: vec![],
+    });
+    store.apply_dataset(&snap).map_err(|x| e(&x))
+}
+
 /// Resident memory of one engine with a 5,000-product catalogue (all
 /// looked up, so cached) and 1,000 pending sales, in a fresh process.
 pub fn rss() -> Result<(), String> {
@@ -28,35 +60,8 @@ pub fn rss() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("pdc-engine-rss-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|x| e(&x))?;
     let path = dir.join("till.pdc");
-    let codec = Codec::new();
     let baseline = rss_kib("VmRSS:");
-    {
-        let store = Store::open(&path).map_err(|x| e(&x))?;
-        let items = pdc_datasets::orders(1_000, 3)
-            .iter()
-            .map(|o| {
-                Ok(NewItem {
-                    stream: StreamKey(o.id),
-                    priority: Priority::High,
-                    kind: 2,
-                    created_at_ms: o.created_at_ms,
-                    payload: codec.encode(o)?,
-                })
-            })
-            .collect::<Result<Vec<_>, pdc_codec::CodecError>>()
-            .map_err(|x| e(&x))?;
-        store.append_many(items).map_err(|x| e(&x))?;
-        let mut catalogue = ServerDataset::new("products", 10);
-        for p in pdc_datasets::catalog(5_000, 1) {
-            catalogue.upsert(u64::from(p.id), codec.encode(&p).map_err(|x| e(&x))?);
-        }
-        let snap = catalogue.answer(&DatasetState {
-            dataset: "products".into(),
-            version: None,
-            buckets: vec![],
-        });
-        store.apply_dataset(&snap).map_err(|x| e(&x))?;
-    }
+    build_store(&path, 1_000)?;
     let mut c = EngineConfig::new("till-1", &path);
     c.datasets = vec!["products".into()];
     let engine =
@@ -83,35 +88,7 @@ pub fn run() -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("pdc-engine-figures-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|x| e(&x))?;
     let path = dir.join("till.pdc");
-    let codec = Codec::new();
-    {
-        let store = Store::open(&path).map_err(|x| e(&x))?;
-        let orders = pdc_datasets::orders(10_000, 3);
-        let items = orders
-            .iter()
-            .map(|o| {
-                Ok(NewItem {
-                    stream: StreamKey(o.id),
-                    priority: Priority::High,
-                    kind: 2,
-                    created_at_ms: o.created_at_ms,
-                    payload: codec.encode(o)?,
-                })
-            })
-            .collect::<Result<Vec<_>, pdc_codec::CodecError>>()
-            .map_err(|x| e(&x))?;
-        store.append_many(items).map_err(|x| e(&x))?;
-        let mut catalogue = ServerDataset::new("products", 10);
-        for p in pdc_datasets::catalog(5_000, 1) {
-            catalogue.upsert(u64::from(p.id), codec.encode(&p).map_err(|x| e(&x))?);
-        }
-        let snap = catalogue.answer(&DatasetState {
-            dataset: "products".into(),
-            version: None,
-            buckets: vec![],
-        });
-        store.apply_dataset(&snap).map_err(|x| e(&x))?;
-    }
+    build_store(&path, 10_000)?;
     let rss_before = rss_kib("VmRSS:");
     let config = || {
         let mut c = EngineConfig::new("till-1", &path);
