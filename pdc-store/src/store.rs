@@ -133,6 +133,24 @@ impl Store {
         Ok(store)
     }
 
+    /// Opens a store over any redb storage backend: an in-memory one
+    /// (`redb::backends::InMemoryBackend`) for a browser or tests, or a
+    /// fault-injecting one to test what happens when the disk fails.
+    pub fn open_with_backend(backend: impl redb::StorageBackend) -> Result<Self, StoreError> {
+        let existed = backend.len().map(|n| n > 0).unwrap_or(false);
+        let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Database::builder().create_with_backend(backend)
+        }))
+        .map_err(|_| StoreError::Corrupt("backend holds a truncated or damaged store".into()))?;
+        let db = opened.map_err(StoreError::from)?;
+        let store = Store {
+            db: Arc::new(db),
+            codec: Codec::new(),
+        };
+        store.init_or_check(Path::new("<backend>"), existed)?;
+        Ok(store)
+    }
+
     fn init_or_check(&self, path: &Path, existed: bool) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         {
