@@ -64,7 +64,7 @@ const FREE: u8 = 3;
 /// Share of the entries the small (probation) queue gets. The paper's 10%
 /// was tuned on many traces; on the POS-like Zipf(0.99) and scan streams of
 /// `cargo xtask cache-ratio`, 5% wins on both (10%: 0.6400 and 0.5118;
-/// 5%: 0.6426 and 0.5134) while still absorbing scans.
+/// 5%: 0.6425 and 0.5136) while still absorbing scans.
 const SMALL_PERCENT: usize = 5;
 
 /// A bounded in-memory cache with S3-FIFO eviction and TTL.
@@ -356,13 +356,17 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
         }
     }
 
+    fn small_target(&self) -> usize {
+        (self.limits.max_entries * SMALL_PERCENT / 100).max(1)
+    }
+
     fn over(&self) -> bool {
         self.len > self.limits.max_entries || self.weight > self.limits.max_weight
     }
 
     fn evict_to_fit(&mut self) {
         while self.over() {
-            let small_target = (self.limits.max_entries * SMALL_PERCENT / 100).max(1);
+            let small_target = self.small_target();
             if self.small_len >= small_target || self.main.is_empty() {
                 if !self.evict_small() && !self.evict_main() {
                     break;
@@ -397,10 +401,11 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
                     self.evict_slot(idx);
                     self.ghost.push_back(h);
                     self.ghost_set.insert(h);
+                    // The ghost remembers as many keys as main holds.
                     let ghost_cap = self
                         .limits
                         .max_entries
-                        .saturating_sub(self.limits.max_entries / 10)
+                        .saturating_sub(self.small_target())
                         .max(1);
                     while self.ghost.len() > ghost_cap {
                         if let Some(old) = self.ghost.pop_front() {

@@ -276,19 +276,13 @@ impl AlertEngine {
             };
             *state = match *state {
                 RuleState::Ok | RuleState::Pending(_) if !rule.breached(v) => RuleState::Ok,
-                RuleState::Ok => {
-                    if rule.for_duration.is_zero() {
-                        events.push(AlertEvent::Fired {
-                            rule: rule.name.clone(),
-                            severity: rule.severity,
-                            value: v,
-                        });
-                        RuleState::Firing
-                    } else {
-                        RuleState::Pending(now)
-                    }
-                }
-                RuleState::Pending(since) => {
+                RuleState::Ok | RuleState::Pending(_) => {
+                    // Breached: pending since the first breach, firing once
+                    // it has held for the rule's duration (at once for zero).
+                    let since = match *state {
+                        RuleState::Pending(since) => since,
+                        _ => now,
+                    };
                     if now - since >= rule.for_duration {
                         events.push(AlertEvent::Fired {
                             rule: rule.name.clone(),
