@@ -7,9 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::io::Write;
 
 use pdc_clock::SystemClock;
 use pdc_core::{EngineConfig, OfflineEngine};
@@ -54,69 +52,42 @@ fn every_recorded_sale_survives_sigkill() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let kills: u32 = std::env::var("PDC_CRASH_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let kills = pdc_test::kills_from_env();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("till.pdc").to_string_lossy().into_owned();
-    let mut confirmed = BTreeSet::new();
-    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-    for round in 0..kills {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "engine_crash_child",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .filter_map(|l| l.strip_prefix("id ").and_then(|s| s.parse::<u64>().ok()))
-                .collect::<Vec<_>>()
-        });
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(40 + seed % 160));
-        child.kill().unwrap();
-        child.wait().unwrap();
-        for id in reader.join().unwrap() {
+    let path = dir.path().join("till.pdc");
+    let path_str = path.to_string_lossy().into_owned();
+    let confirmed = pdc_test::crash_rounds(
+        "engine_crash_child",
+        CHILD_ENV,
+        &path,
+        kills,
+        |round, confirmed| {
+            let engine = OfflineEngine::open(
+                config(&path_str),
+                LoopbackTransport::new(),
+                SystemClock::new(),
+            )
+            .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+            let held: BTreeSet<u64> = engine
+                .store()
+                .pending()
+                .unwrap()
+                .0
+                .iter()
+                .map(|i| i.local_id)
+                .collect();
+            let lost: Vec<&u64> = confirmed.difference(&held).collect();
             assert!(
-                confirmed.insert(id),
-                "round {round}: id {id} handed out twice"
+                lost.is_empty(),
+                "round {round}: recorded sales lost: {lost:?}"
             );
-        }
-        let engine =
-            OfflineEngine::open(config(&path), LoopbackTransport::new(), SystemClock::new())
-                .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
-        let held: BTreeSet<u64> = engine
-            .store()
-            .pending()
-            .unwrap()
-            .0
-            .iter()
-            .map(|i| i.local_id)
-            .collect();
-        let lost: Vec<&u64> = confirmed.difference(&held).collect();
-        assert!(
-            lost.is_empty(),
-            "round {round}: recorded sales lost: {lost:?}"
-        );
-        assert_eq!(
-            engine.pending(),
-            held.len(),
-            "round {round}: the sync machine holds what the store holds"
-        );
-    }
+            assert_eq!(
+                engine.pending(),
+                held.len(),
+                "round {round}: the sync machine holds what the store holds"
+            );
+        },
+    );
     eprintln!(
         "{kills} SIGKILLs of a recording engine, {} confirmed sales, none lost or repeated",
         confirmed.len()

@@ -1,13 +1,12 @@
 //! Crash safety: a child process appends sales in a loop and is killed with
 //! SIGKILL at random moments. After each reopen, every sale whose `append`
 //! returned is present exactly once, ids never repeat, and the store opens
-//! cleanly. `PDC_CRASH_KILLS=N` sets the number of kills (default 30).
+//! cleanly. `PDC_CRASH_KILLS=N` sets the number of kills (default 30); the
+//! harness is `pdc_test::crash_rounds`.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::io::Write;
 
 use pdc_store::{NewItem, Store};
 use pdc_sync::{Priority, StreamKey};
@@ -48,63 +47,33 @@ fn every_returned_append_survives_sigkill() {
     if std::env::var(CHILD_ENV).is_ok() {
         return;
     }
-    let kills: u32 = std::env::var("PDC_CRASH_KILLS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(30);
+    let kills = pdc_test::kills_from_env();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("till.pdc");
-    let mut confirmed: BTreeSet<u64> = BTreeSet::new();
-    let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    for round in 0..kills {
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &path)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut ids = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Some(id) = line.strip_prefix("id ").and_then(|s| s.parse::<u64>().ok()) {
-                    ids.push(id);
-                }
-            }
-            ids
-        });
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(30 + seed % 170));
-        child.kill().unwrap(); // SIGKILL on Unix
-        child.wait().unwrap();
-        let ids = reader.join().unwrap();
-        for id in &ids {
+    let confirmed = pdc_test::crash_rounds(
+        "crash_child",
+        CHILD_ENV,
+        &path,
+        kills,
+        |round, confirmed| {
+            let store =
+                Store::open(&path).unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+            let (pending, quarantined) = store.pending().unwrap();
+            assert!(quarantined.is_empty(), "round {round}: {quarantined:?}");
+            let held: Vec<u64> = pending.iter().map(|i| i.local_id).collect();
             assert!(
-                confirmed.insert(*id),
-                "round {round}: id {id} handed out twice"
+                held.windows(2).all(|w| w[0] < w[1]),
+                "round {round}: ids repeat or go back"
             );
-        }
-        let store =
-            Store::open(&path).unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
-        let (pending, quarantined) = store.pending().unwrap();
-        assert!(quarantined.is_empty(), "round {round}: {quarantined:?}");
-        let held: Vec<u64> = pending.iter().map(|i| i.local_id).collect();
-        assert!(
-            held.windows(2).all(|w| w[0] < w[1]),
-            "round {round}: ids repeat or go back"
-        );
-        let held: BTreeSet<u64> = held.into_iter().collect();
-        let lost: Vec<&u64> = confirmed.difference(&held).collect();
-        assert!(
-            lost.is_empty(),
-            "round {round}: confirmed sales lost: {lost:?}"
-        );
-        assert!(store.next_local_id().unwrap() > confirmed.last().copied().unwrap_or(0));
-    }
+            let held: BTreeSet<u64> = held.into_iter().collect();
+            let lost: Vec<&u64> = confirmed.difference(&held).collect();
+            assert!(
+                lost.is_empty(),
+                "round {round}: confirmed sales lost: {lost:?}"
+            );
+            assert!(store.next_local_id().unwrap() > confirmed.last().copied().unwrap_or(0));
+        },
+    );
     eprintln!(
         "{kills} SIGKILLs, {} confirmed sales, none lost or repeated",
         confirmed.len()
