@@ -383,10 +383,8 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
         while let Some(idx) = self.small.pop_front() {
             let slot = &mut self.slots[idx as usize];
             match slot.state {
-                DEAD => {
-                    slot.state = FREE;
-                    self.free.push(idx);
-                }
+                // Killed while queued: its slot is reusable now.
+                DEAD => self.free_slot(idx),
                 _ if slot.freq > 0 => {
                     slot.state = MAIN;
                     slot.freq = 0;
@@ -425,10 +423,8 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
         while let Some(idx) = self.main.pop_front() {
             let slot = &mut self.slots[idx as usize];
             match slot.state {
-                DEAD => {
-                    slot.state = FREE;
-                    self.free.push(idx);
-                }
+                // Killed while queued: its slot is reusable now.
+                DEAD => self.free_slot(idx),
                 _ if slot.freq > 0 => {
                     slot.freq -= 1;
                     self.main.push_back(idx);
@@ -442,13 +438,16 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
         false
     }
 
+    fn free_slot(&mut self, idx: u32) {
+        self.slots[idx as usize].state = FREE;
+        self.free.push(idx);
+    }
+
     fn evict_slot(&mut self, idx: u32) {
-        let slot = &mut self.slots[idx as usize];
-        slot.state = FREE;
-        self.weight -= u64::from(slot.weight);
+        self.weight -= u64::from(self.slots[idx as usize].weight);
         self.len -= 1;
         self.unmap(idx);
-        self.free.push(idx);
+        self.free_slot(idx);
         self.stats.evictions += 1;
     }
 
