@@ -123,7 +123,9 @@ impl TieredStats {
 
 /// The multi-tier cache (see the crate docs).
 pub struct TieredCache {
-    compiled: Vec<Compiled>,
+    /// Shared so a lookup can hold its dataset's policy across awaits
+    /// without copying it.
+    compiled: Vec<Arc<Compiled>>,
     names: HashMap<String, u16>,
     events: HashMap<String, Vec<u16>>,
     l1: MemoryCache<L1Key, L1Value>,
@@ -176,11 +178,11 @@ impl TieredCache {
                 events.entry(e.clone()).or_default().push(id);
             }
             names.insert(policy.dataset.clone(), id);
-            compiled.push(Compiled {
+            compiled.push(Arc::new(Compiled {
                 policy,
                 in_l1,
                 lower,
-            });
+            }));
         }
         let stats = TieredStats {
             tiers: tiers
@@ -209,8 +211,8 @@ impl TieredCache {
             .ok_or_else(|| CacheError::UnknownDataset(name.into()))
     }
 
-    fn policy(&self, ds: DatasetId) -> &Compiled {
-        &self.compiled[usize::from(ds.0)]
+    fn policy(&self, ds: DatasetId) -> Arc<Compiled> {
+        Arc::clone(&self.compiled[usize::from(ds.0)])
     }
 
     /// The L1 hit path: a fresh value from memory, synchronous and
@@ -250,10 +252,8 @@ impl TieredCache {
         now_ms: u64,
         loader: &(dyn Loader + Sync),
     ) -> Result<Lookup, CacheError> {
-        let (in_l1, lower, policy) = {
-            let c = self.policy(ds);
-            (c.in_l1, c.lower.clone(), c.policy.clone())
-        };
+        let c = self.policy(ds);
+        let (in_l1, lower, policy) = (c.in_l1, &c.lower, &c.policy);
         let swr_grace = match policy.refresh {
             Refresh::StaleWhileRevalidate { grace_ms } => Some(grace_ms),
             Refresh::OnExpiry => None,
@@ -415,10 +415,8 @@ impl TieredCache {
         tags: &[&str],
         now_ms: u64,
     ) -> Result<(), CacheError> {
-        let (in_l1, lower, policy) = {
-            let c = self.policy(ds);
-            (c.in_l1, c.lower.clone(), c.policy.clone())
-        };
+        let c = self.policy(ds);
+        let (in_l1, lower, policy) = (c.in_l1, &c.lower, &c.policy);
         let fresh_until = now_ms.saturating_add(policy.ttl_ms);
         let expires_at = fresh_until.saturating_add(policy.keep_past_ttl_ms());
         if in_l1 {
@@ -440,7 +438,7 @@ impl TieredCache {
                 fresh_until_ms: fresh_until,
                 expires_at_ms: expires_at,
             };
-            for t in lower {
+            for &t in lower {
                 self.tiers[t].put(key, entry.clone()).await?;
             }
         }
@@ -463,9 +461,9 @@ impl TieredCache {
     /// Removes one dataset's entries from every tier.
     pub async fn invalidate_dataset(&mut self, ds: DatasetId) -> Result<usize, CacheError> {
         let mut removed = self.l1.invalidate_group(ds.0);
-        let name = self.policy(ds).policy.dataset.clone();
-        for t in self.policy(ds).lower.clone() {
-            removed += self.tiers[t].invalidate_dataset(&name).await?;
+        let c = self.policy(ds);
+        for &t in &c.lower {
+            removed += self.tiers[t].invalidate_dataset(&c.policy.dataset).await?;
         }
         Ok(removed)
     }
@@ -473,7 +471,7 @@ impl TieredCache {
     /// Removes one key of a dataset from every tier.
     pub async fn remove(&mut self, ds: DatasetId, key: &str) -> Result<(), CacheError> {
         self.l1.remove(&L1Ref(ds.0, key));
-        for t in self.policy(ds).lower.clone() {
+        for &t in &self.policy(ds).lower {
             self.tiers[t].remove(key).await?;
         }
         Ok(())
