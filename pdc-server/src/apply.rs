@@ -1,0 +1,391 @@
+//! The `Apply` hook: business logic that runs inside the ledger
+//! transaction, and [`PosApply`], the default for the POS records of
+//! pdc-codec.
+
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+
+use pdc_codec::{Order, Transaction, TxKind};
+use pdc_codec::{Codec, RecordKind};
+use pdc_sync::OutboxItem;
+use redb::{ReadableTable, TableDefinition};
+
+use crate::ServerError;
+
+/// Why an item is refused for good (answered `rejected{code, message}`;
+/// the terminal moves it to its dead letters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Machine-readable reason, e.g. `total_mismatch`.
+    pub code: String,
+    /// Human-readable reason.
+    pub message: String,
+}
+
+impl Rejection {
+    /// A rejection with this code and message.
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Rejection {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// An item the ledger has just recorded as applied (never a duplicate).
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted<'a> {
+    /// The pushing terminal.
+    pub terminal_id: &'a str,
+    /// The sequence the ledger gave it.
+    pub server_seq: u64,
+    /// The item itself.
+    pub item: &'a OutboxItem,
+}
+
+/// Business logic the embedding server runs exactly once per item.
+///
+/// The ledger calls [`Apply::check`] for every item of a batch (a pure
+/// decision: accept or reject with a reason), records the idempotency key
+/// with the verdict, and then, **in the same transaction**, calls
+/// `apply_redb` or `apply_postgres` with only the items that were newly
+/// recorded as applied: a duplicate never reaches them, so effects written
+/// there (stock, loyalty points, an orders table) happen exactly once. An
+/// error from them aborts the transaction: nothing of the batch is kept and
+/// the terminal is told to retry later.
+#[async_trait::async_trait]
+pub trait Apply: Send + Sync + 'static {
+    /// Accepts or rejects one well-formed item. Must not have side effects:
+    /// it may run for an item that turns out to be a duplicate.
+    fn check(&self, terminal_id: &str, item: &OutboxItem) -> Result<(), Rejection>;
+
+    /// Writes the effects of newly applied items on the embedded ledger.
+    fn apply_redb(
+        &self,
+        _tx: &redb::WriteTransaction,
+        _items: &[Accepted<'_>],
+    ) -> Result<(), ServerError> {
+        Ok(())
+    }
+
+    /// DDL for the hook's own PostgreSQL tables, run at start (must be
+    /// idempotent: `CREATE TABLE IF NOT EXISTS …`).
+    fn postgres_schema(&self) -> &'static str {
+        ""
+    }
+
+    /// Writes the effects of newly applied items on PostgreSQL, inside the
+    /// ledger's transaction.
+    async fn apply_postgres(
+        &self,
+        _tx: &tokio_postgres::Transaction<'_>,
+        _items: &[Accepted<'_>],
+    ) -> Result<(), ServerError> {
+        Ok(())
+    }
+}
+
+/// Accepts everything and writes nothing: a bare exactly-once ledger.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AcceptAll;
+
+impl Apply for AcceptAll {
+    fn check(&self, _terminal_id: &str, _item: &OutboxItem) -> Result<(), Rejection> {
+        Ok(())
+    }
+}
+
+/// The embedded ledger's orders table: (terminal, order id) →
+/// (server seq, cashier, created at ms, total cents, lines).
+pub const REDB_ORDERS: TableDefinition<'static, (&str, u64), (u64, u32, u64, i64, u32)> =
+    TableDefinition::new("pos_orders");
+
+/// The default hook for the POS records of pdc-codec:
+///
+/// * an order (kind 2) must decode, have at least one line, only known
+///   product ids (once a catalogue is known), no line worth less than
+///   zero, and payments that add up to the lines' total; it is written to
+///   `pos_orders` (+ `pos_order_lines` on PostgreSQL) for the back office;
+/// * a transaction (kind 1) must decode and have a non-negative amount
+///   unless it is a refund;
+/// * any other kind is recorded in the ledger as is.
+#[derive(Debug, Clone, Default)]
+pub struct PosApply {
+    codec: Codec,
+    catalog: Arc<RwLock<Option<HashSet<u32>>>>,
+}
+
+impl PosApply {
+    /// A hook with no catalogue yet (product ids are not checked).
+    pub fn new() -> Self {
+        PosApply::default()
+    }
+
+    /// Sets the known product ids (the server calls this when the products
+    /// dataset changes).
+    pub fn set_catalog(&self, ids: impl IntoIterator<Item = u32>) {
+        let ids: HashSet<u32> = ids.into_iter().collect();
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Some(ids);
+    }
+
+    fn order(&self, item: &OutboxItem) -> Result<Order, Rejection> {
+        self.codec
+            .decode::<Order>(&item.payload)
+            .map_err(|e| Rejection::new("undecodable", format!("order: {e}")))
+    }
+
+    fn check_order(&self, o: &Order) -> Result<(), Rejection> {
+        if o.lines.is_empty() {
+            return Err(Rejection::new("empty_order", "an order needs a line"));
+        }
+        let mut total: i64 = 0;
+        for (n, l) in o.lines.iter().enumerate() {
+            let amount = i64::from(l.quantity)
+                .checked_mul(l.unit_price_cents)
+                .and_then(|g| g.checked_sub(l.discount_cents))
+                .ok_or_else(|| Rejection::new("overflow", format!("line {n} overflows")))?;
+            if amount < 0 || l.unit_price_cents < 0 {
+                return Err(Rejection::new(
+                    "negative_line",
+                    format!("line {n} is worth {amount} cents"),
+                ));
+            }
+            total = total
+                .checked_add(amount)
+                .ok_or_else(|| Rejection::new("overflow", "order total overflows"))?;
+        }
+        let paid = o
+            .payments
+            .iter()
+            .try_fold(0i64, |acc, p| acc.checked_add(p.amount_cents))
+            .ok_or_else(|| Rejection::new("overflow", "payments overflow"))?;
+        if paid != total {
+            return Err(Rejection::new(
+                "total_mismatch",
+                format!("lines total {total} cents, payments {paid} cents"),
+            ));
+        }
+        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(known) = catalog.as_ref() {
+            if let Some(l) = o.lines.iter().find(|l| !known.contains(&l.product_id)) {
+                return Err(Rejection::new(
+                    "unknown_product",
+                    format!("product {} is not in the catalogue", l.product_id),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn orders<'a>(&self, items: &'a [Accepted<'a>]) -> Vec<(&'a Accepted<'a>, Order)> {
+        items
+            .iter()
+            .filter(|a| a.item.kind == u16::from(RecordKind::ORDER.0))
+            // check() accepted these, so they decode.
+            .filter_map(|a| self.order(a.item).ok().map(|o| (a, o)))
+            .collect()
+    }
+}
+
+const POS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pos_orders (
+    terminal_id text NOT NULL,
+    order_id bigint NOT NULL,
+    server_seq bigint NOT NULL,
+    cashier_id bigint NOT NULL,
+    customer_id bigint,
+    created_at timestamptz NOT NULL,
+    total_cents bigint NOT NULL,
+    lines int NOT NULL,
+    PRIMARY KEY (terminal_id, order_id)
+);
+CREATE TABLE IF NOT EXISTS pos_order_lines (
+    terminal_id text NOT NULL,
+    order_id bigint NOT NULL,
+    line_no int NOT NULL,
+    product_id bigint NOT NULL,
+    quantity bigint NOT NULL,
+    unit_price_cents bigint NOT NULL,
+    discount_cents bigint NOT NULL,
+    tax_rate_bp int NOT NULL,
+    PRIMARY KEY (terminal_id, order_id, line_no)
+);
+CREATE INDEX IF NOT EXISTS pos_orders_created_at ON pos_orders (created_at);
+CREATE INDEX IF NOT EXISTS pos_order_lines_product ON pos_order_lines (product_id);
+";
+
+#[async_trait::async_trait]
+impl Apply for PosApply {
+    fn check(&self, _terminal_id: &str, item: &OutboxItem) -> Result<(), Rejection> {
+        if item.kind == u16::from(RecordKind::ORDER.0) {
+            let o = self.order(item)?;
+            self.check_order(&o)
+        } else if item.kind == u16::from(RecordKind::TRANSACTION.0) {
+            let t: Transaction = self
+                .codec
+                .decode(&item.payload)
+                .map_err(|e| Rejection::new("undecodable", format!("transaction: {e}")))?;
+            if t.amount_cents < 0 && t.kind != TxKind::Refund {
+                return Err(Rejection::new(
+                    "negative_amount",
+                    format!("{:?} of {} cents", t.kind, t.amount_cents),
+                ));
+            }
+            Ok(())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn apply_redb(
+        &self,
+        tx: &redb::WriteTransaction,
+        items: &[Accepted<'_>],
+    ) -> Result<(), ServerError> {
+        let mut table = tx.open_table(REDB_ORDERS)?;
+        for (a, o) in self.orders(items) {
+            let lines = u32::try_from(o.lines.len()).unwrap_or(u32::MAX);
+            if table.get((a.terminal_id, o.id))?.is_none() {
+                table.insert(
+                    (a.terminal_id, o.id),
+                    (a.server_seq, o.cashier_id, o.created_at_ms, o.total_cents(), lines),
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    fn postgres_schema(&self) -> &'static str {
+        POS_SCHEMA
+    }
+
+    async fn apply_postgres(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        items: &[Accepted<'_>],
+    ) -> Result<(), ServerError> {
+        let orders = self.orders(items);
+        if orders.is_empty() {
+            return Ok(());
+        }
+        let (mut term, mut oid, mut seq, mut cashier, mut cust, mut at, mut total, mut nlines) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut lterm, mut loid, mut lno, mut lprod, mut lqty, mut lprice, mut ldisc, mut ltax) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        for (a, o) in &orders {
+            term.push(a.terminal_id);
+            oid.push(o.id as i64);
+            seq.push(a.server_seq as i64);
+            cashier.push(i64::from(o.cashier_id));
+            cust.push(o.customer_id.map(i64::from));
+            at.push((o.created_at_ms.min(i64::MAX as u64)) as i64);
+            total.push(o.total_cents());
+            nlines.push(o.lines.len() as i32);
+            for (n, l) in o.lines.iter().enumerate() {
+                lterm.push(a.terminal_id);
+                loid.push(o.id as i64);
+                lno.push(n as i32);
+                lprod.push(i64::from(l.product_id));
+                lqty.push(i64::from(l.quantity));
+                lprice.push(l.unit_price_cents);
+                ldisc.push(l.discount_cents);
+                ltax.push(i32::from(l.tax_rate_bp));
+            }
+        }
+        tx.execute(
+            "INSERT INTO pos_orders (terminal_id, order_id, server_seq, cashier_id, customer_id, \
+             created_at, total_cents, lines) \
+             SELECT t, o, s, c, cu, to_timestamp(a / 1000.0), tot, n FROM UNNEST($1::text[], \
+             $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], \
+             $8::int[]) AS x(t, o, s, c, cu, a, tot, n) \
+             ON CONFLICT (terminal_id, order_id) DO NOTHING",
+            &[&term, &oid, &seq, &cashier, &cust, &at, &total, &nlines],
+        )
+        .await?;
+        tx.execute(
+            "INSERT INTO pos_order_lines (terminal_id, order_id, line_no, product_id, quantity, \
+             unit_price_cents, discount_cents, tax_rate_bp) \
+             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::int[], $4::bigint[], \
+             $5::bigint[], $6::bigint[], $7::bigint[], $8::int[]) \
+             ON CONFLICT DO NOTHING",
+            &[&lterm, &loid, &lno, &lprod, &lqty, &lprice, &ldisc, &ltax],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pdc_codec::{OrderLine, Payment, PaymentMethod};
+    use pdc_sync::{Priority, StreamKey};
+
+    fn item(kind: u16, payload: Vec<u8>) -> OutboxItem {
+        OutboxItem {
+            local_id: 1,
+            stream: StreamKey(1),
+            priority: Priority::High,
+            kind,
+            created_at_ms: 0,
+            payload,
+        }
+    }
+
+    fn order(paid: i64) -> Order {
+        Order {
+            id: 7,
+            terminal_id: 1,
+            cashier_id: 2,
+            customer_id: None,
+            created_at_ms: 0,
+            lines: vec![OrderLine {
+                product_id: 5,
+                quantity: 2,
+                unit_price_cents: 150,
+                discount_cents: 0,
+                tax_rate_bp: 2000,
+            }],
+            payments: vec![Payment {
+                method: PaymentMethod::Card,
+                amount_cents: paid,
+            }],
+        }
+    }
+
+    #[test]
+    fn orders_are_checked_against_their_lines_and_the_catalogue() {
+        let c = Codec::new();
+        let hook = PosApply::new();
+        let ok = item(2, c.encode(&order(300)).unwrap());
+        assert_eq!(hook.check("t", &ok), Ok(()));
+        let bad = item(2, c.encode(&order(299)).unwrap());
+        assert_eq!(hook.check("t", &bad).unwrap_err().code, "total_mismatch");
+        assert_eq!(
+            hook.check("t", &item(2, vec![1, 2, 3])).unwrap_err().code,
+            "undecodable"
+        );
+        hook.set_catalog([1, 2, 3]);
+        assert_eq!(hook.check("t", &ok).unwrap_err().code, "unknown_product");
+        hook.set_catalog([5]);
+        assert_eq!(hook.check("t", &ok), Ok(()));
+        // Other kinds are opaque.
+        assert_eq!(hook.check("t", &item(70, vec![1])), Ok(()));
+    }
+
+    #[test]
+    fn only_refunds_may_be_negative() {
+        let c = Codec::new();
+        let hook = PosApply::new();
+        let mut t = pdc_codec::Transaction::seed_baseline();
+        t.amount_cents = -5;
+        assert_eq!(
+            hook.check("t", &item(1, c.encode(&t).unwrap()))
+                .unwrap_err()
+                .code,
+            "negative_amount"
+        );
+        t.kind = TxKind::Refund;
+        assert_eq!(hook.check("t", &item(1, c.encode(&t).unwrap())), Ok(()));
+    }
+}

@@ -1,0 +1,98 @@
+//! Server configuration: a TOML file, overridden by flags and environment
+//! variables in `pdc serve`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::datasets::{DatasetHub, DEFAULT_DATASETS};
+use crate::http::{AppState, Limits};
+use crate::ledger::{Ledger, PgLedger, PgOptions, RedbLedger, RedbOptions};
+use crate::{PosApply, ServerError};
+
+/// Everything `pdc serve` can be told.
+///
+/// ```toml
+/// listen = "127.0.0.1:8440"
+/// ledger_path = "pdc-ledger.redb"     # embedded ledger (default)
+/// # database_url = "postgres://postgres@127.0.0.1/pdc"   # or PDC_DATABASE_URL
+/// pool_size = 16
+/// retention_days = 30
+/// [limits]
+/// max_items = 1000
+/// max_body_bytes = 8388608
+/// rate_per_sec = 50
+/// burst = 100
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// PostgreSQL URL; when absent, the embedded ledger at `ledger_path`.
+    pub database_url: Option<String>,
+    /// File of the embedded ledger.
+    pub ledger_path: PathBuf,
+    /// PostgreSQL connections.
+    pub pool_size: usize,
+    /// Applied items older than this many days are purged.
+    pub retention_days: u64,
+    /// Request limits.
+    pub limits: Limits,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8440)),
+            database_url: None,
+            ledger_path: PathBuf::from("pdc-ledger.redb"),
+            pool_size: 16,
+            retention_days: 30,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<Self, ServerError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// How long applied items are kept.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_days.saturating_mul(86_400))
+    }
+
+    /// Opens the configured ledger with the default POS hook.
+    pub async fn open_ledger(&self, pos: Arc<PosApply>) -> Result<Arc<dyn Ledger>, ServerError> {
+        Ok(match &self.database_url {
+            Some(url) => Arc::new(
+                PgLedger::connect(
+                    url,
+                    pos,
+                    PgOptions {
+                        pool_size: self.pool_size,
+                        ..PgOptions::default()
+                    },
+                )
+                .await?,
+            ),
+            None => Arc::new(RedbLedger::open(&self.ledger_path, pos, RedbOptions::default())?),
+        })
+    }
+
+    /// Opens the ledger and the datasets and builds the service state.
+    pub async fn open(&self) -> Result<Arc<AppState>, ServerError> {
+        let pos = Arc::new(PosApply::new());
+        let ledger = self.open_ledger(Arc::clone(&pos)).await?;
+        let hub = Arc::new(DatasetHub::load(Arc::clone(&ledger), &DEFAULT_DATASETS, 10_000).await?);
+        AppState::new(ledger, hub, Some(pos), self.limits.clone()).await
+    }
+}

@@ -1,0 +1,661 @@
+//! The HTTP API (docs/PROTOCOL.md): `/v1/push`, `/v1/pull`, `/v1/metrics`,
+//! `/v1/ping`, `/metrics`; binary (`application/x-pdc`) and JSON bodies,
+//! gzip request bodies, limits, terminal tokens, per-terminal rate limits.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use pdc_clock::{Clock, SystemClock};
+use pdc_codec::{Codec, Record};
+use pdc_monitor::{FleetReport, MetricKey, Registry, TerminalReport};
+use pdc_sync::{
+    ItemResult, MetricsReport, PullRequest, PushRequest, PushResponse, PROTOCOL_VERSION,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::datasets::DatasetHub;
+use crate::ledger::{Ledger, TokenDigest};
+use crate::{PosApply, ServerError};
+
+/// Request limits and rates.
+#[derive(Debug, Clone, serde::Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Most items in one push.
+    pub max_items: usize,
+    /// Largest request body, after gzip decompression.
+    pub max_body_bytes: usize,
+    /// Largest payload of one item.
+    pub max_item_bytes: usize,
+    /// Sustained requests per second per terminal.
+    pub rate_per_sec: u32,
+    /// Burst of requests per terminal above the rate.
+    pub burst: u32,
+    /// Requests taking longer are answered 408.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_items: 1_000,
+            max_body_bytes: 8 << 20,
+            max_item_bytes: 256 << 10,
+            rate_per_sec: 50,
+            burst: 100,
+            request_timeout_ms: 15_000,
+        }
+    }
+}
+
+/// SHA-256 of a terminal token.
+pub fn token_digest(token: &str) -> TokenDigest {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A fresh terminal token: `pdc_` and 256 random bits in hex.
+pub fn new_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut b);
+    let mut s = String::with_capacity(68);
+    s.push_str("pdc_");
+    for x in b {
+        s.push_str(&format!("{x:02x}"));
+    }
+    s
+}
+
+/// Registers a terminal and returns its token (shown once, stored only as
+/// a digest).
+pub async fn add_terminal(ledger: &dyn Ledger, terminal_id: &str) -> Result<String, ServerError> {
+    if !crate::ledger::valid_terminal_id(terminal_id) {
+        return Err(ServerError::InvalidTerminal(format!(
+            "{terminal_id:?}: 1 to 64 characters of A-Z a-z 0-9 . _ -"
+        )));
+    }
+    let token = new_token();
+    ledger
+        .add_terminal(terminal_id, &token_digest(&token), SystemClock::new().wall_ms())
+        .await?;
+    Ok(token)
+}
+
+const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// Shared state of the HTTP service.
+pub struct AppState {
+    /// The ledger.
+    pub ledger: Arc<dyn Ledger>,
+    /// The reference datasets.
+    pub datasets: Arc<DatasetHub>,
+    /// The POS hook whose catalogue follows the products dataset, if used.
+    pub pos: Option<Arc<PosApply>>,
+    limits: Limits,
+    codec: Codec,
+    clock: SystemClock,
+    metrics: Mutex<Registry>,
+    fleet: Mutex<FleetReport>,
+    seen: Mutex<HashMap<String, u64>>,
+    tokens: Mutex<HashMap<TokenDigest, (String, Instant)>>,
+    limiter: DefaultKeyedRateLimiter<String>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section is a single update; a poisoned lock still
+    // holds consistent state.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A JSON error answer: `{"error": code, "message": …}`.
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({"error": code, "message": message.into()});
+    (status, axum::Json(body)).into_response()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Binary,
+    Json,
+}
+
+impl AppState {
+    /// State over a ledger and datasets with these limits. `pos`, when
+    /// given, gets the products dataset's ids as its catalogue now and on
+    /// every change through [`AppState::update_dataset`].
+    pub async fn new(
+        ledger: Arc<dyn Ledger>,
+        datasets: Arc<DatasetHub>,
+        pos: Option<Arc<PosApply>>,
+        limits: Limits,
+    ) -> Result<Arc<Self>, ServerError> {
+        let rate = NonZeroU32::new(limits.rate_per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(limits.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let state = Arc::new(AppState {
+            ledger,
+            datasets,
+            pos,
+            limits,
+            codec: Codec::new(),
+            clock: SystemClock::new(),
+            metrics: Mutex::new(Registry::new()),
+            fleet: Mutex::new(FleetReport::new()),
+            seen: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+        });
+        state.refresh_catalog().await;
+        Ok(state)
+    }
+
+    async fn refresh_catalog(&self) {
+        if let Some(pos) = &self.pos {
+            if let Some((v, ids)) = self.datasets.ids("products").await {
+                if v > 0 {
+                    pos.set_catalog(ids.into_iter().filter_map(|i| u32::try_from(i).ok()));
+                }
+            }
+        }
+    }
+
+    /// Changes a dataset (see [`DatasetHub::update`]) and keeps the POS
+    /// hook's catalogue in step.
+    pub async fn update_dataset(
+        &self,
+        name: &str,
+        upserts: Vec<pdc_sync::DatasetRecord>,
+        deletes: Vec<u64>,
+    ) -> Result<u64, ServerError> {
+        let v = self.datasets.update(name, upserts, deletes).await?;
+        if name == "products" {
+            self.refresh_catalog().await;
+        }
+        Ok(v)
+    }
+
+    /// The server's own metrics (not the fleet's).
+    pub fn metrics(&self) -> Registry {
+        lock(&self.metrics).clone()
+    }
+
+    /// The fleet report merged from terminals' `/v1/metrics`.
+    pub fn fleet(&self) -> FleetReport {
+        lock(&self.fleet).clone()
+    }
+
+    fn count(&self, name: &str, labels: &[(&str, &str)], n: u64) {
+        if let Ok(k) = MetricKey::new(name, labels) {
+            lock(&self.metrics).count(&k, n);
+        }
+    }
+
+    fn observe(&self, name: &str, v: f64) {
+        if let Ok(k) = MetricKey::new(name, &[]) {
+            lock(&self.metrics).observe(&k, v);
+        }
+    }
+
+    fn answer(&self, endpoint: &str, r: Response) -> Response {
+        self.count(
+            "pdc_server_requests_total",
+            &[("endpoint", endpoint), ("status", r.status().as_str())],
+            1,
+        );
+        r
+    }
+
+    /// The terminal behind the request's bearer token.
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<String, Response> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| {
+                error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "missing Authorization: Bearer <terminal token>",
+                )
+            })?;
+        let digest = token_digest(token.trim());
+        if let Some((t, at)) = lock(&self.tokens).get(&digest) {
+            if at.elapsed() < TOKEN_CACHE_TTL {
+                return Ok(t.clone());
+            }
+        }
+        match self.ledger.terminal_for_token(&digest).await {
+            Ok(Some(t)) => {
+                let mut cache = lock(&self.tokens);
+                if cache.len() > 100_000 {
+                    cache.clear();
+                }
+                cache.insert(digest, (t.clone(), Instant::now()));
+                Ok(t)
+            }
+            Ok(None) => Err(error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "unknown or revoked terminal token",
+            )),
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+
+    /// Forgets cached tokens (call after revoking one in this process).
+    pub fn forget_tokens(&self) {
+        lock(&self.tokens).clear();
+    }
+
+    fn rate_limit(&self, terminal: &str) -> Result<(), Response> {
+        match self.limiter.check_key(&terminal.to_owned()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let ms = wait.as_millis().max(1) as u64;
+                let mut r = error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("terminal {terminal} over its request rate; retry in {ms} ms"),
+                );
+                let secs = ms.div_ceil(1000).max(1);
+                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                Err(r)
+            }
+        }
+    }
+
+    /// Reads, decompresses and bounds the body; picks the format.
+    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<(Format, Vec<u8>), Response> {
+        let ctype = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let format = match ctype.split(';').next().map(str::trim) {
+            Some("application/x-pdc") => Format::Binary,
+            Some("application/json") => Format::Json,
+            _ => {
+                return Err(error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!("content type {ctype:?}: use application/x-pdc or application/json"),
+                ))
+            }
+        };
+        let limit = self.limits.max_body_bytes;
+        let too_big = || {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body over {limit} bytes"),
+            )
+        };
+        let raw: Bytes = axum::body::to_bytes(body, limit)
+            .await
+            .map_err(|_| too_big())?;
+        let encoding = headers
+            .get(header::CONTENT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("identity");
+        let bytes = match encoding {
+            "identity" => raw.to_vec(),
+            "gzip" => {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&raw[..])
+                    .take(limit as u64 + 1)
+                    .read_to_end(&mut out)
+                    .map_err(|e| error(StatusCode::BAD_REQUEST, "bad_gzip", e.to_string()))?;
+                if out.len() > limit {
+                    return Err(too_big());
+                }
+                out
+            }
+            other => {
+                return Err(error(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_encoding",
+                    format!("content encoding {other:?}: use gzip or none"),
+                ))
+            }
+        };
+        Ok((format, bytes))
+    }
+
+    fn decode<T: Record + DeserializeOwned>(&self, f: Format, bytes: &[u8]) -> Result<T, Response> {
+        match f {
+            Format::Binary => self.codec.decode(bytes).map_err(|e| e.to_string()),
+            Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+        }
+        .map_err(|e| error(StatusCode::BAD_REQUEST, "malformed", e))
+    }
+
+    fn encode<T: Record + Serialize>(&self, f: Format, value: &T) -> Response {
+        let (ctype, body) = match f {
+            Format::Binary => ("application/x-pdc", self.codec.encode(value).map_err(|e| e.to_string())),
+            Format::Json => ("application/json", serde_json::to_vec(value).map_err(|e| e.to_string())),
+        };
+        match body {
+            Ok(b) => ([(header::CONTENT_TYPE, ctype)], b).into_response(),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "encode", e),
+        }
+    }
+
+    fn seen(&self, terminal: &str) {
+        let now = self.clock.wall_ms();
+        lock(&self.seen).insert(terminal.to_owned(), now);
+    }
+
+    fn check_push(&self, req: &PushRequest, terminal: &str) -> Result<(), Response> {
+        if req.schema != PROTOCOL_VERSION {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "schema",
+                format!("protocol schema {}, this server speaks {PROTOCOL_VERSION}", req.schema),
+            ));
+        }
+        if req.terminal_id != terminal {
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this token pushes as {terminal}, not {}", req.terminal_id),
+            ));
+        }
+        if req.items.len() > self.limits.max_items {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_items",
+                format!("{} items, at most {}", req.items.len(), self.limits.max_items),
+            ));
+        }
+        let mut ids = std::collections::HashSet::with_capacity(req.items.len());
+        for (n, i) in req.items.iter().enumerate() {
+            let bad = |m: String| Err(error(StatusCode::BAD_REQUEST, "malformed_item", format!("item {n}: {m}")));
+            if i.local_id > i64::MAX as u64 || i.local_id == 0 {
+                return bad(format!("local_id {} out of range 1..2^63", i.local_id));
+            }
+            if i.created_at_ms > i64::MAX as u64 {
+                return bad(format!("created_at_ms {} out of range", i.created_at_ms));
+            }
+            if i.payload.len() > self.limits.max_item_bytes {
+                return bad(format!(
+                    "payload of {} bytes, at most {}",
+                    i.payload.len(),
+                    self.limits.max_item_bytes
+                ));
+            }
+            if !ids.insert(i.local_id) {
+                return bad(format!("local_id {} twice in the batch", i.local_id));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unavailable(e: &ServerError) -> Response {
+    tracing::warn!(error = %e, "ledger unavailable");
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string());
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+async fn push(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let r = push_inner(&s, &headers, body).await;
+    s.answer("push", r)
+}
+
+async fn push_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Response {
+    let started = Instant::now();
+    let terminal = match s.authenticate(headers).await {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    if let Err(r) = s.rate_limit(&terminal) {
+        return r;
+    }
+    let (format, bytes) = match s.read_body(headers, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let req: PushRequest = match s.decode(format, &bytes) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    if let Err(r) = s.check_push(&req, &terminal) {
+        return r;
+    }
+    s.seen(&terminal);
+    let n = req.items.len();
+    let ledger_started = Instant::now();
+    let result = s.ledger.push(&terminal, req.items, s.clock.wall_ms()).await;
+    s.observe(
+        "pdc_server_ledger_ms",
+        ledger_started.elapsed().as_secs_f64() * 1000.0,
+    );
+    let resp = match result {
+        Ok(results) => {
+            let (mut a, mut d, mut rj) = (0, 0, 0);
+            for r in &results {
+                match r {
+                    ItemResult::Applied { .. } => a += 1,
+                    ItemResult::Duplicate { .. } => d += 1,
+                    ItemResult::Rejected { .. } => rj += 1,
+                    ItemResult::RetryLater => {}
+                }
+            }
+            s.count("pdc_server_items_total", &[("result", "applied")], a);
+            s.count("pdc_server_items_total", &[("result", "duplicate")], d);
+            s.count("pdc_server_items_total", &[("result", "rejected")], rj);
+            PushResponse {
+                results,
+                retry_after_ms: None,
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, terminal, "push not applied; answering retry-later");
+            s.count("pdc_server_items_total", &[("result", "retry_later")], n as u64);
+            PushResponse {
+                results: vec![ItemResult::RetryLater; n],
+                retry_after_ms: Some(1_000),
+            }
+        }
+    };
+    s.observe("pdc_server_push_ms", started.elapsed().as_secs_f64() * 1000.0);
+    s.encode(format, &resp)
+}
+
+async fn pull(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let r = async {
+        let terminal = s.authenticate(&headers).await?;
+        s.rate_limit(&terminal)?;
+        let (format, bytes) = s.read_body(&headers, body).await?;
+        let req: PullRequest = s.decode(format, &bytes)?;
+        if req.schema != PROTOCOL_VERSION {
+            return Err(error(StatusCode::BAD_REQUEST, "schema", "unsupported protocol schema"));
+        }
+        if req.terminal_id != terminal {
+            return Err(error(StatusCode::FORBIDDEN, "forbidden", "pull as another terminal"));
+        }
+        if req.datasets.len() > 64 {
+            return Err(error(StatusCode::BAD_REQUEST, "malformed", "at most 64 datasets"));
+        }
+        s.seen(&terminal);
+        let resp = s.datasets.answer(&req).await;
+        Ok(s.encode(format, &resp))
+    }
+    .await
+    .unwrap_or_else(|r| r);
+    s.answer("pull", r)
+}
+
+async fn metrics_report(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let r = async {
+        let terminal = s.authenticate(&headers).await?;
+        s.rate_limit(&terminal)?;
+        let (format, bytes) = s.read_body(&headers, body).await?;
+        let req: MetricsReport = s.decode(format, &bytes)?;
+        if req.terminal_id != terminal {
+            return Err(error(StatusCode::FORBIDDEN, "forbidden", "report as another terminal"));
+        }
+        let report = TerminalReport::decode(&s.codec, &req.report)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, "malformed_report", e.to_string()))?;
+        if report.terminal_id != terminal {
+            return Err(error(StatusCode::FORBIDDEN, "forbidden", "report of another terminal"));
+        }
+        lock(&s.fleet)
+            .merge(&report)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, "malformed_report", e.to_string()))?;
+        s.seen(&terminal);
+        Ok(StatusCode::NO_CONTENT.into_response())
+    }
+    .await
+    .unwrap_or_else(|r| r);
+    s.answer("metrics", r)
+}
+
+async fn ping(State(s): State<Arc<AppState>>) -> Response {
+    s.answer("ping", StatusCode::NO_CONTENT.into_response())
+}
+
+async fn prometheus(State(s): State<Arc<AppState>>) -> Response {
+    let now = s.clock.wall_ms();
+    let recent = lock(&s.seen)
+        .values()
+        .filter(|&&t| now.saturating_sub(t) <= 5 * 60_000)
+        .count();
+    let mut reg = s.metrics();
+    if let Ok(k) = MetricKey::new("pdc_server_terminals_seen_5m", &[]) {
+        reg.gauge(&k, recent as f64);
+    }
+    let fleet = s.fleet();
+    if let Ok(k) = MetricKey::new("pdc_fleet_reports_total", &[]) {
+        reg.count(&k, fleet.terminals);
+    }
+    let mut text = pdc_monitor::prometheus(&reg);
+    text.push_str(&pdc_monitor::prometheus(&fleet.registry));
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        text,
+    )
+        .into_response()
+}
+
+/// The service's routes over a state.
+pub fn router(state: Arc<AppState>) -> Router {
+    let timeout = Duration::from_millis(state.limits.request_timeout_ms.max(1));
+    Router::new()
+        .route("/v1/push", post(push))
+        .route("/v1/pull", post(pull))
+        .route("/v1/metrics", post(metrics_report))
+        .route("/v1/ping", get(ping).head(ping))
+        .route("/metrics", get(prometheus))
+        .layer(DefaultBodyLimit::disable())
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .with_state(state)
+}
+
+/// A running server: its address and a way to stop it gracefully.
+#[derive(Debug)]
+pub struct ServerHandle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its state (ledger, datasets, metrics).
+    pub state: Arc<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl ServerHandle {
+    /// Stops accepting, lets in-flight requests finish, and waits.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task
+            .await
+            .map_err(|e| ServerError::Io(std::io::Error::other(e.to_string())))??;
+        Ok(())
+    }
+}
+
+/// Serves `state` on `listen` (port 0: an ephemeral port) in the
+/// background, with a retention job purging items older than `retention`.
+pub async fn spawn(
+    listen: SocketAddr,
+    state: Arc<AppState>,
+    retention: Duration,
+) -> Result<ServerHandle, ServerError> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let app = router(Arc::clone(&state));
+    let janitor = spawn_retention(Arc::clone(&state), retention);
+    let task = tokio::spawn(async move {
+        let r = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await;
+        janitor.abort();
+        r
+    });
+    Ok(ServerHandle {
+        addr,
+        state,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// Deletes items older than `retention`, in chunks of 10,000, once at
+/// start and then hourly; also forgets idle rate-limit keys.
+fn spawn_retention(state: Arc<AppState>, retention: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let cutoff = state.clock.wall_ms().saturating_sub(retention.as_millis() as u64);
+            loop {
+                match state.ledger.purge_before(cutoff, 10_000).await {
+                    Ok(n) if n == 10_000 => tokio::task::yield_now().await,
+                    Ok(n) => {
+                        if n > 0 {
+                            tracing::info!(purged = n, "retention");
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retention failed");
+                        break;
+                    }
+                }
+            }
+            state.limiter.retain_recent();
+        }
+    })
+}

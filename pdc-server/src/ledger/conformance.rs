@@ -1,0 +1,255 @@
+//! The test suite every [`Ledger`] must pass, run against the redb and the
+//! PostgreSQL ledger. Build the ledger under test with [`RejectKind`] as
+//! its Apply hook, on fresh storage, and call [`run`].
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use pdc_sync::{ItemResult, OutboxItem, Priority, StreamKey};
+
+use super::{Ledger, StoredRecord};
+use crate::apply::{Apply, Rejection};
+use crate::ServerError;
+
+/// The hook the suite expects: rejects items of kind [`REJECTED_KIND`]
+/// with code `refused`, accepts the rest.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RejectKind;
+
+/// Kind refused by [`RejectKind`].
+pub const REJECTED_KIND: u16 = 99;
+
+impl Apply for RejectKind {
+    fn check(&self, _terminal_id: &str, item: &OutboxItem) -> Result<(), Rejection> {
+        if item.kind == REJECTED_KIND {
+            Err(Rejection::new("refused", format!("item {}", item.local_id)))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// An item with this local id and kind.
+pub fn item(local_id: u64, kind: u16) -> OutboxItem {
+    OutboxItem {
+        local_id,
+        stream: StreamKey(local_id % 3),
+        priority: Priority::High,
+        kind,
+        created_at_ms: 1_700_000_000_000 + local_id,
+        payload: local_id.to_le_bytes().to_vec(),
+    }
+}
+
+fn seq(r: &ItemResult) -> Option<u64> {
+    match r {
+        ItemResult::Applied { server_seq } | ItemResult::Duplicate { server_seq } => {
+            Some(*server_seq)
+        }
+        _ => None,
+    }
+}
+
+/// Runs every check; each uses its own terminal ids, so one fresh ledger
+/// serves the whole suite.
+pub async fn run(ledger: Arc<dyn Ledger>) {
+    exactly_once(&*ledger).await;
+    rejections_are_remembered(&*ledger).await;
+    concurrent_resends_apply_once(Arc::clone(&ledger)).await;
+    terminals(&*ledger).await;
+    datasets(&*ledger).await;
+    purge(&*ledger).await;
+}
+
+/// New items are applied with increasing sequences in request order; a
+/// resend is answered with the original sequences; a mixed batch with both.
+pub async fn exactly_once(ledger: &dyn Ledger) {
+    let batch: Vec<_> = (1..=50).map(|i| item(i, 2)).collect();
+    let first = ledger.push("conf-a", batch.clone(), 1_000).await.unwrap();
+    assert_eq!(first.len(), 50);
+    let seqs: Vec<u64> = first
+        .iter()
+        .map(|r| match r {
+            ItemResult::Applied { server_seq } => *server_seq,
+            other => panic!("expected applied, got {other:?}"),
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let again = ledger.push("conf-a", batch, 2_000).await.unwrap();
+    for (r, s) in again.iter().zip(&seqs) {
+        assert_eq!(*r, ItemResult::Duplicate { server_seq: *s });
+    }
+    // The same local ids from another terminal are other items.
+    let other = ledger.push("conf-b", vec![item(1, 2)], 1_000).await.unwrap();
+    assert!(matches!(other[0], ItemResult::Applied { .. }));
+    let mixed = ledger
+        .push("conf-a", vec![item(50, 2), item(51, 2)], 3_000)
+        .await
+        .unwrap();
+    assert_eq!(mixed[0], ItemResult::Duplicate { server_seq: seqs[49] });
+    assert!(matches!(mixed[1], ItemResult::Applied { server_seq } if server_seq > seqs[49]));
+    // A local id twice in one batch: new once, then a duplicate.
+    let twice = ledger
+        .push("conf-a", vec![item(60, 2), item(60, 2)], 3_000)
+        .await
+        .unwrap();
+    assert!(matches!(twice[0], ItemResult::Applied { .. }));
+    assert_eq!(twice[1], ItemResult::Duplicate { server_seq: seq(&twice[0]).unwrap() });
+    assert!(ledger.push("conf-a", vec![], 0).await.unwrap().is_empty());
+}
+
+/// A rejected item is answered rejected again on a resend, and counted.
+pub async fn rejections_are_remembered(ledger: &dyn Ledger) {
+    let before = ledger.totals().await.unwrap();
+    let r = ledger
+        .push("conf-r", vec![item(1, 2), item(2, REJECTED_KIND), item(3, 2)], 0)
+        .await
+        .unwrap();
+    assert!(matches!(r[0], ItemResult::Applied { .. }));
+    assert!(matches!(&r[1], ItemResult::Rejected { code, .. } if code == "refused"));
+    assert!(matches!(r[2], ItemResult::Applied { .. }));
+    let again = ledger
+        .push("conf-r", vec![item(2, REJECTED_KIND)], 0)
+        .await
+        .unwrap();
+    assert_eq!(again[0], r[1]);
+    let after = ledger.totals().await.unwrap();
+    assert_eq!(after.applied, before.applied + 2);
+    assert_eq!(after.rejected, before.rejected + 1);
+}
+
+/// The same batch pushed by 8 tasks at once: every item applied exactly
+/// once, every other answer a duplicate with the same sequence.
+pub async fn concurrent_resends_apply_once(ledger: Arc<dyn Ledger>) {
+    let before = ledger.totals().await.unwrap();
+    let batch: Vec<_> = (1..=40).map(|i| item(i, 2)).collect();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let l = Arc::clone(&ledger);
+            let b = batch.clone();
+            tokio::spawn(async move {
+                loop {
+                    match l.push("conf-c", b.clone(), 0).await {
+                        Ok(r) => return r,
+                        // A busy ledger may ask to retry; that is allowed.
+                        Err(ServerError::Unavailable(_)) => {
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut applied: HashMap<u64, Vec<u64>> = HashMap::new();
+    let mut seqs: HashMap<u64, u64> = HashMap::new();
+    for t in tasks {
+        let results = t.await.unwrap();
+        for (it, r) in batch.iter().zip(&results) {
+            let s = seq(r).unwrap();
+            assert_eq!(*seqs.entry(it.local_id).or_insert(s), s, "one sequence per item");
+            if matches!(r, ItemResult::Applied { .. }) {
+                applied.entry(it.local_id).or_default().push(s);
+            }
+        }
+    }
+    assert_eq!(applied.len(), 40);
+    assert!(applied.values().all(|v| v.len() == 1));
+    assert_eq!(ledger.totals().await.unwrap().applied, before.applied + 40);
+}
+
+/// Terminals: add, refuse a second add, find by token, revoke.
+pub async fn terminals(ledger: &dyn Ledger) {
+    let tok = [7u8; 32];
+    ledger.add_terminal("conf-t1", &tok, 42).await.unwrap();
+    assert!(matches!(
+        ledger.add_terminal("conf-t1", &[8u8; 32], 43).await,
+        Err(ServerError::TerminalExists(_))
+    ));
+    ledger.add_terminal("conf-t2", &[9u8; 32], 44).await.unwrap();
+    assert_eq!(
+        ledger.terminal_for_token(&tok).await.unwrap().as_deref(),
+        Some("conf-t1")
+    );
+    assert_eq!(ledger.terminal_for_token(&[1u8; 32]).await.unwrap(), None);
+    let list = ledger.terminals().await.unwrap();
+    let t1 = list.iter().find(|t| t.terminal_id == "conf-t1").unwrap();
+    assert_eq!((t1.created_at_ms, t1.revoked), (42, false));
+    assert!(ledger.revoke_terminal("conf-t1").await.unwrap());
+    assert!(!ledger.revoke_terminal("conf-none").await.unwrap());
+    assert_eq!(ledger.terminal_for_token(&tok).await.unwrap(), None);
+    let list = ledger.terminals().await.unwrap();
+    assert!(list.iter().any(|t| t.terminal_id == "conf-t1" && t.revoked));
+    assert_eq!(
+        ledger.terminal_for_token(&[9u8; 32]).await.unwrap().as_deref(),
+        Some("conf-t2")
+    );
+}
+
+/// Datasets: stored changes and tombstones come back with their versions.
+pub async fn datasets(ledger: &dyn Ledger) {
+    assert_eq!(ledger.load_dataset("conf-ds").await.unwrap(), None);
+    let rec = |id, version, body: Option<&[u8]>| StoredRecord {
+        id,
+        version,
+        body: body.map(<[u8]>::to_vec),
+    };
+    ledger
+        .store_dataset("conf-ds", 2, &[rec(1, 1, Some(b"a")), rec(2, 2, Some(b"b"))])
+        .await
+        .unwrap();
+    ledger
+        .store_dataset("conf-ds", 4, &[rec(1, 3, Some(b"a2")), rec(2, 4, None)])
+        .await
+        .unwrap();
+    let d = ledger.load_dataset("conf-ds").await.unwrap().unwrap();
+    assert_eq!(d.version, 4);
+    assert_eq!(d.records, vec![rec(1, 3, Some(b"a2")), rec(2, 4, None)]);
+    assert_eq!(ledger.load_dataset("conf-other").await.unwrap(), None);
+}
+
+/// Retention deletes old items in bounded chunks; young ones stay.
+pub async fn purge(ledger: &dyn Ledger) {
+    // Everything the other checks wrote is at now_ms <= 3000.
+    while ledger.purge_before(10_000, 1_000).await.unwrap() > 0 {}
+    let old: Vec<_> = (1..=5).map(|i| item(i, 2)).collect();
+    ledger.push("conf-p", old, 20_000).await.unwrap();
+    ledger.push("conf-p", vec![item(6, 2)], 40_000).await.unwrap();
+    assert_eq!(ledger.purge_before(30_000, 2).await.unwrap(), 2);
+    assert_eq!(ledger.purge_before(30_000, 10).await.unwrap(), 3);
+    assert_eq!(ledger.purge_before(30_000, 10).await.unwrap(), 0);
+    assert_eq!(ledger.totals().await.unwrap().applied, 1);
+    // The young item is still remembered.
+    let r = ledger.push("conf-p", vec![item(6, 2)], 50_000).await.unwrap();
+    assert!(matches!(r[0], ItemResult::Duplicate { .. }));
+}
+
+/// Model check: pushes of (terminal, local ids) against a map of what was
+/// applied. Every item is applied at most once, resends get the first
+/// sequence, and totals match the model.
+pub async fn against_model(ledger: &dyn Ledger, ops: &[(u8, Vec<u64>)]) {
+    let mut model: HashMap<(String, u64), u64> = HashMap::new();
+    let base = ledger.totals().await.unwrap().applied;
+    for (t, ids) in ops {
+        let terminal = format!("model-{t}");
+        let items: Vec<_> = ids.iter().map(|&i| item(i, 2)).collect();
+        let results = ledger.push(&terminal, items, 0).await.unwrap();
+        assert_eq!(results.len(), ids.len());
+        for (id, r) in ids.iter().zip(&results) {
+            let key = (terminal.clone(), *id);
+            match (model.get(&key), r) {
+                (None, ItemResult::Applied { server_seq }) => {
+                    model.insert(key, *server_seq);
+                }
+                (Some(s), ItemResult::Duplicate { server_seq }) => assert_eq!(s, server_seq),
+                (m, r) => panic!("model {m:?}, ledger {r:?} for {key:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        ledger.totals().await.unwrap().applied,
+        base + model.len() as u64
+    );
+}

@@ -1,0 +1,616 @@
+//! The PostgreSQL ledger: many stateless server processes side by side;
+//! exactly-once holds across them because the unique key
+//! (terminal_id, local_id) lives in the database.
+//!
+//! A batch is one transaction: the Apply hook's verdicts are computed, the
+//! whole batch goes in with **one** `INSERT … SELECT … FROM UNNEST(…)
+//! ON CONFLICT (terminal_id, local_id) DO NOTHING RETURNING …`, the rows
+//! that were not inserted are answered from what the first application
+//! recorded, and the hook writes the effects of the new rows in the same
+//! transaction. Serialization failures and deadlocks (SQLSTATE 40001,
+//! 40P01: what CockroachDB answers under contention) are retried.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use pdc_sync::{ItemResult, OutboxItem};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use super::{
+    Ledger, LedgerTotals, StoredDataset, StoredRecord, TerminalInfo, TokenDigest, STATUS_APPLIED,
+    STATUS_REJECTED,
+};
+use crate::apply::{Accepted, Apply};
+use crate::ServerError;
+
+/// Versioned migrations, applied in order at start under an advisory lock.
+const MIGRATIONS: &[&str] = &["
+CREATE SEQUENCE IF NOT EXISTS pdc_server_seq;
+CREATE TABLE IF NOT EXISTS pdc_items (
+    terminal_id text NOT NULL,
+    local_id bigint NOT NULL,
+    server_seq bigint NOT NULL DEFAULT nextval('pdc_server_seq'),
+    status smallint NOT NULL,
+    code text,
+    message text,
+    stream bigint NOT NULL,
+    priority smallint NOT NULL,
+    kind int NOT NULL,
+    created_at_ms bigint NOT NULL,
+    applied_at_ms bigint NOT NULL,
+    payload bytea NOT NULL,
+    PRIMARY KEY (terminal_id, local_id)
+);
+CREATE INDEX IF NOT EXISTS pdc_items_applied_at ON pdc_items (applied_at_ms);
+CREATE TABLE IF NOT EXISTS pdc_terminals (
+    terminal_id text PRIMARY KEY,
+    token_digest bytea NOT NULL UNIQUE,
+    created_at_ms bigint NOT NULL,
+    revoked boolean NOT NULL DEFAULT false
+);
+CREATE TABLE IF NOT EXISTS pdc_datasets (
+    name text PRIMARY KEY,
+    version bigint NOT NULL
+);
+CREATE TABLE IF NOT EXISTS pdc_dataset_records (
+    dataset text NOT NULL,
+    id bigint NOT NULL,
+    version bigint NOT NULL,
+    body bytea,
+    PRIMARY KEY (dataset, id)
+);
+"];
+
+const INSERT_BATCH: &str = "
+INSERT INTO pdc_items (terminal_id, local_id, status, code, message, stream, priority, kind,
+                       created_at_ms, applied_at_ms, payload)
+SELECT $1, l, s, c, m, st, p, k, cr, $2, pl
+FROM UNNEST($3::bigint[], $4::smallint[], $5::text[], $6::text[], $7::bigint[], $8::smallint[],
+            $9::int[], $10::bigint[], $11::bytea[]) AS x(l, s, c, m, st, p, k, cr, pl)
+ON CONFLICT (terminal_id, local_id) DO NOTHING
+RETURNING local_id, server_seq";
+
+const SELECT_EXISTING: &str = "
+SELECT local_id, server_seq, status, code, message FROM pdc_items
+WHERE terminal_id = $1 AND local_id = ANY($2)";
+
+/// Connection options of the PostgreSQL ledger.
+#[derive(Debug, Clone)]
+pub struct PgOptions {
+    /// Most connections in the pool.
+    pub pool_size: usize,
+    /// How long a push waits for a free connection before it is answered
+    /// retry-later.
+    pub wait_timeout: Duration,
+    /// A schema to create and use instead of the connection's default
+    /// (tests use one per test).
+    pub schema: Option<String>,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions {
+            pool_size: 16,
+            wait_timeout: Duration::from_secs(5),
+            schema: None,
+        }
+    }
+}
+
+/// The PostgreSQL ledger.
+#[derive(Clone)]
+pub struct PgLedger {
+    pool: Pool,
+    apply: Arc<dyn Apply>,
+}
+
+impl std::fmt::Debug for PgLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLedger").finish_non_exhaustive()
+    }
+}
+
+enum Fail {
+    Pg(tokio_postgres::Error),
+    Other(ServerError),
+}
+
+impl From<tokio_postgres::Error> for Fail {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Fail::Pg(e)
+    }
+}
+
+impl From<ServerError> for Fail {
+    fn from(e: ServerError) -> Self {
+        Fail::Other(e)
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Fail {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Fail::Other(e.into())
+    }
+}
+
+fn retryable(e: &tokio_postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}
+
+fn i64_of(v: u64, what: &str) -> Result<i64, ServerError> {
+    i64::try_from(v).map_err(|_| ServerError::Storage(format!("{what} {v} exceeds i64")))
+}
+
+impl PgLedger {
+    /// Connects, creates the schema if asked, and runs pending migrations
+    /// (the ledger's and the Apply hook's).
+    pub async fn connect(
+        url: &str,
+        apply: Arc<dyn Apply>,
+        options: PgOptions,
+    ) -> Result<Self, ServerError> {
+        let mut cfg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| ServerError::Config(format!("database url: {e}")))?;
+        if let Some(schema) = &options.schema {
+            if !schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+                || schema.is_empty()
+            {
+                return Err(ServerError::Config(format!(
+                    "schema {schema:?}: use [a-z0-9_]"
+                )));
+            }
+            cfg.options(format!("-c search_path={schema}"));
+        }
+        let mgr = Manager::from_config(
+            cfg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(options.pool_size.max(1))
+            .wait_timeout(Some(options.wait_timeout))
+            .create_timeout(Some(options.wait_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        let ledger = PgLedger { pool, apply };
+        ledger.migrate(options.schema.as_deref()).await?;
+        Ok(ledger)
+    }
+
+    async fn migrate(&self, schema: Option<&str>) -> Result<(), ServerError> {
+        let mut client = self.pool.get().await?;
+        if let Some(s) = schema {
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
+                .await?;
+        }
+        let tx = client.transaction().await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('pdc_migrations:' || current_schema()))",
+            &[],
+        )
+        .await?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS pdc_schema (version int NOT NULL)")
+            .await?;
+        let current: i32 = tx
+            .query_one("SELECT coalesce(max(version), 0) FROM pdc_schema", &[])
+            .await?
+            .get(0);
+        let known = MIGRATIONS.len() as i32;
+        if current > known {
+            return Err(ServerError::Storage(format!(
+                "database has ledger schema {current}, this build knows {known}"
+            )));
+        }
+        for (n, m) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.batch_execute(m).await?;
+            tx.execute("INSERT INTO pdc_schema VALUES ($1)", &[&(n as i32 + 1)])
+                .await?;
+        }
+        let hook = self.apply.postgres_schema();
+        if !hook.is_empty() {
+            tx.batch_execute(hook).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn push_once(
+        &self,
+        terminal_id: &str,
+        items: &[OutboxItem],
+        now_ms: i64,
+    ) -> Result<Vec<ItemResult>, Fail> {
+        let verdicts: Vec<_> = items
+            .iter()
+            .map(|i| self.apply.check(terminal_id, i))
+            .collect();
+        let mut ids = Vec::with_capacity(items.len());
+        let mut status = Vec::with_capacity(items.len());
+        let mut codes = Vec::with_capacity(items.len());
+        let mut messages = Vec::with_capacity(items.len());
+        let mut streams = Vec::with_capacity(items.len());
+        let mut prios = Vec::with_capacity(items.len());
+        let mut kinds = Vec::with_capacity(items.len());
+        let mut created = Vec::with_capacity(items.len());
+        let mut payloads: Vec<&[u8]> = Vec::with_capacity(items.len());
+        for (i, v) in items.iter().zip(&verdicts) {
+            ids.push(i64_of(i.local_id, "local id")?);
+            status.push(if v.is_ok() { STATUS_APPLIED } else { STATUS_REJECTED });
+            codes.push(v.as_ref().err().map(|r| r.code.as_str()));
+            messages.push(v.as_ref().err().map(|r| r.message.as_str()));
+            streams.push(i.stream.0 as i64);
+            prios.push(i.priority.index() as i16);
+            kinds.push(i32::from(i.kind));
+            created.push(i64_of(i.created_at_ms, "created_at_ms")?);
+            payloads.push(&i.payload);
+        }
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let insert = tx.prepare_cached(INSERT_BATCH).await?;
+        let rows = tx
+            .query(
+                &insert,
+                &[
+                    &terminal_id,
+                    &now_ms,
+                    &ids,
+                    &status,
+                    &codes,
+                    &messages,
+                    &streams,
+                    &prios,
+                    &kinds,
+                    &created,
+                    &payloads,
+                ],
+            )
+            .await?;
+        let mut inserted: HashMap<i64, i64> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let missing: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !inserted.contains_key(id))
+            .collect();
+        let mut existing: HashMap<i64, ItemResult> = HashMap::new();
+        if !missing.is_empty() {
+            let select = tx.prepare_cached(SELECT_EXISTING).await?;
+            for r in tx.query(&select, &[&terminal_id, &missing]).await? {
+                let id: i64 = r.get(0);
+                let seq: i64 = r.get(1);
+                let st: i16 = r.get(2);
+                existing.insert(
+                    id,
+                    if st == STATUS_REJECTED {
+                        ItemResult::Rejected {
+                            code: r.get::<_, Option<String>>(3).unwrap_or_default(),
+                            message: r.get::<_, Option<String>>(4).unwrap_or_default(),
+                        }
+                    } else {
+                        ItemResult::Duplicate {
+                            server_seq: seq as u64,
+                        }
+                    },
+                );
+            }
+        }
+        let mut results = Vec::with_capacity(items.len());
+        let mut accepted = Vec::new();
+        for ((item, id), verdict) in items.iter().zip(&ids).zip(verdicts) {
+            // `remove`: a local id repeated inside one batch is new once and
+            // a duplicate after.
+            if let Some(seq) = inserted.remove(id) {
+                match verdict {
+                    Ok(()) => {
+                        accepted.push(Accepted {
+                            terminal_id,
+                            server_seq: seq as u64,
+                            item,
+                        });
+                        existing.insert(
+                            *id,
+                            ItemResult::Duplicate {
+                                server_seq: seq as u64,
+                            },
+                        );
+                        results.push(ItemResult::Applied {
+                            server_seq: seq as u64,
+                        });
+                    }
+                    Err(r) => {
+                        let res = ItemResult::Rejected {
+                            code: r.code,
+                            message: r.message,
+                        };
+                        existing.insert(*id, res.clone());
+                        results.push(res);
+                    }
+                }
+            } else {
+                let res = existing.get(id).cloned().ok_or_else(|| {
+                    ServerError::Storage(format!("item {id} neither inserted nor found"))
+                })?;
+                results.push(res);
+            }
+        }
+        if !accepted.is_empty() {
+            self.apply.apply_postgres(&tx, &accepted).await?;
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+
+    /// The design study's per-item loop (one `INSERT` per item inside the
+    /// batch's transaction), kept as the baseline of the ledger benchmark.
+    /// Same results as [`Ledger::push`].
+    pub async fn push_per_item(
+        &self,
+        terminal_id: &str,
+        items: &[OutboxItem],
+        now_ms: u64,
+    ) -> Result<Vec<ItemResult>, ServerError> {
+        let now_ms = i64_of(now_ms, "now_ms")?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let verdict = self.apply.check(terminal_id, item);
+            let (st, code, message) = match &verdict {
+                Ok(()) => (STATUS_APPLIED, None, None),
+                Err(r) => (STATUS_REJECTED, Some(r.code.as_str()), Some(r.message.as_str())),
+            };
+            let id = i64_of(item.local_id, "local id")?;
+            let row = tx
+                .query_opt(
+                    "INSERT INTO pdc_items (terminal_id, local_id, status, code, message, stream, \
+                     priority, kind, created_at_ms, applied_at_ms, payload) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                     ON CONFLICT (terminal_id, local_id) DO NOTHING RETURNING server_seq",
+                    &[
+                        &terminal_id,
+                        &id,
+                        &st,
+                        &code,
+                        &message,
+                        &(item.stream.0 as i64),
+                        &(item.priority.index() as i16),
+                        &i32::from(item.kind),
+                        &i64_of(item.created_at_ms, "created_at_ms")?,
+                        &now_ms,
+                        &item.payload,
+                    ],
+                )
+                .await?;
+            results.push(match (row, verdict) {
+                (Some(r), Ok(())) => {
+                    let seq = r.get::<_, i64>(0) as u64;
+                    self.apply
+                        .apply_postgres(
+                            &tx,
+                            &[Accepted {
+                                terminal_id,
+                                server_seq: seq,
+                                item,
+                            }],
+                        )
+                        .await?;
+                    ItemResult::Applied { server_seq: seq }
+                }
+                (Some(_), Err(r)) => ItemResult::Rejected {
+                    code: r.code,
+                    message: r.message,
+                },
+                (None, _) => {
+                    let r = tx
+                        .query_one(
+                            "SELECT server_seq, status, code, message FROM pdc_items \
+                             WHERE terminal_id = $1 AND local_id = $2",
+                            &[&terminal_id, &id],
+                        )
+                        .await?;
+                    if r.get::<_, i16>(1) == STATUS_REJECTED {
+                        ItemResult::Rejected {
+                            code: r.get::<_, Option<String>>(2).unwrap_or_default(),
+                            message: r.get::<_, Option<String>>(3).unwrap_or_default(),
+                        }
+                    } else {
+                        ItemResult::Duplicate {
+                            server_seq: r.get::<_, i64>(0) as u64,
+                        }
+                    }
+                }
+            });
+        }
+        tx.commit().await?;
+        Ok(results)
+    }
+}
+
+#[async_trait::async_trait]
+impl Ledger for PgLedger {
+    async fn push(
+        &self,
+        terminal_id: &str,
+        items: Vec<OutboxItem>,
+        now_ms: u64,
+    ) -> Result<Vec<ItemResult>, ServerError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now_ms = i64_of(now_ms, "now_ms")?;
+        let mut attempt = 0;
+        loop {
+            match self.push_once(terminal_id, &items, now_ms).await {
+                Ok(r) => return Ok(r),
+                Err(Fail::Pg(e)) if retryable(&e) && attempt < 4 => {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+                }
+                Err(Fail::Pg(e)) => return Err(e.into()),
+                Err(Fail::Other(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn totals(&self) -> Result<LedgerTotals, ServerError> {
+        let client = self.pool.get().await?;
+        let r = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 1), count(*) FILTER (WHERE status = 2) \
+                 FROM pdc_items",
+                &[],
+            )
+            .await?;
+        Ok(LedgerTotals {
+            applied: r.get::<_, i64>(0) as u64,
+            rejected: r.get::<_, i64>(1) as u64,
+        })
+    }
+
+    async fn purge_before(&self, cutoff_ms: u64, chunk: usize) -> Result<u64, ServerError> {
+        let client = self.pool.get().await?;
+        let cutoff = i64::try_from(cutoff_ms).unwrap_or(i64::MAX);
+        let n = client
+            .execute(
+                "DELETE FROM pdc_items WHERE (terminal_id, local_id) IN \
+                 (SELECT terminal_id, local_id FROM pdc_items WHERE applied_at_ms < $1 LIMIT $2)",
+                &[&cutoff, &(chunk as i64)],
+            )
+            .await?;
+        Ok(n)
+    }
+
+    async fn add_terminal(
+        &self,
+        terminal_id: &str,
+        token: &TokenDigest,
+        now_ms: u64,
+    ) -> Result<(), ServerError> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "INSERT INTO pdc_terminals (terminal_id, token_digest, created_at_ms) \
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&terminal_id, &token.as_slice(), &i64_of(now_ms, "now_ms")?],
+            )
+            .await?;
+        if n == 0 {
+            return Err(ServerError::TerminalExists(terminal_id.to_owned()));
+        }
+        Ok(())
+    }
+
+    async fn revoke_terminal(&self, terminal_id: &str) -> Result<bool, ServerError> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE pdc_terminals SET revoked = true WHERE terminal_id = $1",
+                &[&terminal_id],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn terminals(&self) -> Result<Vec<TerminalInfo>, ServerError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT terminal_id, created_at_ms, revoked FROM pdc_terminals ORDER BY terminal_id",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| TerminalInfo {
+                terminal_id: r.get(0),
+                created_at_ms: r.get::<_, i64>(1) as u64,
+                revoked: r.get(2),
+            })
+            .collect())
+    }
+
+    async fn terminal_for_token(
+        &self,
+        token: &TokenDigest,
+    ) -> Result<Option<String>, ServerError> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT terminal_id FROM pdc_terminals WHERE token_digest = $1 AND NOT revoked",
+            )
+            .await?;
+        Ok(client
+            .query_opt(&stmt, &[&token.as_slice()])
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn load_dataset(&self, name: &str) -> Result<Option<StoredDataset>, ServerError> {
+        let client = self.pool.get().await?;
+        let Some(v) = client
+            .query_opt("SELECT version FROM pdc_datasets WHERE name = $1", &[&name])
+            .await?
+        else {
+            return Ok(None);
+        };
+        let rows = client
+            .query(
+                "SELECT id, version, body FROM pdc_dataset_records WHERE dataset = $1 ORDER BY id",
+                &[&name],
+            )
+            .await?;
+        Ok(Some(StoredDataset {
+            version: v.get::<_, i64>(0) as u64,
+            records: rows
+                .iter()
+                .map(|r| StoredRecord {
+                    id: r.get::<_, i64>(0) as u64,
+                    version: r.get::<_, i64>(1) as u64,
+                    body: r.get(2),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn store_dataset(
+        &self,
+        name: &str,
+        version: u64,
+        changes: &[StoredRecord],
+    ) -> Result<(), ServerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO pdc_datasets (name, version) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version",
+            &[&name, &i64_of(version, "version")?],
+        )
+        .await?;
+        // Ids travel as their two's-complement bit pattern.
+        let ids: Vec<i64> = changes.iter().map(|c| c.id as i64).collect();
+        let versions: Vec<i64> = changes.iter().map(|c| c.version as i64).collect();
+        let bodies: Vec<Option<&[u8]>> = changes.iter().map(|c| c.body.as_deref()).collect();
+        tx.execute(
+            "INSERT INTO pdc_dataset_records (dataset, id, version, body) \
+             SELECT $1, i, v, b FROM UNNEST($2::bigint[], $3::bigint[], $4::bytea[]) AS x(i, v, b) \
+             ON CONFLICT (dataset, id) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body",
+            &[&name, &ids, &versions, &bodies],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,516 @@
+//! The embedded ledger on redb: one file, no setup. A single writer thread
+//! applies concurrent batches in group commits (one durable transaction for
+//! every batch waiting, up to `max_group`), so throughput grows with load
+//! while each batch is still all-or-nothing and fsync'd before it is
+//! answered.
+
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use pdc_sync::{ItemResult, OutboxItem};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use super::{
+    Ledger, LedgerTotals, StoredDataset, StoredRecord, TerminalInfo, TokenDigest, STATUS_APPLIED,
+    STATUS_REJECTED,
+};
+use crate::apply::{Accepted, Apply};
+use crate::ServerError;
+
+const ITEMS: TableDefinition<'static, (&str, u64), &[u8]> = TableDefinition::new("items");
+const BY_TIME: TableDefinition<'static, (u64, u64), (&str, u64)> =
+    TableDefinition::new("items_by_time");
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
+const TERMINALS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("terminals");
+const TOKENS: TableDefinition<'static, &[u8], &str> = TableDefinition::new("tokens");
+const DS_VERSION: TableDefinition<'static, &str, u64> = TableDefinition::new("dataset_versions");
+const DS_RECORDS: TableDefinition<'static, (&str, u64), &[u8]> =
+    TableDefinition::new("dataset_records");
+
+const SCHEMA: u64 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct ItemRow {
+    seq: u64,
+    at_ms: u64,
+    status: i16,
+    code: String,
+    message: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct TerminalRow {
+    token: Vec<u8>,
+    created_at_ms: u64,
+    revoked: bool,
+}
+
+/// Tuning of the embedded ledger.
+#[derive(Debug, Clone, Copy)]
+pub struct RedbOptions {
+    /// Most batches applied in one commit.
+    pub max_group: usize,
+    /// Batches waiting for the writer before pushes are answered
+    /// retry-later (back-pressure instead of an unbounded queue).
+    pub queue: usize,
+}
+
+impl Default for RedbOptions {
+    fn default() -> Self {
+        RedbOptions {
+            max_group: 64,
+            queue: 1024,
+        }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Vec<ItemResult>, ServerError>>;
+
+struct Job {
+    terminal: String,
+    items: Vec<OutboxItem>,
+    now_ms: u64,
+    reply: Reply,
+}
+
+/// The embedded redb ledger.
+pub struct RedbLedger {
+    db: Arc<Database>,
+    jobs: SyncSender<Job>,
+}
+
+impl std::fmt::Debug for RedbLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbLedger").finish_non_exhaustive()
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> ServerError {
+    ServerError::Storage(e.to_string())
+}
+
+impl RedbLedger {
+    /// Opens (or creates) the ledger file. A file that is not a pdc ledger,
+    /// is damaged, is of a newer schema, or is open in another process is
+    /// a clear error.
+    pub fn open(
+        path: &Path,
+        apply: Arc<dyn Apply>,
+        options: RedbOptions,
+    ) -> Result<Self, ServerError> {
+        // redb panics on some truncated files instead of returning an error.
+        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(path)))
+            .map_err(|_| storage(format!("{} is truncated or damaged", path.display())))?
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => ServerError::Unavailable(format!(
+                    "{} is in use by another process",
+                    path.display()
+                )),
+                e => storage(format!("{}: {e}", path.display())),
+            })?;
+        let tx = db.begin_write()?;
+        {
+            let mut meta = tx.open_table(META)?;
+            let schema = meta.get("schema")?.map(|v| v.value());
+            match schema {
+                None => {
+                    meta.insert("schema", SCHEMA)?;
+                }
+                Some(SCHEMA) => {}
+                Some(v) => {
+                    return Err(storage(format!(
+                        "{} has ledger schema {v}, this build reads {SCHEMA}",
+                        path.display()
+                    )))
+                }
+            }
+            tx.open_table(ITEMS)?;
+            tx.open_table(BY_TIME)?;
+            tx.open_table(TERMINALS)?;
+            tx.open_table(TOKENS)?;
+            tx.open_table(DS_VERSION)?;
+            tx.open_table(DS_RECORDS)?;
+        }
+        tx.commit()?;
+        let db = Arc::new(db);
+        let (jobs, rx) = mpsc::sync_channel(options.queue.max(1));
+        let writer_db = Arc::clone(&db);
+        std::thread::Builder::new()
+            .name("pdc-ledger-writer".into())
+            .spawn(move || writer(&writer_db, &*apply, &rx, options.max_group.max(1)))?;
+        Ok(RedbLedger { db, jobs })
+    }
+
+    async fn blocking<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<R, ServerError> + Send + 'static,
+    ) -> Result<R, ServerError> {
+        let db = Arc::clone(&self.db);
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| ServerError::Unavailable(e.to_string()))?
+    }
+}
+
+fn writer(db: &Database, apply: &dyn Apply, rx: &Receiver<Job>, max_group: usize) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < max_group {
+            match rx.try_recv() {
+                Ok(j) => group.push(j),
+                Err(_) => break,
+            }
+        }
+        match apply_group(db, apply, &group) {
+            Ok(results) => {
+                for (job, r) in group.into_iter().zip(results) {
+                    let _ = job.reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for job in group {
+                    let _ = job.reply.send(Err(ServerError::Storage(msg.clone())));
+                }
+            }
+        }
+    }
+}
+
+fn apply_group(
+    db: &Database,
+    apply: &dyn Apply,
+    group: &[Job],
+) -> Result<Vec<Vec<ItemResult>>, ServerError> {
+    let tx = db.begin_write()?;
+    let mut all = Vec::with_capacity(group.len());
+    let mut accepted: Vec<Vec<(usize, u64)>> = Vec::with_capacity(group.len());
+    {
+        let mut items = tx.open_table(ITEMS)?;
+        let mut by_time = tx.open_table(BY_TIME)?;
+        let mut meta = tx.open_table(META)?;
+        let get = |m: &redb::Table<'_, &str, u64>, k: &str| -> Result<u64, ServerError> {
+            Ok(m.get(k)?.map_or(0, |v| v.value()))
+        };
+        let mut next_seq = get(&meta, "next_seq")?.max(1);
+        let mut applied = get(&meta, "applied")?;
+        let mut rejected = get(&meta, "rejected")?;
+        for job in group {
+            let mut results = Vec::with_capacity(job.items.len());
+            let mut ok = Vec::new();
+            for (i, item) in job.items.iter().enumerate() {
+                let key = (job.terminal.as_str(), item.local_id);
+                if let Some(row) = items.get(key)? {
+                    let row: ItemRow = postcard::from_bytes(row.value()).map_err(storage)?;
+                    results.push(if row.status == STATUS_REJECTED {
+                        ItemResult::Rejected {
+                            code: row.code,
+                            message: row.message,
+                        }
+                    } else {
+                        ItemResult::Duplicate {
+                            server_seq: row.seq,
+                        }
+                    });
+                    continue;
+                }
+                let seq = next_seq;
+                next_seq += 1;
+                let (row, result) = match apply.check(&job.terminal, item) {
+                    Ok(()) => {
+                        applied += 1;
+                        ok.push((i, seq));
+                        (
+                            ItemRow {
+                                seq,
+                                at_ms: job.now_ms,
+                                status: STATUS_APPLIED,
+                                code: String::new(),
+                                message: String::new(),
+                            },
+                            ItemResult::Applied { server_seq: seq },
+                        )
+                    }
+                    Err(r) => {
+                        rejected += 1;
+                        (
+                            ItemRow {
+                                seq,
+                                at_ms: job.now_ms,
+                                status: STATUS_REJECTED,
+                                code: r.code.clone(),
+                                message: r.message.clone(),
+                            },
+                            ItemResult::Rejected {
+                                code: r.code,
+                                message: r.message,
+                            },
+                        )
+                    }
+                };
+                items.insert(key, postcard::to_allocvec(&row).map_err(storage)?.as_slice())?;
+                by_time.insert((job.now_ms, seq), key)?;
+                results.push(result);
+            }
+            all.push(results);
+            accepted.push(ok);
+        }
+        meta.insert("next_seq", next_seq)?;
+        meta.insert("applied", applied)?;
+        meta.insert("rejected", rejected)?;
+    }
+    for (job, ok) in group.iter().zip(&accepted) {
+        if ok.is_empty() {
+            continue;
+        }
+        let list: Vec<Accepted<'_>> = ok
+            .iter()
+            .map(|&(i, seq)| Accepted {
+                terminal_id: &job.terminal,
+                server_seq: seq,
+                item: &job.items[i],
+            })
+            .collect();
+        apply.apply_redb(&tx, &list)?;
+    }
+    tx.commit()?;
+    Ok(all)
+}
+
+#[async_trait::async_trait]
+impl Ledger for RedbLedger {
+    async fn push(
+        &self,
+        terminal_id: &str,
+        items: Vec<OutboxItem>,
+        now_ms: u64,
+    ) -> Result<Vec<ItemResult>, ServerError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            terminal: terminal_id.to_owned(),
+            items,
+            now_ms,
+            reply,
+        };
+        match self.jobs.try_send(job) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(ServerError::Unavailable("ledger queue full".into()))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(ServerError::Unavailable("ledger writer stopped".into()))
+            }
+        }
+        rx.await
+            .map_err(|_| ServerError::Unavailable("ledger writer stopped".into()))?
+    }
+
+    async fn totals(&self) -> Result<LedgerTotals, ServerError> {
+        self.blocking(|db| {
+            let tx = db.begin_read()?;
+            let meta = tx.open_table(META)?;
+            let get = |k: &str| -> Result<u64, ServerError> {
+                Ok(meta.get(k)?.map_or(0, |v| v.value()))
+            };
+            Ok(LedgerTotals {
+                applied: get("applied")?,
+                rejected: get("rejected")?,
+            })
+        })
+        .await
+    }
+
+    async fn purge_before(&self, cutoff_ms: u64, chunk: usize) -> Result<u64, ServerError> {
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let mut n = 0u64;
+            {
+                let mut items = tx.open_table(ITEMS)?;
+                let mut by_time = tx.open_table(BY_TIME)?;
+                let mut meta = tx.open_table(META)?;
+                let victims: Vec<((u64, u64), (String, u64))> = by_time
+                    .range(..(cutoff_ms, 0))?
+                    .take(chunk)
+                    .map(|r| {
+                        r.map(|(k, v)| {
+                            let (t, id) = v.value();
+                            (k.value(), (t.to_owned(), id))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?;
+                let (mut applied, mut rejected) = (0u64, 0u64);
+                for (k, (t, id)) in &victims {
+                    by_time.remove(*k)?;
+                    if let Some(row) = items.remove((t.as_str(), *id))? {
+                        let row: ItemRow = postcard::from_bytes(row.value()).map_err(storage)?;
+                        if row.status == STATUS_REJECTED {
+                            rejected += 1;
+                        } else {
+                            applied += 1;
+                        }
+                    }
+                    n += 1;
+                }
+                for (k, d) in [("applied", applied), ("rejected", rejected)] {
+                    let v = meta.get(k)?.map_or(0, |v| v.value());
+                    meta.insert(k, v.saturating_sub(d))?;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn add_terminal(
+        &self,
+        terminal_id: &str,
+        token: &TokenDigest,
+        now_ms: u64,
+    ) -> Result<(), ServerError> {
+        let id = terminal_id.to_owned();
+        let token = *token;
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            {
+                let mut terminals = tx.open_table(TERMINALS)?;
+                if terminals.get(id.as_str())?.is_some() {
+                    return Err(ServerError::TerminalExists(id));
+                }
+                let row = TerminalRow {
+                    token: token.to_vec(),
+                    created_at_ms: now_ms,
+                    revoked: false,
+                };
+                terminals.insert(
+                    id.as_str(),
+                    postcard::to_allocvec(&row).map_err(storage)?.as_slice(),
+                )?;
+                tx.open_table(TOKENS)?.insert(token.as_slice(), id.as_str())?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_terminal(&self, terminal_id: &str) -> Result<bool, ServerError> {
+        let id = terminal_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let found = {
+                let mut terminals = tx.open_table(TERMINALS)?;
+                let row = terminals
+                    .get(id.as_str())?
+                    .map(|r| postcard::from_bytes::<TerminalRow>(r.value()))
+                    .transpose()
+                    .map_err(storage)?;
+                match row {
+                    None => false,
+                    Some(mut row) => {
+                        tx.open_table(TOKENS)?.remove(row.token.as_slice())?;
+                        row.revoked = true;
+                        terminals.insert(
+                            id.as_str(),
+                            postcard::to_allocvec(&row).map_err(storage)?.as_slice(),
+                        )?;
+                        true
+                    }
+                }
+            };
+            tx.commit()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn terminals(&self) -> Result<Vec<TerminalInfo>, ServerError> {
+        self.blocking(|db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(TERMINALS)?;
+            let mut out = Vec::with_capacity(t.len()? as usize);
+            for r in t.iter()? {
+                let (k, v) = r?;
+                let row: TerminalRow = postcard::from_bytes(v.value()).map_err(storage)?;
+                out.push(TerminalInfo {
+                    terminal_id: k.value().to_owned(),
+                    created_at_ms: row.created_at_ms,
+                    revoked: row.revoked,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn terminal_for_token(
+        &self,
+        token: &TokenDigest,
+    ) -> Result<Option<String>, ServerError> {
+        let token = *token;
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let t = tx.open_table(TOKENS)?;
+            Ok(t.get(token.as_slice())?.map(|v| v.value().to_owned()))
+        })
+        .await
+    }
+
+    async fn load_dataset(&self, name: &str) -> Result<Option<StoredDataset>, ServerError> {
+        let name = name.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let Some(version) = tx
+                .open_table(DS_VERSION)?
+                .get(name.as_str())?
+                .map(|v| v.value())
+            else {
+                return Ok(None);
+            };
+            let recs = tx.open_table(DS_RECORDS)?;
+            let mut records = Vec::new();
+            for r in recs.range((name.as_str(), 0)..=(name.as_str(), u64::MAX))? {
+                let (k, v) = r?;
+                let (version, body): (u64, Option<Vec<u8>>) =
+                    postcard::from_bytes(v.value()).map_err(storage)?;
+                records.push(StoredRecord {
+                    id: k.value().1,
+                    version,
+                    body,
+                });
+            }
+            Ok(Some(StoredDataset { version, records }))
+        })
+        .await
+    }
+
+    async fn store_dataset(
+        &self,
+        name: &str,
+        version: u64,
+        changes: &[StoredRecord],
+    ) -> Result<(), ServerError> {
+        let name = name.to_owned();
+        let changes = changes.to_vec();
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            {
+                tx.open_table(DS_VERSION)?.insert(name.as_str(), version)?;
+                let mut recs = tx.open_table(DS_RECORDS)?;
+                for c in &changes {
+                    let v = postcard::to_allocvec(&(c.version, &c.body)).map_err(storage)?;
+                    recs.insert((name.as_str(), c.id), v.as_slice())?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+}

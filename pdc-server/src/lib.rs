@@ -1,0 +1,48 @@
+//! pdc-server: the sync service the terminals push their sales to.
+//!
+//! Each (terminal id, local id) is applied exactly once, keyed in a
+//! [`Ledger`]: the embedded [`RedbLedger`] (one file, no setup) or
+//! [`PgLedger`] (PostgreSQL, many server processes side by side). Business
+//! rules run in an [`Apply`] hook inside the ledger's transaction, so their
+//! effects also happen exactly once; [`PosApply`] validates the POS records
+//! and writes a readable orders table. Reference data (products, users,
+//! config) is served by delta pull from a [`DatasetHub`]. The HTTP API
+//! ([`http::router`]) follows `docs/PROTOCOL.md`, with terminal tokens,
+//! limits and per-terminal rate limits.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use pdc_server::{Ledger, RedbLedger, RedbOptions, PosApply};
+//! use pdc_sync::ItemResult;
+//!
+//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
+//! let dir = tempfile::tempdir().unwrap();
+//! let ledger = RedbLedger::open(&dir.path().join("ledger.redb"), Arc::new(PosApply::new()),
+//!                               RedbOptions::default())?;
+//! let item = pdc_server::conformance::item(1, 70); // an opaque kind
+//! let first = ledger.push("till-1", vec![item.clone()], 0).await?;
+//! let again = ledger.push("till-1", vec![item], 0).await?;
+//! let ItemResult::Applied { server_seq } = first[0] else { panic!() };
+//! assert_eq!(again[0], ItemResult::Duplicate { server_seq });
+//! # Ok::<(), pdc_server::ServerError>(())
+//! # }).unwrap();
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod apply;
+mod config;
+mod datasets;
+mod error;
+pub mod http;
+mod ledger;
+
+pub use apply::{AcceptAll, Accepted, Apply, PosApply, Rejection, REDB_ORDERS};
+pub use config::ServerConfig;
+pub use datasets::{config_id, records_from_json, DatasetHub, DEFAULT_DATASETS};
+pub use error::ServerError;
+pub use http::{add_terminal, spawn, token_digest, AppState, Limits, ServerHandle};
+pub use ledger::{
+    conformance, valid_terminal_id, Ledger, LedgerTotals, PgLedger, PgOptions, RedbLedger,
+    RedbOptions, StoredDataset, StoredRecord, TerminalInfo, TokenDigest,
+};
