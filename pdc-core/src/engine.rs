@@ -9,7 +9,7 @@ use pdc_auth::{AuthConfig, Authenticator, KdfParams, Login, Pepper, PinHasher};
 use pdc_cache::{DatasetId, DatasetPolicy, Loader, MemoryLimits, Refresh, TieredCache};
 use pdc_clock::Clock;
 use pdc_codec::Codec;
-use pdc_monitor::{ConnectionHistory, ConnectionState, MetricKey, Registry};
+use pdc_monitor::{ConnectionHistory, ConnectionState, MetricKey, Registry, TerminalReport};
 use pdc_store::{NewItem, Store};
 use pdc_sync::{
     Connectivity, PullRequest, PullResponse, SyncConfig, SyncEvent, SyncMachine, SyncTransport,
@@ -358,6 +358,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let down = resp_bytes.len();
         let resp: PullResponse = self.codec.decode(&resp_bytes)?;
         for delta in &resp.datasets {
+            let mut applied = delta.clone();
             if self.store.apply_dataset(delta).is_err() {
                 // Digest mismatch: ask for a snapshot of that dataset.
                 let req = PullRequest {
@@ -374,7 +375,11 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
                     .decode(&self.transport.pull(self.codec.encode(&req)?).await?)?;
                 for d in &snap.datasets {
                     self.store.apply_dataset(d)?;
+                    applied = d.clone();
                 }
+            }
+            if applied.dataset == "users" {
+                self.install_users(&applied)?;
             }
             let mut cache = self.cache.lock().await;
             cache
@@ -386,6 +391,65 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             });
         }
         lock(&self.sync).record_pull(self.clock.now(), up, down);
+        Ok(())
+    }
+
+    /// Puts the users of a pulled users dataset (postcard
+    /// [`pdc_auth::UserRecord`]s with PIN credentials hashed by the server)
+    /// into the auth state, so that they can log in offline. A record that
+    /// does not decode is skipped, not fatal: the rest of the users still
+    /// log in.
+    fn install_users(&self, delta: &pdc_sync::DatasetDelta) -> Result<(), EngineError> {
+        use pdc_auth::AuthStore as _;
+        let records = match &delta.change {
+            pdc_sync::DatasetChange::Delta { upserts, .. } => upserts,
+            pdc_sync::DatasetChange::Buckets { records, .. }
+            | pdc_sync::DatasetChange::Snapshot { records } => records,
+        };
+        let mut auth = lock(&self.auth);
+        for r in records {
+            if let Ok(user) = postcard::from_bytes::<pdc_auth::UserRecord>(&r.body) {
+                auth.store_mut().put_user(&user)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends this terminal's metrics (a pdc-monitor [`TerminalReport`])
+    /// to the server, which merges it into the fleet's.
+    pub async fn report_metrics(&self, store_id: &str) -> Result<(), EngineError> {
+        let now = self.clock.now();
+        let (connection_ms, mode_switches) = {
+            let h = lock(&self.history);
+            let states = [
+                ConnectionState::Online,
+                ConnectionState::Offline,
+                ConnectionState::Slow,
+                ConnectionState::Metered,
+                ConnectionState::OfflineSync,
+            ];
+            (
+                states
+                    .iter()
+                    .map(|&s| (s.name().to_owned(), h.time_in(s, now).as_millis() as u64))
+                    .collect(),
+                h.switches(),
+            )
+        };
+        let report = TerminalReport {
+            terminal_id: self.terminal_id.clone(),
+            store_id: store_id.to_owned(),
+            at_ms: self.clock.wall_ms(),
+            registry: self.metrics(),
+            connection_ms,
+            mode_switches,
+        };
+        let body = self.codec.encode(&pdc_sync::MetricsReport {
+            terminal_id: self.terminal_id.clone(),
+            at_ms: report.at_ms,
+            report: report.encode(&self.codec)?,
+        })?;
+        self.transport.report(body).await?;
         Ok(())
     }
 

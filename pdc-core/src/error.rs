@@ -17,6 +17,9 @@ pub enum EngineError {
     /// The transport failed (pull, ping).
     #[error(transparent)]
     Transport(#[from] pdc_sync::TransportError),
+    /// A metrics report could not be built.
+    #[error(transparent)]
+    Monitor(#[from] pdc_monitor::MonitorError),
     /// A message could not be encoded or decoded.
     #[error(transparent)]
     Codec(#[from] pdc_codec::CodecError),

@@ -35,8 +35,12 @@
 mod driver;
 mod engine;
 mod error;
+#[cfg(feature = "http")]
+mod http;
 
 #[cfg(feature = "tokio")]
 pub use driver::spawn_driver;
 pub use engine::{EngineConfig, EngineEvent, OfflineEngine};
 pub use error::EngineError;
+#[cfg(feature = "http")]
+pub use http::{HttpOptions, HttpTransport};

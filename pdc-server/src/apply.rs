@@ -5,8 +5,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
-use pdc_codec::{Order, Transaction, TxKind};
 use pdc_codec::{Codec, RecordKind};
+use pdc_codec::{Order, Transaction, TxKind};
 use pdc_sync::OutboxItem;
 use redb::{ReadableTable, TableDefinition};
 
@@ -248,7 +248,13 @@ impl Apply for PosApply {
             if table.get((a.terminal_id, o.id))?.is_none() {
                 table.insert(
                     (a.terminal_id, o.id),
-                    (a.server_seq, o.cashier_id, o.created_at_ms, o.total_cents(), lines),
+                    (
+                        a.server_seq,
+                        o.cashier_id,
+                        o.created_at_ms,
+                        o.total_cents(),
+                        lines,
+                    ),
                 )?;
             }
         }
@@ -268,10 +274,26 @@ impl Apply for PosApply {
         if orders.is_empty() {
             return Ok(());
         }
-        let (mut term, mut oid, mut seq, mut cashier, mut cust, mut at, mut total, mut nlines) =
-            (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-        let (mut lterm, mut loid, mut lno, mut lprod, mut lqty, mut lprice, mut ldisc, mut ltax) =
-            (vec![], vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut term, mut oid, mut seq, mut cashier, mut cust, mut at, mut total, mut nlines) = (
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+        );
+        let (mut lterm, mut loid, mut lno, mut lprod, mut lqty, mut lprice, mut ldisc, mut ltax) = (
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+            vec![],
+        );
         for (a, o) in &orders {
             term.push(a.terminal_id);
             oid.push(o.id as i64);

@@ -84,7 +84,11 @@ impl ServerConfig {
                 )
                 .await?,
             ),
-            None => Arc::new(RedbLedger::open(&self.ledger_path, pos, RedbOptions::default())?),
+            None => Arc::new(RedbLedger::open(
+                &self.ledger_path,
+                pos,
+                RedbOptions::default(),
+            )?),
         })
     }
 

@@ -47,7 +47,10 @@ impl DatasetHub {
                     name,
                     max_log,
                     stored.version,
-                    stored.records.into_iter().map(|r| (r.id, r.version, r.body)),
+                    stored
+                        .records
+                        .into_iter()
+                        .map(|r| (r.id, r.version, r.body)),
                 ),
                 None => ServerDataset::new(name, max_log),
             };
@@ -103,7 +106,9 @@ impl DatasetHub {
         if changes.is_empty() {
             return Ok(d.version());
         }
-        self.ledger.store_dataset(name, d.version(), &changes).await?;
+        self.ledger
+            .store_dataset(name, d.version(), &changes)
+            .await?;
         let v = d.version();
         self.sets.write().await.insert(name.to_owned(), d);
         Ok(v)
@@ -111,14 +116,23 @@ impl DatasetHub {
 
     /// Replaces a dataset's contents: records not in `records` are
     /// deleted, changed ones upserted, identical ones untouched.
-    pub async fn replace(&self, name: &str, records: Vec<DatasetRecord>) -> Result<u64, ServerError> {
+    pub async fn replace(
+        &self,
+        name: &str,
+        records: Vec<DatasetRecord>,
+    ) -> Result<u64, ServerError> {
         let keep: std::collections::BTreeSet<u64> = records.iter().map(|r| r.id).collect();
         let deletes: Vec<u64> = self
             .sets
             .read()
             .await
             .get(name)
-            .map(|d| d.records().map(|(id, _)| id).filter(|id| !keep.contains(id)).collect())
+            .map(|d| {
+                d.records()
+                    .map(|(id, _)| id)
+                    .filter(|id| !keep.contains(id))
+                    .collect()
+            })
             .unwrap_or_default();
         self.update(name, records, deletes).await
     }

@@ -92,7 +92,11 @@ pub async fn add_terminal(ledger: &dyn Ledger, terminal_id: &str) -> Result<Stri
     }
     let token = new_token();
     ledger
-        .add_terminal(terminal_id, &token_digest(&token), SystemClock::new().wall_ms())
+        .add_terminal(
+            terminal_id,
+            &token_digest(&token),
+            SystemClock::new().wall_ms(),
+        )
         .await?;
     Ok(token)
 }
@@ -291,7 +295,11 @@ impl AppState {
     }
 
     /// Reads, decompresses and bounds the body; picks the format.
-    async fn read_body(&self, headers: &HeaderMap, body: Body) -> Result<(Format, Vec<u8>), Response> {
+    async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<(Format, Vec<u8>), Response> {
         let ctype = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -356,8 +364,14 @@ impl AppState {
 
     fn encode<T: Record + Serialize>(&self, f: Format, value: &T) -> Response {
         let (ctype, body) = match f {
-            Format::Binary => ("application/x-pdc", self.codec.encode(value).map_err(|e| e.to_string())),
-            Format::Json => ("application/json", serde_json::to_vec(value).map_err(|e| e.to_string())),
+            Format::Binary => (
+                "application/x-pdc",
+                self.codec.encode(value).map_err(|e| e.to_string()),
+            ),
+            Format::Json => (
+                "application/json",
+                serde_json::to_vec(value).map_err(|e| e.to_string()),
+            ),
         };
         match body {
             Ok(b) => ([(header::CONTENT_TYPE, ctype)], b).into_response(),
@@ -375,7 +389,10 @@ impl AppState {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "schema",
-                format!("protocol schema {}, this server speaks {PROTOCOL_VERSION}", req.schema),
+                format!(
+                    "protocol schema {}, this server speaks {PROTOCOL_VERSION}",
+                    req.schema
+                ),
             ));
         }
         if req.terminal_id != terminal {
@@ -389,12 +406,22 @@ impl AppState {
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "too_many_items",
-                format!("{} items, at most {}", req.items.len(), self.limits.max_items),
+                format!(
+                    "{} items, at most {}",
+                    req.items.len(),
+                    self.limits.max_items
+                ),
             ));
         }
         let mut ids = std::collections::HashSet::with_capacity(req.items.len());
         for (n, i) in req.items.iter().enumerate() {
-            let bad = |m: String| Err(error(StatusCode::BAD_REQUEST, "malformed_item", format!("item {n}: {m}")));
+            let bad = |m: String| {
+                Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_item",
+                    format!("item {n}: {m}"),
+                ))
+            };
             if i.local_id > i64::MAX as u64 || i.local_id == 0 {
                 return bad(format!("local_id {} out of range 1..2^63", i.local_id));
             }
@@ -418,7 +445,11 @@ impl AppState {
 
 fn unavailable(e: &ServerError) -> Response {
     tracing::warn!(error = %e, "ledger unavailable");
-    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string());
+    let mut r = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        e.to_string(),
+    );
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
@@ -478,14 +509,21 @@ async fn push_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Response {
         }
         Err(e) => {
             tracing::warn!(error = %e, terminal, "push not applied; answering retry-later");
-            s.count("pdc_server_items_total", &[("result", "retry_later")], n as u64);
+            s.count(
+                "pdc_server_items_total",
+                &[("result", "retry_later")],
+                n as u64,
+            );
             PushResponse {
                 results: vec![ItemResult::RetryLater; n],
                 retry_after_ms: Some(1_000),
             }
         }
     };
-    s.observe("pdc_server_push_ms", started.elapsed().as_secs_f64() * 1000.0);
+    s.observe(
+        "pdc_server_push_ms",
+        started.elapsed().as_secs_f64() * 1000.0,
+    );
     s.encode(format, &resp)
 }
 
@@ -496,13 +534,25 @@ async fn pull(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
         let (format, bytes) = s.read_body(&headers, body).await?;
         let req: PullRequest = s.decode(format, &bytes)?;
         if req.schema != PROTOCOL_VERSION {
-            return Err(error(StatusCode::BAD_REQUEST, "schema", "unsupported protocol schema"));
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "schema",
+                "unsupported protocol schema",
+            ));
         }
         if req.terminal_id != terminal {
-            return Err(error(StatusCode::FORBIDDEN, "forbidden", "pull as another terminal"));
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "pull as another terminal",
+            ));
         }
         if req.datasets.len() > 64 {
-            return Err(error(StatusCode::BAD_REQUEST, "malformed", "at most 64 datasets"));
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "malformed",
+                "at most 64 datasets",
+            ));
         }
         s.seen(&terminal);
         let resp = s.datasets.answer(&req).await;
@@ -513,19 +563,31 @@ async fn pull(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
     s.answer("pull", r)
 }
 
-async fn metrics_report(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+async fn metrics_report(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let r = async {
         let terminal = s.authenticate(&headers).await?;
         s.rate_limit(&terminal)?;
         let (format, bytes) = s.read_body(&headers, body).await?;
         let req: MetricsReport = s.decode(format, &bytes)?;
         if req.terminal_id != terminal {
-            return Err(error(StatusCode::FORBIDDEN, "forbidden", "report as another terminal"));
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "report as another terminal",
+            ));
         }
         let report = TerminalReport::decode(&s.codec, &req.report)
             .map_err(|e| error(StatusCode::BAD_REQUEST, "malformed_report", e.to_string()))?;
         if report.terminal_id != terminal {
-            return Err(error(StatusCode::FORBIDDEN, "forbidden", "report of another terminal"));
+            return Err(error(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "report of another terminal",
+            ));
         }
         lock(&s.fleet)
             .merge(&report)
@@ -558,11 +620,7 @@ async fn prometheus(State(s): State<Arc<AppState>>) -> Response {
     }
     let mut text = pdc_monitor::prometheus(&reg);
     text.push_str(&pdc_monitor::prometheus(&fleet.registry));
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 /// The service's routes over a state.
@@ -575,7 +633,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/ping", get(ping).head(ping))
         .route("/metrics", get(prometheus))
         .layer(DefaultBodyLimit::disable())
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .with_state(state)
 }
 
@@ -639,7 +700,10 @@ fn spawn_retention(state: Arc<AppState>, retention: Duration) -> tokio::task::Jo
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            let cutoff = state.clock.wall_ms().saturating_sub(retention.as_millis() as u64);
+            let cutoff = state
+                .clock
+                .wall_ms()
+                .saturating_sub(retention.as_millis() as u64);
             loop {
                 match state.ledger.purge_before(cutoff, 10_000).await {
                     Ok(n) if n == 10_000 => tokio::task::yield_now().await,

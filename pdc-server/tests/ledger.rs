@@ -29,11 +29,7 @@ pub async fn pg(apply: Arc<dyn pdc_server::Apply>) -> Option<(PgLedger, String)>
         );
         return None;
     };
-    let schema = format!(
-        "pdc_test_{}_{}",
-        std::process::id(),
-        rand_suffix()
-    );
+    let schema = format!("pdc_test_{}_{}", std::process::id(), rand_suffix());
     let ledger = PgLedger::connect(
         &url,
         apply,
@@ -77,7 +73,12 @@ async fn postgres_ledger_matches_the_model_and_the_per_item_baseline() {
     };
     conformance::against_model(
         &ledger,
-        &[(1, vec![1, 2, 3]), (2, vec![1, 2]), (1, vec![3, 4, 1]), (2, vec![5, 2])],
+        &[
+            (1, vec![1, 2, 3]),
+            (2, vec![1, 2]),
+            (1, vec![3, 4, 1]),
+            (2, vec![5, 2]),
+        ],
     )
     .await;
     // The per-item baseline answers exactly like the batch statement.
@@ -85,13 +86,25 @@ async fn postgres_ledger_matches_the_model_and_the_per_item_baseline() {
     let batch = ledger.push("base-a", items[..5].to_vec(), 0).await.unwrap();
     let naive = ledger.push_per_item("base-a", &items, 0).await.unwrap();
     for (n, b) in naive[..5].iter().zip(&batch) {
-        let pdc_sync::ItemResult::Applied { server_seq } = b else { panic!("{b:?}") };
-        assert_eq!(*n, pdc_sync::ItemResult::Duplicate { server_seq: *server_seq });
+        let pdc_sync::ItemResult::Applied { server_seq } = b else {
+            panic!("{b:?}")
+        };
+        assert_eq!(
+            *n,
+            pdc_sync::ItemResult::Duplicate {
+                server_seq: *server_seq
+            }
+        );
     }
-    assert!(naive[5..].iter().all(|r| matches!(r, pdc_sync::ItemResult::Applied { .. })));
+    assert!(naive[5..]
+        .iter()
+        .all(|r| matches!(r, pdc_sync::ItemResult::Applied { .. })));
     let again = ledger.push("base-a", items.clone(), 0).await.unwrap();
     assert_eq!(
-        again.iter().filter(|r| matches!(r, pdc_sync::ItemResult::Duplicate { .. })).count(),
+        again
+            .iter()
+            .filter(|r| matches!(r, pdc_sync::ItemResult::Duplicate { .. }))
+            .count(),
         10
     );
 }
@@ -111,7 +124,9 @@ async fn postgres_migrations_are_idempotent_and_refuse_a_newer_schema() {
     PgLedger::connect(&url, Arc::new(PosApply::new()), opts.clone())
         .await
         .unwrap();
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
     tokio::spawn(conn);
     client
         .batch_execute(&format!("INSERT INTO {schema}.pdc_schema VALUES (99)"))
@@ -120,7 +135,10 @@ async fn postgres_migrations_are_idempotent_and_refuse_a_newer_schema() {
     let err = PgLedger::connect(&url, Arc::new(PosApply::new()), opts)
         .await
         .unwrap_err();
-    assert!(matches!(err, ServerError::Storage(ref m) if m.contains("99")), "{err}");
+    assert!(
+        matches!(err, ServerError::Storage(ref m) if m.contains("99")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -138,7 +156,10 @@ fn a_ledger_in_use_is_refused() {
     let path = dir.path().join("l.redb");
     let _a = RedbLedger::open(&path, Arc::new(RejectKind), RedbOptions::default()).unwrap();
     let err = RedbLedger::open(&path, Arc::new(RejectKind), RedbOptions::default()).unwrap_err();
-    assert!(matches!(err, ServerError::Unavailable(ref m) if m.contains("in use")), "{err}");
+    assert!(
+        matches!(err, ServerError::Unavailable(ref m) if m.contains("in use")),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,8 +180,15 @@ async fn redb_ledger_survives_reopen() {
     };
     let again = l.push("t", items, 0).await.unwrap();
     for (a, b) in first.iter().zip(&again) {
-        let pdc_sync::ItemResult::Applied { server_seq } = a else { panic!() };
-        assert_eq!(*b, pdc_sync::ItemResult::Duplicate { server_seq: *server_seq });
+        let pdc_sync::ItemResult::Applied { server_seq } = a else {
+            panic!()
+        };
+        assert_eq!(
+            *b,
+            pdc_sync::ItemResult::Duplicate {
+                server_seq: *server_seq
+            }
+        );
     }
     let more = l.push("t", vec![conformance::item(6, 2)], 0).await.unwrap();
     assert!(matches!(more[0], pdc_sync::ItemResult::Applied { server_seq } if server_seq > 5));

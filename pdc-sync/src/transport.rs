@@ -9,7 +9,7 @@ use pdc_codec::Codec;
 
 use crate::delta::ServerDataset;
 use crate::protocol::{
-    ItemResult, PullRequest, PullResponse, PushRequest, PushResponse, StreamKey,
+    ItemResult, MetricsReport, PullRequest, PullResponse, PushRequest, PushResponse, StreamKey,
 };
 
 /// Why a request failed, classified for the sync machine.
@@ -64,6 +64,8 @@ pub trait SyncTransport {
     async fn pull(&self, request: Vec<u8>) -> Result<Vec<u8>, TransportError>;
     /// A round trip with no effect, for latency probes.
     async fn ping(&self) -> Result<(), TransportError>;
+    /// Sends a metrics report frame (a [`crate::MetricsReport`]).
+    async fn report(&self, request: Vec<u8>) -> Result<(), TransportError>;
 }
 
 /// A simple in-memory sync server: applies each (terminal, local id) once,
@@ -86,6 +88,8 @@ pub struct MemoryServer {
     pub pushes: u64,
     /// Reference datasets served by pull, by name.
     pub datasets: BTreeMap<String, ServerDataset>,
+    /// Metrics reports received, oldest first.
+    pub reports: Vec<MetricsReport>,
 }
 
 impl MemoryServer {
@@ -218,6 +222,12 @@ impl SyncTransport for LoopbackTransport {
     }
 
     async fn ping(&self) -> Result<(), TransportError> {
+        Ok(())
+    }
+
+    async fn report(&self, request: Vec<u8>) -> Result<(), TransportError> {
+        let report: MetricsReport = self.decode(&request)?;
+        self.server()?.reports.push(report);
         Ok(())
     }
 }

@@ -82,13 +82,21 @@ pub async fn exactly_once(ledger: &dyn Ledger) {
         assert_eq!(*r, ItemResult::Duplicate { server_seq: *s });
     }
     // The same local ids from another terminal are other items.
-    let other = ledger.push("conf-b", vec![item(1, 2)], 1_000).await.unwrap();
+    let other = ledger
+        .push("conf-b", vec![item(1, 2)], 1_000)
+        .await
+        .unwrap();
     assert!(matches!(other[0], ItemResult::Applied { .. }));
     let mixed = ledger
         .push("conf-a", vec![item(50, 2), item(51, 2)], 3_000)
         .await
         .unwrap();
-    assert_eq!(mixed[0], ItemResult::Duplicate { server_seq: seqs[49] });
+    assert_eq!(
+        mixed[0],
+        ItemResult::Duplicate {
+            server_seq: seqs[49]
+        }
+    );
     assert!(matches!(mixed[1], ItemResult::Applied { server_seq } if server_seq > seqs[49]));
     // A local id twice in one batch: new once, then a duplicate.
     let twice = ledger
@@ -96,7 +104,12 @@ pub async fn exactly_once(ledger: &dyn Ledger) {
         .await
         .unwrap();
     assert!(matches!(twice[0], ItemResult::Applied { .. }));
-    assert_eq!(twice[1], ItemResult::Duplicate { server_seq: seq(&twice[0]).unwrap() });
+    assert_eq!(
+        twice[1],
+        ItemResult::Duplicate {
+            server_seq: seq(&twice[0]).unwrap()
+        }
+    );
     assert!(ledger.push("conf-a", vec![], 0).await.unwrap().is_empty());
 }
 
@@ -104,7 +117,11 @@ pub async fn exactly_once(ledger: &dyn Ledger) {
 pub async fn rejections_are_remembered(ledger: &dyn Ledger) {
     let before = ledger.totals().await.unwrap();
     let r = ledger
-        .push("conf-r", vec![item(1, 2), item(2, REJECTED_KIND), item(3, 2)], 0)
+        .push(
+            "conf-r",
+            vec![item(1, 2), item(2, REJECTED_KIND), item(3, 2)],
+            0,
+        )
         .await
         .unwrap();
     assert!(matches!(r[0], ItemResult::Applied { .. }));
@@ -149,7 +166,11 @@ pub async fn concurrent_resends_apply_once(ledger: Arc<dyn Ledger>) {
         let results = t.await.unwrap();
         for (it, r) in batch.iter().zip(&results) {
             let s = seq(r).unwrap();
-            assert_eq!(*seqs.entry(it.local_id).or_insert(s), s, "one sequence per item");
+            assert_eq!(
+                *seqs.entry(it.local_id).or_insert(s),
+                s,
+                "one sequence per item"
+            );
             if matches!(r, ItemResult::Applied { .. }) {
                 applied.entry(it.local_id).or_default().push(s);
             }
@@ -168,7 +189,10 @@ pub async fn terminals(ledger: &dyn Ledger) {
         ledger.add_terminal("conf-t1", &[8u8; 32], 43).await,
         Err(ServerError::TerminalExists(_))
     ));
-    ledger.add_terminal("conf-t2", &[9u8; 32], 44).await.unwrap();
+    ledger
+        .add_terminal("conf-t2", &[9u8; 32], 44)
+        .await
+        .unwrap();
     assert_eq!(
         ledger.terminal_for_token(&tok).await.unwrap().as_deref(),
         Some("conf-t1")
@@ -183,7 +207,11 @@ pub async fn terminals(ledger: &dyn Ledger) {
     let list = ledger.terminals().await.unwrap();
     assert!(list.iter().any(|t| t.terminal_id == "conf-t1" && t.revoked));
     assert_eq!(
-        ledger.terminal_for_token(&[9u8; 32]).await.unwrap().as_deref(),
+        ledger
+            .terminal_for_token(&[9u8; 32])
+            .await
+            .unwrap()
+            .as_deref(),
         Some("conf-t2")
     );
 }
@@ -197,7 +225,11 @@ pub async fn datasets(ledger: &dyn Ledger) {
         body: body.map(<[u8]>::to_vec),
     };
     ledger
-        .store_dataset("conf-ds", 2, &[rec(1, 1, Some(b"a")), rec(2, 2, Some(b"b"))])
+        .store_dataset(
+            "conf-ds",
+            2,
+            &[rec(1, 1, Some(b"a")), rec(2, 2, Some(b"b"))],
+        )
         .await
         .unwrap();
     ledger
@@ -216,13 +248,19 @@ pub async fn purge(ledger: &dyn Ledger) {
     while ledger.purge_before(10_000, 1_000).await.unwrap() > 0 {}
     let old: Vec<_> = (1..=5).map(|i| item(i, 2)).collect();
     ledger.push("conf-p", old, 20_000).await.unwrap();
-    ledger.push("conf-p", vec![item(6, 2)], 40_000).await.unwrap();
+    ledger
+        .push("conf-p", vec![item(6, 2)], 40_000)
+        .await
+        .unwrap();
     assert_eq!(ledger.purge_before(30_000, 2).await.unwrap(), 2);
     assert_eq!(ledger.purge_before(30_000, 10).await.unwrap(), 3);
     assert_eq!(ledger.purge_before(30_000, 10).await.unwrap(), 0);
     assert_eq!(ledger.totals().await.unwrap().applied, 1);
     // The young item is still remembered.
-    let r = ledger.push("conf-p", vec![item(6, 2)], 50_000).await.unwrap();
+    let r = ledger
+        .push("conf-p", vec![item(6, 2)], 50_000)
+        .await
+        .unwrap();
     assert!(matches!(r[0], ItemResult::Duplicate { .. }));
 }
 

@@ -97,8 +97,7 @@ pub trait Ledger: Send + Sync + 'static {
     async fn terminals(&self) -> Result<Vec<TerminalInfo>, ServerError>;
 
     /// The terminal a token belongs to, unless unknown or revoked.
-    async fn terminal_for_token(&self, token: &TokenDigest)
-        -> Result<Option<String>, ServerError>;
+    async fn terminal_for_token(&self, token: &TokenDigest) -> Result<Option<String>, ServerError>;
 
     /// A stored dataset, if any.
     async fn load_dataset(&self, name: &str) -> Result<Option<StoredDataset>, ServerError>;

@@ -248,7 +248,11 @@ impl PgLedger {
         let mut payloads: Vec<&[u8]> = Vec::with_capacity(items.len());
         for (i, v) in items.iter().zip(&verdicts) {
             ids.push(i64_of(i.local_id, "local id")?);
-            status.push(if v.is_ok() { STATUS_APPLIED } else { STATUS_REJECTED });
+            status.push(if v.is_ok() {
+                STATUS_APPLIED
+            } else {
+                STATUS_REJECTED
+            });
             codes.push(v.as_ref().err().map(|r| r.code.as_str()));
             messages.push(v.as_ref().err().map(|r| r.message.as_str()));
             streams.push(i.stream.0 as i64);
@@ -278,8 +282,7 @@ impl PgLedger {
                 ],
             )
             .await?;
-        let mut inserted: HashMap<i64, i64> =
-            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let mut inserted: HashMap<i64, i64> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         let missing: Vec<i64> = ids
             .iter()
             .copied()
@@ -370,7 +373,11 @@ impl PgLedger {
             let verdict = self.apply.check(terminal_id, item);
             let (st, code, message) = match &verdict {
                 Ok(()) => (STATUS_APPLIED, None, None),
-                Err(r) => (STATUS_REJECTED, Some(r.code.as_str()), Some(r.message.as_str())),
+                Err(r) => (
+                    STATUS_REJECTED,
+                    Some(r.code.as_str()),
+                    Some(r.message.as_str()),
+                ),
             };
             let id = i64_of(item.local_id, "local id")?;
             let row = tx
@@ -542,10 +549,7 @@ impl Ledger for PgLedger {
             .collect())
     }
 
-    async fn terminal_for_token(
-        &self,
-        token: &TokenDigest,
-    ) -> Result<Option<String>, ServerError> {
+    async fn terminal_for_token(&self, token: &TokenDigest) -> Result<Option<String>, ServerError> {
         let client = self.pool.get().await?;
         let stmt = client
             .prepare_cached(

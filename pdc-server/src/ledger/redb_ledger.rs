@@ -251,7 +251,10 @@ fn apply_group(
                         )
                     }
                 };
-                items.insert(key, postcard::to_allocvec(&row).map_err(storage)?.as_slice())?;
+                items.insert(
+                    key,
+                    postcard::to_allocvec(&row).map_err(storage)?.as_slice(),
+                )?;
                 by_time.insert((job.now_ms, seq), key)?;
                 results.push(result);
             }
@@ -315,9 +318,8 @@ impl Ledger for RedbLedger {
         self.blocking(|db| {
             let tx = db.begin_read()?;
             let meta = tx.open_table(META)?;
-            let get = |k: &str| -> Result<u64, ServerError> {
-                Ok(meta.get(k)?.map_or(0, |v| v.value()))
-            };
+            let get =
+                |k: &str| -> Result<u64, ServerError> { Ok(meta.get(k)?.map_or(0, |v| v.value())) };
             Ok(LedgerTotals {
                 applied: get("applied")?,
                 rejected: get("rejected")?,
@@ -392,7 +394,8 @@ impl Ledger for RedbLedger {
                     id.as_str(),
                     postcard::to_allocvec(&row).map_err(storage)?.as_slice(),
                 )?;
-                tx.open_table(TOKENS)?.insert(token.as_slice(), id.as_str())?;
+                tx.open_table(TOKENS)?
+                    .insert(token.as_slice(), id.as_str())?;
             }
             tx.commit()?;
             Ok(())
@@ -449,10 +452,7 @@ impl Ledger for RedbLedger {
         .await
     }
 
-    async fn terminal_for_token(
-        &self,
-        token: &TokenDigest,
-    ) -> Result<Option<String>, ServerError> {
+    async fn terminal_for_token(&self, token: &TokenDigest) -> Result<Option<String>, ServerError> {
         let token = *token;
         self.blocking(move |db| {
             let tx = db.begin_read()?;

@@ -1,0 +1,540 @@
+#![allow(clippy::unwrap_used)]
+//! The HTTP API against a server on an ephemeral loopback port: a real
+//! pdc-core engine over the HTTP transport, restarts, malformed input,
+//! auth, rate limits, pull, metrics.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pdc_codec::Codec;
+use pdc_core::{EngineConfig, HttpOptions, HttpTransport, OfflineEngine};
+use pdc_server::{
+    add_terminal, spawn, AppState, DatasetHub, Ledger, Limits, PosApply, RedbLedger, RedbOptions,
+    ServerHandle, DEFAULT_DATASETS,
+};
+use pdc_store::NewItem;
+use pdc_sync::{ItemResult, Priority, PushResponse, StreamKey};
+use reqwest::StatusCode;
+
+async fn open_state(path: &Path, limits: Limits) -> Arc<AppState> {
+    let pos = Arc::new(PosApply::new());
+    // A just-stopped server's ledger closes when its writer thread ends.
+    let ledger: Arc<dyn Ledger> = loop {
+        match RedbLedger::open(path, pos.clone(), RedbOptions::default()) {
+            Ok(l) => break Arc::new(l),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let hub = Arc::new(
+        DatasetHub::load(ledger.clone(), &DEFAULT_DATASETS, 1000)
+            .await
+            .unwrap(),
+    );
+    AppState::new(ledger, hub, Some(pos), limits).await.unwrap()
+}
+
+async fn start(path: &Path, limits: Limits, addr: SocketAddr) -> ServerHandle {
+    let state = open_state(path, limits).await;
+    let mut tries = 0;
+    loop {
+        match spawn(addr, state.clone(), Duration::from_secs(30 * 86_400)).await {
+            Ok(h) => return h,
+            Err(e) if tries < 100 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+fn orders(n: usize) -> Vec<Vec<u8>> {
+    let codec = Codec::new();
+    pdc_datasets::orders(n, 7)
+        .iter()
+        .map(|o| codec.encode(o).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sale_is_applied_once_across_a_server_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger_path = dir.path().join("ledger.redb");
+    let server = start(&ledger_path, Limits::default(), any_port()).await;
+    let addr = server.addr;
+    let token = add_terminal(&*server.state.ledger, "till-1").await.unwrap();
+    let transport = HttpTransport::new(
+        &format!("http://{addr}"),
+        &token,
+        HttpOptions {
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(500),
+        },
+    )
+    .unwrap();
+    let mut config = EngineConfig::new("till-1", dir.path().join("till.pdc"));
+    config.kdf = pdc_auth::KdfParams::INSECURE_TEST;
+    config.sync.linger = Duration::ZERO;
+    config.sync.reconnect_jitter = Duration::from_millis(10);
+    config.sync.backoff.base = Duration::from_millis(20);
+    config.sync.backoff.cap = Duration::from_millis(200);
+    let engine =
+        Arc::new(OfflineEngine::open(config, transport, pdc_clock::SystemClock::new()).unwrap());
+    let payloads = orders(300);
+    let ids: Vec<u64> = payloads
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            engine
+                .record(NewItem {
+                    stream: StreamKey(i as u64 % 5),
+                    priority: Priority::High,
+                    kind: 2,
+                    created_at_ms: 1,
+                    payload: p,
+                })
+                .unwrap()
+        })
+        .collect();
+    // Sync part of it, then the server goes away mid-run.
+    let e = engine.clone();
+    let syncing = tokio::spawn(async move {
+        for _ in 0..2_000 {
+            let _ = e.sync_once().await;
+            if e.pending() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    while engine.pending() > 250 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    server.shutdown().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let server = start(&ledger_path, Limits::default(), addr).await;
+    engine.set_online(true);
+    syncing.await.unwrap();
+    assert_eq!(engine.pending(), 0, "everything drained after the restart");
+    let totals = server.state.ledger.totals().await.unwrap();
+    assert_eq!(totals.applied, 300);
+    assert_eq!(totals.rejected, 0);
+    // Each local id is in the ledger exactly once.
+    let items: Vec<_> = ids
+        .iter()
+        .map(|&i| pdc_server::conformance::item(i, 2))
+        .collect();
+    let again = server.state.ledger.push("till-1", items, 0).await.unwrap();
+    assert!(again
+        .iter()
+        .all(|r| matches!(r, ItemResult::Duplicate { .. })));
+    server.shutdown().await.unwrap();
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    server: ServerHandle,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl Fixture {
+    async fn new(limits: Limits) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start(&dir.path().join("l.redb"), limits, any_port()).await;
+        let token = add_terminal(&*server.state.ledger, "till-1").await.unwrap();
+        add_terminal(&*server.state.ledger, "till-2").await.unwrap();
+        Fixture {
+            _dir: dir,
+            server,
+            token,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.server.addr)
+    }
+
+    async fn post(&self, path: &str, ctype: &str, body: Vec<u8>, gzip: bool) -> reqwest::Response {
+        let mut r = self
+            .client
+            .post(self.url(path))
+            .header("content-type", ctype)
+            .header("authorization", format!("Bearer {}", self.token));
+        if gzip {
+            r = r.header("content-encoding", "gzip");
+        }
+        r.body(body).send().await.unwrap()
+    }
+
+    async fn applied(&self) -> u64 {
+        self.server.state.ledger.totals().await.unwrap().applied
+    }
+}
+
+fn gz(bytes: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+fn json_push(items: &str) -> Vec<u8> {
+    format!(r#"{{"schema":1,"terminal_id":"till-1","batch_id":1,"items":[{items}]}}"#).into_bytes()
+}
+
+const ITEM: &str =
+    r#"{"local_id":1,"stream":5,"priority":"High","kind":70,"created_at_ms":1,"payload":[1,2]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_a_4xx_and_change_nothing() {
+    let mut limits = Limits::default();
+    limits.max_body_bytes = 64 << 10;
+    limits.max_items = 10;
+    let f = Fixture::new(limits).await;
+    let codec = Codec::new();
+    let good = pdc_sync::PushRequest {
+        schema: 1,
+        terminal_id: "till-1".into(),
+        batch_id: 1,
+        items: vec![pdc_server::conformance::item(1, 70)],
+    };
+    let frame = codec.encode(&good).unwrap();
+    let mut random = vec![0u8; 500];
+    for (i, b) in random.iter_mut().enumerate() {
+        *b = (i * 7919 % 251) as u8;
+    }
+    let many: Vec<String> = (1..=11)
+        .map(|i| ITEM.replace("\"local_id\":1", &format!("\"local_id\":{i}")))
+        .collect();
+    let cases: Vec<(&str, &str, Vec<u8>, bool, u16)> = vec![
+        ("random bytes", "application/x-pdc", random, false, 400),
+        (
+            "truncated frame",
+            "application/x-pdc",
+            frame[..frame.len() - 3].to_vec(),
+            false,
+            400,
+        ),
+        (
+            "wrong content type",
+            "text/plain",
+            frame.clone(),
+            false,
+            415,
+        ),
+        (
+            "oversized",
+            "application/x-pdc",
+            vec![0u8; 70 << 10],
+            false,
+            413,
+        ),
+        (
+            "gzip bomb",
+            "application/json",
+            gz(&vec![b' '; 8 << 20]),
+            true,
+            413,
+        ),
+        (
+            "broken gzip",
+            "application/json",
+            b"\x1f\x8bnot gzip".to_vec(),
+            true,
+            400,
+        ),
+        (
+            "missing fields",
+            "application/json",
+            br#"{"schema":1,"items":[]}"#.to_vec(),
+            false,
+            400,
+        ),
+        (
+            "negative id",
+            "application/json",
+            json_push(&ITEM.replace("\"local_id\":1", "\"local_id\":-1")),
+            false,
+            400,
+        ),
+        (
+            "huge id",
+            "application/json",
+            json_push(&ITEM.replace("\"local_id\":1", "\"local_id\":18446744073709551616")),
+            false,
+            400,
+        ),
+        (
+            "id over 2^63",
+            "application/json",
+            json_push(&ITEM.replace("\"local_id\":1", "\"local_id\":9223372036854775809")),
+            false,
+            400,
+        ),
+        (
+            "zero id",
+            "application/json",
+            json_push(&ITEM.replace("\"local_id\":1", "\"local_id\":0")),
+            false,
+            400,
+        ),
+        (
+            "repeated id",
+            "application/json",
+            json_push(&format!("{ITEM},{ITEM}")),
+            false,
+            400,
+        ),
+        (
+            "too many items",
+            "application/json",
+            json_push(&many.join(",")),
+            false,
+            413,
+        ),
+        (
+            "wrong schema",
+            "application/json",
+            json_push(ITEM).replace_schema(),
+            false,
+            400,
+        ),
+    ];
+    for (what, ctype, body, gzip, status) in cases {
+        let r = f.post("/v1/push", ctype, body, gzip).await;
+        assert_eq!(r.status().as_u16(), status, "{what}");
+        let err: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            err["error"].is_string() && err["message"].is_string(),
+            "{what}: {err}"
+        );
+        assert_eq!(f.applied().await, 0, "{what} changed nothing");
+    }
+    // And the well-formed request still works, in both formats.
+    let r = f.post("/v1/push", "application/x-pdc", frame, false).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let resp: PushResponse = codec.decode(&r.bytes().await.unwrap()).unwrap();
+    assert!(matches!(resp.results[0], ItemResult::Applied { .. }));
+    let r = f
+        .post("/v1/push", "application/json", gz(&json_push(ITEM)), true)
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let resp: PushResponse = r.json().await.unwrap();
+    assert!(matches!(resp.results[0], ItemResult::Duplicate { .. }));
+    assert_eq!(f.applied().await, 1);
+}
+
+trait ReplaceSchema {
+    fn replace_schema(self) -> Vec<u8>;
+}
+
+impl ReplaceSchema for Vec<u8> {
+    fn replace_schema(self) -> Vec<u8> {
+        String::from_utf8(self)
+            .unwrap()
+            .replacen("\"schema\":1", "\"schema\":9", 1)
+            .into_bytes()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_identities_and_rates_are_enforced() {
+    let mut limits = Limits::default();
+    limits.rate_per_sec = 5;
+    limits.burst = 5;
+    let f = Fixture::new(limits).await;
+    // No token, a wrong token: 401.
+    let r = f
+        .client
+        .post(f.url("/v1/push"))
+        .header("content-type", "application/json")
+        .body(json_push(ITEM))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = f
+        .client
+        .post(f.url("/v1/push"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer pdc_wrong")
+        .body(json_push(ITEM))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    // till-1's token pushing as till-2: 403, nothing applied.
+    let body = String::from_utf8(json_push(ITEM))
+        .unwrap()
+        .replace("till-1", "till-2");
+    let r = f
+        .post("/v1/push", "application/json", body.into_bytes(), false)
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(f.applied().await, 0);
+    // A flood: 429 with Retry-After once over the burst.
+    let mut limited = None;
+    for _ in 0..20 {
+        let r = f
+            .post("/v1/push", "application/json", json_push(ITEM), false)
+            .await;
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("a flood is rate limited");
+    let secs: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(secs >= 1);
+    assert_eq!(f.applied().await, 1);
+    // A revoked token stops working (the cache forgets on revoke).
+    assert!(f
+        .server
+        .state
+        .ledger
+        .revoke_terminal("till-1")
+        .await
+        .unwrap());
+    f.server.state.forget_tokens();
+    let r = f.client.get(f.url("/v1/ping")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = f
+        .post(
+            "/v1/pull",
+            "application/json",
+            br#"{"schema":1,"terminal_id":"till-1","datasets":[]}"#.to_vec(),
+            false,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_metrics_and_business_rejections_over_http() {
+    let f = Fixture::new(Limits::default()).await;
+    let codec = Codec::new();
+    let catalog = pdc_datasets::catalog(50, 1);
+    let records: Vec<pdc_sync::DatasetRecord> = catalog
+        .iter()
+        .map(|p| pdc_sync::DatasetRecord {
+            id: u64::from(p.id),
+            body: codec.encode(p).unwrap(),
+        })
+        .collect();
+    f.server
+        .state
+        .update_dataset("products", records, vec![])
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let transport = HttpTransport::new(&f.url(""), &f.token, HttpOptions::default()).unwrap();
+    let mut config = EngineConfig::new("till-1", dir.path().join("t.pdc"));
+    config.kdf = pdc_auth::KdfParams::INSECURE_TEST;
+    config.sync.linger = Duration::ZERO;
+    let engine = OfflineEngine::open(config, transport, pdc_clock::SystemClock::new()).unwrap();
+    engine.pull().await.unwrap();
+    let p = engine
+        .reference("products", u64::from(catalog[3].id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(codec.decode::<pdc_codec::Product>(&p).unwrap(), catalog[3]);
+
+    // An order for an unknown product and one whose payments do not add up
+    // are rejected for good and dead-lettered; a good one is applied.
+    let mut good = pdc_datasets::orders(1, 1).remove(0);
+    good.lines.truncate(1);
+    good.lines[0].product_id = catalog[0].id;
+    let total = good.total_cents();
+    good.payments = vec![pdc_codec::Payment {
+        method: pdc_codec::PaymentMethod::Card,
+        amount_cents: total,
+    }];
+    let mut unknown = good.clone();
+    unknown.lines[0].product_id = 999_999;
+    let mut short = good.clone();
+    short.payments[0].amount_cents -= 1;
+    for o in [&good, &unknown, &short] {
+        engine
+            .record(NewItem {
+                stream: StreamKey(1),
+                priority: Priority::High,
+                kind: 2,
+                created_at_ms: 1,
+                payload: codec.encode(o).unwrap(),
+            })
+            .unwrap();
+    }
+    engine.sync_once().await.unwrap();
+    assert_eq!(engine.pending(), 0);
+    let dead = engine.store().dead_letters().unwrap();
+    let reasons: Vec<&str> = dead.iter().map(|d| d.code.as_str()).collect();
+    assert_eq!(reasons, ["unknown_product", "total_mismatch"]);
+    assert_eq!(f.applied().await, 1);
+
+    // A catalogue change reaches the terminal as a delta.
+    let mut changed = catalog[3].clone();
+    changed.price_cents += 100;
+    f.server
+        .state
+        .update_dataset(
+            "products",
+            vec![pdc_sync::DatasetRecord {
+                id: u64::from(changed.id),
+                body: codec.encode(&changed).unwrap(),
+            }],
+            vec![],
+        )
+        .await
+        .unwrap();
+    engine.pull().await.unwrap();
+    let p = engine
+        .reference("products", u64::from(changed.id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        codec.decode::<pdc_codec::Product>(&p).unwrap().price_cents,
+        changed.price_cents
+    );
+
+    // Metrics: a terminal report is merged; /metrics shows the counters.
+    engine.report_metrics("store-1").await.unwrap();
+    assert_eq!(f.server.state.fleet().terminals, 1);
+    let text = f
+        .client
+        .get(f.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("pdc_server_items_total{result=\"applied\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pdc_server_items_total{result=\"rejected\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("pdc_server_terminals_seen_5m 1"), "{text}");
+    assert!(
+        text.contains("pdc_sync_push_ms"),
+        "fleet histograms: {text}"
+    );
+}
