@@ -15,14 +15,32 @@ use tokio::task::JoinHandle;
 
 use crate::OfflineEngine;
 
-/// Probe interval while the server answers (the study's 30 s).
-const PING_ONLINE: Duration = Duration::from_secs(30);
-/// Probe interval while it does not.
-const PING_RECOVERING: Duration = Duration::from_secs(5);
-/// Reference data pull interval (also right after start).
-const PULL_EVERY: Duration = Duration::from_secs(300);
-/// Metrics report interval.
-const REPORT_EVERY: Duration = Duration::from_secs(60);
+/// The driver's intervals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DriverConfig {
+    /// Probe interval while the server answers (default: the study's 30 s).
+    pub ping_online: Duration,
+    /// Probe interval while it does not (default 5 s).
+    pub ping_recovering: Duration,
+    /// Reference data pull interval, also right after start (default 5 min).
+    pub pull_every: Duration,
+    /// Metrics report interval (default 1 min).
+    pub report_every: Duration,
+    /// Store id sent with metrics reports.
+    pub store_id: &'static str,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            ping_online: Duration::from_secs(30),
+            ping_recovering: Duration::from_secs(5),
+            pull_every: Duration::from_secs(300),
+            report_every: Duration::from_secs(60),
+            store_id: "",
+        }
+    }
+}
 
 /// Runs the sync loop until `stop` is notified. `poke` wakes it early (call
 /// `poke.notify_one()` after `record` for a prompt sync). Errors of a pass
@@ -37,29 +55,51 @@ where
     T: SyncTransport + Send + Sync + 'static,
     C: Clock + Clone + 'static,
 {
+    spawn_driver_with(engine, poke, stop, clock, DriverConfig::default())
+}
+
+/// [`spawn_driver`] with other intervals.
+pub fn spawn_driver_with<T, C>(
+    engine: Arc<OfflineEngine<T, C>>,
+    poke: Arc<Notify>,
+    stop: Arc<Notify>,
+    clock: C,
+    config: DriverConfig,
+) -> JoinHandle<()>
+where
+    T: SyncTransport + Send + Sync + 'static,
+    C: Clock + Clone + 'static,
+{
+    let DriverConfig {
+        ping_online,
+        ping_recovering,
+        pull_every,
+        report_every,
+        store_id,
+    } = config;
     tokio::spawn(async move {
         let mut next_ping = clock.now();
         let mut next_pull = clock.now();
-        let mut next_report = clock.now() + REPORT_EVERY;
+        let mut next_report = clock.now() + report_every;
         loop {
             if clock.now() >= next_ping {
                 let ok = engine.ping().await.is_ok();
-                next_ping = clock.now() + if ok { PING_ONLINE } else { PING_RECOVERING };
+                next_ping = clock.now() + if ok { ping_online } else { ping_recovering };
             }
             if clock.now() >= next_pull {
                 // A failed pull is retried at the next probe interval.
                 let ok = engine.pull().await.is_ok();
-                next_pull = clock.now() + if ok { PULL_EVERY } else { PING_RECOVERING };
+                next_pull = clock.now() + if ok { pull_every } else { ping_recovering };
             }
             if clock.now() >= next_report {
-                let _ = engine.report_metrics("").await;
-                next_report = clock.now() + REPORT_EVERY;
+                let _ = engine.report_metrics(store_id).await;
+                next_report = clock.now() + report_every;
             }
             let _ = engine.sync_once().await;
             let wait = engine
                 .next_wakeup()
                 .map(|at| at.saturating_duration_since(clock.now()))
-                .unwrap_or(PING_ONLINE)
+                .unwrap_or(ping_online)
                 .min(next_ping.saturating_duration_since(clock.now()))
                 .min(next_pull.saturating_duration_since(clock.now()))
                 .min(next_report.saturating_duration_since(clock.now()))

@@ -518,6 +518,16 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
 
     /// A snapshot of the engine's metrics.
     pub fn metrics(&self) -> Registry {
-        lock(&self.registry).clone()
+        let mut reg = lock(&self.registry).clone();
+        // The cache is busy only during a lookup; skip the gauge then.
+        if let Some(cache) = self.cache.try_lock() {
+            let stats = cache.stats();
+            if stats.memory.hits + stats.memory.misses > 0 {
+                if let Ok(k) = MetricKey::new("pdc_cache_hit_ratio", &[]) {
+                    reg.gauge(&k, stats.hit_ratio());
+                }
+            }
+        }
+        reg
     }
 }

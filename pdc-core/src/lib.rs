@@ -39,7 +39,7 @@ mod error;
 mod http;
 
 #[cfg(feature = "tokio")]
-pub use driver::spawn_driver;
+pub use driver::{spawn_driver, spawn_driver_with, DriverConfig};
 pub use engine::{EngineConfig, EngineEvent, OfflineEngine};
 pub use error::EngineError;
 #[cfg(feature = "http")]

@@ -363,6 +363,11 @@ impl AppState {
     }
 
     fn encode<T: Record + Serialize>(&self, f: Format, value: &T) -> Response {
+        self.encode_sized(f, value).0
+    }
+
+    /// The response and its body's size.
+    fn encode_sized<T: Record + Serialize>(&self, f: Format, value: &T) -> (Response, usize) {
         let (ctype, body) = match f {
             Format::Binary => (
                 "application/x-pdc",
@@ -374,8 +379,11 @@ impl AppState {
             ),
         };
         match body {
-            Ok(b) => ([(header::CONTENT_TYPE, ctype)], b).into_response(),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "encode", e),
+            Ok(b) => {
+                let n = b.len();
+                (([(header::CONTENT_TYPE, ctype)], b).into_response(), n)
+            }
+            Err(e) => (error(StatusCode::INTERNAL_SERVER_ERROR, "encode", e), 0),
         }
     }
 
@@ -556,7 +564,16 @@ async fn pull(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
         }
         s.seen(&terminal);
         let resp = s.datasets.answer(&req).await;
-        Ok(s.encode(format, &resp))
+        let (r, sent) = s.encode_sized(format, &resp);
+        // What this answer weighs against full snapshots of the same
+        // datasets: the delta pull's saving, on /metrics.
+        let mut snapshot = 0;
+        for d in &req.datasets {
+            snapshot += s.datasets.snapshot_bytes(&d.dataset).await;
+        }
+        s.count("pdc_server_pull_bytes_total", &[], sent as u64);
+        s.count("pdc_server_pull_snapshot_bytes_total", &[], snapshot as u64);
+        Ok(r)
     }
     .await
     .unwrap_or_else(|r| r);

@@ -58,6 +58,41 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Every lockout counter (operators: `pdc inspect`).
+    pub fn lockouts(&self) -> Result<Vec<(LockKey, LockoutState)>, StoreError> {
+        use redb::ReadableTable;
+        let rtx = self.db.begin_read()?;
+        let t = match rtx.open_table(LOCKOUTS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in t.iter()? {
+            let (k, v) = row?;
+            let key: LockKey = postcard::from_bytes(k.value())
+                .map_err(|e| StoreError::Corrupt(format!("lockout key: {e}")))?;
+            let (_, state) = self
+                .codec
+                .decode_value::<LockoutState>(KIND_LOCK, v.value())?;
+            out.push((key, state));
+        }
+        Ok(out)
+    }
+
+    /// Number of users enrolled or pulled into the auth state.
+    pub fn user_count(&self) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata;
+        let rtx = self.db.begin_read()?;
+        match rtx.open_table(USERS) {
+            Ok(t) => Ok(t.len()?),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 fn lock_key(k: &LockKey) -> Result<Vec<u8>, AuthError> {
     postcard::to_allocvec(k).map_err(|e| AuthError::Storage(e.to_string()))
 }

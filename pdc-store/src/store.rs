@@ -407,6 +407,16 @@ impl Store {
         Ok(item)
     }
 
+    /// The oldest pending outbox item's local id, and how many are
+    /// pending; cheap (no item is decoded).
+    pub fn pending_summary(&self) -> Result<(Option<u64>, u64), StoreError> {
+        use redb::ReadableTableMetadata;
+        let rtx = self.db.begin_read()?;
+        let outbox = rtx.open_table(OUTBOX)?;
+        let first = outbox.first()?.map(|(k, _)| k.value());
+        Ok((first, outbox.len()?))
+    }
+
     /// The next local id that will be assigned.
     pub fn next_local_id(&self) -> Result<u64, StoreError> {
         let rtx = self.db.begin_read()?;

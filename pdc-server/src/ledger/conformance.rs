@@ -77,6 +77,19 @@ pub async fn exactly_once(ledger: &dyn Ledger) {
         })
         .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let status = ledger.status("conf-a", &[1, 50, 51]).await.unwrap();
+    assert_eq!(
+        status,
+        vec![
+            Some(ItemResult::Duplicate {
+                server_seq: seqs[0]
+            }),
+            Some(ItemResult::Duplicate {
+                server_seq: seqs[49]
+            }),
+            None
+        ]
+    );
     let again = ledger.push("conf-a", batch, 2_000).await.unwrap();
     for (r, s) in again.iter().zip(&seqs) {
         assert_eq!(*r, ItemResult::Duplicate { server_seq: *s });
@@ -132,6 +145,8 @@ pub async fn rejections_are_remembered(ledger: &dyn Ledger) {
         .await
         .unwrap();
     assert_eq!(again[0], r[1]);
+    let status = ledger.status("conf-r", &[2, 4]).await.unwrap();
+    assert_eq!(status, vec![Some(r[1].clone()), None]);
     let after = ledger.totals().await.unwrap();
     assert_eq!(after.applied, before.applied + 2);
     assert_eq!(after.rejected, before.rejected + 1);

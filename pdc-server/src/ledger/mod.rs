@@ -75,6 +75,15 @@ pub trait Ledger: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<Vec<ItemResult>, ServerError>;
 
+    /// What the ledger answered for these local ids of a terminal, without
+    /// applying anything: `Duplicate{seq}` for an applied item, `Rejected`
+    /// for a refused one, `None` for an unknown one.
+    async fn status(
+        &self,
+        terminal_id: &str,
+        local_ids: &[u64],
+    ) -> Result<Vec<Option<ItemResult>>, ServerError>;
+
     /// Counts of what the ledger holds.
     async fn totals(&self) -> Result<LedgerTotals, ServerError>;
 

@@ -143,6 +143,20 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
     )
 }
 
+/// What a resend of a row of `SELECT_EXISTING` is answered.
+fn row_result(r: &tokio_postgres::Row) -> ItemResult {
+    if r.get::<_, i16>(2) == STATUS_REJECTED {
+        ItemResult::Rejected {
+            code: r.get::<_, Option<String>>(3).unwrap_or_default(),
+            message: r.get::<_, Option<String>>(4).unwrap_or_default(),
+        }
+    } else {
+        ItemResult::Duplicate {
+            server_seq: r.get::<_, i64>(1) as u64,
+        }
+    }
+}
+
 fn i64_of(v: u64, what: &str) -> Result<i64, ServerError> {
     i64::try_from(v).map_err(|_| ServerError::Storage(format!("{what} {v} exceeds i64")))
 }
@@ -292,22 +306,7 @@ impl PgLedger {
         if !missing.is_empty() {
             let select = tx.prepare_cached(SELECT_EXISTING).await?;
             for r in tx.query(&select, &[&terminal_id, &missing]).await? {
-                let id: i64 = r.get(0);
-                let seq: i64 = r.get(1);
-                let st: i16 = r.get(2);
-                existing.insert(
-                    id,
-                    if st == STATUS_REJECTED {
-                        ItemResult::Rejected {
-                            code: r.get::<_, Option<String>>(3).unwrap_or_default(),
-                            message: r.get::<_, Option<String>>(4).unwrap_or_default(),
-                        }
-                    } else {
-                        ItemResult::Duplicate {
-                            server_seq: seq as u64,
-                        }
-                    },
-                );
+                existing.insert(r.get(0), row_result(&r));
             }
         }
         let mut results = Vec::with_capacity(items.len());
@@ -470,6 +469,26 @@ impl Ledger for PgLedger {
                 Err(Fail::Other(e)) => return Err(e),
             }
         }
+    }
+
+    async fn status(
+        &self,
+        terminal_id: &str,
+        local_ids: &[u64],
+    ) -> Result<Vec<Option<ItemResult>>, ServerError> {
+        let ids: Vec<i64> = local_ids
+            .iter()
+            .map(|&i| i64_of(i, "local id"))
+            .collect::<Result<_, _>>()?;
+        let client = self.pool.get().await?;
+        let stmt = client.prepare_cached(SELECT_EXISTING).await?;
+        let found: HashMap<i64, ItemResult> = client
+            .query(&stmt, &[&terminal_id, &ids])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), row_result(r)))
+            .collect();
+        Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
     }
 
     async fn totals(&self) -> Result<LedgerTotals, ServerError> {

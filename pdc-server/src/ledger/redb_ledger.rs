@@ -155,6 +155,20 @@ impl RedbLedger {
     }
 }
 
+/// What a resend of a recorded item is answered.
+fn row_result(row: ItemRow) -> ItemResult {
+    if row.status == STATUS_REJECTED {
+        ItemResult::Rejected {
+            code: row.code,
+            message: row.message,
+        }
+    } else {
+        ItemResult::Duplicate {
+            server_seq: row.seq,
+        }
+    }
+}
+
 fn writer(db: &Database, apply: &dyn Apply, rx: &Receiver<Job>, max_group: usize) {
     while let Ok(first) = rx.recv() {
         let mut group = vec![first];
@@ -205,16 +219,7 @@ fn apply_group(
                 let key = (job.terminal.as_str(), item.local_id);
                 if let Some(row) = items.get(key)? {
                     let row: ItemRow = postcard::from_bytes(row.value()).map_err(storage)?;
-                    results.push(if row.status == STATUS_REJECTED {
-                        ItemResult::Rejected {
-                            code: row.code,
-                            message: row.message,
-                        }
-                    } else {
-                        ItemResult::Duplicate {
-                            server_seq: row.seq,
-                        }
-                    });
+                    results.push(row_result(row));
                     continue;
                 }
                 let seq = next_seq;
@@ -312,6 +317,29 @@ impl Ledger for RedbLedger {
         }
         rx.await
             .map_err(|_| ServerError::Unavailable("ledger writer stopped".into()))?
+    }
+
+    async fn status(
+        &self,
+        terminal_id: &str,
+        local_ids: &[u64],
+    ) -> Result<Vec<Option<ItemResult>>, ServerError> {
+        let terminal = terminal_id.to_owned();
+        let ids = local_ids.to_vec();
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let items = tx.open_table(ITEMS)?;
+            ids.iter()
+                .map(|&id| {
+                    let Some(row) = items.get((terminal.as_str(), id))? else {
+                        return Ok(None);
+                    };
+                    let row: ItemRow = postcard::from_bytes(row.value()).map_err(storage)?;
+                    Ok(Some(row_result(row)))
+                })
+                .collect()
+        })
+        .await
     }
 
     async fn totals(&self) -> Result<LedgerTotals, ServerError> {
