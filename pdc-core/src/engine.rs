@@ -122,6 +122,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Most UI events kept unpolled.
+pub const MAX_EVENTS: usize = 1024;
+
 /// The offline-first engine of one terminal.
 ///
 /// All methods take `&self`; share it in an `Arc` between the UI and the
@@ -265,7 +268,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let from = h.current();
         if from != to {
             h.set(to, now, self.clock.wall_ms());
-            lock(&self.events).push_back(EngineEvent::ModeSwitch { from, to });
+            self.event(EngineEvent::ModeSwitch { from, to });
         }
     }
 
@@ -316,7 +319,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
                         self.store
                             .dead_letter(&item, &code, &message, self.clock.wall_ms())?;
                         dead += 1;
-                        lock(&self.events).push_back(EngineEvent::DeadLettered {
+                        self.event(EngineEvent::DeadLettered {
                             local_id: item.local_id,
                             reason: format!("{code}: {message}"),
                         });
@@ -330,7 +333,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             }
         }
         let after = lock(&self.sync).health(self.clock.now());
-        lock(&self.events).push_back(EngineEvent::SyncCompleted {
+        self.event(EngineEvent::SyncCompleted {
             acked: acked_total,
             dead_lettered: dead,
             bytes_up: after.bytes_up - before.bytes_up,
@@ -350,7 +353,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let req = PullRequest {
             schema: PROTOCOL_VERSION,
             terminal_id: self.terminal_id.clone(),
-            datasets: states,
+            datasets: states.clone(),
         };
         let body = self.codec.encode(&req)?;
         let up = body.len();
@@ -358,6 +361,16 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let down = resp_bytes.len();
         let resp: PullResponse = self.codec.decode(&resp_bytes)?;
         for delta in &resp.datasets {
+            let unchanged = matches!(&delta.change,
+                pdc_sync::DatasetChange::Delta { upserts, deletes }
+                    if upserts.is_empty() && deletes.is_empty())
+                && states
+                    .iter()
+                    .any(|s| s.dataset == delta.dataset && s.version == Some(delta.version));
+            if unchanged {
+                // Nothing new: no write, no invalidation, no event.
+                continue;
+            }
             let mut applied = delta.clone();
             if self.store.apply_dataset(delta).is_err() {
                 // Digest mismatch: ask for a snapshot of that dataset.
@@ -385,7 +398,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             cache
                 .invalidate_event(&format!("{}_updated", delta.dataset))
                 .await?;
-            lock(&self.events).push_back(EngineEvent::DatasetUpdated {
+            self.event(EngineEvent::DatasetUpdated {
                 dataset: delta.dataset.clone(),
                 version: delta.version,
             });
@@ -509,6 +522,21 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
                 Err(e.into())
             }
         }
+    }
+
+    /// The sync queue's health now (depth, age, bytes moved).
+    pub fn health(&self) -> pdc_sync::QueueHealth {
+        lock(&self.sync).health(self.clock.now())
+    }
+
+    /// Queues a UI event; the oldest are dropped past [`MAX_EVENTS`] so
+    /// that a host that never polls does not grow without bound.
+    fn event(&self, e: EngineEvent) {
+        let mut q = lock(&self.events);
+        if q.len() >= MAX_EVENTS {
+            q.pop_front();
+        }
+        q.push_back(e);
     }
 
     /// The next UI event, if any.

@@ -362,10 +362,6 @@ impl AppState {
         .map_err(|e| error(StatusCode::BAD_REQUEST, "malformed", e))
     }
 
-    fn encode<T: Record + Serialize>(&self, f: Format, value: &T) -> Response {
-        self.encode_sized(f, value).0
-    }
-
     /// The response and its body's size.
     fn encode_sized<T: Record + Serialize>(&self, f: Format, value: &T) -> (Response, usize) {
         let (ctype, body) = match f {
@@ -481,6 +477,11 @@ async fn push_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
+    s.count(
+        "pdc_server_push_bytes_total",
+        &[("direction", "in")],
+        bytes.len() as u64,
+    );
     let req: PushRequest = match s.decode(format, &bytes) {
         Ok(r) => r,
         Err(r) => return r,
@@ -532,7 +533,13 @@ async fn push_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Response {
         "pdc_server_push_ms",
         started.elapsed().as_secs_f64() * 1000.0,
     );
-    s.encode(format, &resp)
+    let (r, sent) = s.encode_sized(format, &resp);
+    s.count(
+        "pdc_server_push_bytes_total",
+        &[("direction", "out")],
+        sent as u64,
+    );
+    r
 }
 
 async fn pull(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
@@ -540,6 +547,11 @@ async fn pull(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
         let terminal = s.authenticate(&headers).await?;
         s.rate_limit(&terminal)?;
         let (format, bytes) = s.read_body(&headers, body).await?;
+        s.count(
+            "pdc_server_pull_request_bytes_total",
+            &[],
+            bytes.len() as u64,
+        );
         let req: PullRequest = s.decode(format, &bytes)?;
         if req.schema != PROTOCOL_VERSION {
             return Err(error(

@@ -1,0 +1,113 @@
+//! `pdc terminal` and `pdc dataset`.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use pdc_server::{DatasetHub, Ledger, PosApply, ServerConfig, DEFAULT_DATASETS};
+
+use crate::{CliError, DatasetAction, LedgerArgs, TerminalAction};
+
+/// The server configuration from the file and the flags.
+pub fn config(args: &LedgerArgs) -> Result<ServerConfig, CliError> {
+    let mut config = match &args.config {
+        Some(path) => ServerConfig::from_file(path)?,
+        None => ServerConfig::default(),
+    };
+    if let Some(l) = &args.ledger {
+        config.ledger_path = l.clone();
+    }
+    if let Some(u) = &args.database_url {
+        config.database_url = Some(u.clone());
+    }
+    Ok(config)
+}
+
+async fn ledger(args: &LedgerArgs) -> Result<Arc<dyn Ledger>, CliError> {
+    Ok(config(args)?.open_ledger(Arc::new(PosApply::new())).await?)
+}
+
+/// `pdc terminal …`.
+pub async fn terminal(args: &LedgerArgs, action: TerminalAction) -> Result<(), CliError> {
+    let ledger = ledger(args).await?;
+    match action {
+        TerminalAction::Add {
+            id,
+            count,
+            tokens_file,
+        } => {
+            let ids: Vec<String> = match count {
+                None => vec![id],
+                Some(n) => (1..=n).map(|i| format!("{id}-{i:04}")).collect(),
+            };
+            let mut lines = String::new();
+            for id in &ids {
+                let token = pdc_server::add_terminal(&*ledger, id).await?;
+                lines.push_str(&format!("{id} {token}\n"));
+            }
+            match tokens_file {
+                Some(path) => {
+                    let mut f = open_private(&path)?;
+                    f.write_all(lines.as_bytes())?;
+                    eprintln!(
+                        "{} terminal(s) added; tokens in {}",
+                        ids.len(),
+                        path.display()
+                    );
+                }
+                None => print!("{lines}"),
+            }
+        }
+        TerminalAction::List => {
+            for t in ledger.terminals().await? {
+                println!(
+                    "{}\tadded {}\t{}",
+                    t.terminal_id,
+                    t.created_at_ms,
+                    if t.revoked { "revoked" } else { "active" }
+                );
+            }
+        }
+        TerminalAction::Revoke { id } => {
+            if !ledger.revoke_terminal(&id).await? {
+                return Err(CliError::Msg(format!("no terminal {id:?}")));
+            }
+            println!("revoked {id}");
+        }
+    }
+    Ok(())
+}
+
+fn open_private(path: &std::path::Path) -> Result<std::fs::File, CliError> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.mode(0o600);
+    }
+    Ok(o.open(path)?)
+}
+
+/// `pdc dataset …`.
+pub async fn dataset(args: &LedgerArgs, action: DatasetAction) -> Result<(), CliError> {
+    let ledger = ledger(args).await?;
+    let hub = DatasetHub::load(ledger, &DEFAULT_DATASETS, 10_000).await?;
+    match action {
+        DatasetAction::Import { name, file } => {
+            let json = std::fs::read(&file)
+                .map_err(|e| CliError::Msg(format!("{}: {e}", file.display())))?;
+            let records =
+                pdc_server::records_from_json(&name, &json, pdc_auth::KdfParams::default())?;
+            let n = records.len();
+            let v = hub.replace(&name, records).await?;
+            println!("{name}: {n} records, version {v}");
+        }
+        DatasetAction::Show => {
+            for name in DEFAULT_DATASETS {
+                let (v, ids) = hub.ids(name).await.unwrap_or((0, vec![]));
+                println!("{name}\tversion {v}\t{} records", ids.len());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1112 @@
+//! `pdc demo`: the whole promise in one command. A server on the embedded
+//! ledger, N terminals (each a real `OfflineEngine` with its own redb
+//! store and the HTTP transport behind a fault-injecting proxy), a trading
+//! session through a server outage, per-terminal outages, slow links, lost
+//! responses, a catalogue change and killed terminals; then a drain and a
+//! check that every sale reached the server exactly once.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use pdc_clock::{Clock, SystemClock};
+use pdc_codec::{Codec, Order, Transaction, TxKind, TxStatus};
+use pdc_core::{DriverConfig, EngineConfig, HttpOptions, HttpTransport, OfflineEngine};
+use pdc_monitor::{AlertEngine, AlertEvent, AlertRule, MetricKey, Sketch};
+use pdc_server::{AppState, DatasetHub, Ledger, PosApply, RedbLedger, RedbOptions, ServerHandle};
+use pdc_store::NewItem;
+use pdc_sync::{DatasetRecord, ItemResult, Priority, StreamKey};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::proxy::{self, Link, Mode};
+use crate::CliError;
+
+type Engine = OfflineEngine<HttpTransport, SystemClock>;
+
+/// `pdc demo` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DemoArgs {
+    /// Terminals.
+    #[arg(long, default_value_t = 20)]
+    pub terminals: usize,
+    /// Length of the trading session, seconds of wall time.
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Sales per second per terminal.
+    #[arg(long, default_value_t = 4.0)]
+    pub rate: f64,
+    /// Seed of the workload and the fault schedule.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write a self-contained HTML report with charts.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Longest wait for the final drain, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub drain_timeout: f64,
+}
+
+/// What a run proved.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    /// Terminals.
+    pub terminals: usize,
+    /// Session length, s.
+    pub session_s: f64,
+    /// Items recorded durably by the terminals (orders, refunds, analytics).
+    pub sales_recorded: u64,
+    /// Of which orders / refunds / analytics events.
+    pub recorded_by_kind: BTreeMap<String, u64>,
+    /// Items the server's ledger holds as applied.
+    pub sales_applied: u64,
+    /// Resends answered with the original sequence.
+    pub duplicates_suppressed: u64,
+    /// Recorded items the server never got (must be 0).
+    pub lost: u64,
+    /// Items applied more than once (must be 0).
+    pub doubled: u64,
+    /// Items refused by a business rule, in the terminals' dead letters.
+    pub dead_lettered: u64,
+    /// Dead letters by reason.
+    pub dead_letter_reasons: BTreeMap<String, u64>,
+    /// Bytes that crossed the terminals' links after their first catalogue
+    /// download, both ways, everything included: HTTP headers, pushes,
+    /// resends, pings, delta pulls, metrics reports.
+    pub wire_bytes: u64,
+    /// The first catalogue download of every terminal (a snapshot each).
+    pub initial_catalogue_bytes: u64,
+    /// Push request and answer bodies that reached the server (resends
+    /// included, no HTTP headers).
+    pub sync_body_bytes: u64,
+    /// The items recorded, as JSON, each sent once, without HTTP headers
+    /// or answers: a lower bound of what a JSON sync would carry.
+    pub json_equivalent_bytes: u64,
+    /// sync_body_bytes / json_equivalent_bytes.
+    pub body_vs_json: f64,
+    /// wire_bytes / json_equivalent_bytes.
+    pub wire_vs_json: f64,
+    /// Bytes of pull answers.
+    pub pull_bytes: u64,
+    /// What full snapshots would have weighed for those pulls.
+    pub pull_snapshot_bytes: u64,
+    /// Push round trip, p50, ms.
+    pub push_p50_ms: f64,
+    /// Push round trip, p95, ms.
+    pub push_p95_ms: f64,
+    /// Push round trip, p99, ms.
+    pub push_p99_ms: f64,
+    /// Time to clear each outage's backlog after it ended, ms.
+    pub drains: Vec<Drain>,
+    /// The longest drain, ms.
+    pub max_drain_ms: u64,
+    /// From the end of the session to nothing pending anywhere, ms.
+    pub final_drain_ms: u64,
+    /// Cashier logins.
+    pub logins: u64,
+    /// Logins while the terminal could not reach the server.
+    pub offline_logins: u64,
+    /// p95 of offline logins, ms.
+    pub offline_login_p95_ms: f64,
+    /// Reference lookups served from the terminals' memory cache.
+    pub cache_hit_ratio: f64,
+    /// Alerts fired by the terminals' default rules.
+    pub alerts_fired: u64,
+    /// Server answers dropped by lossy links.
+    pub lost_responses: u64,
+    /// Terminals killed and reopened mid-run.
+    pub kills: u64,
+    /// Full server outages.
+    pub server_outages: u64,
+    /// Catalogue version the terminals ended on.
+    pub catalogue_version: u64,
+}
+
+/// One outage's drain.
+#[derive(Debug, Clone, Serialize)]
+pub struct Drain {
+    /// Which outage.
+    pub outage: String,
+    /// ms from its end to its backlog cleared.
+    pub ms: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Till {
+    n: usize,
+    id: String,
+    store_path: PathBuf,
+    proxy: SocketAddr,
+    token: String,
+    link: Arc<Link>,
+    engine: Mutex<Option<Arc<Engine>>>,
+    poke: Arc<Notify>,
+    /// (local id, json bytes) of each recorded item.
+    recorded: Mutex<Vec<(u64, u64)>>,
+    by_kind: Mutex<BTreeMap<String, u64>>,
+    logins: Mutex<Vec<(f64, bool)>>,
+    /// Sketches of push latency of engines that were closed (killed).
+    closed_push: Mutex<Vec<Sketch>>,
+    killed: AtomicBool,
+    driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Link bytes of the first catalogue download (before trading).
+    initial_wire: AtomicU64,
+}
+
+impl Till {
+    fn stop_driver(&self) {
+        if let Some(h) = lock(&self.driver).take() {
+            h.abort();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    till: usize,
+    start: f64,
+    end: f64,
+    mode: Mode,
+}
+
+struct Schedule {
+    server_outage: (f64, f64),
+    windows: Vec<Window>,
+    catalogue_change: f64,
+    kills: Vec<(usize, f64)>,
+}
+
+fn schedule(n: usize, rng: &mut ChaCha8Rng) -> Schedule {
+    let mut windows = Vec::new();
+    for till in 0..n {
+        if rng.gen_bool(0.5) {
+            let start = rng.gen_range(0.05..0.70);
+            windows.push(Window {
+                till,
+                start,
+                end: start + rng.gen_range(0.08..0.15),
+                mode: Mode::Down,
+            });
+        }
+        if rng.gen_bool(0.25) {
+            let start = rng.gen_range(0.05..0.70);
+            windows.push(Window {
+                till,
+                start,
+                end: start + 0.2,
+                mode: Mode::Slow,
+            });
+        }
+        if rng.gen_bool(0.25) {
+            let start = rng.gen_range(0.05..0.80);
+            windows.push(Window {
+                till,
+                start,
+                end: start + 0.1,
+                mode: Mode::Lossy,
+            });
+        }
+    }
+    let nkills = (n / 10).max(1);
+    let mut kills = Vec::new();
+    for _ in 0..nkills {
+        let t = rng.gen_range(0..n);
+        if !kills.iter().any(|&(k, _)| k == t) {
+            kills.push((t, rng.gen_range(0.50..0.70)));
+        }
+    }
+    Schedule {
+        server_outage: (0.30, 0.42),
+        windows,
+        catalogue_change: 0.5,
+        kills,
+    }
+}
+
+struct Demo {
+    args: DemoArgs,
+    dir: tempfile::TempDir,
+    state: Arc<AppState>,
+    server: tokio::sync::Mutex<Option<ServerHandle>>,
+    server_addr: SocketAddr,
+    server_down: AtomicBool,
+    tills: Vec<Arc<Till>>,
+    codec: Codec,
+    users: Vec<(String, String)>,
+    started: Instant,
+    alerts: AtomicU64,
+}
+
+fn item_json(local_id: u64, priority: &str, kind: u16, record: serde_json::Value) -> u64 {
+    let v = serde_json::json!({"terminal_id": "till-00", "local_id": local_id, "stream": 0,
+        "priority": priority, "kind": kind, "created_at_ms": 1_764_000_000_000u64, "record": record});
+    serde_json::to_vec(&v).map_or(0, |b| b.len() as u64)
+}
+
+impl Demo {
+    fn session(&self) -> Duration {
+        Duration::from_secs_f64(self.args.seconds.max(1.0))
+    }
+
+    fn at(&self, frac: f64) -> Instant {
+        self.started + self.session().mul_f64(frac)
+    }
+
+    fn open_engine(&self, till: &Till) -> Result<Arc<Engine>, CliError> {
+        let transport = HttpTransport::new(
+            &format!("http://{}", till.proxy),
+            &till.token,
+            HttpOptions {
+                timeout: Duration::from_secs(3),
+                connect_timeout: Duration::from_secs(1),
+            },
+        )
+        .map_err(|e| CliError::Msg(e.to_string()))?;
+        let mut config = EngineConfig::new(till.id.clone(), till.store_path.clone());
+        config.seed = Some(
+            self.args.seed ^ (till.n as u64) << 20 ^ u64::from(till.killed.load(Ordering::SeqCst)),
+        );
+        // A demo session lasts seconds: cap the backoff at 3 s (a till's
+        // default is 30 s) so that drains show the engine, not the cap.
+        config.sync.backoff.cap = Duration::from_secs(3);
+        config.sync.reconnect_jitter = Duration::from_millis(300);
+        let engine = Arc::new(OfflineEngine::open(config, transport, SystemClock::new())?);
+        let stop = Arc::new(Notify::new());
+        let driver = pdc_core::spawn_driver_with(
+            Arc::clone(&engine),
+            Arc::clone(&till.poke),
+            stop,
+            SystemClock::new(),
+            DriverConfig {
+                ping_online: Duration::from_secs(2),
+                ping_recovering: Duration::from_millis(500),
+                pull_every: Duration::from_secs(3),
+                report_every: Duration::from_secs(5),
+                store_id: "demo-store",
+            },
+        );
+        *lock(&till.engine) = Some(Arc::clone(&engine));
+        if let Some(old) = lock(&till.driver).replace(driver) {
+            old.abort();
+        }
+        Ok(engine)
+    }
+
+    fn engine(&self, till: &Till) -> Option<Arc<Engine>> {
+        lock(&till.engine).clone()
+    }
+
+    fn offline(&self, till: &Till) -> bool {
+        self.server_down.load(Ordering::SeqCst) || till.link.mode() == Mode::Down
+    }
+
+    async fn login(&self, till: &Till, engine: &Engine, k: usize) {
+        let (user, pin) = &self.users[(till.n + k) % self.users.len()];
+        let offline = self.offline(till);
+        let t = Instant::now();
+        let ok = engine.login(user, pin).is_ok();
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        if ok {
+            lock(&till.logins).push((ms, offline));
+        } else {
+            tracing::warn!(till = till.id, user, "login refused");
+        }
+    }
+
+    /// One terminal's trading session.
+    async fn trade(
+        self: Arc<Self>,
+        till: Arc<Till>,
+        kill_at: Option<Instant>,
+    ) -> Result<(), CliError> {
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(self.args.seed.wrapping_mul(1_000_003) ^ till.n as u64);
+        let orders = pdc_datasets::orders(400, self.args.seed);
+        let mut engine = self.open_engine(&till)?;
+        // Phase 1: online. The driver pulls the reference data at start;
+        // wait for the users to arrive, then log a cashier in.
+        while engine
+            .store()
+            .dataset_state("users")
+            .map_or(true, |d| d.version.is_none())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.login(&till, &engine, 0).await;
+        till.initial_wire.store(
+            till.link.up_bytes.load(Ordering::Relaxed)
+                + till.link.down_bytes.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        let end = self.started + self.session();
+        let shift_change = self.at(rng.gen_range(0.3..0.7));
+        let mut shifted = false;
+        let mut killed = kill_at.is_none();
+        let mut next = Instant::now();
+        let mut n: u64 = 0;
+        let clock = SystemClock::new();
+        while Instant::now() < end {
+            let gap = -(1.0 - rng.gen_range(0.0..1.0f64)).ln() / self.args.rate.max(0.01);
+            next += Duration::from_secs_f64(gap.min(5.0));
+            tokio::time::sleep_until(next.into()).await;
+            if Instant::now() >= end {
+                break;
+            }
+            if !killed && kill_at.is_some_and(|k| Instant::now() >= k) {
+                killed = true;
+                // SIGKILL in-process: the driver is aborted mid-flight and
+                // the engine dropped without any shutdown.
+                till.stop_driver();
+                if let Some(e) = lock(&till.engine).take() {
+                    if let Some(k) = push_sketch(&e) {
+                        lock(&till.closed_push).push(k);
+                    }
+                }
+                drop(engine);
+                till.killed.store(true, Ordering::SeqCst);
+                tokio::time::sleep(self.session().mul_f64(0.03)).await;
+                engine = loop {
+                    match self.open_engine(&till) {
+                        Ok(e) => break e,
+                        // The aborted driver may still hold the file briefly.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                };
+                self.login(&till, &engine, 2).await;
+            }
+            if !shifted && Instant::now() >= shift_change {
+                shifted = true;
+                self.login(&till, &engine, 1).await;
+            }
+            n += 1;
+            let now_ms = clock.wall_ms();
+            let r: f64 = rng.gen_range(0.0..1.0);
+            let (item, json, kind_name) = if r < 0.03 {
+                let t = Transaction {
+                    id: n,
+                    kind: TxKind::Refund,
+                    amount_cents: -rng.gen_range(100..5_000),
+                    timestamp_ms: now_ms,
+                    status: TxStatus::Completed,
+                    reference: format!("RF-{}-{n}", till.n),
+                };
+                let json = serde_json::to_value(&t).unwrap_or_default();
+                (
+                    NewItem {
+                        stream: StreamKey(1),
+                        priority: Priority::Critical,
+                        kind: 1,
+                        created_at_ms: now_ms,
+                        payload: self.codec.encode(&t)?,
+                    },
+                    (json, "Critical", 1),
+                    "refund",
+                )
+            } else if r < 0.13 {
+                let ev = format!(
+                    "{{\"event\":\"basket_view\",\"till\":{},\"n\":{n},\"ms\":{now_ms}}}",
+                    till.n
+                );
+                let json = serde_json::from_str(&ev).unwrap_or_default();
+                (
+                    NewItem {
+                        stream: StreamKey(2),
+                        priority: Priority::Low,
+                        kind: 70,
+                        created_at_ms: now_ms,
+                        payload: ev.into_bytes(),
+                    },
+                    (json, "Low", 70),
+                    "analytics",
+                )
+            } else {
+                let mut o: Order = orders[(till.n * 37 + n as usize) % orders.len()].clone();
+                o.id = n;
+                o.terminal_id = till.n as u32;
+                o.created_at_ms = now_ms;
+                // A till with a rounding bug now and then: refused by the
+                // server's rules and dead-lettered, never retried forever.
+                let buggy = r > 0.995;
+                if buggy {
+                    if let Some(p) = o.payments.first_mut() {
+                        p.amount_cents += 1;
+                    }
+                }
+                // Scanning: each line's product through the engine's cache.
+                for l in &o.lines {
+                    let _ = engine.reference("products", u64::from(l.product_id)).await;
+                }
+                let json = serde_json::to_value(&o).unwrap_or_default();
+                (
+                    NewItem {
+                        stream: StreamKey(3 + n % 4),
+                        priority: Priority::High,
+                        kind: 2,
+                        created_at_ms: now_ms,
+                        payload: self.codec.encode(&o)?,
+                    },
+                    (json, "High", 2),
+                    if buggy { "order (invalid)" } else { "order" },
+                )
+            };
+            let id = engine.record(item)?;
+            till.poke.notify_one();
+            lock(&till.recorded).push((id, item_json(id, json.1, json.2, json.0)));
+            *lock(&till.by_kind).entry(kind_name.to_owned()).or_default() += 1;
+        }
+        Ok(())
+    }
+
+    fn pending(&self, till: &Till) -> Option<(Option<u64>, u64)> {
+        self.engine(till)
+            .and_then(|e| e.store().pending_summary().ok())
+    }
+
+    async fn set_server(&self, up: bool) {
+        let mut server = self.server.lock().await;
+        if up && server.is_none() {
+            for _ in 0..200 {
+                match pdc_server::spawn(
+                    self.server_addr,
+                    Arc::clone(&self.state),
+                    Duration::from_secs(30 * 86_400),
+                )
+                .await
+                {
+                    Ok(h) => {
+                        *server = Some(h);
+                        self.server_down.store(false, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
+                }
+            }
+            tracing::error!("could not restart the server");
+        } else if !up {
+            if let Some(h) = server.take() {
+                self.server_down.store(true, Ordering::SeqCst);
+                let _ = h.shutdown().await;
+            }
+        }
+    }
+}
+
+fn push_sketch(e: &Engine) -> Option<Sketch> {
+    let k = MetricKey::new("pdc_sync_push_ms", &[]).ok()?;
+    e.metrics().histograms.get(&k).cloned()
+}
+
+fn counter(state: &AppState, name: &str, labels: &[(&str, &str)]) -> u64 {
+    MetricKey::new(name, labels).map_or(0, |k| state.metrics().counter(&k))
+}
+
+/// Runs the demo and prints its report.
+pub async fn main(args: DemoArgs) -> Result<ExitCode, CliError> {
+    let json = args.json;
+    let html = args.report.clone();
+    let (report, samples) = run(args).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| CliError::Msg(e.to_string()))?
+        );
+    } else {
+        print_report(&report);
+    }
+    if let Some(path) = html {
+        std::fs::write(&path, crate::demo::html(&report, &samples))?;
+        eprintln!("report written to {}", path.display());
+    }
+    if report.lost > 0 || report.doubled > 0 {
+        eprintln!(
+            "error: {} sale(s) lost, {} applied twice",
+            report.lost, report.doubled
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Queue depth samples: (ms since start, pending per terminal, server up).
+pub type Samples = Vec<(u64, Vec<u64>, bool)>;
+
+/// Runs the demo; returns the report and the queue samples.
+pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
+    let codec = Codec::new();
+    let dir = tempfile::tempdir()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
+    // The server: embedded ledger, POS rules, catalogue and cashiers.
+    let pos = Arc::new(PosApply::new());
+    let ledger: Arc<dyn Ledger> = Arc::new(RedbLedger::open(
+        &dir.path().join("ledger.redb"),
+        pos.clone(),
+        RedbOptions::default(),
+    )?);
+    let hub = Arc::new(
+        DatasetHub::load(Arc::clone(&ledger), &pdc_server::DEFAULT_DATASETS, 10_000).await?,
+    );
+    let state = AppState::new(
+        Arc::clone(&ledger),
+        hub,
+        Some(pos),
+        pdc_server::Limits::default(),
+    )
+    .await?;
+    let catalog = pdc_datasets::catalog(pdc_datasets::CATALOG_SIZE, args.seed);
+    let products: Vec<DatasetRecord> = catalog
+        .iter()
+        .map(|p| {
+            Ok(DatasetRecord {
+                id: u64::from(p.id),
+                body: codec.encode(p)?,
+            })
+        })
+        .collect::<Result<_, pdc_codec::CodecError>>()
+        .map_err(|e| CliError::Msg(e.to_string()))?;
+    state.update_dataset("products", products, vec![]).await?;
+    let users: Vec<(String, String)> = (1..=8)
+        .map(|i| {
+            (
+                format!("cashier-{i}"),
+                format!("{:06}", rng.gen_range(100_000..999_999u32) ^ 0x5a5),
+            )
+        })
+        .collect();
+    let users_json = serde_json::to_vec(&users.iter().enumerate().map(|(i, (u, p))| {
+        serde_json::json!({"id": i as u64 + 1, "user_id": u, "role": "cashier", "pin": p})
+    }).collect::<Vec<_>>()).map_err(|e| CliError::Msg(e.to_string()))?;
+    let user_records =
+        pdc_server::records_from_json("users", &users_json, pdc_auth::KdfParams::default())?;
+    state.update_dataset("users", user_records, vec![]).await?;
+    let server = pdc_server::spawn(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Arc::clone(&state),
+        Duration::from_secs(30 * 86_400),
+    )
+    .await?;
+    let server_addr = server.addr;
+
+    let mut tills = Vec::new();
+    for n in 0..args.terminals.max(1) {
+        let id = format!("till-{n:02}");
+        let token = pdc_server::add_terminal(&*ledger, &id).await?;
+        let link = Arc::new(Link::default());
+        let proxy = proxy::start(server_addr, Arc::clone(&link)).await?;
+        tills.push(Arc::new(Till {
+            n,
+            store_path: dir.path().join(format!("{id}.pdc")),
+            id,
+            proxy,
+            token,
+            link,
+            engine: Mutex::new(None),
+            poke: Arc::new(Notify::new()),
+            recorded: Mutex::new(Vec::new()),
+            by_kind: Mutex::new(BTreeMap::new()),
+            logins: Mutex::new(Vec::new()),
+            closed_push: Mutex::new(Vec::new()),
+            killed: AtomicBool::new(false),
+            driver: Mutex::new(None),
+            initial_wire: AtomicU64::new(0),
+        }));
+    }
+    let plan = schedule(tills.len(), &mut rng);
+    let demo = Arc::new(Demo {
+        args: args.clone(),
+        dir,
+        state: Arc::clone(&state),
+        server: tokio::sync::Mutex::new(Some(server)),
+        server_addr,
+        server_down: AtomicBool::new(false),
+        tills,
+        codec,
+        users,
+        started: Instant::now(),
+        alerts: AtomicU64::new(0),
+    });
+    let _ = &demo.dir;
+    let tasks: Vec<_> = demo
+        .tills
+        .iter()
+        .map(|t| {
+            let kill_at = plan.kills.iter().find(|k| k.0 == t.n).map(|k| demo.at(k.1));
+            tokio::spawn(Arc::clone(&demo).trade(Arc::clone(t), kill_at))
+        })
+        .collect();
+
+    let bar = indicatif::ProgressBar::new(demo.session().as_millis() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} [{bar:30}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    if args.json {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+
+    // The controller: faults on schedule, drains measured, samples taken.
+    let mut alert_engines: Vec<AlertEngine> = demo
+        .tills
+        .iter()
+        .map(|_| AlertEngine::new(AlertRule::defaults()))
+        .collect();
+    let mut samples: Samples = Vec::new();
+    let mut drains: Vec<Drain> = Vec::new();
+    // (label, ended at, marks per till)
+    let mut open_drains: Vec<(String, Instant, Vec<(usize, u64)>)> = Vec::new();
+    let mut server_outage_done = (false, false);
+    let mut catalogue_changed = false;
+    let mut last_modes: Vec<Mode> = vec![Mode::Up; demo.tills.len()];
+    let mut last_sample = Instant::now() - Duration::from_secs(1);
+    let mut last_alert = Instant::now();
+    let session_end = demo.started + demo.session();
+    let clock = SystemClock::new();
+    loop {
+        let now = Instant::now();
+        let frac = (now - demo.started).as_secs_f64() / demo.session().as_secs_f64();
+        if now >= session_end {
+            break;
+        }
+        // Per-terminal link modes.
+        for (i, till) in demo.tills.iter().enumerate() {
+            let mode = plan
+                .windows
+                .iter()
+                .filter(|w| w.till == i && w.start <= frac && frac < w.end)
+                .map(|w| w.mode)
+                .max_by_key(|m| match m {
+                    Mode::Down => 3,
+                    Mode::Lossy => 2,
+                    Mode::Slow => 1,
+                    Mode::Up => 0,
+                })
+                .unwrap_or(Mode::Up);
+            if mode != last_modes[i] {
+                if last_modes[i] == Mode::Down {
+                    if let Some(e) = demo.engine(till) {
+                        let mark = e.store().next_local_id().unwrap_or(1).saturating_sub(1);
+                        open_drains.push((
+                            format!("{} link outage", till.id),
+                            now,
+                            vec![(i, mark)],
+                        ));
+                    }
+                }
+                till.link.set(mode);
+                last_modes[i] = mode;
+            }
+        }
+        // The full server outage.
+        if !server_outage_done.0 && frac >= plan.server_outage.0 {
+            server_outage_done.0 = true;
+            demo.set_server(false).await;
+        }
+        if server_outage_done.0 && !server_outage_done.1 && frac >= plan.server_outage.1 {
+            server_outage_done.1 = true;
+            demo.set_server(true).await;
+            let marks = demo
+                .tills
+                .iter()
+                .enumerate()
+                .filter_map(|(i, t)| {
+                    demo.engine(t)
+                        .map(|e| (i, e.store().next_local_id().unwrap_or(1).saturating_sub(1)))
+                })
+                .collect();
+            open_drains.push(("server outage".into(), Instant::now(), marks));
+        }
+        // The catalogue changes on the server: pulls carry deltas.
+        if !catalogue_changed && frac >= plan.catalogue_change {
+            catalogue_changed = true;
+            let changed: Vec<DatasetRecord> = catalog
+                .iter()
+                .step_by(50)
+                .filter_map(|p| {
+                    let mut p = p.clone();
+                    p.price_cents += 10;
+                    demo.codec.encode(&p).ok().map(|body| DatasetRecord {
+                        id: u64::from(p.id),
+                        body,
+                    })
+                })
+                .collect();
+            if let Err(e) = demo.state.update_dataset("products", changed, vec![]).await {
+                tracing::warn!(error = %e, "catalogue change failed");
+            }
+        }
+        // Drains.
+        open_drains.retain(|(label, ended, marks)| {
+            let done = marks.iter().all(|&(i, mark)| {
+                matches!(demo.pending(&demo.tills[i]), Some((first, _)) if first.is_none_or(|f| f > mark))
+            });
+            if done {
+                drains.push(Drain { outage: label.clone(), ms: ended.elapsed().as_millis() as u64 });
+            }
+            !done
+        });
+        if now - last_sample >= Duration::from_millis(250) {
+            last_sample = now;
+            let depth = demo
+                .tills
+                .iter()
+                .map(|t| demo.pending(t).map_or(0, |p| p.1))
+                .collect();
+            samples.push((
+                (now - demo.started).as_millis() as u64,
+                depth,
+                !demo.server_down.load(Ordering::SeqCst),
+            ));
+            let recorded: usize = demo.tills.iter().map(|t| lock(&t.recorded).len()).sum();
+            let applied = counter(
+                &demo.state,
+                "pdc_server_items_total",
+                &[("result", "applied")],
+            );
+            let pending: u64 = samples.last().map_or(0, |s| s.1.iter().sum());
+            bar.set_position((now - demo.started).as_millis() as u64);
+            bar.set_message(format!(
+                "recorded {recorded} · applied {applied} · pending {pending}{}",
+                if demo.server_down.load(Ordering::SeqCst) {
+                    " · SERVER DOWN"
+                } else {
+                    ""
+                }
+            ));
+        }
+        if now - last_alert >= Duration::from_secs(1) {
+            last_alert = now;
+            let at = clock.now();
+            for (i, t) in demo.tills.iter().enumerate() {
+                if let Some(e) = demo.engine(t) {
+                    let fired = alert_engines[i]
+                        .evaluate(&e.metrics(), at)
+                        .iter()
+                        .filter(|ev| matches!(ev, AlertEvent::Fired { .. }))
+                        .count();
+                    demo.alerts.fetch_add(fired as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bar.finish_and_clear();
+    for t in tasks {
+        t.await.map_err(|e| CliError::Msg(e.to_string()))??;
+    }
+    // Heal everything and drain.
+    for t in &demo.tills {
+        t.link.set(Mode::Up);
+    }
+    demo.set_server(true).await;
+    let drain_started = Instant::now();
+    let deadline = drain_started + Duration::from_secs_f64(args.drain_timeout);
+    loop {
+        let pending: u64 = demo
+            .tills
+            .iter()
+            .map(|t| demo.pending(t).map_or(u64::MAX / 1024, |p| p.1))
+            .sum();
+        if pending == 0 || Instant::now() >= deadline {
+            break;
+        }
+        for t in &demo.tills {
+            if let Some(e) = demo.engine(t) {
+                e.set_online(true);
+            }
+            t.poke.notify_one();
+        }
+        open_drains.retain(|(label, ended, marks)| {
+            let done = marks.iter().all(|&(i, mark)| {
+                matches!(demo.pending(&demo.tills[i]), Some((first, _)) if first.is_none_or(|f| f > mark))
+            });
+            if done {
+                drains.push(Drain { outage: label.clone(), ms: ended.elapsed().as_millis() as u64 });
+            }
+            !done
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let final_drain_ms = drain_started.elapsed().as_millis() as u64;
+    for (label, ended, _) in open_drains {
+        drains.push(Drain {
+            outage: format!("{label} (not drained)"),
+            ms: ended.elapsed().as_millis() as u64,
+        });
+    }
+    for t in &demo.tills {
+        t.stop_driver();
+    }
+
+    // The verdict: every recorded item, asked of the ledger.
+    let mut report = DemoReport {
+        terminals: demo.tills.len(),
+        session_s: demo.session().as_secs_f64(),
+        sales_recorded: 0,
+        recorded_by_kind: BTreeMap::new(),
+        sales_applied: 0,
+        duplicates_suppressed: counter(
+            &state,
+            "pdc_server_items_total",
+            &[("result", "duplicate")],
+        ),
+        lost: 0,
+        doubled: 0,
+        dead_lettered: 0,
+        dead_letter_reasons: BTreeMap::new(),
+        wire_bytes: 0,
+        initial_catalogue_bytes: 0,
+        sync_body_bytes: 0,
+        json_equivalent_bytes: 0,
+        body_vs_json: 0.0,
+        wire_vs_json: 0.0,
+        pull_bytes: counter(&state, "pdc_server_pull_bytes_total", &[]),
+        pull_snapshot_bytes: counter(&state, "pdc_server_pull_snapshot_bytes_total", &[]),
+        push_p50_ms: 0.0,
+        push_p95_ms: 0.0,
+        push_p99_ms: 0.0,
+        max_drain_ms: drains.iter().map(|d| d.ms).max().unwrap_or(0),
+        drains,
+        final_drain_ms,
+        logins: 0,
+        offline_logins: 0,
+        offline_login_p95_ms: 0.0,
+        cache_hit_ratio: 0.0,
+        alerts_fired: demo.alerts.load(Ordering::Relaxed),
+        lost_responses: 0,
+        kills: demo
+            .tills
+            .iter()
+            .filter(|t| t.killed.load(Ordering::SeqCst))
+            .count() as u64,
+        server_outages: u64::from(server_outage_done.0),
+        catalogue_version: state.datasets.ids("products").await.map_or(0, |(v, _)| v),
+    };
+    let mut push = Sketch::new();
+    let mut offline_ms = Vec::new();
+    let mut hit_ratios = Vec::new();
+    let mut rejected_on_server = 0u64;
+    for t in &demo.tills {
+        let recorded = lock(&t.recorded).clone();
+        report.sales_recorded += recorded.len() as u64;
+        for (k, v) in lock(&t.by_kind).iter() {
+            *report.recorded_by_kind.entry(k.clone()).or_default() += v;
+        }
+        let ids: Vec<u64> = recorded.iter().map(|r| r.0).collect();
+        let statuses = ledger.status(&t.id, &ids).await?;
+        for (s, (_, json)) in statuses.iter().zip(&recorded) {
+            match s {
+                Some(ItemResult::Duplicate { .. }) => {
+                    report.sales_applied += 1;
+                    report.json_equivalent_bytes += json;
+                }
+                Some(ItemResult::Rejected { .. }) => {
+                    rejected_on_server += 1;
+                    report.json_equivalent_bytes += json;
+                }
+                _ => report.lost += 1,
+            }
+        }
+        let initial = t.initial_wire.load(Ordering::Relaxed);
+        report.initial_catalogue_bytes += initial;
+        report.wire_bytes += (t.link.up_bytes.load(Ordering::Relaxed)
+            + t.link.down_bytes.load(Ordering::Relaxed))
+        .saturating_sub(initial);
+        report.lost_responses += t.link.lost_responses.load(Ordering::Relaxed);
+        for (ms, offline) in lock(&t.logins).iter() {
+            report.logins += 1;
+            if *offline {
+                report.offline_logins += 1;
+                offline_ms.push(*ms);
+            }
+        }
+        for k in lock(&t.closed_push).iter() {
+            let _ = push.merge(k);
+        }
+        if let Some(e) = demo.engine(t) {
+            if let Some(k) = push_sketch(&e) {
+                let _ = push.merge(&k);
+            }
+            for d in e.store().dead_letters()? {
+                report.dead_lettered += 1;
+                *report.dead_letter_reasons.entry(d.code).or_default() += 1;
+            }
+            if let Ok(k) = MetricKey::new("pdc_cache_hit_ratio", &[]) {
+                if let Some(v) = e.metrics().gauges.get(&k) {
+                    hit_ratios.push(*v);
+                }
+            }
+        }
+    }
+    // Applied more than once: the server counted more applications than
+    // the ledger holds distinct applied items.
+    let applied_counter = counter(&state, "pdc_server_items_total", &[("result", "applied")]);
+    let totals = ledger.totals().await?;
+    report.doubled = applied_counter.saturating_sub(report.sales_applied)
+        + totals.applied.saturating_sub(report.sales_applied);
+    if rejected_on_server != report.dead_lettered {
+        tracing::warn!(
+            rejected_on_server,
+            dead = report.dead_lettered,
+            "rejections not all dead-lettered yet"
+        );
+    }
+    report.wire_vs_json = report.wire_bytes as f64 / report.json_equivalent_bytes.max(1) as f64;
+    report.sync_body_bytes = counter(
+        &state,
+        "pdc_server_push_bytes_total",
+        &[("direction", "in")],
+    ) + counter(
+        &state,
+        "pdc_server_push_bytes_total",
+        &[("direction", "out")],
+    );
+    report.body_vs_json =
+        report.sync_body_bytes as f64 / report.json_equivalent_bytes.max(1) as f64;
+    report.push_p50_ms = push.quantile(0.5).unwrap_or(0.0);
+    report.push_p95_ms = push.quantile(0.95).unwrap_or(0.0);
+    report.push_p99_ms = push.quantile(0.99).unwrap_or(0.0);
+    offline_ms.sort_by(f64::total_cmp);
+    report.offline_login_p95_ms = offline_ms
+        .get(((offline_ms.len() as f64 * 0.95).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(0.0);
+    report.cache_hit_ratio = if hit_ratios.is_empty() {
+        0.0
+    } else {
+        hit_ratios.iter().sum::<f64>() / hit_ratios.len() as f64
+    };
+    if let Some(h) = demo.server.lock().await.take() {
+        let _ = h.shutdown().await;
+    }
+    Ok((report, samples))
+}
+
+fn print_report(r: &DemoReport) {
+    let kinds = r
+        .recorded_by_kind
+        .iter()
+        .map(|(k, v)| format!("{v} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!("pdc demo: {} terminals, {:.0} s session, 1 server outage, {} terminal(s) killed and reopened", r.terminals, r.session_s, r.kills);
+    println!();
+    println!(
+        "  sales recorded         {:>10}   ({kinds})",
+        r.sales_recorded
+    );
+    println!("  applied on the server  {:>10}", r.sales_applied);
+    println!(
+        "  duplicates suppressed  {:>10}   (resends after lost answers, timeouts, kills)",
+        r.duplicates_suppressed
+    );
+    println!("  LOST                   {:>10}", r.lost);
+    println!("  applied twice          {:>10}", r.doubled);
+    println!(
+        "  dead-lettered          {:>10}   {:?}",
+        r.dead_lettered, r.dead_letter_reasons
+    );
+    println!();
+    println!(
+        "  items as bare JSON     {:>10}   (each once, no HTTP: a lower bound for a JSON sync)",
+        r.json_equivalent_bytes
+    );
+    println!("  sync bodies            {:>10}   ({:.1}% of that: push requests and answers, resends included)", r.sync_body_bytes, r.body_vs_json * 100.0);
+    println!("  wire bytes             {:>10}   ({:.1}% of that: all HTTP incl. headers, pings, reports)", r.wire_bytes, r.wire_vs_json * 100.0);
+    println!(
+        "  first catalogue load   {:>10}   (one snapshot per terminal, before trading)",
+        r.initial_catalogue_bytes
+    );
+    println!(
+        "  pull bytes             {:>10}   ({:.1}% of full snapshots: {})",
+        r.pull_bytes,
+        r.pull_bytes as f64 * 100.0 / r.pull_snapshot_bytes.max(1) as f64,
+        r.pull_snapshot_bytes
+    );
+    println!(
+        "  push latency           p50 {:.1} ms · p95 {:.1} ms · p99 {:.1} ms",
+        r.push_p50_ms, r.push_p95_ms, r.push_p99_ms
+    );
+    println!(
+        "  drains after outages   max {} ms over {} outages · final drain {} ms",
+        r.max_drain_ms,
+        r.drains.len(),
+        r.final_drain_ms
+    );
+    println!(
+        "  logins                 {} ({} offline, p95 {:.1} ms)",
+        r.logins, r.offline_logins, r.offline_login_p95_ms
+    );
+    println!("  cache hit ratio        {:.3}", r.cache_hit_ratio);
+    println!("  responses lost         {}", r.lost_responses);
+    println!("  alerts fired           {}", r.alerts_fired);
+    println!("  catalogue version      {}", r.catalogue_version);
+    println!();
+    if r.lost == 0 && r.doubled == 0 {
+        println!("  every sale reached the server exactly once.");
+    }
+}
+
+/// A self-contained HTML page: queue depth per terminal over time with the
+/// server outage shaded, and the report.
+pub fn html(r: &DemoReport, samples: &Samples) -> String {
+    let (w, h) = (900.0, 300.0);
+    let tmax = samples.last().map_or(1, |s| s.0).max(1) as f64;
+    let dmax = samples
+        .iter()
+        .flat_map(|s| s.1.iter())
+        .copied()
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let mut svg = format!("<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' style='background:#fafafa'>");
+    for win in samples.windows(2) {
+        if !win[0].2 {
+            let x = win[0].0 as f64 / tmax * w;
+            let x2 = win[1].0 as f64 / tmax * w;
+            svg.push_str(&format!(
+                "<rect x='{x:.1}' y='0' width='{:.1}' height='{h}' fill='#fdd'/>",
+                x2 - x
+            ));
+        }
+    }
+    let terminals = samples.first().map_or(0, |s| s.1.len());
+    for t in 0..terminals {
+        let pts: Vec<String> = samples
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:.1},{:.1}",
+                    s.0 as f64 / tmax * w,
+                    h - s.1[t] as f64 / dmax * (h - 10.0)
+                )
+            })
+            .collect();
+        let hue = (t * 360 / terminals.max(1)) as u32;
+        svg.push_str(&format!(
+            "<polyline fill='none' stroke='hsl({hue},60%,45%)' stroke-width='1.2' points='{}'/>",
+            pts.join(" ")
+        ));
+    }
+    svg.push_str("</svg>");
+    let json = serde_json::to_string_pretty(r).unwrap_or_default();
+    format!(
+        "<!doctype html><html><head><meta charset='utf-8'><title>pdc demo</title>\
+         <style>body{{font-family:sans-serif;margin:2em}}pre{{background:#f4f4f4;padding:1em}}</style></head><body>\
+         <h1>pdc demo</h1><p>{} terminals, {} sales recorded, {} applied, <b>{} lost</b>, {} applied twice.</p>\
+         <h2>Pending items per terminal (server outage shaded; max {dmax:.0})</h2>{svg}\
+         <h2>Report</h2><pre>{}</pre></body></html>",
+        r.terminals, r.sales_recorded, r.sales_applied, r.lost, r.doubled,
+        json.replace('<', "&lt;")
+    )
+}

@@ -1,0 +1,204 @@
+//! `pdc`: the sync server, its administration, an end-to-end demo, a load
+//! generator, and terminal store inspection.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod admin;
+mod demo;
+mod error;
+mod inspect;
+mod loadtest;
+mod proxy;
+mod serve;
+
+pub use error::CliError;
+
+/// pdc: an offline-first engine for point-of-sale terminals.
+#[derive(Debug, Parser)]
+#[command(name = "pdc", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the server's ledger is.
+#[derive(Debug, Clone, Args)]
+struct LedgerArgs {
+    /// TOML configuration file (see `pdc_server::ServerConfig`).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// The embedded ledger file (used when no database URL is given).
+    #[arg(long, global = true)]
+    ledger: Option<PathBuf>,
+    /// PostgreSQL URL, e.g. postgres://postgres@127.0.0.1/test.
+    #[arg(long, global = true, env = "PDC_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the sync server (embedded ledger by default, PostgreSQL with
+    /// --database-url). Prints `listening on http://ADDR` when ready; stops
+    /// gracefully on Ctrl-C or SIGTERM, finishing in-flight batches.
+    Serve {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        /// Address to listen on (default 127.0.0.1:8440; port 0 = any).
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Most items per push.
+        #[arg(long)]
+        max_items: Option<usize>,
+        /// Sustained requests per second per terminal.
+        #[arg(long)]
+        rate: Option<u32>,
+        /// Burst of requests per terminal.
+        #[arg(long)]
+        burst: Option<u32>,
+    },
+    /// Registers, lists and revokes terminals and their tokens. With the
+    /// embedded ledger, run these while the server is stopped.
+    Terminal {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(subcommand)]
+        action: TerminalAction,
+    },
+    /// Imports reference data (products, users, config) from JSON; bumps
+    /// the dataset's version so terminals pull the change.
+    Dataset {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(subcommand)]
+        action: DatasetAction,
+    },
+    /// End-to-end demo: a server, N terminals with their own stores, a
+    /// trading session through outages, slow links and lost responses, and
+    /// a report. Exits non-zero if a sale was lost or applied twice.
+    Demo(demo::DemoArgs),
+    /// Drives a running server with simulated terminals over HTTP and checks
+    /// the server's counts against what was sent.
+    Loadtest(loadtest::LoadArgs),
+    /// Shows a terminal store: pending items by priority, dead letters,
+    /// dataset versions, users and lockouts.
+    Inspect {
+        /// The terminal's store file.
+        store: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Moves dead letters back to the outbox of a terminal store.
+    Requeue {
+        /// The terminal's store file.
+        store: PathBuf,
+        /// Local ids of the dead letters.
+        #[arg(required = true)]
+        ids: Vec<u64>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TerminalAction {
+    /// Registers a terminal and prints its token (shown once).
+    Add {
+        /// Terminal id (A-Z a-z 0-9 . _ -), or a prefix with --count.
+        id: String,
+        /// Register ID-0001 … ID-NNNN instead.
+        #[arg(long)]
+        count: Option<usize>,
+        /// Write `id token` lines to this file (mode 0600) instead of stdout.
+        #[arg(long)]
+        tokens_file: Option<PathBuf>,
+    },
+    /// Lists terminals (never their tokens).
+    List,
+    /// Revokes a terminal's token.
+    Revoke {
+        /// Terminal id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DatasetAction {
+    /// Replaces a dataset with the contents of a JSON file.
+    Import {
+        /// products, users or config.
+        name: String,
+        /// The JSON file.
+        file: PathBuf,
+    },
+    /// Shows each dataset's version and size.
+    Show,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> Result<ExitCode, CliError> {
+    match command {
+        Command::Serve {
+            ledger,
+            listen,
+            max_items,
+            rate,
+            burst,
+        } => {
+            let mut config = admin::config(&ledger)?;
+            if let Some(l) = listen {
+                config.listen = l;
+            }
+            if let Some(m) = max_items {
+                config.limits.max_items = m;
+            }
+            if let Some(r) = rate {
+                config.limits.rate_per_sec = r;
+            }
+            if let Some(b) = burst {
+                config.limits.burst = b;
+            }
+            serve::serve(config).await?;
+        }
+        Command::Terminal { ledger, action } => admin::terminal(&ledger, action).await?,
+        Command::Dataset { ledger, action } => admin::dataset(&ledger, action).await?,
+        Command::Demo(args) => return demo::main(args).await,
+        Command::Loadtest(args) => return loadtest::main(args).await,
+        Command::Inspect { store, json } => inspect::inspect(&store, json)?,
+        Command::Requeue { store, ids } => inspect::requeue(&store, &ids)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
