@@ -503,6 +503,27 @@ impl Demo {
     }
 }
 
+/// An outage that ended and whose backlog is not cleared yet: done when
+/// every listed terminal has nothing pending up to its mark (the last local
+/// id recorded when the outage ended).
+struct OpenDrain {
+    label: String,
+    ended: Instant,
+    marks: Vec<(usize, u64)>,
+}
+
+fn settle_drains(demo: &Demo, open: &mut Vec<OpenDrain>, drains: &mut Vec<Drain>) {
+    open.retain(|d| {
+        let done = d.marks.iter().all(|&(i, mark)| {
+            matches!(demo.pending(&demo.tills[i]), Some((first, _)) if first.is_none_or(|f| f > mark))
+        });
+        if done {
+            drains.push(Drain { outage: d.label.clone(), ms: d.ended.elapsed().as_millis() as u64 });
+        }
+        !done
+    });
+}
+
 fn push_sketch(e: &Engine) -> Option<Sketch> {
     let k = MetricKey::new("pdc_sync_push_ms", &[]).ok()?;
     e.metrics().histograms.get(&k).cloned()
@@ -664,7 +685,7 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
     let mut samples: Samples = Vec::new();
     let mut drains: Vec<Drain> = Vec::new();
     // (label, ended at, marks per till)
-    let mut open_drains: Vec<(String, Instant, Vec<(usize, u64)>)> = Vec::new();
+    let mut open_drains: Vec<OpenDrain> = Vec::new();
     let mut server_outage_done = (false, false);
     let mut catalogue_changed = false;
     let mut last_modes: Vec<Mode> = vec![Mode::Up; demo.tills.len()];
@@ -696,11 +717,11 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
                 if last_modes[i] == Mode::Down {
                     if let Some(e) = demo.engine(till) {
                         let mark = e.store().next_local_id().unwrap_or(1).saturating_sub(1);
-                        open_drains.push((
-                            format!("{} link outage", till.id),
-                            now,
-                            vec![(i, mark)],
-                        ));
+                        open_drains.push(OpenDrain {
+                            label: format!("{} link outage", till.id),
+                            ended: now,
+                            marks: vec![(i, mark)],
+                        });
                     }
                 }
                 till.link.set(mode);
@@ -724,7 +745,11 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
                         .map(|e| (i, e.store().next_local_id().unwrap_or(1).saturating_sub(1)))
                 })
                 .collect();
-            open_drains.push(("server outage".into(), Instant::now(), marks));
+            open_drains.push(OpenDrain {
+                label: "server outage".into(),
+                ended: Instant::now(),
+                marks,
+            });
         }
         // The catalogue changes on the server: pulls carry deltas.
         if !catalogue_changed && frac >= plan.catalogue_change {
@@ -746,15 +771,7 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
             }
         }
         // Drains.
-        open_drains.retain(|(label, ended, marks)| {
-            let done = marks.iter().all(|&(i, mark)| {
-                matches!(demo.pending(&demo.tills[i]), Some((first, _)) if first.is_none_or(|f| f > mark))
-            });
-            if done {
-                drains.push(Drain { outage: label.clone(), ms: ended.elapsed().as_millis() as u64 });
-            }
-            !done
-        });
+        settle_drains(&demo, &mut open_drains, &mut drains);
         if now - last_sample >= Duration::from_millis(250) {
             last_sample = now;
             let depth = demo
@@ -826,22 +843,14 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
             }
             t.poke.notify_one();
         }
-        open_drains.retain(|(label, ended, marks)| {
-            let done = marks.iter().all(|&(i, mark)| {
-                matches!(demo.pending(&demo.tills[i]), Some((first, _)) if first.is_none_or(|f| f > mark))
-            });
-            if done {
-                drains.push(Drain { outage: label.clone(), ms: ended.elapsed().as_millis() as u64 });
-            }
-            !done
-        });
+        settle_drains(&demo, &mut open_drains, &mut drains);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let final_drain_ms = drain_started.elapsed().as_millis() as u64;
-    for (label, ended, _) in open_drains {
+    for d in open_drains {
         drains.push(Drain {
-            outage: format!("{label} (not drained)"),
-            ms: ended.elapsed().as_millis() as u64,
+            outage: format!("{} (not drained)", d.label),
+            ms: d.ended.elapsed().as_millis() as u64,
         });
     }
     for t in &demo.tills {

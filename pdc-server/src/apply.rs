@@ -95,9 +95,12 @@ impl Apply for AcceptAll {
     }
 }
 
-/// The embedded ledger's orders table: (terminal, order id) →
-/// (server seq, cashier, created at ms, total cents, lines).
-pub const REDB_ORDERS: TableDefinition<'static, (&str, u64), (u64, u32, u64, i64, u32)> =
+/// A row of [`REDB_ORDERS`]: (server seq, cashier, created at ms, total
+/// cents, lines).
+pub type OrderRow = (u64, u32, u64, i64, u32);
+
+/// The embedded ledger's orders table: (terminal, order id) → [`OrderRow`].
+pub const REDB_ORDERS: TableDefinition<'static, (&str, u64), OrderRow> =
     TableDefinition::new("pos_orders");
 
 /// The default hook for the POS records of pdc-codec:

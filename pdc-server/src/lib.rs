@@ -37,7 +37,7 @@ mod error;
 pub mod http;
 mod ledger;
 
-pub use apply::{AcceptAll, Accepted, Apply, PosApply, Rejection, REDB_ORDERS};
+pub use apply::{AcceptAll, Accepted, Apply, OrderRow, PosApply, Rejection, REDB_ORDERS};
 pub use config::ServerConfig;
 pub use datasets::{config_id, records_from_json, DatasetHub, DEFAULT_DATASETS};
 pub use error::ServerError;

@@ -196,9 +196,11 @@ const ITEM: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_requests_get_a_4xx_and_change_nothing() {
-    let mut limits = Limits::default();
-    limits.max_body_bytes = 64 << 10;
-    limits.max_items = 10;
+    let limits = Limits {
+        max_body_bytes: 64 << 10,
+        max_items: 10,
+        ..Limits::default()
+    };
     let f = Fixture::new(limits).await;
     let codec = Codec::new();
     let good = pdc_sync::PushRequest {
@@ -348,9 +350,11 @@ impl ReplaceSchema for Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_identities_and_rates_are_enforced() {
-    let mut limits = Limits::default();
-    limits.rate_per_sec = 5;
-    limits.burst = 5;
+    let limits = Limits {
+        rate_per_sec: 5,
+        burst: 5,
+        ..Limits::default()
+    };
     let f = Fixture::new(limits).await;
     // No token, a wrong token: 401.
     let r = f

@@ -44,6 +44,19 @@ pub async fn pg(apply: Arc<dyn pdc_server::Apply>) -> Option<(PgLedger, String)>
     Some((ledger, schema))
 }
 
+/// Drops a test's schema.
+async fn drop_schema(schema: &str) {
+    let url = std::env::var("PDC_TEST_DATABASE_URL").unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
 fn rand_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now()
@@ -60,15 +73,16 @@ async fn redb_ledger_passes_the_conformance_suite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_ledger_passes_the_conformance_suite() {
-    let Some((ledger, _)) = pg(Arc::new(RejectKind)).await else {
+    let Some((ledger, schema)) = pg(Arc::new(RejectKind)).await else {
         return;
     };
     conformance::run(Arc::new(ledger)).await;
+    drop_schema(&schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_ledger_matches_the_model_and_the_per_item_baseline() {
-    let Some((ledger, _)) = pg(Arc::new(RejectKind)).await else {
+    let Some((ledger, schema)) = pg(Arc::new(RejectKind)).await else {
         return;
     };
     conformance::against_model(
@@ -107,6 +121,7 @@ async fn postgres_ledger_matches_the_model_and_the_per_item_baseline() {
             .count(),
         10
     );
+    drop_schema(&schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,8 +21,14 @@ pub fn ci() -> Result<(), String> {
         "-D",
         "warnings",
     ]))?;
-    // `cargo test` runs unit, integration and doc tests.
-    run(cargo().current_dir(root()).args(["test", "--workspace"]))?;
+    // `cargo test` runs unit, integration and doc tests; the PostgreSQL
+    // ledger suite runs against the machine's cluster.
+    let pg = std::env::var("PDC_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    run(cargo()
+        .current_dir(root())
+        .env("PDC_TEST_DATABASE_URL", pg)
+        .args(["test", "--workspace"]))?;
     wasm()
 }
 

@@ -1,0 +1,346 @@
+#![allow(clippy::unwrap_used)]
+//! The `pdc` binary end to end: demo, serve, terminal, dataset, loadtest,
+//! inspect, requeue, and two server processes on one PostgreSQL.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+
+fn pdc() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pdc"))
+}
+
+fn run(args: &[&str]) -> Output {
+    pdc().args(args).env("RUST_LOG", "error").output().unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "pdc {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(args: &[&str]) -> Server {
+        let mut child = pdc()
+            .arg("serve")
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Server { child, url }
+    }
+
+    /// SIGTERM, then the exit status of a graceful shutdown.
+    fn stop(mut self) -> std::process::ExitStatus {
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[test]
+fn a_short_demo_loses_nothing_and_doubles_nothing() {
+    let out = run(&[
+        "demo",
+        "--terminals",
+        "4",
+        "--seconds",
+        "4",
+        "--seed",
+        "7",
+        "--json",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for key in [
+        "terminals",
+        "sales_recorded",
+        "sales_applied",
+        "duplicates_suppressed",
+        "lost",
+        "dead_lettered",
+        "wire_bytes",
+        "json_equivalent_bytes",
+        "push_p99_ms",
+        "max_drain_ms",
+        "offline_logins",
+    ] {
+        assert!(!r[key].is_null(), "{key} missing from {r}");
+    }
+    assert_eq!(r["lost"], 0, "{r}");
+    assert_eq!(r["doubled"], 0, "{r}");
+    assert!(r["sales_recorded"].as_u64().unwrap() > 20, "{r}");
+    assert_eq!(
+        r["sales_applied"].as_u64().unwrap() + r["dead_lettered"].as_u64().unwrap(),
+        r["sales_recorded"].as_u64().unwrap(),
+        "{r}"
+    );
+}
+
+fn push_json(
+    url: &str,
+    token: &str,
+    terminal: &str,
+    ids: std::ops::Range<u64>,
+) -> serde_json::Value {
+    let items: Vec<serde_json::Value> = ids
+        .map(|i| {
+            serde_json::json!({"local_id": i, "stream": 1, "priority": "High", "kind": 70,
+                                    "created_at_ms": 1, "payload": [1, 2, 3]})
+        })
+        .collect();
+    let body =
+        serde_json::json!({"schema": 1, "terminal_id": terminal, "batch_id": 1, "items": items});
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/v1/push"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+    })
+}
+
+fn token_of(add_output: &str) -> String {
+    add_output.split_whitespace().nth(1).unwrap().to_owned()
+}
+
+#[test]
+fn serve_terminal_dataset_loadtest_on_the_embedded_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.redb");
+    let l = ledger.to_str().unwrap();
+    let token = token_of(&ok(&["terminal", "add", "till-1", "--ledger", l]));
+    assert!(token.starts_with("pdc_") && token.len() == 68, "{token}");
+    let tokens = dir.path().join("tokens.txt");
+    ok(&[
+        "terminal",
+        "add",
+        "lt",
+        "--count",
+        "3",
+        "--tokens-file",
+        tokens.to_str().unwrap(),
+        "--ledger",
+        l,
+    ]);
+    let list = ok(&["terminal", "list", "--ledger", l]);
+    assert_eq!(list.lines().count(), 4, "{list}");
+    assert!(!list.contains(&token), "tokens are never listed");
+    // A bad id and a bad dataset file are one clear error each.
+    let bad = run(&["terminal", "add", "till 1", "--ledger", l]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).starts_with("error: "));
+    let products = dir.path().join("products.json");
+    std::fs::write(&products, r#"[{"id":1,"name":"Tea","barcode":"4006381333931","category":"drinks","price_cents":250,"tax_rate_bp":700,"active":true}]"#).unwrap();
+    assert!(ok(&[
+        "dataset",
+        "import",
+        "products",
+        products.to_str().unwrap(),
+        "--ledger",
+        l
+    ])
+    .contains("version 1"));
+    std::fs::write(dir.path().join("bad.json"), "[{\"id\":").unwrap();
+    let bad = run(&[
+        "dataset",
+        "import",
+        "products",
+        dir.path().join("bad.json").to_str().unwrap(),
+        "--ledger",
+        l,
+    ]);
+    assert!(!bad.status.success());
+
+    let server = Server::start(&["--ledger", l]);
+    let r = push_json(&server.url, &token, "till-1", 1..11);
+    assert_eq!(r["results"].as_array().unwrap().len(), 10);
+    let load = ok(&[
+        "loadtest",
+        "--url",
+        &server.url,
+        "--tokens",
+        tokens.to_str().unwrap(),
+        "--terminals",
+        "3",
+        "--seconds",
+        "1",
+        "--batch",
+        "20",
+        "--resend",
+        "0.2",
+        "--json",
+    ]);
+    let load: serde_json::Value = serde_json::from_str(&load).unwrap();
+    assert_eq!(load["check_ok"], true, "{load}");
+    assert!(load["applied"].as_u64().unwrap() > 0, "{load}");
+    // A remote target is refused unless asked for.
+    let far = run(&[
+        "loadtest",
+        "--url",
+        "http://10.1.2.3:8440",
+        "--tokens",
+        tokens.to_str().unwrap(),
+    ]);
+    assert!(!far.status.success());
+    assert!(server.stop().success(), "graceful shutdown on SIGTERM");
+}
+
+#[test]
+fn inspect_and_requeue_a_terminal_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("till.pdc");
+    {
+        let store = pdc_store::Store::open(&path).unwrap();
+        let item = |kind| pdc_store::NewItem {
+            stream: pdc_sync::StreamKey(1),
+            priority: pdc_sync::Priority::Critical,
+            kind,
+            created_at_ms: 1,
+            payload: vec![1],
+        };
+        store.append(item(2)).unwrap();
+        let dead = store.append(item(3)).unwrap();
+        store
+            .dead_letter(&dead, "total_mismatch", "lines 300, paid 299", 5)
+            .unwrap();
+    }
+    let p = path.to_str().unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(&["inspect", p, "--json"])).unwrap();
+    assert_eq!(v["pending_by_priority"]["critical"], 1, "{v}");
+    assert_eq!(v["dead_letters"][0]["code"], "total_mismatch", "{v}");
+    assert!(ok(&["inspect", p]).contains("total_mismatch"));
+    ok(&["requeue", p, "2"]);
+    let v: serde_json::Value = serde_json::from_str(&ok(&["inspect", p, "--json"])).unwrap();
+    assert_eq!(v["pending"], 2, "{v}");
+    let missing = run(&["inspect", "/nonexistent/till.pdc"]);
+    assert!(!missing.status.success());
+    assert_eq!(String::from_utf8_lossy(&missing.stderr).lines().count(), 1);
+}
+
+fn pg_url() -> Option<String> {
+    match std::env::var("PDC_TEST_DATABASE_URL") {
+        Ok(u) => Some(u),
+        Err(_) => {
+            eprintln!(
+                "\n*** two-process PostgreSQL test SKIPPED: PDC_TEST_DATABASE_URL is not set ***\n"
+            );
+            None
+        }
+    }
+}
+
+#[test]
+fn two_server_processes_on_one_postgres_apply_each_item_once() {
+    let Some(base) = pg_url() else { return };
+    let schema = format!("pdc_cli_{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .await
+            .unwrap();
+        client
+    });
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let token = token_of(&ok(&["terminal", "add", "till-1", "--database-url", &url]));
+    let a = Server::start(&["--database-url", &url]);
+    let b = Server::start(&["--database-url", &url]);
+    let (ua, ub, t1, t2) = (a.url.clone(), b.url.clone(), token.clone(), token.clone());
+    let ha = std::thread::spawn(move || push_json(&ua, &t1, "till-1", 1..201));
+    let hb = std::thread::spawn(move || push_json(&ub, &t2, "till-1", 1..201));
+    let (ra, rb) = (ha.join().unwrap(), hb.join().unwrap());
+    let (ra, rb) = (
+        ra["results"].as_array().unwrap(),
+        rb["results"].as_array().unwrap(),
+    );
+    for (x, y) in ra.iter().zip(rb) {
+        let applied = [x, y].iter().filter(|r| r.get("applied").is_some()).count();
+        let dup = [x, y]
+            .iter()
+            .filter(|r| r.get("duplicate").is_some())
+            .count();
+        assert_eq!((applied, dup), (1, 1), "{x} {y}");
+        let seq = |r: &serde_json::Value| {
+            r.get("applied").or_else(|| r.get("duplicate")).unwrap()["server_seq"].clone()
+        };
+        assert_eq!(seq(x), seq(y));
+    }
+    let n: i64 = rt.block_on(async {
+        client
+            .query_one(&format!("SELECT count(*) FROM {schema}.pdc_items"), &[])
+            .await
+            .unwrap()
+            .get(0)
+    });
+    assert_eq!(n, 200);
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+    rt.block_on(async {
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn help_and_version() {
+    assert!(ok(&["--version"]).starts_with("pdc "));
+    let help = ok(&["--help"]);
+    for verb in [
+        "serve", "terminal", "dataset", "demo", "loadtest", "inspect", "requeue",
+    ] {
+        assert!(help.contains(verb), "{help}");
+    }
+    let _ = Path::new(".");
+}
