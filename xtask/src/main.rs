@@ -21,6 +21,7 @@ mod cache_ratio;
 mod ci;
 mod engine_figures;
 mod fleet;
+mod server_load;
 mod sizes;
 mod store_latency;
 #[cfg(test)]
@@ -54,8 +55,9 @@ fn main() -> ExitCode {
         "engine-figures" => engine_figures::run(),
         "store-latency" => store_latency::run(),
         "cache-ratio" => cache_ratio::run(rest.iter().any(|a| a == "--json")),
+        "server-load" => server_load::run_report(rest),
         _ => {
-            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss]>");
+            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss] | server-load [--postgres URL]>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {

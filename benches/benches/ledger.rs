@@ -1,0 +1,128 @@
+//! The server's ledgers applying batches of 50 orders (with the POS Apply
+//! hook writing the orders table): the embedded redb ledger, PostgreSQL's
+//! one-statement UNNEST batch, and the study's one-INSERT-per-item loop in
+//! the same run; and a batch of resends against a fresh batch.
+//!
+//! PostgreSQL: `PDC_TEST_DATABASE_URL` (skipped, loudly, when unset).
+#![allow(missing_docs)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use pdc_codec::Codec;
+use pdc_server::{Ledger, PgLedger, PgOptions, PosApply, RedbLedger, RedbOptions};
+use pdc_sync::{OutboxItem, Priority, StreamKey};
+
+const BATCH: u64 = 50;
+
+fn payloads() -> Vec<Vec<u8>> {
+    let codec = Codec::new();
+    pdc_datasets::orders(1_000, 3)
+        .iter()
+        .map(|o| codec.encode(o).expect("orders encode"))
+        .collect()
+}
+
+fn batch(first: u64, payloads: &[Vec<u8>]) -> Vec<OutboxItem> {
+    (first..first + BATCH)
+        .map(|id| OutboxItem {
+            local_id: id,
+            stream: StreamKey(id % 8),
+            priority: Priority::High,
+            kind: 2,
+            created_at_ms: 1_764_000_000_000,
+            payload: payloads[(id % payloads.len() as u64) as usize].clone(),
+        })
+        .collect()
+}
+
+fn bench_ledger(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let p = payloads();
+    let mut g = c.benchmark_group("ledger_batch50");
+    g.throughput(Throughput::Elements(BATCH));
+    g.sample_size(20);
+    g.measurement_time(std::time::Duration::from_secs(6));
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let redb: Arc<dyn Ledger> = Arc::new(
+        RedbLedger::open(
+            &dir.path().join("l.redb"),
+            Arc::new(PosApply::new()),
+            RedbOptions::default(),
+        )
+        .expect("ledger"),
+    );
+    let next = AtomicU64::new(1);
+    g.bench_function("redb/fresh", |b| {
+        b.iter(|| {
+            let first = next.fetch_add(BATCH, Ordering::Relaxed);
+            rt.block_on(redb.push("bench", batch(first, &p), 0))
+                .expect("push")
+        })
+    });
+    let resend = batch(1, &p);
+    g.bench_function("redb/resend", |b| {
+        b.iter(|| {
+            rt.block_on(redb.push("bench", resend.clone(), 0))
+                .expect("push")
+        })
+    });
+
+    match std::env::var("PDC_TEST_DATABASE_URL") {
+        Err(_) => eprintln!(
+            "\n*** PostgreSQL ledger benches SKIPPED: PDC_TEST_DATABASE_URL is not set ***\n"
+        ),
+        Ok(url) => {
+            let schema = format!("pdc_bench_{}", std::process::id());
+            let pg = rt
+                .block_on(PgLedger::connect(
+                    &url,
+                    Arc::new(PosApply::new()),
+                    PgOptions {
+                        schema: Some(schema.clone()),
+                        ..PgOptions::default()
+                    },
+                ))
+                .expect("postgres ledger");
+            g.bench_function("postgres/unnest_fresh", |b| {
+                b.iter(|| {
+                    let first = next.fetch_add(BATCH, Ordering::Relaxed);
+                    rt.block_on(pg.push("bench", batch(first, &p), 0))
+                        .expect("push")
+                })
+            });
+            g.bench_function("postgres/per_item_fresh", |b| {
+                b.iter(|| {
+                    let first = next.fetch_add(BATCH, Ordering::Relaxed);
+                    rt.block_on(pg.push_per_item("bench", &batch(first, &p), 0))
+                        .expect("push")
+                })
+            });
+            let first = next.fetch_add(BATCH, Ordering::Relaxed);
+            let resend = batch(first, &p);
+            rt.block_on(pg.push("bench", resend.clone(), 0))
+                .expect("push");
+            g.bench_function("postgres/unnest_resend", |b| {
+                b.iter(|| {
+                    rt.block_on(pg.push("bench", resend.clone(), 0))
+                        .expect("push")
+                })
+            });
+            rt.block_on(async {
+                let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect");
+                tokio::spawn(conn);
+                let _ = client
+                    .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+                    .await;
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_ledger);
+criterion_main!(benches);
