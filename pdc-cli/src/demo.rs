@@ -308,18 +308,15 @@ impl Demo {
         lock(&till.engine).clone()
     }
 
-    fn offline(&self, till: &Till) -> bool {
-        self.server_down.load(Ordering::SeqCst) || till.link.mode() == Mode::Down
-    }
-
     async fn login(&self, till: &Till, engine: &Engine, k: usize) {
         let (user, pin) = &self.users[(till.n + k) % self.users.len()];
-        let offline = self.offline(till);
+        // Online first: refresh the credentials from the server when it
+        // answers; otherwise (or when that fails) the offline PIN login.
         let t = Instant::now();
-        let ok = engine.login(user, pin).is_ok();
+        let r = engine.login_online(user, pin).await;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
-        if ok {
-            lock(&till.logins).push((ms, offline));
+        if let Ok((_, fresh)) = r {
+            lock(&till.logins).push((ms, !fresh));
         } else {
             tracing::warn!(till = till.id, user, "login refused");
         }

@@ -498,6 +498,22 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         Ok(result?)
     }
 
+    /// Login that prefers the server: when the engine believes it is
+    /// online, it first pulls the reference data (refreshing the users'
+    /// credentials, so a PIN changed or a user disabled at the server takes
+    /// effect now), then verifies the PIN locally. When offline, or when
+    /// the pull fails, it is the offline login. Returns the login and
+    /// whether fresh credentials were used.
+    pub async fn login_online(
+        &self,
+        user_id: &str,
+        pin: &str,
+    ) -> Result<(Login, bool), EngineError> {
+        let online = lock(&self.sync).connectivity() == pdc_sync::Connectivity::Online;
+        let fresh = online && self.pull().await.is_ok();
+        Ok((self.login(user_id, pin)?, fresh))
+    }
+
     /// Enrols a user's PIN locally (at the server or an enrolment screen).
     pub fn enrol(&self, user_id: &str, role: &str, pin: &str) -> Result<(), EngineError> {
         let mut rng = lock(&self.rng);

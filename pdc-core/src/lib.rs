@@ -7,7 +7,10 @@
 //! [`pdc_sync::SyncMachine`] decides, [`OfflineEngine::sync_once`] only
 //! moves bytes and persists outcomes (acks remove items, refusals go to the
 //! dead-letter table). With the `tokio` feature, [`spawn_driver`] runs that
-//! loop in the background; nothing else here needs a runtime.
+//! loop in the background (with probes, reference data pulls and metrics
+//! reports); nothing else here needs a runtime. With the `http` feature
+//! (default), `HttpTransport` talks to pdc-server over HTTP (reqwest,
+//! rustls); a browser build disables both and brings its own transport.
 //!
 //! ```
 //! use pdc_core::{EngineConfig, OfflineEngine};

@@ -10,6 +10,7 @@ use pdc_clock::SystemClock;
 use pdc_core::{EngineConfig, EngineEvent, OfflineEngine};
 use pdc_store::NewItem;
 use pdc_sync::{LoopbackTransport, Priority, ServerDataset, StreamKey};
+use rand::SeedableRng;
 
 fn config(path: &std::path::Path) -> EngineConfig {
     let mut c = EngineConfig::new("till-1", path);
@@ -186,4 +187,51 @@ fn the_tokio_driver_syncs_in_the_background() {
         assert_eq!(transport.server.lock().unwrap().applied_count(), 10);
         assert_eq!(engine.pending(), 0);
     });
+}
+
+#[test]
+fn users_pulled_from_the_server_log_in_online_and_then_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = LoopbackTransport::new();
+    let hasher = pdc_auth::PinHasher::new(pdc_auth::KdfParams::INSECURE_TEST, None);
+    let mut rng = rand_chacha::ChaCha8Rng::from_seed([3; 32]);
+    let user = |pin: &str, rng: &mut rand_chacha::ChaCha8Rng| pdc_auth::UserRecord {
+        user_id: "ann".into(),
+        role: "cashier".into(),
+        credential: hasher
+            .hash(&pdc_auth::PinPolicy::default().enrol(pin).unwrap(), rng)
+            .unwrap(),
+        disabled: false,
+    };
+    let mut users = ServerDataset::new("users", 100);
+    users.upsert(1, postcard::to_allocvec(&user("4826", &mut rng)).unwrap());
+    transport
+        .server
+        .lock()
+        .unwrap()
+        .datasets
+        .insert("users".into(), users);
+    let mut c = config(&dir.path().join("till.pdc"));
+    c.datasets = vec!["users".into()];
+    let engine = OfflineEngine::open(c, transport.clone(), SystemClock::new()).unwrap();
+    // Online: the pull brings ann's credential, then the PIN is checked.
+    let (login, fresh) = pollster::block_on(engine.login_online("ann", "4826")).unwrap();
+    assert!(fresh);
+    assert_eq!(login.session.user_id, "ann");
+    // The PIN changes at the server; the next online login sees it.
+    transport
+        .server
+        .lock()
+        .unwrap()
+        .datasets
+        .get_mut("users")
+        .unwrap()
+        .upsert(1, postcard::to_allocvec(&user("7305", &mut rng)).unwrap());
+    assert!(pollster::block_on(engine.login_online("ann", "4826")).is_err());
+    let (_, fresh) = pollster::block_on(engine.login_online("ann", "7305")).unwrap();
+    assert!(fresh);
+    // Offline: no pull, the stored credential.
+    engine.set_online(false);
+    let (_, fresh) = pollster::block_on(engine.login_online("ann", "7305")).unwrap();
+    assert!(!fresh);
 }
