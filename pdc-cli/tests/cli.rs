@@ -334,6 +334,50 @@ fn two_server_processes_on_one_postgres_apply_each_item_once() {
 }
 
 #[test]
+fn serve_reads_a_toml_config_and_refuses_unknown_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("pdc.toml");
+    let ledger = dir.path().join("l.redb");
+    std::fs::write(
+        &config,
+        format!(
+            "ledger_path = {:?}\nretention_days = 7\n[limits]\nmax_items = 5\n",
+            ledger.display().to_string()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let token = token_of(&ok(&["terminal", "add", "till-1", "--config", c]));
+    let server = Server::start(&["--config", c]);
+    // The file's limit applies: 6 items is over max_items = 5.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        let items: Vec<_> = (1..=6)
+            .map(|i| serde_json::json!({"local_id": i, "stream": 1, "priority": "High", "kind": 70,
+                                        "created_at_ms": 1, "payload": []}))
+            .collect();
+        reqwest::Client::new()
+            .post(format!("{}/v1/push", server.url))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(serde_json::json!({"schema": 1, "terminal_id": "till-1", "batch_id": 1, "items": items}).to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 413);
+    assert!(server.stop().success());
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nno_such_key = 1\n").unwrap();
+    let bad = run(&["serve", "--config", c]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("no_such_key"));
+}
+
+#[test]
 fn help_and_version() {
     assert!(ok(&["--version"]).starts_with("pdc "));
     let help = ok(&["--help"]);
