@@ -342,6 +342,8 @@ impl Demo {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.login(&till, &engine, 0).await;
+        // Phase 2: the catalogue into memory for scanning.
+        engine.warm("products").await?;
         till.initial_wire.store(
             till.link.up_bytes.load(Ordering::Relaxed)
                 + till.link.down_bytes.load(Ordering::Relaxed),
@@ -382,6 +384,7 @@ impl Demo {
                     }
                 };
                 self.login(&till, &engine, 2).await;
+                engine.warm("products").await?;
             }
             if !shifted && Instant::now() >= shift_change {
                 shifted = true;

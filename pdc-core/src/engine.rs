@@ -395,9 +395,19 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
                 self.install_users(&applied)?;
             }
             let mut cache = self.cache.lock().await;
-            cache
-                .invalidate_event(&format!("{}_updated", delta.dataset))
-                .await?;
+            match (&applied.change, cache.dataset(&applied.dataset)) {
+                // A delta names what changed: drop only those records.
+                (pdc_sync::DatasetChange::Delta { upserts, deletes }, Ok(ds)) => {
+                    for id in upserts.iter().map(|r| r.id).chain(deletes.iter().copied()) {
+                        cache.remove(ds, &id.to_string()).await?;
+                    }
+                }
+                _ => {
+                    cache
+                        .invalidate_event(&format!("{}_updated", delta.dataset))
+                        .await?;
+                }
+            }
             self.event(EngineEvent::DatasetUpdated {
                 dataset: delta.dataset.clone(),
                 version: delta.version,
@@ -477,14 +487,27 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let ds: DatasetId = cache.dataset(dataset)?;
         let key = id.to_string();
         let now = self.clock.wall_ms();
-        if let Some(v) = cache.get_cached(ds, &key, now) {
-            return Ok(Some(v.into()));
-        }
+        // `get` checks memory first and hands out the cached `Arc` (no copy);
+        // one lookup, counted once.
         match cache.get(ds, &key, now, &self.loader).await {
             Ok(l) => Ok(Some(l.value)),
             Err(pdc_cache::CacheError::Load(_)) => Ok(None),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Loads a whole dataset from the store into the memory cache (the
+    /// study's phase 2: after login, the catalogue is made ready for
+    /// scanning). Returns how many records were loaded.
+    pub async fn warm(&self, dataset: &str) -> Result<usize, EngineError> {
+        let records = self.store.dataset(dataset)?.records;
+        let mut cache = self.cache.lock().await;
+        let ds: DatasetId = cache.dataset(dataset)?;
+        let now = self.clock.wall_ms();
+        for (id, body) in &records {
+            cache.put(ds, &id.to_string(), body, &[], now).await?;
+        }
+        Ok(records.len())
     }
 
     /// Offline PIN login (users come from the store's auth state).

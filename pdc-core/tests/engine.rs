@@ -235,3 +235,53 @@ fn users_pulled_from_the_server_log_in_online_and_then_offline() {
     let (_, fresh) = pollster::block_on(engine.login_online("ann", "7305")).unwrap();
     assert!(!fresh);
 }
+
+#[test]
+fn warm_catalogue_and_a_delta_invalidates_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = LoopbackTransport::new();
+    let mut products = ServerDataset::new("products", 100);
+    for id in 1..=10u64 {
+        products.upsert(id, vec![id as u8; 8]);
+    }
+    transport
+        .server
+        .lock()
+        .unwrap()
+        .datasets
+        .insert("products".into(), products);
+    let engine = OfflineEngine::open(
+        config(&dir.path().join("t.pdc")),
+        transport.clone(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    pollster::block_on(engine.pull()).unwrap();
+    assert_eq!(pollster::block_on(engine.warm("products")).unwrap(), 10);
+    for id in 1..=10u64 {
+        let v = pollster::block_on(engine.reference("products", id))
+            .unwrap()
+            .unwrap();
+        assert_eq!(&v[..], &[id as u8; 8][..]);
+    }
+    transport
+        .server
+        .lock()
+        .unwrap()
+        .datasets
+        .get_mut("products")
+        .unwrap()
+        .upsert(3, vec![99; 8]);
+    pollster::block_on(engine.pull()).unwrap();
+    let v = pollster::block_on(engine.reference("products", 3))
+        .unwrap()
+        .unwrap();
+    assert_eq!(&v[..], &[99u8; 8][..], "the changed record is fresh");
+    pollster::block_on(engine.reference("products", 4))
+        .unwrap()
+        .unwrap();
+    // 10 warm hits, 1 miss for the changed record, 1 hit for an unchanged one.
+    let k = pdc_monitor::MetricKey::new("pdc_cache_hit_ratio", &[]).unwrap();
+    let ratio = engine.metrics().gauges[&k];
+    assert!((ratio - 11.0 / 12.0).abs() < 1e-9, "{ratio}");
+}
