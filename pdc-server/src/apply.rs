@@ -78,7 +78,7 @@ pub trait Apply: Send + Sync + 'static {
     /// ledger's transaction.
     async fn apply_postgres(
         &self,
-        _tx: &tokio_postgres::Transaction<'_>,
+        _tx: &deadpool_postgres::Transaction<'_>,
         _items: &[Accepted<'_>],
     ) -> Result<(), ServerError> {
         Ok(())
@@ -217,6 +217,19 @@ CREATE INDEX IF NOT EXISTS pos_orders_created_at ON pos_orders (created_at);
 CREATE INDEX IF NOT EXISTS pos_order_lines_product ON pos_order_lines (product_id);
 ";
 
+const INSERT_ORDERS: &str = "INSERT INTO pos_orders (terminal_id, order_id, server_seq, \
+     cashier_id, customer_id, created_at, total_cents, lines) \
+     SELECT t, o, s, c, cu, to_timestamp(a / 1000.0), tot, n FROM UNNEST($1::text[], \
+     $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], \
+     $8::int[]) AS x(t, o, s, c, cu, a, tot, n) \
+     ON CONFLICT (terminal_id, order_id) DO NOTHING";
+
+const INSERT_LINES: &str = "INSERT INTO pos_order_lines (terminal_id, order_id, line_no, \
+     product_id, quantity, unit_price_cents, discount_cents, tax_rate_bp) \
+     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::int[], $4::bigint[], \
+     $5::bigint[], $6::bigint[], $7::bigint[], $8::int[]) \
+     ON CONFLICT DO NOTHING";
+
 #[async_trait::async_trait]
 impl Apply for PosApply {
     fn check(&self, _terminal_id: &str, item: &OutboxItem) -> Result<(), Rejection> {
@@ -270,7 +283,7 @@ impl Apply for PosApply {
 
     async fn apply_postgres(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
+        tx: &deadpool_postgres::Transaction<'_>,
         items: &[Accepted<'_>],
     ) -> Result<(), ServerError> {
         let orders = self.orders(items);
@@ -317,25 +330,17 @@ impl Apply for PosApply {
                 ltax.push(i32::from(l.tax_rate_bp));
             }
         }
-        tx.execute(
-            "INSERT INTO pos_orders (terminal_id, order_id, server_seq, cashier_id, customer_id, \
-             created_at, total_cents, lines) \
-             SELECT t, o, s, c, cu, to_timestamp(a / 1000.0), tot, n FROM UNNEST($1::text[], \
-             $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], \
-             $8::int[]) AS x(t, o, s, c, cu, a, tot, n) \
-             ON CONFLICT (terminal_id, order_id) DO NOTHING",
-            &[&term, &oid, &seq, &cashier, &cust, &at, &total, &nlines],
-        )
-        .await?;
-        tx.execute(
-            "INSERT INTO pos_order_lines (terminal_id, order_id, line_no, product_id, quantity, \
-             unit_price_cents, discount_cents, tax_rate_bp) \
-             SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::int[], $4::bigint[], \
-             $5::bigint[], $6::bigint[], $7::bigint[], $8::int[]) \
-             ON CONFLICT DO NOTHING",
-            &[&lterm, &loid, &lno, &lprod, &lqty, &lprice, &ldisc, &ltax],
-        )
-        .await?;
+        // Both statements prepared once per connection and pipelined.
+        let orders_stmt = tx.prepare_cached(INSERT_ORDERS).await?;
+        let lines_stmt = tx.prepare_cached(INSERT_LINES).await?;
+        let order_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+            [&term, &oid, &seq, &cashier, &cust, &at, &total, &nlines];
+        let line_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
+            [&lterm, &loid, &lno, &lprod, &lqty, &lprice, &ldisc, &ltax];
+        tokio::try_join!(
+            tx.execute(&orders_stmt, &order_params),
+            tx.execute(&lines_stmt, &line_params),
+        )?;
         Ok(())
     }
 }
