@@ -158,13 +158,13 @@ impl DatasetHub {
             .map(|d| (d.version(), d.records().map(|(id, _)| id).collect()))
     }
 
-    /// The size of a full snapshot of a dataset, in bytes of its records.
+    /// The encoded size of a full snapshot of a dataset.
     pub async fn snapshot_bytes(&self, name: &str) -> usize {
         self.sets
             .read()
             .await
             .get(name)
-            .map_or(0, |d| d.records().map(|(_, b)| b.len() + 10).sum())
+            .map_or(0, ServerDataset::snapshot_size)
     }
 }
 

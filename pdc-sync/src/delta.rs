@@ -141,6 +141,16 @@ impl DeltaTracker {
     }
 }
 
+/// Bytes of a postcard varint.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Encoded size of one `DatasetRecord` in postcard.
+fn record_size(id: u64, body: &[u8]) -> usize {
+    varint_len(id) + varint_len(body.len() as u64) + body.len()
+}
+
 /// The server's copy of a reference dataset, versioned, with a bounded
 /// change log.
 #[derive(Debug, Clone)]
@@ -148,6 +158,9 @@ pub struct ServerDataset {
     name: String,
     version: u64,
     records: BTreeMap<u64, Vec<u8>>,
+    /// Encoded size of the records in a snapshot, kept up to date so that
+    /// choosing between a delta and a snapshot never builds the snapshot.
+    records_bytes: usize,
     digests: BTreeMap<u64, Digest16>,
     /// (version, id) of each change, oldest first.
     log: VecDeque<(u64, u64)>,
@@ -161,6 +174,7 @@ impl ServerDataset {
             name: name.into(),
             version: 0,
             records: BTreeMap::new(),
+            records_bytes: 0,
             digests: BTreeMap::new(),
             log: VecDeque::new(),
             max_log,
@@ -187,7 +201,10 @@ impl ServerDataset {
         for (id, changed_at, body) in entries {
             if let Some(body) = body {
                 d.digests.insert(id, digest16(&body));
-                d.records.insert(id, body);
+                d.records_bytes += record_size(id, &body);
+                if let Some(old) = d.records.insert(id, body) {
+                    d.records_bytes -= record_size(id, &old);
+                }
             }
             log.push((changed_at, id));
         }
@@ -229,16 +246,27 @@ impl ServerDataset {
     /// Adds or replaces a record.
     pub fn upsert(&mut self, id: u64, body: Vec<u8>) {
         self.digests.insert(id, digest16(&body));
-        self.records.insert(id, body);
+        self.records_bytes += record_size(id, &body);
+        if let Some(old) = self.records.insert(id, body) {
+            self.records_bytes -= record_size(id, &old);
+        }
         self.log_change(id);
     }
 
     /// Removes a record.
     pub fn delete(&mut self, id: u64) {
-        if self.records.remove(&id).is_some() {
+        if let Some(old) = self.records.remove(&id) {
+            self.records_bytes -= record_size(id, &old);
             self.digests.remove(&id);
             self.log_change(id);
         }
+    }
+
+    /// The encoded size of a full snapshot of this dataset (postcard, as
+    /// it travels), without building it.
+    pub fn snapshot_size(&self) -> usize {
+        // Variant tag (one varint byte), record count, then the records.
+        1 + varint_len(self.records.len() as u64) + self.records_bytes
     }
 
     fn snapshot(&self) -> DatasetChange {
@@ -310,13 +338,10 @@ impl ServerDataset {
         };
         let change = if matches!(change, DatasetChange::Snapshot { .. }) {
             change
+        } else if self.snapshot_size() < Self::change_size(&change) {
+            self.snapshot()
         } else {
-            let snapshot = self.snapshot();
-            if Self::change_size(&snapshot) < Self::change_size(&change) {
-                snapshot
-            } else {
-                change
-            }
+            change
         };
         DatasetDelta {
             dataset: self.name.clone(),
@@ -420,6 +445,26 @@ mod tests {
     }
 
     proptest! {
+        /// The snapshot size kept up to date equals the encoded snapshot.
+        #[test]
+        fn snapshot_size_matches_the_encoding(
+            ops in proptest::collection::vec((any::<u64>(), proptest::option::of(proptest::collection::vec(any::<u8>(), 0..300))), 0..60),
+        ) {
+            let mut d = ServerDataset::new("p", 10);
+            let mut ids = Vec::new();
+            for (id, body) in ops {
+                match body {
+                    Some(b) => { d.upsert(id, b); ids.push(id); }
+                    None => { if let Some(&x) = ids.last() { d.delete(x) } else { d.delete(id) } }
+                }
+                let encoded = postcard::to_allocvec(&d.snapshot()).unwrap().len();
+                prop_assert_eq!(d.snapshot_size(), encoded);
+            }
+            let restored = ServerDataset::restore("p", 10, d.version(),
+                d.records().map(|(id, b)| (id, 1, Some(b.to_vec()))).collect::<Vec<_>>());
+            prop_assert_eq!(restored.snapshot_size(), d.snapshot_size());
+        }
+
         /// A dataset restored from (id, last-change version, body) answers
         /// a terminal at any logged version so that it ends equal to the
         /// original: what a server restart must not break.
