@@ -105,6 +105,9 @@ pub struct DemoReport {
     pub push_p95_ms: f64,
     /// Push round trip, p99, ms.
     pub push_p99_ms: f64,
+    /// Share of pushes by round trip: (upper bound in ms, share); the last
+    /// bin is unbounded (`null` in JSON).
+    pub push_latency_histogram: Vec<(f64, f64)>,
     /// Time to clear each outage's backlog after it ended, ms.
     pub drains: Vec<Drain>,
     /// The longest drain, ms.
@@ -884,6 +887,7 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
         push_p50_ms: 0.0,
         push_p95_ms: 0.0,
         push_p99_ms: 0.0,
+        push_latency_histogram: Vec::new(),
         max_drain_ms: drains.iter().map(|d| d.ms).max().unwrap_or(0),
         drains,
         final_drain_ms,
@@ -985,6 +989,7 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
     report.push_p50_ms = push.quantile(0.5).unwrap_or(0.0);
     report.push_p95_ms = push.quantile(0.95).unwrap_or(0.0);
     report.push_p99_ms = push.quantile(0.99).unwrap_or(0.0);
+    report.push_latency_histogram = histogram(&push);
     offline_ms.sort_by(f64::total_cmp);
     report.offline_login_p95_ms = offline_ms
         .get(((offline_ms.len() as f64 * 0.95).ceil() as usize).saturating_sub(1))
@@ -1066,6 +1071,27 @@ fn print_report(r: &DemoReport) {
     }
 }
 
+/// Shares of pushes per latency bin (0.5 ms to 2 s, doubling), read from
+/// the sketch's percentiles (each of the 200 half-percentiles is 0.5 %).
+fn histogram(push: &Sketch) -> Vec<(f64, f64)> {
+    let bounds: Vec<f64> = (0..13).map(|i| 0.5 * f64::from(1u32 << i)).collect();
+    let mut shares = vec![0.0; bounds.len() + 1];
+    if push.count() == 0 {
+        return Vec::new();
+    }
+    for i in 0..200 {
+        let q = (f64::from(i) + 0.5) / 200.0;
+        let v = push.quantile(q).unwrap_or(0.0);
+        let bin = bounds.iter().position(|&b| v <= b).unwrap_or(bounds.len());
+        shares[bin] += 0.005;
+    }
+    bounds
+        .into_iter()
+        .chain(std::iter::once(f64::INFINITY))
+        .zip(shares)
+        .collect()
+}
+
 /// A self-contained HTML page: queue depth per terminal over time with the
 /// server outage shaded, and the report.
 pub fn html(r: &DemoReport, samples: &Samples) -> String {
@@ -1108,14 +1134,116 @@ pub fn html(r: &DemoReport, samples: &Samples) -> String {
         ));
     }
     svg.push_str("</svg>");
+    let mut hist = String::from("<svg xmlns='http://www.w3.org/2000/svg' width='900' height='220' style='background:#fafafa'>");
+    let bw = 900.0 / r.push_latency_histogram.len().max(1) as f64;
+    for (i, (le, share)) in r.push_latency_histogram.iter().enumerate() {
+        let bh = share * 180.0;
+        let x = i as f64 * bw;
+        let label = if le.is_finite() {
+            format!("≤{le}")
+        } else {
+            "more".into()
+        };
+        hist.push_str(&format!(
+            "<rect x='{:.1}' y='{:.1}' width='{:.1}' height='{bh:.1}' fill='#48c'/>\
+             <text x='{:.1}' y='215' font-size='11'>{label}</text>\
+             <text x='{:.1}' y='{:.1}' font-size='10'>{:.1}%</text>",
+            x + 2.0,
+            195.0 - bh,
+            bw - 4.0,
+            x + 4.0,
+            x + 4.0,
+            190.0 - bh,
+            share * 100.0
+        ));
+    }
+    hist.push_str("</svg>");
+    // (serde_json writes the unbounded last bin as null.)
     let json = serde_json::to_string_pretty(r).unwrap_or_default();
     format!(
         "<!doctype html><html><head><meta charset='utf-8'><title>pdc demo</title>\
          <style>body{{font-family:sans-serif;margin:2em}}pre{{background:#f4f4f4;padding:1em}}</style></head><body>\
          <h1>pdc demo</h1><p>{} terminals, {} sales recorded, {} applied, <b>{} lost</b>, {} applied twice.</p>\
          <h2>Pending items per terminal (server outage shaded; max {dmax:.0})</h2>{svg}\
+         <h2>Push round trip, share of pushes per bin (ms)</h2>{hist}\
          <h2>Report</h2><pre>{}</pre></body></html>",
         r.terminals, r.sales_recorded, r.sales_applied, r.lost, r.doubled,
         json.replace('<', "&lt;")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latency_histogram_shares_add_up_and_land_in_their_bins() {
+        assert!(histogram(&Sketch::new()).is_empty());
+        let mut s = Sketch::new();
+        for _ in 0..900 {
+            s.record(1.5);
+        }
+        for _ in 0..100 {
+            s.record(300.0);
+        }
+        let h = histogram(&s);
+        let total: f64 = h.iter().map(|b| b.1).sum();
+        assert!((total - 1.0).abs() < 1e-9, "{total}");
+        let share = |le: f64| h.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
+        assert!((share(2.0) - 0.9).abs() < 0.011, "{h:?}");
+        assert!((share(512.0) - 0.1).abs() < 0.011, "{h:?}");
+    }
+
+    #[test]
+    fn the_html_report_is_self_contained() {
+        let r = DemoReport {
+            terminals: 2,
+            session_s: 1.0,
+            sales_recorded: 3,
+            recorded_by_kind: BTreeMap::new(),
+            sales_applied: 3,
+            duplicates_suppressed: 0,
+            lost: 0,
+            doubled: 0,
+            dead_lettered: 0,
+            dead_letter_reasons: BTreeMap::new(),
+            wire_bytes: 0,
+            initial_catalogue_bytes: 0,
+            sync_body_bytes: 0,
+            json_equivalent_bytes: 0,
+            body_vs_json: 0.0,
+            wire_vs_json: 0.0,
+            pull_bytes: 0,
+            pull_snapshot_bytes: 0,
+            push_p50_ms: 0.0,
+            push_p95_ms: 0.0,
+            push_p99_ms: 0.0,
+            push_latency_histogram: vec![(0.5, 0.5), (f64::INFINITY, 0.5)],
+            drains: vec![],
+            max_drain_ms: 0,
+            final_drain_ms: 0,
+            logins: 0,
+            offline_logins: 0,
+            offline_login_p95_ms: 0.0,
+            cache_hit_ratio: 0.0,
+            alerts_fired: 0,
+            lost_responses: 0,
+            kills: 0,
+            server_outages: 1,
+            catalogue_version: 1,
+        };
+        let samples = vec![
+            (0, vec![1, 2], true),
+            (500, vec![3, 0], false),
+            (1000, vec![0, 0], true),
+        ];
+        let page = html(&r, &samples);
+        assert!(page.starts_with("<!doctype html>"));
+        assert_eq!(page.matches("<svg").count(), 2);
+        assert!(page.contains("fill='#fdd'"), "the outage is shaded");
+        assert!(
+            !page.contains("<script"),
+            "no scripts, no external resources"
+        );
+    }
 }
