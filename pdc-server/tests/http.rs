@@ -542,3 +542,222 @@ async fn pull_metrics_and_business_rejections_over_http() {
         "fleet histograms: {text}"
     );
 }
+
+/// A ledger that can be made unavailable (a database gone away).
+struct Flaky {
+    inner: Arc<dyn Ledger>,
+    down: std::sync::atomic::AtomicBool,
+    /// Applies, then takes this long to answer (ms).
+    slow_ms: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl Ledger for Flaky {
+    async fn push(
+        &self,
+        terminal_id: &str,
+        items: Vec<pdc_sync::OutboxItem>,
+        now_ms: u64,
+    ) -> Result<Vec<ItemResult>, pdc_server::ServerError> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(pdc_server::ServerError::Unavailable(
+                "database unreachable".into(),
+            ));
+        }
+        let r = self.inner.push(terminal_id, items, now_ms).await;
+        let slow = self.slow_ms.load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(slow)).await;
+        r
+    }
+    async fn status(
+        &self,
+        t: &str,
+        ids: &[u64],
+    ) -> Result<Vec<Option<ItemResult>>, pdc_server::ServerError> {
+        self.inner.status(t, ids).await
+    }
+    async fn totals(&self) -> Result<pdc_server::LedgerTotals, pdc_server::ServerError> {
+        self.inner.totals().await
+    }
+    async fn purge_before(
+        &self,
+        cutoff_ms: u64,
+        chunk: usize,
+    ) -> Result<u64, pdc_server::ServerError> {
+        self.inner.purge_before(cutoff_ms, chunk).await
+    }
+    async fn add_terminal(
+        &self,
+        id: &str,
+        token: &pdc_server::TokenDigest,
+        now_ms: u64,
+    ) -> Result<(), pdc_server::ServerError> {
+        self.inner.add_terminal(id, token, now_ms).await
+    }
+    async fn revoke_terminal(&self, id: &str) -> Result<bool, pdc_server::ServerError> {
+        self.inner.revoke_terminal(id).await
+    }
+    async fn terminals(&self) -> Result<Vec<pdc_server::TerminalInfo>, pdc_server::ServerError> {
+        self.inner.terminals().await
+    }
+    async fn terminal_for_token(
+        &self,
+        token: &pdc_server::TokenDigest,
+    ) -> Result<Option<String>, pdc_server::ServerError> {
+        self.inner.terminal_for_token(token).await
+    }
+    async fn load_dataset(
+        &self,
+        name: &str,
+    ) -> Result<Option<pdc_server::StoredDataset>, pdc_server::ServerError> {
+        self.inner.load_dataset(name).await
+    }
+    async fn store_dataset(
+        &self,
+        name: &str,
+        version: u64,
+        changes: &[pdc_server::StoredRecord],
+    ) -> Result<(), pdc_server::ServerError> {
+        self.inner.store_dataset(name, version, changes).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_ledger_answers_retry_later_and_nothing_is_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn Ledger> = Arc::new(
+        RedbLedger::open(
+            &dir.path().join("l.redb"),
+            Arc::new(PosApply::new()),
+            RedbOptions::default(),
+        )
+        .unwrap(),
+    );
+    let flaky = Arc::new(Flaky {
+        inner,
+        down: std::sync::atomic::AtomicBool::new(true),
+        slow_ms: std::sync::atomic::AtomicU64::new(0),
+    });
+    let ledger: Arc<dyn Ledger> = flaky.clone();
+    let hub = Arc::new(
+        DatasetHub::load(ledger.clone(), &DEFAULT_DATASETS, 100)
+            .await
+            .unwrap(),
+    );
+    let state = AppState::new(ledger.clone(), hub, None, Limits::default())
+        .await
+        .unwrap();
+    let server = spawn(any_port(), state, Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    let token = add_terminal(&*ledger, "till-1").await.unwrap();
+
+    // The raw answer: 200, every item retry-later, with a retry-after.
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/push", server.addr))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(json_push(ITEM))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let resp: PushResponse = r.json().await.unwrap();
+    assert_eq!(resp.results, vec![ItemResult::RetryLater]);
+    assert_eq!(resp.retry_after_ms, Some(1_000));
+
+    // An engine keeps its sales while the ledger is down, then delivers them.
+    let transport = HttpTransport::new(
+        &format!("http://{}", server.addr),
+        &token,
+        HttpOptions::default(),
+    )
+    .unwrap();
+    let mut config = EngineConfig::new("till-1", dir.path().join("t.pdc"));
+    config.kdf = pdc_auth::KdfParams::INSECURE_TEST;
+    config.sync.linger = Duration::ZERO;
+    config.sync.backoff.base = Duration::from_millis(10);
+    config.sync.backoff.cap = Duration::from_millis(50);
+    let engine = OfflineEngine::open(config, transport, pdc_clock::SystemClock::new()).unwrap();
+    for p in orders(5) {
+        engine
+            .record(NewItem {
+                stream: StreamKey(1),
+                priority: Priority::High,
+                kind: 2,
+                created_at_ms: 1,
+                payload: p,
+            })
+            .unwrap();
+    }
+    engine.sync_once().await.unwrap();
+    assert_eq!(engine.pending(), 5);
+    assert!(engine.store().dead_letters().unwrap().is_empty());
+    flaky.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..200 {
+        engine.sync_once().await.unwrap();
+        if engine.pending() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(engine.pending(), 0);
+    assert_eq!(ledger.totals().await.unwrap().applied, 5);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_request_times_out_with_408_and_the_resend_is_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner: Arc<dyn Ledger> = Arc::new(
+        RedbLedger::open(
+            &dir.path().join("l.redb"),
+            Arc::new(PosApply::new()),
+            RedbOptions::default(),
+        )
+        .unwrap(),
+    );
+    let flaky = Arc::new(Flaky {
+        inner,
+        down: std::sync::atomic::AtomicBool::new(false),
+        slow_ms: std::sync::atomic::AtomicU64::new(1_000),
+    });
+    let ledger: Arc<dyn Ledger> = flaky.clone();
+    let hub = Arc::new(
+        DatasetHub::load(ledger.clone(), &DEFAULT_DATASETS, 100)
+            .await
+            .unwrap(),
+    );
+    let limits = Limits {
+        request_timeout_ms: 200,
+        ..Limits::default()
+    };
+    let state = AppState::new(ledger.clone(), hub, None, limits)
+        .await
+        .unwrap();
+    let server = spawn(any_port(), state, Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    let token = add_terminal(&*ledger, "till-1").await.unwrap();
+    let push = || async {
+        reqwest::Client::new()
+            .post(format!("http://{}/v1/push", server.addr))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(json_push(ITEM))
+            .send()
+            .await
+            .unwrap()
+    };
+    assert_eq!(push().await.status(), StatusCode::REQUEST_TIMEOUT);
+    // The ledger applied it; the answer was lost to the timeout. The resend
+    // is answered as a duplicate and nothing is applied twice.
+    flaky.slow_ms.store(0, std::sync::atomic::Ordering::SeqCst);
+    let resp: PushResponse = push().await.json().await.unwrap();
+    assert!(
+        matches!(resp.results[0], ItemResult::Duplicate { .. }),
+        "{resp:?}"
+    );
+    assert_eq!(ledger.totals().await.unwrap().applied, 1);
+    server.shutdown().await.unwrap();
+}
