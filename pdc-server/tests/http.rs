@@ -622,8 +622,19 @@ impl Ledger for Flaky {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unavailable_ledger_answers_retry_later_and_nothing_is_dead_lettered() {
+/// A server over a [`Flaky`] ledger: (temp dir, the flaky ledger, the
+/// ledger as the server sees it, the server, till-1's token).
+async fn flaky_server(
+    down: bool,
+    slow_ms: u64,
+    limits: Limits,
+) -> (
+    tempfile::TempDir,
+    Arc<Flaky>,
+    Arc<dyn Ledger>,
+    ServerHandle,
+    String,
+) {
     let dir = tempfile::tempdir().unwrap();
     let inner: Arc<dyn Ledger> = Arc::new(
         RedbLedger::open(
@@ -635,8 +646,8 @@ async fn an_unavailable_ledger_answers_retry_later_and_nothing_is_dead_lettered(
     );
     let flaky = Arc::new(Flaky {
         inner,
-        down: std::sync::atomic::AtomicBool::new(true),
-        slow_ms: std::sync::atomic::AtomicU64::new(0),
+        down: std::sync::atomic::AtomicBool::new(down),
+        slow_ms: std::sync::atomic::AtomicU64::new(slow_ms),
     });
     let ledger: Arc<dyn Ledger> = flaky.clone();
     let hub = Arc::new(
@@ -644,13 +655,19 @@ async fn an_unavailable_ledger_answers_retry_later_and_nothing_is_dead_lettered(
             .await
             .unwrap(),
     );
-    let state = AppState::new(ledger.clone(), hub, None, Limits::default())
+    let state = AppState::new(ledger.clone(), hub, None, limits)
         .await
         .unwrap();
     let server = spawn(any_port(), state, Duration::from_secs(86_400))
         .await
         .unwrap();
     let token = add_terminal(&*ledger, "till-1").await.unwrap();
+    (dir, flaky, ledger, server, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unavailable_ledger_answers_retry_later_and_nothing_is_dead_lettered() {
+    let (dir, flaky, ledger, server, token) = flaky_server(true, 0, Limits::default()).await;
 
     // The raw answer: 200, every item retry-later, with a retry-after.
     let r = reqwest::Client::new()
@@ -708,37 +725,11 @@ async fn an_unavailable_ledger_answers_retry_later_and_nothing_is_dead_lettered(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_request_times_out_with_408_and_the_resend_is_a_duplicate() {
-    let dir = tempfile::tempdir().unwrap();
-    let inner: Arc<dyn Ledger> = Arc::new(
-        RedbLedger::open(
-            &dir.path().join("l.redb"),
-            Arc::new(PosApply::new()),
-            RedbOptions::default(),
-        )
-        .unwrap(),
-    );
-    let flaky = Arc::new(Flaky {
-        inner,
-        down: std::sync::atomic::AtomicBool::new(false),
-        slow_ms: std::sync::atomic::AtomicU64::new(1_000),
-    });
-    let ledger: Arc<dyn Ledger> = flaky.clone();
-    let hub = Arc::new(
-        DatasetHub::load(ledger.clone(), &DEFAULT_DATASETS, 100)
-            .await
-            .unwrap(),
-    );
     let limits = Limits {
         request_timeout_ms: 200,
         ..Limits::default()
     };
-    let state = AppState::new(ledger.clone(), hub, None, limits)
-        .await
-        .unwrap();
-    let server = spawn(any_port(), state, Duration::from_secs(86_400))
-        .await
-        .unwrap();
-    let token = add_terminal(&*ledger, "till-1").await.unwrap();
+    let (_dir, flaky, ledger, server, token) = flaky_server(false, 1_000, limits).await;
     let push = || async {
         reqwest::Client::new()
             .post(format!("http://{}/v1/push", server.addr))
