@@ -105,7 +105,8 @@ pub enum EngineEvent {
 /// Reads reference records from the store for the memory cache.
 struct StoreLoader(Store);
 
-#[async_trait::async_trait]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
 impl Loader for StoreLoader {
     async fn load(&self, dataset: &str, key: &str) -> Result<Vec<u8>, String> {
         let id: u64 = key.parse().map_err(|_| format!("bad record id {key:?}"))?;
@@ -159,6 +160,18 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
     /// machine, and what login needs. Nothing is fetched.
     pub fn open(config: EngineConfig, transport: T, clock: C) -> Result<Self, EngineError> {
         let store = Store::open(&config.store_path)?;
+        Self::with_store(config, store, transport, clock)
+    }
+
+    /// Opens the engine over a store the host opened itself, e.g. with
+    /// [`Store::open_with_backend`] on a browser's storage or in memory;
+    /// `config.store_path` is not used.
+    pub fn with_store(
+        config: EngineConfig,
+        store: Store,
+        transport: T,
+        clock: C,
+    ) -> Result<Self, EngineError> {
         let mut rng = match config.seed {
             Some(s) => StdRng::seed_from_u64(s),
             None => StdRng::from_rng(OsRng)

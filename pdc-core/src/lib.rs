@@ -10,7 +10,10 @@
 //! loop in the background (with probes, reference data pulls and metrics
 //! reports); nothing else here needs a runtime. With the `http` feature
 //! (default), `HttpTransport` talks to pdc-server over HTTP (reqwest,
-//! rustls); a browser build disables both and brings its own transport.
+//! rustls); a browser build disables both (`--no-default-features
+//! --features browser`, which takes randomness from the browser), brings its
+//! own transport, and opens the store on its own backend
+//! ([`OfflineEngine::with_store`]).
 //!
 //! ```
 //! use pdc_core::{EngineConfig, OfflineEngine};

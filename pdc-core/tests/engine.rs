@@ -285,3 +285,22 @@ fn warm_catalogue_and_a_delta_invalidates_only_what_changed() {
     let ratio = engine.metrics().gauges[&k];
     assert!((ratio - 11.0 / 12.0).abs() < 1e-9, "{ratio}");
 }
+
+#[test]
+fn an_engine_over_an_in_memory_store_backend() {
+    // What a browser build does with its own storage backend.
+    let store =
+        pdc_store::Store::open_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+    let transport = LoopbackTransport::new();
+    let engine = OfflineEngine::with_store(
+        config(std::path::Path::new("unused")),
+        store,
+        transport.clone(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    let id = engine.record(sale(1, 2)).unwrap();
+    pollster::block_on(engine.sync_once()).unwrap();
+    assert!(transport.server.lock().unwrap().has("till-1", id));
+    assert_eq!(engine.pending(), 0);
+}

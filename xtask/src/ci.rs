@@ -32,7 +32,8 @@ pub fn ci() -> Result<(), String> {
     wasm()
 }
 
-/// Builds every pure crate present in the workspace for wasm32.
+/// Builds every pure crate present in the workspace for wasm32, and
+/// pdc-core in its browser configuration.
 pub fn wasm() -> Result<(), String> {
     let mut cmd = cargo();
     cmd.current_dir(root())
@@ -42,7 +43,19 @@ pub fn wasm() -> Result<(), String> {
             cmd.args(["-p", krate]);
         }
     }
-    run(&mut cmd)
+    run(&mut cmd)?;
+    // The engine itself as a browser POS embeds it: no tokio, no reqwest,
+    // randomness from the browser, the store on a host-supplied backend.
+    run(cargo().current_dir(root()).args([
+        "build",
+        "--target",
+        "wasm32-unknown-unknown",
+        "-p",
+        "pdc-core",
+        "--no-default-features",
+        "--features",
+        "browser",
+    ]))
 }
 
 fn ensure_wasm_target() -> Result<(), String> {
