@@ -1051,6 +1051,20 @@ fn print_report(r: &DemoReport) {
         "  push latency           p50 {:.1} ms · p95 {:.1} ms · p99 {:.1} ms",
         r.push_p50_ms, r.push_p95_ms, r.push_p99_ms
     );
+    let bins: Vec<String> = r
+        .push_latency_histogram
+        .iter()
+        .filter(|b| b.1 > 0.0)
+        .map(|(le, share)| {
+            let bound = if le.is_finite() {
+                format!("≤{le} ms")
+            } else {
+                "more".into()
+            };
+            format!("{bound} {:.1}%", share * 100.0)
+        })
+        .collect();
+    println!("  push latency bins      {}", bins.join(" · "));
     println!(
         "  drains after outages   max {} ms over {} outages · final drain {} ms",
         r.max_drain_ms,
