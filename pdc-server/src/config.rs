@@ -20,6 +20,7 @@ use crate::{PosApply, ServerError};
 /// ledger_path = "pdc-ledger.redb"     # embedded ledger (default)
 /// # database_url = "postgres://postgres@127.0.0.1/pdc"   # or PDC_DATABASE_URL
 /// pool_size = 16
+/// migration_lock = true              # false on CockroachDB
 /// retention_days = 30
 /// [limits]
 /// max_items = 1000
@@ -38,6 +39,9 @@ pub struct ServerConfig {
     pub ledger_path: PathBuf,
     /// PostgreSQL connections.
     pub pool_size: usize,
+    /// Serialize migrations across nodes with an advisory lock (turn off
+    /// on CockroachDB, which has none; see docs/SERVER.md).
+    pub migration_lock: bool,
     /// Applied items older than this many days are purged.
     pub retention_days: u64,
     /// Request limits.
@@ -51,6 +55,7 @@ impl Default for ServerConfig {
             database_url: None,
             ledger_path: PathBuf::from("pdc-ledger.redb"),
             pool_size: 16,
+            migration_lock: true,
             retention_days: 30,
             limits: Limits::default(),
         }
@@ -79,6 +84,7 @@ impl ServerConfig {
                     pos,
                     PgOptions {
                         pool_size: self.pool_size,
+                        migration_lock: self.migration_lock,
                         ..PgOptions::default()
                     },
                 )

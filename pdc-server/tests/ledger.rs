@@ -135,8 +135,15 @@ async fn postgres_migrations_are_idempotent_and_refuse_a_newer_schema() {
         schema: Some(schema.clone()),
         ..PgOptions::default()
     };
-    // Reconnecting runs no migration twice.
+    // Reconnecting runs no migration twice, with or without the lock.
     PgLedger::connect(&url, Arc::new(PosApply::new()), opts.clone())
+        .await
+        .unwrap();
+    let unlocked = PgOptions {
+        migration_lock: false,
+        ..opts.clone()
+    };
+    PgLedger::connect(&url, Arc::new(PosApply::new()), unlocked)
         .await
         .unwrap();
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)

@@ -88,6 +88,10 @@ pub struct PgOptions {
     /// A schema to create and use instead of the connection's default
     /// (tests use one per test).
     pub schema: Option<String>,
+    /// Serialize concurrent migrations with `pg_advisory_xact_lock`
+    /// (default). CockroachDB has no advisory locks: turn this off there
+    /// and start the first node of a new version alone.
+    pub migration_lock: bool,
 }
 
 impl Default for PgOptions {
@@ -96,6 +100,7 @@ impl Default for PgOptions {
             pool_size: 16,
             wait_timeout: Duration::from_secs(5),
             schema: None,
+            migration_lock: true,
         }
     }
 }
@@ -199,11 +204,13 @@ impl PgLedger {
             .build()
             .map_err(|e| ServerError::Config(e.to_string()))?;
         let ledger = PgLedger { pool, apply };
-        ledger.migrate(options.schema.as_deref()).await?;
+        ledger
+            .migrate(options.schema.as_deref(), options.migration_lock)
+            .await?;
         Ok(ledger)
     }
 
-    async fn migrate(&self, schema: Option<&str>) -> Result<(), ServerError> {
+    async fn migrate(&self, schema: Option<&str>, lock: bool) -> Result<(), ServerError> {
         let mut client = self.pool.get().await?;
         if let Some(s) = schema {
             client
@@ -211,11 +218,13 @@ impl PgLedger {
                 .await?;
         }
         let tx = client.transaction().await?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('pdc_migrations:' || current_schema()))",
-            &[],
-        )
-        .await?;
+        if lock {
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('pdc_migrations:' || current_schema()))",
+                &[],
+            )
+            .await?;
+        }
         tx.batch_execute("CREATE TABLE IF NOT EXISTS pdc_schema (version int NOT NULL)")
             .await?;
         let current: i32 = tx
