@@ -86,6 +86,9 @@ pub struct LoadReport {
     pub statuses: BTreeMap<u16, u64>,
     /// Transport errors.
     pub errors: u64,
+    /// Pushes given up on (refused with a 4xx, or never answered 200);
+    /// the terminal that sent it stops.
+    pub failed: u64,
     /// Push latency p50, ms.
     pub p50_ms: f64,
     /// p90, ms.
@@ -102,7 +105,8 @@ pub struct LoadReport {
     pub server_applied_delta: u64,
     /// The server's duplicate counter moved by exactly `duplicates`.
     pub server_duplicate_delta: u64,
-    /// Whether the server's counts match what was sent.
+    /// Whether the server's counts match what was sent and no push was
+    /// given up on.
     pub check_ok: bool,
 }
 
@@ -125,6 +129,8 @@ struct Shared {
     rejected: AtomicU64,
     retry_later: AtomicU64,
     errors: AtomicU64,
+    /// Pushes given up on (refused, or never answered 200).
+    failed: AtomicU64,
     totals: Mutex<Totals>,
 }
 
@@ -293,8 +299,8 @@ pub async fn main(args: LoadArgs) -> Result<ExitCode, CliError> {
             println!("  storm drained in {d} ms");
         }
         println!(
-            "  non-200       {:?} · transport errors {}",
-            r.statuses, r.errors
+            "  non-200       {:?} · transport errors {} · pushes given up {}",
+            r.statuses, r.errors, r.failed
         );
         println!(
             "  server check  applied +{} · duplicates +{} → {}",
@@ -360,6 +366,7 @@ pub async fn run(args: &LoadArgs) -> Result<LoadReport, CliError> {
         rejected: AtomicU64::new(0),
         retry_later: AtomicU64::new(0),
         errors: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
         totals: Mutex::new(Totals::default()),
     });
     // Local ids unique to this run: the wall clock in µs-ish steps.
@@ -420,6 +427,7 @@ pub async fn run(args: &LoadArgs) -> Result<LoadReport, CliError> {
                     };
                     let items = shared.items(first, k);
                     if !shared.push(&terminal, &token, batch_id, items).await {
+                        shared.failed.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
                 }
@@ -450,6 +458,7 @@ pub async fn run(args: &LoadArgs) -> Result<LoadReport, CliError> {
         retry_later: shared.retry_later.load(Ordering::Relaxed),
         statuses: tot.statuses.clone(),
         errors: shared.errors.load(Ordering::Relaxed),
+        failed: shared.failed.load(Ordering::Relaxed),
         p50_ms: tot.latency.quantile(0.5).unwrap_or(0.0),
         p90_ms: tot.latency.quantile(0.9).unwrap_or(0.0),
         p99_ms: tot.latency.quantile(0.99).unwrap_or(0.0),
@@ -459,6 +468,7 @@ pub async fn run(args: &LoadArgs) -> Result<LoadReport, CliError> {
         server_applied_delta: applied1 - applied0.min(applied1),
         server_duplicate_delta: dup1 - dup0.min(dup1),
         check_ok: applied1.saturating_sub(applied0) == applied
-            && dup1.saturating_sub(dup0) == duplicates,
+            && dup1.saturating_sub(dup0) == duplicates
+            && shared.failed.load(Ordering::Relaxed) == 0,
     })
 }

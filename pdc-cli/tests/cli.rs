@@ -213,6 +213,25 @@ fn serve_terminal_dataset_loadtest_on_the_embedded_ledger() {
     let load: serde_json::Value = serde_json::from_str(&load).unwrap();
     assert_eq!(load["check_ok"], true, "{load}");
     assert!(load["applied"].as_u64().unwrap() > 0, "{load}");
+    // Wrong tokens: every push refused, and the check says so.
+    let bad_tokens = dir.path().join("bad.txt");
+    std::fs::write(&bad_tokens, "lt-0001 pdc_not_a_token\n").unwrap();
+    let refused = run(&[
+        "loadtest",
+        "--url",
+        &server.url,
+        "--tokens",
+        bad_tokens.to_str().unwrap(),
+        "--terminals",
+        "1",
+        "--seconds",
+        "1",
+        "--json",
+    ]);
+    assert!(!refused.status.success());
+    let refused: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!(refused["check_ok"], false, "{refused}");
+    assert_eq!(refused["statuses"]["401"], 1, "{refused}");
     // A remote target is refused unless asked for.
     let far = run(&[
         "loadtest",
