@@ -337,11 +337,18 @@ impl Demo {
         let mut engine = self.open_engine(&till)?;
         // Phase 1: online. The driver pulls the reference data at start;
         // wait for the users to arrive, then log a cashier in.
+        let waited = Instant::now();
         while engine
             .store()
             .dataset_state("users")
             .map_or(true, |d| d.version.is_none())
         {
+            if waited.elapsed() > Duration::from_secs(30) {
+                return Err(CliError::Msg(format!(
+                    "{}: no reference data from the server after 30 s",
+                    till.id
+                )));
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.login(&till, &engine, 0).await;
