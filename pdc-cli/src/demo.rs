@@ -570,8 +570,21 @@ pub async fn main(args: DemoArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Queue depth samples: (ms since start, pending per terminal, server up).
-pub type Samples = Vec<(u64, Vec<u64>, bool)>;
+/// Samples of the run, every 250 ms.
+pub type Samples = Vec<Sample>;
+
+/// The fleet at one moment of the run.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// ms since the session started.
+    pub at_ms: u64,
+    /// Pending outbox items per terminal.
+    pub pending: Vec<u64>,
+    /// Whether the server was up.
+    pub server_up: bool,
+    /// Each terminal's link.
+    pub links: Vec<Mode>,
+}
 
 /// Runs the demo; returns the report and the queue samples.
 pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
@@ -789,18 +802,19 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
                 .iter()
                 .map(|t| demo.pending(t).map_or(0, |p| p.1))
                 .collect();
-            samples.push((
-                (now - demo.started).as_millis() as u64,
-                depth,
-                !demo.server_down.load(Ordering::SeqCst),
-            ));
+            samples.push(Sample {
+                at_ms: (now - demo.started).as_millis() as u64,
+                pending: depth,
+                server_up: !demo.server_down.load(Ordering::SeqCst),
+                links: demo.tills.iter().map(|t| t.link.mode()).collect(),
+            });
             let recorded: usize = demo.tills.iter().map(|t| lock(&t.recorded).len()).sum();
             let applied = counter(
                 &demo.state,
                 "pdc_server_items_total",
                 &[("result", "applied")],
             );
-            let pending: u64 = samples.last().map_or(0, |s| s.1.iter().sum());
+            let pending: u64 = samples.last().map_or(0, |s| s.pending.iter().sum());
             bar.set_position((now - demo.started).as_millis() as u64);
             bar.set_message(format!(
                 "recorded {recorded} · applied {applied} · pending {pending}{}",
@@ -1117,34 +1131,34 @@ fn histogram(push: &Sketch) -> Vec<(f64, f64)> {
 /// server outage shaded, and the report.
 pub fn html(r: &DemoReport, samples: &Samples) -> String {
     let (w, h) = (900.0, 300.0);
-    let tmax = samples.last().map_or(1, |s| s.0).max(1) as f64;
+    let tmax = samples.last().map_or(1, |s| s.at_ms).max(1) as f64;
     let dmax = samples
         .iter()
-        .flat_map(|s| s.1.iter())
+        .flat_map(|s| s.pending.iter())
         .copied()
         .max()
         .unwrap_or(1)
         .max(1) as f64;
     let mut svg = format!("<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' style='background:#fafafa'>");
     for win in samples.windows(2) {
-        if !win[0].2 {
-            let x = win[0].0 as f64 / tmax * w;
-            let x2 = win[1].0 as f64 / tmax * w;
+        if !win[0].server_up {
+            let x = win[0].at_ms as f64 / tmax * w;
+            let x2 = win[1].at_ms as f64 / tmax * w;
             svg.push_str(&format!(
                 "<rect x='{x:.1}' y='0' width='{:.1}' height='{h}' fill='#fdd'/>",
                 x2 - x
             ));
         }
     }
-    let terminals = samples.first().map_or(0, |s| s.1.len());
+    let terminals = samples.first().map_or(0, |s| s.pending.len());
     for t in 0..terminals {
         let pts: Vec<String> = samples
             .iter()
             .map(|s| {
                 format!(
                     "{:.1},{:.1}",
-                    s.0 as f64 / tmax * w,
-                    h - s.1[t] as f64 / dmax * (h - 10.0)
+                    s.at_ms as f64 / tmax * w,
+                    h - s.pending[t] as f64 / dmax * (h - 10.0)
                 )
             })
             .collect();
@@ -1155,6 +1169,31 @@ pub fn html(r: &DemoReport, samples: &Samples) -> String {
         ));
     }
     svg.push_str("</svg>");
+    // One row per terminal: its link over time (down, slow, lossy).
+    let row = 8.0;
+    let mut links = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{:.0}' style='background:#fafafa'>",
+        row * terminals as f64 + 2.0
+    );
+    for win in samples.windows(2) {
+        let x = win[0].at_ms as f64 / tmax * w;
+        let x2 = win[1].at_ms as f64 / tmax * w;
+        for (t, m) in win[0].links.iter().enumerate() {
+            let color = match m {
+                Mode::Up => continue,
+                Mode::Down => "#d33",
+                Mode::Slow => "#e90",
+                Mode::Lossy => "#93c",
+            };
+            links.push_str(&format!(
+                "<rect x='{x:.1}' y='{:.1}' width='{:.1}' height='{:.1}' fill='{color}'/>",
+                t as f64 * row + 1.0,
+                x2 - x,
+                row - 2.0
+            ));
+        }
+    }
+    links.push_str("</svg>");
     let mut hist = String::from("<svg xmlns='http://www.w3.org/2000/svg' width='900' height='220' style='background:#fafafa'>");
     let bw = 900.0 / r.push_latency_histogram.len().max(1) as f64;
     for (i, (le, share)) in r.push_latency_histogram.iter().enumerate() {
@@ -1186,6 +1225,7 @@ pub fn html(r: &DemoReport, samples: &Samples) -> String {
          <style>body{{font-family:sans-serif;margin:2em}}pre{{background:#f4f4f4;padding:1em}}</style></head><body>\
          <h1>pdc demo</h1><p>{} terminals, {} sales recorded, {} applied, <b>{} lost</b>, {} applied twice.</p>\
          <h2>Pending items per terminal (server outage shaded; max {dmax:.0})</h2>{svg}\
+         <h2>Links per terminal (red down, orange slow, purple losing answers)</h2>{links}\
          <h2>Push round trip, share of pushes per bin (ms)</h2>{hist}\
          <h2>Report</h2><pre>{}</pre></body></html>",
         r.terminals, r.sales_recorded, r.sales_applied, r.lost, r.doubled,
@@ -1253,15 +1293,25 @@ mod tests {
             server_outages: 1,
             catalogue_version: 1,
         };
+        let sample = |at_ms, pending: Vec<u64>, server_up, links: Vec<Mode>| Sample {
+            at_ms,
+            pending,
+            server_up,
+            links,
+        };
         let samples = vec![
-            (0, vec![1, 2], true),
-            (500, vec![3, 0], false),
-            (1000, vec![0, 0], true),
+            sample(0, vec![1, 2], true, vec![Mode::Up, Mode::Down]),
+            sample(500, vec![3, 0], false, vec![Mode::Slow, Mode::Up]),
+            sample(1000, vec![0, 0], true, vec![Mode::Up, Mode::Up]),
         ];
         let page = html(&r, &samples);
         assert!(page.starts_with("<!doctype html>"));
-        assert_eq!(page.matches("<svg").count(), 2);
+        assert_eq!(page.matches("<svg").count(), 3);
         assert!(page.contains("fill='#fdd'"), "the outage is shaded");
+        assert!(
+            page.contains("fill='#d33'") && page.contains("fill='#e90'"),
+            "links drawn"
+        );
         assert!(
             !page.contains("<script"),
             "no scripts, no external resources"
