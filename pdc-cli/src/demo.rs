@@ -15,8 +15,10 @@ use std::time::{Duration, Instant};
 
 use pdc_clock::{Clock, SystemClock};
 use pdc_codec::{Codec, Order, Transaction, TxKind, TxStatus};
-use pdc_core::{DriverConfig, EngineConfig, HttpOptions, HttpTransport, OfflineEngine};
-use pdc_monitor::{AlertEngine, AlertEvent, AlertRule, MetricKey, Sketch};
+use pdc_core::{
+    DriverConfig, EngineConfig, EngineEvent, HttpOptions, HttpTransport, OfflineEngine,
+};
+use pdc_monitor::{MetricKey, Sketch};
 use pdc_server::{AppState, DatasetHub, Ledger, PosApply, RedbLedger, RedbOptions, ServerHandle};
 use pdc_store::NewItem;
 use pdc_sync::{DatasetRecord, ItemResult, Priority, StreamKey};
@@ -297,6 +299,7 @@ impl Demo {
                 ping_recovering: Duration::from_millis(500),
                 pull_every: Duration::from_secs(3),
                 report_every: Duration::from_secs(5),
+                alert_every: Duration::from_secs(1),
                 store_id: "demo-store",
             },
         );
@@ -700,11 +703,6 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
     }
 
     // The controller: faults on schedule, drains measured, samples taken.
-    let mut alert_engines: Vec<AlertEngine> = demo
-        .tills
-        .iter()
-        .map(|_| AlertEngine::new(AlertRule::defaults()))
-        .collect();
     let mut samples: Samples = Vec::new();
     let mut drains: Vec<Drain> = Vec::new();
     // (label, ended at, marks per till)
@@ -715,7 +713,6 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
     let mut last_sample = Instant::now() - Duration::from_secs(1);
     let mut last_alert = Instant::now();
     let session_end = demo.started + demo.session();
-    let clock = SystemClock::new();
     loop {
         let now = Instant::now();
         let frac = (now - demo.started).as_secs_f64() / demo.session().as_secs_f64();
@@ -827,15 +824,15 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
         }
         if now - last_alert >= Duration::from_secs(1) {
             last_alert = now;
-            let at = clock.now();
-            for (i, t) in demo.tills.iter().enumerate() {
+            // The UI's side of the engines: their events (the drivers
+            // evaluate the default alert rules every second here).
+            for t in &demo.tills {
                 if let Some(e) = demo.engine(t) {
-                    let fired = alert_engines[i]
-                        .evaluate(&e.metrics(), at)
-                        .iter()
-                        .filter(|ev| matches!(ev, AlertEvent::Fired { .. }))
-                        .count();
-                    demo.alerts.fetch_add(fired as u64, Ordering::Relaxed);
+                    while let Some(ev) = e.poll_event() {
+                        if matches!(ev, EngineEvent::AlertFired { .. }) {
+                            demo.alerts.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
         }

@@ -2,8 +2,8 @@
 //! `sync_once` when the machine's timer says so, or when poked, and probes
 //! the server with `ping` every 30 s (every 5 s while it is unreachable),
 //! which feeds connection quality and the online/offline state; it also
-//! pulls reference data at start and every 5 minutes, and reports metrics
-//! every minute.
+//! pulls reference data at start and every 5 minutes, reports metrics
+//! every minute, and evaluates alert rules every 10 s.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +26,8 @@ pub struct DriverConfig {
     pub pull_every: Duration,
     /// Metrics report interval (default 1 min).
     pub report_every: Duration,
+    /// Alert rule evaluation interval (default 10 s).
+    pub alert_every: Duration,
     /// Store id sent with metrics reports.
     pub store_id: &'static str,
 }
@@ -37,6 +39,7 @@ impl Default for DriverConfig {
             ping_recovering: Duration::from_secs(5),
             pull_every: Duration::from_secs(300),
             report_every: Duration::from_secs(60),
+            alert_every: Duration::from_secs(10),
             store_id: "",
         }
     }
@@ -75,12 +78,14 @@ where
         ping_recovering,
         pull_every,
         report_every,
+        alert_every,
         store_id,
     } = config;
     tokio::spawn(async move {
         let mut next_ping = clock.now();
         let mut next_pull = clock.now();
         let mut next_report = clock.now() + report_every;
+        let mut next_alert = clock.now() + alert_every;
         loop {
             if clock.now() >= next_ping {
                 let ok = engine.ping().await.is_ok();
@@ -95,6 +100,10 @@ where
                 let _ = engine.report_metrics(store_id).await;
                 next_report = clock.now() + report_every;
             }
+            if clock.now() >= next_alert {
+                engine.check_alerts();
+                next_alert = clock.now() + alert_every;
+            }
             let _ = engine.sync_once().await;
             let wait = engine
                 .next_wakeup()
@@ -103,6 +112,7 @@ where
                 .min(next_ping.saturating_duration_since(clock.now()))
                 .min(next_pull.saturating_duration_since(clock.now()))
                 .min(next_report.saturating_duration_since(clock.now()))
+                .min(next_alert.saturating_duration_since(clock.now()))
                 .max(Duration::from_millis(1));
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}

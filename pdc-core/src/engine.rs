@@ -9,7 +9,10 @@ use pdc_auth::{AuthConfig, Authenticator, KdfParams, Login, Pepper, PinHasher};
 use pdc_cache::{DatasetId, DatasetPolicy, Loader, MemoryLimits, Refresh, TieredCache};
 use pdc_clock::Clock;
 use pdc_codec::Codec;
-use pdc_monitor::{ConnectionHistory, ConnectionState, MetricKey, Registry, TerminalReport};
+use pdc_monitor::{
+    AlertEngine, AlertEvent, AlertRule, ConnectionHistory, ConnectionState, MetricKey, Registry,
+    Severity, TerminalReport,
+};
 use pdc_store::{NewItem, Store};
 use pdc_sync::{
     Connectivity, PullRequest, PullResponse, SyncConfig, SyncEvent, SyncMachine, SyncTransport,
@@ -41,6 +44,9 @@ pub struct EngineConfig {
     /// Seed for the engine's non-cryptographic randomness (backoff jitter);
     /// `None` draws one from the OS.
     pub seed: Option<u64>,
+    /// Alert rules evaluated over the engine's metrics (default: the
+    /// study's, [`AlertRule::defaults`]).
+    pub alert_rules: Vec<AlertRule>,
 }
 
 impl EngineConfig {
@@ -60,12 +66,13 @@ impl EngineConfig {
                 max_weight: 16 << 20,
             },
             seed: None,
+            alert_rules: AlertRule::defaults(),
         }
     }
 }
 
 /// What the UI hears about.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum EngineEvent {
     /// A sync pass ended: items acknowledged, dead-lettered, bytes moved.
@@ -92,6 +99,27 @@ pub enum EngineEvent {
         from: ConnectionState,
         /// New state.
         to: ConnectionState,
+    },
+    /// A sync pass is sending: this many items were pending.
+    SyncStarted {
+        /// Items in the outbox when the first batch left.
+        pending: usize,
+    },
+    /// An alert rule's condition held for its duration.
+    AlertFired {
+        /// Rule name.
+        rule: String,
+        /// Its severity.
+        severity: Severity,
+        /// The value that fired it.
+        value: f64,
+    },
+    /// A fired alert's value came back.
+    AlertResolved {
+        /// Rule name.
+        rule: String,
+        /// The value that resolved it.
+        value: f64,
     },
     /// A reference dataset was updated from the server.
     DatasetUpdated {
@@ -143,6 +171,7 @@ pub struct OfflineEngine<T: SyncTransport, C: Clock + Clone + 'static> {
     datasets: Vec<String>,
     registry: Mutex<Registry>,
     history: Mutex<ConnectionHistory>,
+    alerts: Mutex<AlertEngine>,
     events: Mutex<VecDeque<EngineEvent>>,
     rng: Mutex<StdRng>,
 }
@@ -219,6 +248,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             datasets: config.datasets,
             registry: Mutex::new(Registry::new()),
             history: Mutex::new(history),
+            alerts: Mutex::new(AlertEngine::new(config.alert_rules)),
             events: Mutex::new(VecDeque::new()),
             rng: Mutex::new(rng),
         })
@@ -295,6 +325,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
     /// any time; a batch interrupted by a crash is resent after restart.
     pub async fn sync_once(&self) -> Result<(), EngineError> {
         let (mut acked_total, mut dead) = (0usize, 0usize);
+        let mut started = false;
         let before = lock(&self.sync).health(self.clock.now());
         loop {
             let now = self.clock.now();
@@ -305,6 +336,11 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             };
             // None: nothing ready, lingering, backing off, or offline.
             let Some(batch) = batch else { break };
+            if !started {
+                started = true;
+                let pending = self.pending();
+                self.event(EngineEvent::SyncStarted { pending });
+            }
             let sent = self.clock.now();
             let result = self.transport.push(batch.request).await;
             let now = self.clock.now();
@@ -589,6 +625,32 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             q.pop_front();
         }
         q.push_back(e);
+    }
+
+    /// Evaluates the alert rules over the engine's metrics now; fired and
+    /// resolved alerts also become [`EngineEvent`]s. The driver calls this
+    /// periodically.
+    pub fn check_alerts(&self) -> Vec<AlertEvent> {
+        let metrics = self.metrics();
+        let events = lock(&self.alerts).evaluate(&metrics, self.clock.now());
+        for e in &events {
+            self.event(match e {
+                AlertEvent::Fired {
+                    rule,
+                    severity,
+                    value,
+                } => EngineEvent::AlertFired {
+                    rule: rule.clone(),
+                    severity: *severity,
+                    value: *value,
+                },
+                AlertEvent::Resolved { rule, value } => EngineEvent::AlertResolved {
+                    rule: rule.clone(),
+                    value: *value,
+                },
+            });
+        }
+        events
     }
 
     /// The next UI event, if any.

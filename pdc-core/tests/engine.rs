@@ -304,3 +304,39 @@ fn an_engine_over_an_in_memory_store_backend() {
     assert!(transport.server.lock().unwrap().has("till-1", id));
     assert_eq!(engine.pending(), 0);
 }
+
+#[test]
+fn sync_started_and_alerts_become_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = LoopbackTransport::new();
+    let mut c = config(&dir.path().join("t.pdc"));
+    c.alert_rules = vec![pdc_monitor::AlertRule {
+        name: "any_record".into(),
+        metric: "pdc_record_us".into(),
+        stat: pdc_monitor::Stat::Max,
+        op: pdc_monitor::Op::Above,
+        threshold: 0.0,
+        for_duration: Duration::ZERO,
+        hysteresis: 0.0,
+        severity: pdc_monitor::Severity::Warning,
+    }];
+    let engine = OfflineEngine::open(c, transport, SystemClock::new()).unwrap();
+    assert!(engine.check_alerts().is_empty(), "nothing recorded yet");
+    engine.record(sale(1, 2)).unwrap();
+    let fired = engine.check_alerts();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    pollster::block_on(engine.sync_once()).unwrap();
+    let events: Vec<EngineEvent> = std::iter::from_fn(|| engine.poll_event()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::AlertFired { rule, .. } if rule == "any_record")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, EngineEvent::SyncStarted { pending: 1 })),
+        "{events:?}"
+    );
+}
