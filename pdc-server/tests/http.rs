@@ -752,3 +752,18 @@ async fn a_slow_request_times_out_with_408_and_the_resend_is_a_duplicate() {
     assert_eq!(ledger.totals().await.unwrap().applied, 1);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_transport_passes_the_transport_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("l.redb"), Limits::default(), any_port()).await;
+    let token = add_terminal(&*server.state.ledger, "till-c").await.unwrap();
+    let transport = HttpTransport::new(
+        &format!("http://{}", server.addr),
+        &token,
+        HttpOptions::default(),
+    )
+    .unwrap();
+    pdc_sync::transport_conformance::run(&transport, "till-c", 1).await;
+    server.shutdown().await.unwrap();
+}

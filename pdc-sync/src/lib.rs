@@ -77,6 +77,7 @@ pub mod protocol;
 mod quality;
 mod queue;
 mod transport;
+pub mod transport_conformance;
 
 pub use backoff::{Backoff, BackoffConfig};
 pub use delta::{Delta, DeltaTracker, LocalDataset, ServerDataset};
