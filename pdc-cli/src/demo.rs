@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pdc_clock::{Clock, SystemClock};
@@ -28,7 +28,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::proxy::{self, Link, Mode};
-use crate::CliError;
+use crate::{lock, CliError};
 
 type Engine = OfflineEngine<HttpTransport, SystemClock>;
 
@@ -59,7 +59,7 @@ pub struct DemoArgs {
 }
 
 /// What a run proved.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct DemoReport {
     /// Terminals.
     pub terminals: usize,
@@ -137,16 +137,12 @@ pub struct DemoReport {
 }
 
 /// One outage's drain.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Drain {
     /// Which outage.
     pub outage: String,
     /// ms from its end to its backlog cleared.
     pub ms: u64,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Till {
@@ -242,7 +238,8 @@ fn schedule(n: usize, rng: &mut ChaCha8Rng) -> Schedule {
 
 struct Demo {
     args: DemoArgs,
-    dir: tempfile::TempDir,
+    /// Holds the ledger and the terminals' stores until the demo ends.
+    _dir: tempfile::TempDir,
     state: Arc<AppState>,
     server: tokio::sync::Mutex<Option<ServerHandle>>,
     server_addr: SocketAddr,
@@ -672,7 +669,7 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
     let plan = schedule(tills.len(), &mut rng);
     let demo = Arc::new(Demo {
         args: args.clone(),
-        dir,
+        _dir: dir,
         state: Arc::clone(&state),
         server: tokio::sync::Mutex::new(Some(server)),
         server_addr,
@@ -683,7 +680,6 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
         started: Instant::now(),
         alerts: AtomicU64::new(0),
     });
-    let _ = &demo.dir;
     let tasks: Vec<_> = demo
         .tills
         .iter()
@@ -882,39 +878,17 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
     let mut report = DemoReport {
         terminals: demo.tills.len(),
         session_s: demo.session().as_secs_f64(),
-        sales_recorded: 0,
-        recorded_by_kind: BTreeMap::new(),
-        sales_applied: 0,
         duplicates_suppressed: counter(
             &state,
             "pdc_server_items_total",
             &[("result", "duplicate")],
         ),
-        lost: 0,
-        doubled: 0,
-        dead_lettered: 0,
-        dead_letter_reasons: BTreeMap::new(),
-        wire_bytes: 0,
-        initial_catalogue_bytes: 0,
-        sync_body_bytes: 0,
-        json_equivalent_bytes: 0,
-        body_vs_json: 0.0,
-        wire_vs_json: 0.0,
         pull_bytes: counter(&state, "pdc_server_pull_bytes_total", &[]),
         pull_snapshot_bytes: counter(&state, "pdc_server_pull_snapshot_bytes_total", &[]),
-        push_p50_ms: 0.0,
-        push_p95_ms: 0.0,
-        push_p99_ms: 0.0,
-        push_latency_histogram: Vec::new(),
         max_drain_ms: drains.iter().map(|d| d.ms).max().unwrap_or(0),
         drains,
         final_drain_ms,
-        logins: 0,
-        offline_logins: 0,
-        offline_login_p95_ms: 0.0,
-        cache_hit_ratio: 0.0,
         alerts_fired: demo.alerts.load(Ordering::Relaxed),
-        lost_responses: 0,
         kills: demo
             .tills
             .iter()
@@ -922,6 +896,7 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
             .count() as u64,
         server_outages: u64::from(server_outage_done.0),
         catalogue_version: state.datasets.ids("products").await.map_or(0, |(v, _)| v),
+        ..DemoReport::default()
     };
     let mut push = Sketch::new();
     let mut offline_ms = Vec::new();
@@ -1258,37 +1233,11 @@ mod tests {
             terminals: 2,
             session_s: 1.0,
             sales_recorded: 3,
-            recorded_by_kind: BTreeMap::new(),
             sales_applied: 3,
-            duplicates_suppressed: 0,
-            lost: 0,
-            doubled: 0,
-            dead_lettered: 0,
-            dead_letter_reasons: BTreeMap::new(),
-            wire_bytes: 0,
-            initial_catalogue_bytes: 0,
-            sync_body_bytes: 0,
-            json_equivalent_bytes: 0,
-            body_vs_json: 0.0,
-            wire_vs_json: 0.0,
-            pull_bytes: 0,
-            pull_snapshot_bytes: 0,
-            push_p50_ms: 0.0,
-            push_p95_ms: 0.0,
-            push_p99_ms: 0.0,
             push_latency_histogram: vec![(0.5, 0.5), (f64::INFINITY, 0.5)],
-            drains: vec![],
-            max_drain_ms: 0,
-            final_drain_ms: 0,
-            logins: 0,
-            offline_logins: 0,
-            offline_login_p95_ms: 0.0,
-            cache_hit_ratio: 0.0,
-            alerts_fired: 0,
-            lost_responses: 0,
-            kills: 0,
             server_outages: 1,
             catalogue_version: 1,
+            ..DemoReport::default()
         };
         let sample = |at_ms, pending: Vec<u64>, server_up, links: Vec<Mode>| Sample {
             at_ms,

@@ -17,7 +17,7 @@ use pdc_sync::{ItemResult, OutboxItem, Priority, PushRequest, PushResponse, Stre
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::CliError;
+use crate::{lock, CliError};
 
 /// `pdc loadtest` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -132,10 +132,6 @@ struct Shared {
     /// Pushes given up on (refused, or never answered 200).
     failed: AtomicU64,
     totals: Mutex<Totals>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {

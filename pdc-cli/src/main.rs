@@ -17,6 +17,12 @@ mod serve;
 
 pub use error::CliError;
 
+/// A mutex's guard; every critical section here is a single update, so a
+/// poisoned lock still holds consistent state.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// pdc: an offline-first engine for point-of-sale terminals.
 #[derive(Debug, Parser)]
 #[command(name = "pdc", version, about, long_about = None)]

@@ -130,6 +130,17 @@ pub fn valid_terminal_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// What a resend of an item recorded with this status is answered: the
+/// original rejection, or a duplicate of the original sequence. Shared by
+/// the backends so that they answer alike.
+pub(crate) fn recorded_result(status: i16, seq: u64, code: String, message: String) -> ItemResult {
+    if status == STATUS_REJECTED {
+        ItemResult::Rejected { code, message }
+    } else {
+        ItemResult::Duplicate { server_seq: seq }
+    }
+}
+
 /// Row status codes shared by the backends.
 pub(crate) const STATUS_APPLIED: i16 = 1;
 pub(crate) const STATUS_REJECTED: i16 = 2;

@@ -20,8 +20,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use super::{
-    Ledger, LedgerTotals, StoredDataset, StoredRecord, TerminalInfo, TokenDigest, STATUS_APPLIED,
-    STATUS_REJECTED,
+    recorded_result, Ledger, LedgerTotals, StoredDataset, StoredRecord, TerminalInfo, TokenDigest,
+    STATUS_APPLIED, STATUS_REJECTED,
 };
 use crate::apply::{Accepted, Apply};
 use crate::ServerError;
@@ -150,16 +150,12 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
 
 /// What a resend of a row of `SELECT_EXISTING` is answered.
 fn row_result(r: &tokio_postgres::Row) -> ItemResult {
-    if r.get::<_, i16>(2) == STATUS_REJECTED {
-        ItemResult::Rejected {
-            code: r.get::<_, Option<String>>(3).unwrap_or_default(),
-            message: r.get::<_, Option<String>>(4).unwrap_or_default(),
-        }
-    } else {
-        ItemResult::Duplicate {
-            server_seq: r.get::<_, i64>(1) as u64,
-        }
-    }
+    recorded_result(
+        r.get(2),
+        r.get::<_, i64>(1) as u64,
+        r.get::<_, Option<String>>(3).unwrap_or_default(),
+        r.get::<_, Option<String>>(4).unwrap_or_default(),
+    )
 }
 
 fn i64_of(v: u64, what: &str) -> Result<i64, ServerError> {
@@ -429,23 +425,15 @@ impl PgLedger {
                     message: r.message,
                 },
                 (None, _) => {
+                    // Same columns as SELECT_EXISTING, answered the same way.
                     let r = tx
                         .query_one(
-                            "SELECT server_seq, status, code, message FROM pdc_items \
+                            "SELECT local_id, server_seq, status, code, message FROM pdc_items \
                              WHERE terminal_id = $1 AND local_id = $2",
                             &[&terminal_id, &id],
                         )
                         .await?;
-                    if r.get::<_, i16>(1) == STATUS_REJECTED {
-                        ItemResult::Rejected {
-                            code: r.get::<_, Option<String>>(2).unwrap_or_default(),
-                            message: r.get::<_, Option<String>>(3).unwrap_or_default(),
-                        }
-                    } else {
-                        ItemResult::Duplicate {
-                            server_seq: r.get::<_, i64>(0) as u64,
-                        }
-                    }
+                    row_result(&r)
                 }
             });
         }

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{
-    Ledger, LedgerTotals, StoredDataset, StoredRecord, TerminalInfo, TokenDigest, STATUS_APPLIED,
-    STATUS_REJECTED,
+    recorded_result, Ledger, LedgerTotals, StoredDataset, StoredRecord, TerminalInfo, TokenDigest,
+    STATUS_APPLIED, STATUS_REJECTED,
 };
 use crate::apply::{Accepted, Apply};
 use crate::ServerError;
@@ -157,16 +157,7 @@ impl RedbLedger {
 
 /// What a resend of a recorded item is answered.
 fn row_result(row: ItemRow) -> ItemResult {
-    if row.status == STATUS_REJECTED {
-        ItemResult::Rejected {
-            code: row.code,
-            message: row.message,
-        }
-    } else {
-        ItemResult::Duplicate {
-            server_seq: row.seq,
-        }
-    }
+    recorded_result(row.status, row.seq, row.code, row.message)
 }
 
 fn writer(db: &Database, apply: &dyn Apply, rx: &Receiver<Job>, max_group: usize) {
