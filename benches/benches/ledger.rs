@@ -1,7 +1,8 @@
 //! The server's ledgers applying batches of 50 orders (with the POS Apply
 //! hook writing the orders table): the embedded redb ledger, PostgreSQL's
 //! one-statement UNNEST batch, and the study's one-INSERT-per-item loop in
-//! the same run; and a batch of resends against a fresh batch.
+//! the same run; a batch of resends against a fresh batch; and a batch
+//! with one poison item (isolated by bisection) against a clean one.
 //!
 //! PostgreSQL: `PDC_TEST_DATABASE_URL` (skipped, loudly, when unset).
 #![allow(missing_docs)]
@@ -11,8 +12,48 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pdc_codec::Codec;
-use pdc_server::{Ledger, PgLedger, PgOptions, PosApply, RedbLedger, RedbOptions};
-use pdc_sync::{OutboxItem, Priority, StreamKey};
+use pdc_server::{
+    Accepted, Apply, Ledger, PgLedger, PgOptions, PosApply, RedbLedger, RedbOptions, Refusals,
+    Rejection, ServerError,
+};
+use pdc_sync::{OutboxItem, Priority, StoreId, StreamKey};
+
+const S: StoreId = StoreId([5; 16]);
+
+/// The POS hook, except that writing an item of kind 98 fails (a poison
+/// item on the embedded ledger, where PosApply itself cannot fail).
+struct PoisonKind98(PosApply);
+
+impl Apply for PoisonKind98 {
+    fn check(&self, t: &str, i: &OutboxItem) -> Result<(), Rejection> {
+        self.0.check(t, i)
+    }
+    fn apply_redb(
+        &self,
+        tx: &redb::WriteTransaction,
+        items: &[Accepted<'_>],
+    ) -> Result<Refusals, ServerError> {
+        if items.iter().any(|a| a.item.kind == 98) {
+            return Err(ServerError::Apply("poison".into()));
+        }
+        self.0.apply_redb(tx, items)
+    }
+}
+
+/// A batch whose 26th item cannot be stored: on redb by kind (see
+/// [`PoisonKind98`]), on PostgreSQL by a timestamp beyond its range.
+fn poisoned(first: u64, payloads: &[Vec<u8>], redb: bool) -> Vec<OutboxItem> {
+    let mut b = batch(first, payloads);
+    if redb {
+        b[25].kind = 98;
+    } else {
+        let codec = Codec::new();
+        let mut o: pdc_codec::Order = codec.decode(&b[25].payload).expect("order");
+        o.created_at_ms = 9_000_000_000_000_000_000;
+        b[25].payload = codec.encode(&o).expect("order");
+    }
+    b
+}
 
 const BATCH: u64 = 50;
 
@@ -49,7 +90,7 @@ fn bench_ledger(c: &mut Criterion) {
     let redb: Arc<dyn Ledger> = Arc::new(
         RedbLedger::open(
             &dir.path().join("l.redb"),
-            Arc::new(PosApply::new()),
+            Arc::new(PoisonKind98(PosApply::new())),
             RedbOptions::default(),
         )
         .expect("ledger"),
@@ -58,14 +99,21 @@ fn bench_ledger(c: &mut Criterion) {
     g.bench_function("redb/fresh", |b| {
         b.iter(|| {
             let first = next.fetch_add(BATCH, Ordering::Relaxed);
-            rt.block_on(redb.push("bench", batch(first, &p), 0))
+            rt.block_on(redb.push("bench", S, batch(first, &p), 0))
                 .expect("push")
         })
     });
     let resend = batch(1, &p);
     g.bench_function("redb/resend", |b| {
         b.iter(|| {
-            rt.block_on(redb.push("bench", resend.clone(), 0))
+            rt.block_on(redb.push("bench", S, resend.clone(), 0))
+                .expect("push")
+        })
+    });
+    g.bench_function("redb/poison1", |b| {
+        b.iter(|| {
+            let first = next.fetch_add(BATCH, Ordering::Relaxed);
+            rt.block_on(redb.push("bench", S, poisoned(first, &p, true), 0))
                 .expect("push")
         })
     });
@@ -89,24 +137,31 @@ fn bench_ledger(c: &mut Criterion) {
             g.bench_function("postgres/unnest_fresh", |b| {
                 b.iter(|| {
                     let first = next.fetch_add(BATCH, Ordering::Relaxed);
-                    rt.block_on(pg.push("bench", batch(first, &p), 0))
+                    rt.block_on(pg.push("bench", S, batch(first, &p), 0))
                         .expect("push")
                 })
             });
             g.bench_function("postgres/per_item_fresh", |b| {
                 b.iter(|| {
                     let first = next.fetch_add(BATCH, Ordering::Relaxed);
-                    rt.block_on(pg.push_per_item("bench", &batch(first, &p), 0))
+                    rt.block_on(pg.push_per_item("bench", S, &batch(first, &p), 0))
                         .expect("push")
                 })
             });
             let first = next.fetch_add(BATCH, Ordering::Relaxed);
             let resend = batch(first, &p);
-            rt.block_on(pg.push("bench", resend.clone(), 0))
+            rt.block_on(pg.push("bench", S, resend.clone(), 0))
                 .expect("push");
             g.bench_function("postgres/unnest_resend", |b| {
                 b.iter(|| {
-                    rt.block_on(pg.push("bench", resend.clone(), 0))
+                    rt.block_on(pg.push("bench", S, resend.clone(), 0))
+                        .expect("push")
+                })
+            });
+            g.bench_function("postgres/unnest_poison1", |b| {
+                b.iter(|| {
+                    let first = next.fetch_add(BATCH, Ordering::Relaxed);
+                    rt.block_on(pg.push("bench", S, poisoned(first, &p, false), 0))
                         .expect("push")
                 })
             });

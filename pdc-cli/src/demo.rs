@@ -164,6 +164,8 @@ struct Till {
     driver: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Link bytes of the first catalogue download (before trading).
     initial_wire: AtomicU64,
+    /// The till store's id (the server's exactly-once key), once opened.
+    store_id: Mutex<pdc_sync::StoreId>,
 }
 
 impl Till {
@@ -300,6 +302,7 @@ impl Demo {
                 store_id: "demo-store",
             },
         );
+        *lock(&till.store_id) = engine.store().store_id();
         *lock(&till.engine) = Some(Arc::clone(&engine));
         if let Some(old) = lock(&till.driver).replace(driver) {
             old.abort();
@@ -664,6 +667,7 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
             killed: AtomicBool::new(false),
             driver: Mutex::new(None),
             initial_wire: AtomicU64::new(0),
+            store_id: Mutex::new(pdc_sync::StoreId::LEGACY),
         }));
     }
     let plan = schedule(tills.len(), &mut rng);
@@ -909,7 +913,8 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
             *report.recorded_by_kind.entry(k.clone()).or_default() += v;
         }
         let ids: Vec<u64> = recorded.iter().map(|r| r.0).collect();
-        let statuses = ledger.status(&t.id, &ids).await?;
+        let store = *lock(&t.store_id);
+        let statuses = ledger.status(&t.id, store, &ids).await?;
         for (s, (_, json)) in statuses.iter().zip(&recorded) {
             match s {
                 Some(ItemResult::Duplicate { .. }) => {

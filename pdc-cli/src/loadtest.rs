@@ -132,6 +132,8 @@ struct Shared {
     /// Pushes given up on (refused, or never answered 200).
     failed: AtomicU64,
     totals: Mutex<Totals>,
+    /// The load generator's store id (its local ids are unique per run).
+    store_id: pdc_sync::StoreId,
 }
 
 impl Shared {
@@ -146,8 +148,9 @@ impl Shared {
     ) -> bool {
         for _ in 0..50 {
             let req = PushRequest {
-                schema: 1,
+                schema: pdc_sync::PROTOCOL_VERSION,
                 terminal_id: terminal.to_owned(),
+                store_id: self.store_id,
                 batch_id,
                 items: items.clone(),
             };
@@ -205,7 +208,11 @@ impl Shared {
                 match r {
                     ItemResult::Applied { .. } => self.applied.fetch_add(1, Ordering::Relaxed),
                     ItemResult::Duplicate { .. } => self.duplicates.fetch_add(1, Ordering::Relaxed),
-                    ItemResult::Rejected { .. } => self.rejected.fetch_add(1, Ordering::Relaxed),
+                    // A conflict is refused for good too (the load never
+                    // resends a changed payload, so it should not happen).
+                    ItemResult::Rejected { .. } | ItemResult::Conflict { .. } => {
+                        self.rejected.fetch_add(1, Ordering::Relaxed)
+                    }
                     ItemResult::RetryLater => {
                         again.push(item);
                         self.retry_later.fetch_add(1, Ordering::Relaxed)
@@ -364,6 +371,7 @@ pub async fn run(args: &LoadArgs) -> Result<LoadReport, CliError> {
         errors: AtomicU64::new(0),
         failed: AtomicU64::new(0),
         totals: Mutex::new(Totals::default()),
+        store_id: pdc_sync::StoreId([0x1d; 16]),
     });
     // Local ids unique to this run: the wall clock in µs-ish steps.
     let base = SystemClock::new().wall_ms() * 1_000;

@@ -16,7 +16,6 @@ use pdc_monitor::{
 use pdc_store::{NewItem, Store};
 use pdc_sync::{
     Connectivity, PullRequest, PullResponse, SyncConfig, SyncEvent, SyncMachine, SyncTransport,
-    PROTOCOL_VERSION,
 };
 use rand::rngs::{OsRng, StdRng};
 use rand::SeedableRng;
@@ -184,6 +183,20 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> std::fmt::Debug for OfflineEn
     }
 }
 
+/// Refuses, before anything is saved, an item the server would refuse as a
+/// whole request (integers above 2^63−1).
+fn check_new_item(item: &NewItem) -> Result<(), EngineError> {
+    pdc_sync::check_wire_ints(&pdc_sync::OutboxItem {
+        local_id: 1,
+        stream: item.stream,
+        priority: item.priority,
+        kind: item.kind,
+        created_at_ms: item.created_at_ms,
+        payload: Vec::new(),
+    })?;
+    Ok(())
+}
+
 impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
     /// Opens the engine: the store, the pending outbox into the sync
     /// machine, and what login needs. Nothing is fetched.
@@ -207,7 +220,10 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
                 .map_err(|e| EngineError::Store(pdc_store::StoreError::Storage(e.to_string())))?,
         };
         let machine_rng = StdRng::seed_from_u64(rand::RngCore::next_u64(&mut rng));
-        let mut sync = SyncMachine::new(config.sync, Box::new(machine_rng));
+        let mut sync_config = config.sync;
+        // Pushes carry the store's identity: the server's exactly-once key.
+        sync_config.store_id = store.store_id();
+        let mut sync = SyncMachine::new(sync_config, Box::new(machine_rng));
         let (pending, _quarantined) = store.pending()?;
         sync.restore(pending, clock.now())?;
         let hasher = PinHasher::new(config.kdf, config.pepper);
@@ -264,6 +280,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
     /// sale was not saved.
     pub fn record(&self, item: NewItem) -> Result<u64, EngineError> {
         let started = self.clock.now();
+        check_new_item(&item)?;
         let stored = self.store.append(item)?;
         let id = stored.local_id;
         lock(&self.sync).enqueue(stored, self.clock.now())?;
@@ -276,6 +293,9 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
 
     /// Records many sales in one durable commit (bulk import).
     pub fn record_many(&self, items: Vec<NewItem>) -> Result<Vec<u64>, EngineError> {
+        for item in &items {
+            check_new_item(item)?;
+        }
         let stored = self.store.append_many(items)?;
         let mut sync = lock(&self.sync);
         let now = self.clock.now();
@@ -400,7 +420,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             .map(|d| self.store.dataset_state(d))
             .collect::<Result<Vec<_>, _>>()?;
         let req = PullRequest {
-            schema: PROTOCOL_VERSION,
+            schema: pdc_sync::BASE_SCHEMA,
             terminal_id: self.terminal_id.clone(),
             datasets: states.clone(),
         };
@@ -424,7 +444,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             if self.store.apply_dataset(delta).is_err() {
                 // Digest mismatch: ask for a snapshot of that dataset.
                 let req = PullRequest {
-                    schema: PROTOCOL_VERSION,
+                    schema: pdc_sync::BASE_SCHEMA,
                     terminal_id: self.terminal_id.clone(),
                     datasets: vec![pdc_sync::DatasetState {
                         dataset: delta.dataset.clone(),

@@ -43,6 +43,12 @@ pub struct Accepted<'a> {
     pub item: &'a OutboxItem,
 }
 
+/// Items of an `apply_*` call the hook refuses after all, by index into
+/// the `items` it was given, with the reason: the ledger records them as
+/// rejected instead of applied, in the same transaction. Their effects must
+/// not have been written.
+pub type Refusals = Vec<(usize, Rejection)>;
+
 /// Business logic the embedding server runs exactly once per item.
 ///
 /// The ledger calls [`Apply::check`] for every item of a batch (a pure
@@ -50,9 +56,16 @@ pub struct Accepted<'a> {
 /// with the verdict, and then, **in the same transaction**, calls
 /// `apply_redb` or `apply_postgres` with only the items that were newly
 /// recorded as applied: a duplicate never reaches them, so effects written
-/// there (stock, loyalty points, an orders table) happen exactly once. An
-/// error from them aborts the transaction: nothing of the batch is kept and
-/// the terminal is told to retry later.
+/// there (stock, loyalty points, an orders table) happen exactly once.
+/// They return the items they refuse on what the database holds (e.g. an
+/// order id already taken), see [`Refusals`].
+///
+/// An error from them aborts the transaction. Return
+/// [`ServerError::Unavailable`] for a cause that may pass (a service the
+/// hook needs is down): the batch is answered retry-later. Any other error
+/// is taken as tied to the items: the ledger isolates the failing ones by
+/// bisection and answers them `rejected{code: "storage"}` while the others
+/// are applied.
 #[async_trait::async_trait]
 pub trait Apply: Send + Sync + 'static {
     /// Accepts or rejects one well-formed item. Must not have side effects:
@@ -64,8 +77,8 @@ pub trait Apply: Send + Sync + 'static {
         &self,
         _tx: &redb::WriteTransaction,
         _items: &[Accepted<'_>],
-    ) -> Result<(), ServerError> {
-        Ok(())
+    ) -> Result<Refusals, ServerError> {
+        Ok(Vec::new())
     }
 
     /// DDL for the hook's own PostgreSQL tables, run at start (must be
@@ -80,8 +93,8 @@ pub trait Apply: Send + Sync + 'static {
         &self,
         _tx: &deadpool_postgres::Transaction<'_>,
         _items: &[Accepted<'_>],
-    ) -> Result<(), ServerError> {
-        Ok(())
+    ) -> Result<Refusals, ServerError> {
+        Ok(Vec::new())
     }
 }
 
@@ -105,10 +118,14 @@ pub const REDB_ORDERS: TableDefinition<'static, (&str, u64), OrderRow> =
 
 /// The default hook for the POS records of pdc-codec:
 ///
-/// * an order (kind 2) must decode, have at least one line, only known
-///   product ids (once a catalogue is known), no line worth less than
-///   zero, and payments that add up to the lines' total; it is written to
-///   `pos_orders` (+ `pos_order_lines` on PostgreSQL) for the back office;
+/// * an order (kind 2) must decode, have an id below 2^63 (what the orders
+///   tables store), at least one line, only known product ids (once a
+///   catalogue is known), no line worth less than zero, and payments that
+///   add up to the lines' total; it is written to `pos_orders` (+
+///   `pos_order_lines` on PostgreSQL) for the back office. An order whose
+///   (terminal, order id) already belongs to another applied item is
+///   refused `duplicate_order`, atomically with the ledger: the orders
+///   tables hold exactly the applied orders;
 /// * a transaction (kind 1) must decode and have a non-negative amount
 ///   unless it is a refund;
 /// * any other kind is recorded in the ledger as is.
@@ -138,6 +155,12 @@ impl PosApply {
     }
 
     fn check_order(&self, o: &Order) -> Result<(), Rejection> {
+        if o.id > pdc_sync::MAX_WIRE_INT {
+            return Err(Rejection::new(
+                "out_of_range",
+                format!("order id {} is above 2^63-1", o.id),
+            ));
+        }
         if o.lines.is_empty() {
             return Err(Rejection::new("empty_order", "an order needs a line"));
         }
@@ -180,12 +203,14 @@ impl PosApply {
         Ok(())
     }
 
-    fn orders<'a>(&self, items: &'a [Accepted<'a>]) -> Vec<(&'a Accepted<'a>, Order)> {
+    /// The accepted orders with their index in `items`.
+    fn orders<'a>(&self, items: &'a [Accepted<'a>]) -> Vec<(usize, &'a Accepted<'a>, Order)> {
         items
             .iter()
-            .filter(|a| a.item.kind == u16::from(RecordKind::ORDER.0))
+            .enumerate()
+            .filter(|(_, a)| a.item.kind == u16::from(RecordKind::ORDER.0))
             // check() accepted these, so they decode.
-            .filter_map(|a| self.order(a.item).ok().map(|o| (a, o)))
+            .filter_map(|(n, a)| self.order(a.item).ok().map(|o| (n, a, o)))
             .collect()
     }
 }
@@ -217,18 +242,29 @@ CREATE INDEX IF NOT EXISTS pos_orders_created_at ON pos_orders (created_at);
 CREATE INDEX IF NOT EXISTS pos_order_lines_product ON pos_order_lines (product_id);
 ";
 
-const INSERT_ORDERS: &str = "INSERT INTO pos_orders (terminal_id, order_id, server_seq, \
-     cashier_id, customer_id, created_at, total_cents, lines) \
+/// Orders and their lines in one statement: an order whose (terminal,
+/// order id) is taken is not inserted, and only the inserted orders' lines
+/// are (joined on the ledger sequence); the statement returns the
+/// sequences of the inserted orders, so the others are refused.
+const INSERT_ORDERS: &str = "WITH o AS (INSERT INTO pos_orders (terminal_id, order_id, \
+     server_seq, cashier_id, customer_id, created_at, total_cents, lines) \
      SELECT t, o, s, c, cu, to_timestamp(a / 1000.0), tot, n FROM UNNEST($1::text[], \
      $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], \
      $8::int[]) AS x(t, o, s, c, cu, a, tot, n) \
-     ON CONFLICT (terminal_id, order_id) DO NOTHING";
+     ON CONFLICT (terminal_id, order_id) DO NOTHING RETURNING server_seq), \
+     l AS (INSERT INTO pos_order_lines (terminal_id, order_id, line_no, product_id, quantity, \
+     unit_price_cents, discount_cents, tax_rate_bp) \
+     SELECT x.t, x.o, x.n, x.p, x.q, x.u, x.d, x.r FROM UNNEST($9::bigint[], $10::text[], \
+     $11::bigint[], $12::int[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], \
+     $17::int[]) AS x(s, t, o, n, p, q, u, d, r) JOIN o ON o.server_seq = x.s) \
+     SELECT server_seq FROM o";
 
-const INSERT_LINES: &str = "INSERT INTO pos_order_lines (terminal_id, order_id, line_no, \
-     product_id, quantity, unit_price_cents, discount_cents, tax_rate_bp) \
-     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::int[], $4::bigint[], \
-     $5::bigint[], $6::bigint[], $7::bigint[], $8::int[]) \
-     ON CONFLICT DO NOTHING";
+fn duplicate_order(terminal: &str, order_id: u64) -> Rejection {
+    Rejection::new(
+        "duplicate_order",
+        format!("order {order_id} of terminal {terminal} was already applied as another item"),
+    )
+}
 
 #[async_trait::async_trait]
 impl Apply for PosApply {
@@ -257,11 +293,14 @@ impl Apply for PosApply {
         &self,
         tx: &redb::WriteTransaction,
         items: &[Accepted<'_>],
-    ) -> Result<(), ServerError> {
+    ) -> Result<Refusals, ServerError> {
         let mut table = tx.open_table(REDB_ORDERS)?;
-        for (a, o) in self.orders(items) {
+        let mut refused = Vec::new();
+        for (n, a, o) in self.orders(items) {
             let lines = u32::try_from(o.lines.len()).unwrap_or(u32::MAX);
-            if table.get((a.terminal_id, o.id))?.is_none() {
+            if table.get((a.terminal_id, o.id))?.is_some() {
+                refused.push((n, duplicate_order(a.terminal_id, o.id)));
+            } else {
                 table.insert(
                     (a.terminal_id, o.id),
                     (
@@ -274,7 +313,7 @@ impl Apply for PosApply {
                 )?;
             }
         }
-        Ok(())
+        Ok(refused)
     }
 
     fn postgres_schema(&self) -> &'static str {
@@ -285,63 +324,94 @@ impl Apply for PosApply {
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         items: &[Accepted<'_>],
-    ) -> Result<(), ServerError> {
+    ) -> Result<Refusals, ServerError> {
         let orders = self.orders(items);
         if orders.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let (mut term, mut oid, mut seq, mut cashier, mut cust, mut at, mut total, mut nlines) = (
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-        );
-        let (mut lterm, mut loid, mut lno, mut lprod, mut lqty, mut lprice, mut ldisc, mut ltax) = (
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-            vec![],
-        );
-        for (a, o) in &orders {
-            term.push(a.terminal_id);
-            oid.push(o.id as i64);
-            seq.push(a.server_seq as i64);
-            cashier.push(i64::from(o.cashier_id));
-            cust.push(o.customer_id.map(i64::from));
-            at.push((o.created_at_ms.min(i64::MAX as u64)) as i64);
-            total.push(o.total_cents());
-            nlines.push(o.lines.len() as i32);
+        let mut o_cols = OrderColumns::default();
+        let mut l_cols = LineColumns::default();
+        for (_, a, o) in &orders {
+            o_cols.push(a, o);
             for (n, l) in o.lines.iter().enumerate() {
-                lterm.push(a.terminal_id);
-                loid.push(o.id as i64);
-                lno.push(n as i32);
-                lprod.push(i64::from(l.product_id));
-                lqty.push(i64::from(l.quantity));
-                lprice.push(l.unit_price_cents);
-                ldisc.push(l.discount_cents);
-                ltax.push(i32::from(l.tax_rate_bp));
+                l_cols.push(a, o.id, n, l);
             }
         }
-        // Both statements prepared once per connection and pipelined.
-        let orders_stmt = tx.prepare_cached(INSERT_ORDERS).await?;
-        let lines_stmt = tx.prepare_cached(INSERT_LINES).await?;
-        let order_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
-            [&term, &oid, &seq, &cashier, &cust, &at, &total, &nlines];
-        let line_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] =
-            [&lterm, &loid, &lno, &lprod, &lqty, &lprice, &ldisc, &ltax];
-        tokio::try_join!(
-            tx.execute(&orders_stmt, &order_params),
-            tx.execute(&lines_stmt, &line_params),
-        )?;
-        Ok(())
+        let stmt = tx.prepare_cached(INSERT_ORDERS).await?;
+        let o = &o_cols;
+        let l = &l_cols;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 17] = [
+            &o.term, &o.oid, &o.seq, &o.cashier, &o.cust, &o.at, &o.total, &o.nlines, &l.seq,
+            &l.term, &l.oid, &l.no, &l.prod, &l.qty, &l.price, &l.disc, &l.tax,
+        ];
+        let inserted: HashSet<i64> = tx
+            .query(&stmt, &params)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(orders
+            .iter()
+            .filter(|(_, a, _)| !inserted.contains(&(a.server_seq as i64)))
+            .map(|(n, a, o)| (*n, duplicate_order(a.terminal_id, o.id)))
+            .collect())
+    }
+}
+
+/// The orders of one `apply_postgres` call as UNNEST columns. Ids were
+/// range-checked by `check` (order id, sequence below 2^63), so the casts
+/// to `bigint` are lossless.
+#[derive(Default)]
+struct OrderColumns<'a> {
+    term: Vec<&'a str>,
+    oid: Vec<i64>,
+    seq: Vec<i64>,
+    cashier: Vec<i64>,
+    cust: Vec<Option<i64>>,
+    at: Vec<i64>,
+    total: Vec<i64>,
+    nlines: Vec<i32>,
+}
+
+impl<'a> OrderColumns<'a> {
+    fn push(&mut self, a: &Accepted<'a>, o: &Order) {
+        self.term.push(a.terminal_id);
+        self.oid.push(o.id as i64);
+        self.seq.push(a.server_seq as i64);
+        self.cashier.push(i64::from(o.cashier_id));
+        self.cust.push(o.customer_id.map(i64::from));
+        self.at.push(o.created_at_ms.min(i64::MAX as u64) as i64);
+        self.total.push(o.total_cents());
+        self.nlines
+            .push(i32::try_from(o.lines.len()).unwrap_or(i32::MAX));
+    }
+}
+
+/// The lines of those orders as UNNEST columns.
+#[derive(Default)]
+struct LineColumns<'a> {
+    seq: Vec<i64>,
+    term: Vec<&'a str>,
+    oid: Vec<i64>,
+    no: Vec<i32>,
+    prod: Vec<i64>,
+    qty: Vec<i64>,
+    price: Vec<i64>,
+    disc: Vec<i64>,
+    tax: Vec<i32>,
+}
+
+impl<'a> LineColumns<'a> {
+    fn push(&mut self, a: &Accepted<'a>, order_id: u64, n: usize, l: &pdc_codec::OrderLine) {
+        self.seq.push(a.server_seq as i64);
+        self.term.push(a.terminal_id);
+        self.oid.push(order_id as i64);
+        self.no.push(i32::try_from(n).unwrap_or(i32::MAX));
+        self.prod.push(i64::from(l.product_id));
+        self.qty.push(i64::from(l.quantity));
+        self.price.push(l.unit_price_cents);
+        self.disc.push(l.discount_cents);
+        self.tax.push(i32::from(l.tax_rate_bp));
     }
 }
 

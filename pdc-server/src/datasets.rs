@@ -72,6 +72,16 @@ impl DatasetHub {
         upserts: Vec<DatasetRecord>,
         deletes: Vec<u64>,
     ) -> Result<u64, ServerError> {
+        if let Some(id) = upserts
+            .iter()
+            .map(|r| r.id)
+            .chain(deletes.iter().copied())
+            .find(|&id| id > pdc_sync::MAX_WIRE_INT)
+        {
+            return Err(ServerError::Dataset(format!(
+                "{name}: record id {id} is above 2^63-1, the largest a ledger stores"
+            )));
+        }
         let _w = self.writer.lock().await;
         let mut d = self
             .sets

@@ -25,7 +25,8 @@ use pdc_clock::{Clock, SystemClock};
 use pdc_codec::{Codec, Record};
 use pdc_monitor::{FleetReport, MetricKey, Registry, TerminalReport};
 use pdc_sync::{
-    ItemResult, MetricsReport, PullRequest, PushRequest, PushResponse, PROTOCOL_VERSION,
+    ItemResult, MetricsReport, PullRequest, PushRequest, PushResponse, StoreId, BASE_SCHEMA,
+    PROTOCOL_VERSION,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
@@ -121,6 +122,7 @@ pub struct AppState {
     metrics: Mutex<Registry>,
     fleet: Mutex<FleetReport>,
     seen: Mutex<HashMap<String, u64>>,
+    stores: Mutex<std::collections::HashSet<(String, StoreId)>>,
     tokens: Mutex<HashMap<TokenDigest, (String, Instant)>>,
     limiter: DefaultKeyedRateLimiter<String>,
 }
@@ -173,6 +175,7 @@ impl AppState {
             metrics: Mutex::new(Registry::new()),
             fleet: Mutex::new(FleetReport::new()),
             seen: Mutex::new(HashMap::new()),
+            stores: Mutex::new(std::collections::HashSet::new()),
             tokens: Mutex::new(HashMap::new()),
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
         });
@@ -368,10 +371,23 @@ impl AppState {
 
     /// The response and its body's size.
     fn encode_sized<T: Record + Serialize>(&self, f: Format, value: &T) -> (Response, usize) {
+        self.encode_sized_as(f, value, T::SCHEMA)
+    }
+
+    /// The response written with an older frame schema (for an older
+    /// client; the caller made the value readable by it).
+    fn encode_sized_as<T: Record + Serialize>(
+        &self,
+        f: Format,
+        value: &T,
+        schema: u8,
+    ) -> (Response, usize) {
         let (ctype, body) = match f {
             Format::Binary => (
                 "application/x-pdc",
-                self.codec.encode(value).map_err(|e| e.to_string()),
+                self.codec
+                    .encode_value(T::KIND, schema, value)
+                    .map_err(|e| e.to_string()),
             ),
             Format::Json => (
                 "application/json",
@@ -393,12 +409,12 @@ impl AppState {
     }
 
     fn check_push(&self, req: &PushRequest, terminal: &str) -> Result<(), Response> {
-        if req.schema != PROTOCOL_VERSION {
+        if !(1..=PROTOCOL_VERSION).contains(&req.schema) {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "schema",
                 format!(
-                    "protocol schema {}, this server speaks {PROTOCOL_VERSION}",
+                    "protocol schema {}, this server speaks 1 to {PROTOCOL_VERSION}",
                     req.schema
                 ),
             ));
@@ -430,11 +446,12 @@ impl AppState {
                     format!("item {n}: {m}"),
                 ))
             };
-            if i.local_id > i64::MAX as u64 || i.local_id == 0 {
-                return bad(format!("local_id {} out of range 1..2^63", i.local_id));
-            }
-            if i.created_at_ms > i64::MAX as u64 {
-                return bad(format!("created_at_ms {} out of range", i.created_at_ms));
+            if let Err(e) = crate::ledger::check_item(n, i) {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_item",
+                    e.to_string(),
+                ));
             }
             if i.payload.len() > self.limits.max_item_bytes {
                 return bad(format!(
@@ -448,6 +465,47 @@ impl AppState {
             }
         }
         Ok(())
+    }
+
+    /// Records the (terminal, store) pair; a store the ledger never saw
+    /// for this terminal is logged and counted (a replaced till store).
+    async fn note_store(&self, terminal: &str, store: StoreId) {
+        let key = (terminal.to_owned(), store);
+        if lock(&self.stores).contains(&key) {
+            return;
+        }
+        match self
+            .ledger
+            .note_store(terminal, store, self.clock.wall_ms())
+            .await
+        {
+            Ok(new) => {
+                if new {
+                    let known = self
+                        .ledger
+                        .terminal_stores(terminal)
+                        .await
+                        .map(|s| s.len())
+                        .unwrap_or(0);
+                    if known > 1 {
+                        tracing::warn!(
+                            terminal, store = %store, stores = known,
+                            "terminal pushes from a new store (store replaced or reinstalled)"
+                        );
+                    } else {
+                        tracing::info!(terminal, store = %store, "first store of terminal");
+                    }
+                    self.count("pdc_server_new_stores_total", &[], 1);
+                }
+                let mut known = lock(&self.stores);
+                if known.len() > 100_000 {
+                    known.clear();
+                }
+                known.insert(key);
+            }
+            // Noting is bookkeeping: a failure must not refuse the push.
+            Err(e) => tracing::warn!(error = %e, terminal, "could not record the store id"),
+        }
     }
 }
 
@@ -494,31 +552,44 @@ async fn push_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Response {
         return r;
     }
     s.seen(&terminal);
+    s.note_store(&terminal, req.store_id).await;
     let n = req.items.len();
+    let schema = req.schema;
     let ledger_started = Instant::now();
-    let result = s.ledger.push(&terminal, req.items, s.clock.wall_ms()).await;
+    let result = s
+        .ledger
+        .push(&terminal, req.store_id, req.items, s.clock.wall_ms())
+        .await;
     s.observe(
         "pdc_server_ledger_ms",
         ledger_started.elapsed().as_secs_f64() * 1000.0,
     );
     let resp = match result {
         Ok(results) => {
-            let (mut a, mut d, mut rj) = (0, 0, 0);
+            let (mut a, mut d, mut rj, mut c) = (0, 0, 0, 0);
             for r in &results {
                 match r {
                     ItemResult::Applied { .. } => a += 1,
                     ItemResult::Duplicate { .. } => d += 1,
                     ItemResult::Rejected { .. } => rj += 1,
+                    ItemResult::Conflict { .. } => c += 1,
                     ItemResult::RetryLater => {}
                 }
+            }
+            if c > 0 {
+                tracing::warn!(terminal, conflicts = c, "resends with another payload");
             }
             s.count("pdc_server_items_total", &[("result", "applied")], a);
             s.count("pdc_server_items_total", &[("result", "duplicate")], d);
             s.count("pdc_server_items_total", &[("result", "rejected")], rj);
+            s.count("pdc_server_items_total", &[("result", "conflict")], c);
             PushResponse {
                 results,
                 retry_after_ms: None,
             }
+        }
+        Err(ServerError::InvalidItem(m)) => {
+            return error(StatusCode::BAD_REQUEST, "malformed_item", m);
         }
         Err(e) => {
             tracing::warn!(error = %e, terminal, "push not applied; answering retry-later");
@@ -537,7 +608,11 @@ async fn push_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Response {
         "pdc_server_push_ms",
         started.elapsed().as_secs_f64() * 1000.0,
     );
-    let (r, sent) = s.encode_sized(format, &resp);
+    let (r, sent) = if schema < PROTOCOL_VERSION {
+        s.encode_sized_as(format, &resp.for_schema_1(), schema)
+    } else {
+        s.encode_sized(format, &resp)
+    };
     s.count(
         "pdc_server_push_bytes_total",
         &[("direction", "out")],
@@ -557,7 +632,7 @@ async fn pull(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
             bytes.len() as u64,
         );
         let req: PullRequest = s.decode(format, &bytes)?;
-        if req.schema != PROTOCOL_VERSION {
+        if req.schema != BASE_SCHEMA {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "schema",

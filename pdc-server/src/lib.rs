@@ -1,6 +1,6 @@
 //! pdc-server: the sync service the terminals push their sales to.
 //!
-//! Each (terminal id, local id) is applied exactly once, keyed in a
+//! Each (terminal id, store id, local id) is applied exactly once, keyed in a
 //! [`Ledger`]: the embedded [`RedbLedger`] (one file, no setup) or
 //! [`PgLedger`] (PostgreSQL, many server processes side by side). Business
 //! rules run in an [`Apply`] hook inside the ledger's transaction, so their
@@ -20,8 +20,9 @@
 //! let ledger = RedbLedger::open(&dir.path().join("ledger.redb"), Arc::new(PosApply::new()),
 //!                               RedbOptions::default())?;
 //! let item = pdc_server::conformance::item(1, 70); // an opaque kind
-//! let first = ledger.push("till-1", vec![item.clone()], 0).await?;
-//! let again = ledger.push("till-1", vec![item], 0).await?;
+//! let store = pdc_sync::StoreId([1; 16]); // the till store's random id
+//! let first = ledger.push("till-1", store, vec![item.clone()], 0).await?;
+//! let again = ledger.push("till-1", store, vec![item], 0).await?;
 //! let ItemResult::Applied { server_seq } = first[0] else { panic!() };
 //! assert_eq!(again[0], ItemResult::Duplicate { server_seq });
 //! # Ok::<(), pdc_server::ServerError>(())
@@ -37,12 +38,13 @@ mod error;
 pub mod http;
 mod ledger;
 
-pub use apply::{AcceptAll, Accepted, Apply, OrderRow, PosApply, Rejection, REDB_ORDERS};
+pub use apply::{AcceptAll, Accepted, Apply, OrderRow, PosApply, Refusals, Rejection, REDB_ORDERS};
 pub use config::ServerConfig;
 pub use datasets::{config_id, records_from_json, DatasetHub, DEFAULT_DATASETS};
 pub use error::ServerError;
 pub use http::{add_terminal, spawn, token_digest, AppState, Limits, ServerHandle};
 pub use ledger::{
-    conformance, valid_terminal_id, Ledger, LedgerTotals, PgLedger, PgOptions, RedbLedger,
-    RedbOptions, StoredDataset, StoredRecord, TerminalInfo, TokenDigest,
+    check_item, conformance, payload_digest, transient, valid_terminal_id, Ledger, LedgerTotals,
+    PayloadDigest, PgLedger, PgOptions, RedbLedger, RedbOptions, StoreSeen, StoredDataset,
+    StoredRecord, TerminalInfo, TokenDigest, STORAGE_REJECTION,
 };

@@ -127,15 +127,33 @@ async fn every_sale_is_applied_once_across_a_server_restart() {
     let totals = server.state.ledger.totals().await.unwrap();
     assert_eq!(totals.applied, 300);
     assert_eq!(totals.rejected, 0);
-    // Each local id is in the ledger exactly once.
-    let items: Vec<_> = ids
+    // Each local id is in the ledger exactly once, under the till's store.
+    let store = engine.store().store_id();
+    let held = server
+        .state
+        .ledger
+        .status("till-1", store, &ids)
+        .await
+        .unwrap();
+    assert!(held
         .iter()
-        .map(|&i| pdc_server::conformance::item(i, 2))
-        .collect();
-    let again = server.state.ledger.push("till-1", items, 0).await.unwrap();
-    assert!(again
-        .iter()
-        .all(|r| matches!(r, ItemResult::Duplicate { .. })));
+        .all(|r| matches!(r, Some(ItemResult::Duplicate { .. }))));
+    // A resend with another payload is a conflict, never a duplicate.
+    let changed = server
+        .state
+        .ledger
+        .push(
+            "till-1",
+            store,
+            vec![pdc_server::conformance::item(ids[0], 2)],
+            0,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(changed[0], ItemResult::Conflict { .. }),
+        "{changed:?}"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -204,8 +222,9 @@ async fn malformed_requests_get_a_4xx_and_change_nothing() {
     let f = Fixture::new(limits).await;
     let codec = Codec::new();
     let good = pdc_sync::PushRequest {
-        schema: 1,
+        schema: pdc_sync::PROTOCOL_VERSION,
         terminal_id: "till-1".into(),
+        store_id: pdc_sync::StoreId([4; 16]),
         batch_id: 1,
         items: vec![pdc_server::conformance::item(1, 70)],
     };
@@ -327,7 +346,12 @@ async fn malformed_requests_get_a_4xx_and_change_nothing() {
     let resp: PushResponse = codec.decode(&r.bytes().await.unwrap()).unwrap();
     assert!(matches!(resp.results[0], ItemResult::Applied { .. }));
     let r = f
-        .post("/v1/push", "application/json", gz(&json_push(ITEM)), true)
+        .post(
+            "/v1/push",
+            "application/json",
+            gz(&serde_json::to_vec(&good).unwrap()),
+            true,
+        )
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     let resp: PushResponse = r.json().await.unwrap();
@@ -556,6 +580,7 @@ impl Ledger for Flaky {
     async fn push(
         &self,
         terminal_id: &str,
+        store: pdc_sync::StoreId,
         items: Vec<pdc_sync::OutboxItem>,
         now_ms: u64,
     ) -> Result<Vec<ItemResult>, pdc_server::ServerError> {
@@ -564,7 +589,7 @@ impl Ledger for Flaky {
                 "database unreachable".into(),
             ));
         }
-        let r = self.inner.push(terminal_id, items, now_ms).await;
+        let r = self.inner.push(terminal_id, store, items, now_ms).await;
         let slow = self.slow_ms.load(std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(slow)).await;
         r
@@ -572,9 +597,24 @@ impl Ledger for Flaky {
     async fn status(
         &self,
         t: &str,
+        store: pdc_sync::StoreId,
         ids: &[u64],
     ) -> Result<Vec<Option<ItemResult>>, pdc_server::ServerError> {
-        self.inner.status(t, ids).await
+        self.inner.status(t, store, ids).await
+    }
+    async fn note_store(
+        &self,
+        t: &str,
+        store: pdc_sync::StoreId,
+        now_ms: u64,
+    ) -> Result<bool, pdc_server::ServerError> {
+        self.inner.note_store(t, store, now_ms).await
+    }
+    async fn terminal_stores(
+        &self,
+        t: &str,
+    ) -> Result<Vec<pdc_server::StoreSeen>, pdc_server::ServerError> {
+        self.inner.terminal_stores(t).await
     }
     async fn totals(&self) -> Result<pdc_server::LedgerTotals, pdc_server::ServerError> {
         self.inner.totals().await

@@ -4,14 +4,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pdc_codec::{Codec, RecordKind};
-use pdc_sync::{OutboxItem, Priority, StreamKey};
+use pdc_sync::{OutboxItem, Priority, StoreId, StreamKey};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
-/// Schema version this build writes.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Schema version this build writes: 2 adds the store id.
+pub const SCHEMA_VERSION: u64 = 2;
 const MAGIC: &[u8] = b"pdc-store";
 
 pub(crate) const META: TableDefinition<'static, &'static str, &'static [u8]> =
@@ -71,11 +71,25 @@ pub struct Quarantined {
 pub struct Store {
     pub(crate) db: Arc<Database>,
     pub(crate) codec: Codec,
+    store_id: StoreId,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// 128 random bits from the OS (the browser's crypto on wasm32 with
+/// pdc-core's `browser` feature).
+fn new_store_id() -> Result<StoreId, StoreError> {
+    loop {
+        let mut b = [0u8; 16];
+        getrandom::getrandom(&mut b)
+            .map_err(|e| StoreError::Storage(format!("no randomness for the store id: {e}")))?;
+        if b != StoreId::LEGACY.0 {
+            return Ok(StoreId(b));
+        }
     }
 }
 
@@ -125,12 +139,7 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
-        let store = Store {
-            db: Arc::new(db),
-            codec: Codec::new(),
-        };
-        store.init_or_check(path, existed)?;
-        Ok(store)
+        Store::init_or_check(db, path, existed)
     }
 
     /// Opens a store over any redb storage backend: an in-memory one
@@ -143,16 +152,19 @@ impl Store {
         }))
         .map_err(|_| StoreError::Corrupt("backend holds a truncated or damaged store".into()))?;
         let db = opened.map_err(StoreError::from)?;
-        let store = Store {
-            db: Arc::new(db),
-            codec: Codec::new(),
-        };
-        store.init_or_check(Path::new("<backend>"), existed)?;
-        Ok(store)
+        Store::init_or_check(db, Path::new("<backend>"), existed)
     }
 
-    fn init_or_check(&self, path: &Path, existed: bool) -> Result<(), StoreError> {
-        let tx = self.db.begin_write()?;
+    /// This store's random identity (made with the store; sent with every
+    /// push so that the server never mistakes a replaced store for this
+    /// one). [`StoreId::LEGACY`] for a store created before schema 2.
+    pub fn store_id(&self) -> StoreId {
+        self.store_id
+    }
+
+    fn init_or_check(db: Database, path: &Path, existed: bool) -> Result<Store, StoreError> {
+        let tx = db.begin_write()?;
+        let store_id;
         {
             let mut meta = tx.open_table(META)?;
             let magic = meta.get("magic")?.map(|g| g.value().to_vec());
@@ -168,16 +180,28 @@ impl Store {
                             supported: SCHEMA_VERSION,
                         });
                     }
-                    // Version 1 is the first: older versions would be
-                    // migrated here, one step at a time, in this transaction.
+                    // Migrations, one step at a time, in this transaction.
+                    if version < 2 {
+                        // Its pending items may already be applied under the
+                        // server's legacy key: it keeps that identity.
+                        meta.insert("store_id", StoreId::LEGACY.0.as_slice())?;
+                        meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                    }
+                    store_id = meta
+                        .get("store_id")?
+                        .and_then(|g| <[u8; 16]>::try_from(g.value()).ok())
+                        .map(StoreId)
+                        .ok_or_else(|| StoreError::Corrupt("store id missing".into()))?;
                 }
                 Some(_) => return Err(foreign(path)),
                 None => {
                     if existed && meta.len()? == 0 && has_foreign_tables(&tx)? {
                         return Err(foreign(path));
                     }
+                    store_id = new_store_id()?;
                     meta.insert("magic", MAGIC)?;
                     meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
+                    meta.insert("store_id", store_id.0.as_slice())?;
                     meta.insert("next_local_id", 1u64.to_le_bytes().as_slice())?;
                 }
             }
@@ -187,7 +211,11 @@ impl Store {
             tx.open_table(QUARANTINE)?;
         }
         tx.commit()?;
-        Ok(())
+        Ok(Store {
+            db: Arc::new(db),
+            codec: Codec::new(),
+            store_id,
+        })
     }
 
     /// Appends items in one durable commit (group commit) and returns them

@@ -155,15 +155,15 @@ fn foreign_damaged_and_newer_files_are_clear_errors() {
         let tx = db.begin_write().unwrap();
         tx.open_table(TableDefinition::<&str, &[u8]>::new("pdc_meta"))
             .unwrap()
-            .insert("schema_version", 2u64.to_le_bytes().as_slice())
+            .insert("schema_version", 3u64.to_le_bytes().as_slice())
             .unwrap();
         tx.commit().unwrap();
     }
     assert!(matches!(
         Store::open(&path),
         Err(StoreError::NewerSchema {
-            found: 2,
-            supported: 1
+            found: 3,
+            supported: 2
         })
     ));
 
@@ -270,4 +270,57 @@ fn datasets_apply_whole_check_digests_and_keep_local_changes() {
     drop(store);
     let store = Store::open(&path).unwrap();
     assert_eq!(store.dataset("products").unwrap().records.len(), 49);
+}
+
+/// Every store gets a random 128-bit id with the file; it survives
+/// reopening; two stores never share one; it is never the legacy id.
+#[test]
+fn a_store_has_a_random_id_made_with_it() {
+    let (_d1, p1) = fresh();
+    let (_d2, p2) = fresh();
+    let a = Store::open(&p1).unwrap().store_id();
+    let b = Store::open(&p2).unwrap().store_id();
+    assert_ne!(a, b);
+    assert_ne!(a, pdc_sync::StoreId::LEGACY);
+    assert_eq!(
+        Store::open(&p1).unwrap().store_id(),
+        a,
+        "stable across opens"
+    );
+    // Replacing the file makes a new identity.
+    std::fs::remove_file(&p1).unwrap();
+    assert_ne!(Store::open(&p1).unwrap().store_id(), a);
+}
+
+/// A schema 1 store (before store ids) keeps its pending items and takes
+/// the legacy id, under which the server already keys what it sent.
+#[test]
+fn a_schema_1_store_migrates_to_the_legacy_id() {
+    let (_dir, path) = fresh();
+    {
+        let s = Store::open(&path).unwrap();
+        s.append_many((0..3).map(item).collect()).unwrap();
+    }
+    {
+        // What a schema 1 build left: no store id, version 1.
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut meta = tx
+                .open_table(TableDefinition::<&str, &[u8]>::new("pdc_meta"))
+                .unwrap();
+            meta.remove("store_id").unwrap();
+            meta.insert("schema_version", 1u64.to_le_bytes().as_slice())
+                .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.store_id(), pdc_sync::StoreId::LEGACY);
+    assert_eq!(s.pending().unwrap().0.len(), 3);
+    drop(s);
+    assert_eq!(
+        Store::open(&path).unwrap().store_id(),
+        pdc_sync::StoreId::LEGACY
+    );
 }

@@ -25,6 +25,15 @@ pub enum SyncError {
         /// The limit.
         limit: usize,
     },
+    /// An integer of the item is above what the wire accepts
+    /// ([`crate::MAX_WIRE_INT`]).
+    #[error("{field} {value} is above 2^63-1, the largest the server stores")]
+    OutOfRange {
+        /// The field.
+        field: &'static str,
+        /// Its value.
+        value: u64,
+    },
     /// No batch with this id is in flight (it timed out and was resent, or
     /// the id is wrong). The late answer is ignored.
     #[error("no batch {0} in flight")]

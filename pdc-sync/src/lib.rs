@@ -82,11 +82,13 @@ pub mod transport_conformance;
 pub use backoff::{Backoff, BackoffConfig};
 pub use delta::{Delta, DeltaTracker, LocalDataset, ServerDataset};
 pub use error::SyncError;
-pub use machine::{Batch, Connectivity, QueueHealth, SyncConfig, SyncEvent, SyncMachine};
+pub use machine::{
+    check_wire_ints, Batch, Connectivity, QueueHealth, SyncConfig, SyncEvent, SyncMachine,
+};
 pub use protocol::{
     DatasetChange, DatasetDelta, DatasetRecord, DatasetState, ItemResult, MetricsReport,
-    OutboxItem, Priority, PullRequest, PullResponse, PushRequest, PushResponse, StreamKey,
-    PROTOCOL_VERSION,
+    OutboxItem, Priority, PullRequest, PullResponse, PushRequest, PushResponse, StoreId, StreamKey,
+    BASE_SCHEMA, MAX_WIRE_INT, PROTOCOL_VERSION,
 };
 pub use quality::{Quality, QualityEstimator};
 pub use queue::OutboxQueue;

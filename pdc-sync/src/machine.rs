@@ -10,18 +10,38 @@ use serde::{Deserialize, Serialize};
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::protocol::{
-    ItemResult, OutboxItem, Priority, PushRequest, PushResponse, StreamKey, PROTOCOL_VERSION,
+    ItemResult, OutboxItem, Priority, PushRequest, PushResponse, StoreId, StreamKey, MAX_WIRE_INT,
+    PROTOCOL_VERSION,
 };
 use crate::quality::{Quality, QualityEstimator};
 use crate::queue::OutboxQueue;
 use crate::transport::TransportError;
 use crate::SyncError;
 
+/// Refuses an item whose `local_id`, `stream` or `created_at_ms` is above
+/// [`MAX_WIRE_INT`]: the server would refuse the whole request.
+pub fn check_wire_ints(item: &OutboxItem) -> Result<(), SyncError> {
+    for (field, value) in [
+        ("local_id", item.local_id),
+        ("stream", item.stream.0),
+        ("created_at_ms", item.created_at_ms),
+    ] {
+        if value > MAX_WIRE_INT {
+            return Err(SyncError::OutOfRange { field, value });
+        }
+    }
+    Ok(())
+}
+
 /// Sync machine configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncConfig {
     /// This terminal's id, sent with every push.
     pub terminal_id: String,
+    /// The id of the store the items come from, sent with every push
+    /// (default [`StoreId::LEGACY`]; pdc-core sets the store's own).
+    #[serde(default)]
+    pub store_id: StoreId,
     /// Most items in one batch (default 50).
     pub max_batch_items: usize,
     /// Most encoded bytes of items in one batch (default 100 KB).
@@ -53,6 +73,7 @@ impl SyncConfig {
     pub fn new(terminal_id: impl Into<String>) -> Self {
         SyncConfig {
             terminal_id: terminal_id.into(),
+            store_id: StoreId::LEGACY,
             max_batch_items: 50,
             max_batch_bytes: 100_000,
             max_item_bytes: 1 << 20,
@@ -279,6 +300,7 @@ impl SyncMachine {
     /// Adds an item to send. Its local id must be above every id enqueued
     /// before; a refused item changes nothing.
     pub fn enqueue(&mut self, item: OutboxItem, now: Instant) -> Result<(), SyncError> {
+        check_wire_ints(&item)?;
         if item.local_id <= self.last_local_id {
             return Err(SyncError::LocalIdNotIncreasing {
                 local_id: item.local_id,
@@ -392,6 +414,7 @@ impl SyncMachine {
         let request = PushRequest {
             schema: PROTOCOL_VERSION,
             terminal_id: self.config.terminal_id.clone(),
+            store_id: self.config.store_id,
             batch_id: id,
             items,
         };
@@ -544,6 +567,16 @@ impl SyncMachine {
                         self.events.push_back(SyncEvent::DeadLettered {
                             item,
                             code,
+                            message,
+                        });
+                    }
+                }
+                ItemResult::Conflict { message } => {
+                    self.solitary_failures.remove(&id);
+                    if let Some(item) = self.queue.settle(id, true) {
+                        self.events.push_back(SyncEvent::DeadLettered {
+                            item,
+                            code: "conflict".into(),
                             message,
                         });
                     }

@@ -6,8 +6,105 @@
 use pdc_codec::{Record, RecordKind};
 use serde::{Deserialize, Serialize};
 
-/// Version of the protocol's message schemas this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Version of the push messages' schema this build speaks: 2 adds the
+/// store id to [`PushRequest`] and [`ItemResult::Conflict`]. A server
+/// still reads version 1 pushes (their store id is [`StoreId::LEGACY`]).
+pub const PROTOCOL_VERSION: u8 = 2;
+
+/// Schema of the messages that did not change since version 1 (pull,
+/// metrics).
+pub const BASE_SCHEMA: u8 = 1;
+
+/// Largest integer the wire accepts in an item's `local_id`, `stream` and
+/// `created_at_ms`: 2^63 − 1, what a PostgreSQL `bigint` (and so every
+/// ledger) stores losslessly. Larger values are refused, never wrapped.
+pub const MAX_WIRE_INT: u64 = i64::MAX as u64;
+
+/// The random 128-bit identity of one terminal store, made in the same
+/// atomic step as the store file. With the terminal id and the local id it
+/// forms the server's exactly-once key, so a replaced store (whose local
+/// ids start at 1 again) is never mistaken for the old one.
+///
+/// JSON spells it as 32 lowercase hex digits; binary frames as 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct StoreId(pub [u8; 16]);
+
+impl StoreId {
+    /// The id of a store created before store ids existed (and of version 1
+    /// pushes): the server keys its items as it always did, so their
+    /// resends stay duplicates. [`StoreId::random`] never returns it.
+    pub const LEGACY: StoreId = StoreId([0; 16]);
+
+    /// A fresh random id from the host's randomness (never `LEGACY`).
+    pub fn random(rng: &mut dyn rand::RngCore) -> StoreId {
+        loop {
+            let mut b = [0u8; 16];
+            rng.fill_bytes(&mut b);
+            if b != [0; 16] {
+                return StoreId(b);
+            }
+        }
+    }
+
+    /// The id as a number (big-endian), e.g. for ordered storage keys.
+    pub fn as_u128(self) -> u128 {
+        u128::from_be_bytes(self.0)
+    }
+
+    /// The id of a number written by [`StoreId::as_u128`].
+    pub fn from_u128(v: u128) -> StoreId {
+        StoreId(v.to_be_bytes())
+    }
+}
+
+impl std::fmt::Display for StoreId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for StoreId {
+    type Err = String;
+
+    /// Parses 32 hex digits.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 32 {
+            return Err(format!("store id {s:?}: expected 32 hex digits"));
+        }
+        let mut out = [0u8; 16];
+        for (i, pair) in bytes.chunks_exact(2).enumerate() {
+            let hex = std::str::from_utf8(pair).map_err(|e| e.to_string())?;
+            out[i] = u8::from_str_radix(hex, 16)
+                .map_err(|_| format!("store id {s:?}: expected 32 hex digits"))?;
+        }
+        Ok(StoreId(out))
+    }
+}
+
+impl Serialize for StoreId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            self.0.serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StoreId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if d.is_human_readable() {
+            let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+            s.parse().map_err(serde::de::Error::custom)
+        } else {
+            <[u8; 16]>::deserialize(d).map(StoreId)
+        }
+    }
+}
 
 /// Urgency class of an outbox item.
 ///
@@ -66,10 +163,16 @@ pub struct OutboxItem {
 /// `POST /v1/push` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushRequest {
-    /// Protocol schema version.
+    /// Protocol schema version ([`PROTOCOL_VERSION`]; 1 for a request
+    /// decoded from a version 1 frame).
     pub schema: u8,
     /// The sending terminal.
     pub terminal_id: String,
+    /// The sending store: with the terminal and the local ids, the
+    /// exactly-once key. JSON bodies may leave it out (then
+    /// [`StoreId::LEGACY`]).
+    #[serde(default)]
+    pub store_id: StoreId,
     /// Batch id, unique per terminal session (for logs and tracing).
     pub batch_id: u64,
     /// The items, in the order the server must apply them.
@@ -79,6 +182,35 @@ pub struct PushRequest {
 impl Record for PushRequest {
     const KIND: RecordKind = RecordKind(16);
     const SCHEMA: u8 = PROTOCOL_VERSION;
+
+    fn take_older(schema: u8, bytes: &[u8]) -> Result<(Self, &[u8]), pdc_codec::CodecError> {
+        /// The version 1 layout: no store id.
+        #[derive(Deserialize)]
+        struct V1 {
+            schema: u8,
+            terminal_id: String,
+            batch_id: u64,
+            items: Vec<OutboxItem>,
+        }
+        if schema != 1 {
+            return Err(pdc_codec::CodecError::UnsupportedSchema {
+                kind: Self::KIND,
+                schema,
+            });
+        }
+        let (v1, rest): (V1, &[u8]) = postcard::take_from_bytes(bytes)
+            .map_err(|e| pdc_codec::CodecError::Malformed(e.to_string()))?;
+        Ok((
+            PushRequest {
+                schema: v1.schema,
+                terminal_id: v1.terminal_id,
+                store_id: StoreId::LEGACY,
+                batch_id: v1.batch_id,
+                items: v1.items,
+            },
+            rest,
+        ))
+    }
 }
 
 /// What the server did with one item.
@@ -99,7 +231,8 @@ pub enum ItemResult {
         /// Sequence of the first application.
         server_seq: u64,
     },
-    /// Refused for good by a business rule.
+    /// Refused for good: by a business rule, or (`code: "storage"`) because
+    /// the database could not store this item; the terminal dead-letters it.
     Rejected {
         /// Machine-readable reason.
         code: String,
@@ -108,6 +241,13 @@ pub enum ItemResult {
     },
     /// Not applied; send again later.
     RetryLater,
+    /// This key (terminal, store, local id) was recorded with a different
+    /// payload: nothing is acknowledged that is not the bytes the ledger
+    /// holds. Permanent; the terminal dead-letters the item with the reason.
+    Conflict {
+        /// What differs.
+        message: String,
+    },
 }
 
 /// `POST /v1/push` answer: one result per item, in request order.
@@ -122,6 +262,34 @@ pub struct PushResponse {
 impl Record for PushResponse {
     const KIND: RecordKind = RecordKind(17);
     const SCHEMA: u8 = PROTOCOL_VERSION;
+
+    fn take_older(schema: u8, bytes: &[u8]) -> Result<(Self, &[u8]), pdc_codec::CodecError> {
+        // Version 1 has the same layout without the Conflict variant.
+        if schema != 1 {
+            return Err(pdc_codec::CodecError::UnsupportedSchema {
+                kind: Self::KIND,
+                schema,
+            });
+        }
+        postcard::take_from_bytes(bytes)
+            .map_err(|e| pdc_codec::CodecError::Malformed(e.to_string()))
+    }
+}
+
+impl PushResponse {
+    /// The answer as a version 1 client can read it: a conflict becomes a
+    /// rejection with code `conflict` (the same dead letter at the till).
+    pub fn for_schema_1(mut self) -> PushResponse {
+        for r in &mut self.results {
+            if let ItemResult::Conflict { message } = r {
+                *r = ItemResult::Rejected {
+                    code: "conflict".into(),
+                    message: std::mem::take(message),
+                };
+            }
+        }
+        self
+    }
 }
 
 /// 16-byte record digest: SHA-256 truncated (the study's ADR-002).
@@ -152,7 +320,7 @@ pub struct PullRequest {
 
 impl Record for PullRequest {
     const KIND: RecordKind = RecordKind(18);
-    const SCHEMA: u8 = PROTOCOL_VERSION;
+    const SCHEMA: u8 = BASE_SCHEMA;
 }
 
 /// One record of reference data.
@@ -211,7 +379,7 @@ pub struct PullResponse {
 
 impl Record for PullResponse {
     const KIND: RecordKind = RecordKind(19);
-    const SCHEMA: u8 = PROTOCOL_VERSION;
+    const SCHEMA: u8 = BASE_SCHEMA;
 }
 
 /// `POST /v1/metrics` body: a terminal's monitor report (a pdc-monitor
@@ -228,7 +396,7 @@ pub struct MetricsReport {
 
 impl Record for MetricsReport {
     const KIND: RecordKind = RecordKind(20);
-    const SCHEMA: u8 = PROTOCOL_VERSION;
+    const SCHEMA: u8 = BASE_SCHEMA;
 }
 
 #[cfg(test)]
@@ -240,6 +408,7 @@ mod tests {
         PushRequest {
             schema: PROTOCOL_VERSION,
             terminal_id: "till-7".into(),
+            store_id: StoreId([0xab; 16]),
             batch_id: 42,
             items: vec![OutboxItem {
                 local_id: 1001,

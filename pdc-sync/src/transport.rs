@@ -1,6 +1,7 @@
 //! The transport seam, its error classes, and an in-memory server with a
 //! loopback transport for tests and simulations.
 
+use sha2::Digest as _;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -9,7 +10,8 @@ use pdc_codec::Codec;
 
 use crate::delta::ServerDataset;
 use crate::protocol::{
-    ItemResult, MetricsReport, PullRequest, PullResponse, PushRequest, PushResponse, StreamKey,
+    ItemResult, MetricsReport, PullRequest, PullResponse, PushRequest, PushResponse, StoreId,
+    StreamKey,
 };
 
 /// Why a request failed, classified for the sync machine.
@@ -68,12 +70,13 @@ pub trait SyncTransport {
     async fn report(&self, request: Vec<u8>) -> Result<(), TransportError>;
 }
 
-/// A simple in-memory sync server: applies each (terminal, local id) once,
-/// answers resends with the original sequence, rejects configured kinds,
-/// and records the order in which each stream's items were applied.
+/// A simple in-memory sync server: applies each (terminal, store, local id)
+/// once, answers resends with the original sequence (or `Conflict` when the
+/// payload differs), rejects configured kinds, and records the order in
+/// which each stream's items were applied.
 #[derive(Debug, Default)]
 pub struct MemoryServer {
-    applied: HashMap<(String, u64), u64>,
+    applied: HashMap<(String, StoreId, u64), (u64, [u8; 32])>,
     next_seq: u64,
     /// Applied local ids per (terminal, stream), in application order.
     pub streams: BTreeMap<(String, StreamKey), Vec<u64>>,
@@ -116,8 +119,17 @@ impl MemoryServer {
             .items
             .iter()
             .map(|item| {
-                let key = (req.terminal_id.clone(), item.local_id);
-                if let Some(&seq) = self.applied.get(&key) {
+                let key = (req.terminal_id.clone(), req.store_id, item.local_id);
+                let digest: [u8; 32] = sha2::Sha256::digest(&item.payload).into();
+                if let Some(&(seq, first)) = self.applied.get(&key) {
+                    if first != digest {
+                        return ItemResult::Conflict {
+                            message: format!(
+                                "item {} was applied with another payload",
+                                item.local_id
+                            ),
+                        };
+                    }
                     return ItemResult::Duplicate { server_seq: seq };
                 }
                 if let Some(code) = self.reject_kinds.get(&item.kind) {
@@ -127,7 +139,7 @@ impl MemoryServer {
                     };
                 }
                 self.next_seq += 1;
-                self.applied.insert(key, self.next_seq);
+                self.applied.insert(key, (self.next_seq, digest));
                 self.streams
                     .entry((req.terminal_id.clone(), item.stream))
                     .or_default()
@@ -155,9 +167,18 @@ impl MemoryServer {
         }
     }
 
-    /// Whether (terminal, local id) was applied.
+    /// Whether (terminal, local id) was applied, from any of the
+    /// terminal's stores.
     pub fn has(&self, terminal: &str, local_id: u64) -> bool {
-        self.applied.contains_key(&(terminal.to_owned(), local_id))
+        self.applied
+            .keys()
+            .any(|(t, _, l)| t == terminal && *l == local_id)
+    }
+
+    /// Whether (terminal, store, local id) was applied.
+    pub fn has_in(&self, terminal: &str, store: StoreId, local_id: u64) -> bool {
+        self.applied
+            .contains_key(&(terminal.to_owned(), store, local_id))
     }
 
     /// Number of distinct items applied.

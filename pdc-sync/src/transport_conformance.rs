@@ -36,6 +36,7 @@ pub async fn run<T: SyncTransport>(transport: &T, terminal_id: &str, first_id: u
     let push = |ids: std::ops::Range<u64>| PushRequest {
         schema: PROTOCOL_VERSION,
         terminal_id: terminal_id.to_owned(),
+        store_id: crate::StoreId([7; 16]),
         batch_id: ids.start,
         items: ids.map(item).collect(),
     };
@@ -64,6 +65,35 @@ pub async fn run<T: SyncTransport>(transport: &T, terminal_id: &str, first_id: u
         assert_eq!(*r, ItemResult::Duplicate { server_seq: *s });
     }
 
+    // A resend whose payload differs is a conflict, never a duplicate.
+    let mut changed = push(first_id..first_id + 2);
+    changed.items[1].payload.push(0xff);
+    let r = send(changed).await;
+    assert_eq!(
+        r.results[0],
+        ItemResult::Duplicate {
+            server_seq: seqs[0]
+        }
+    );
+    assert!(
+        matches!(r.results[1], ItemResult::Conflict { .. }),
+        "changed payload: {:?}",
+        r.results[1]
+    );
+
+    // The same local ids from another store of the terminal (a replaced
+    // store) are new items.
+    let mut other = push(first_id..first_id + 2);
+    other.store_id = crate::StoreId([8; 16]);
+    let r = send(other).await;
+    assert!(
+        r.results
+            .iter()
+            .all(|r| matches!(r, ItemResult::Applied { .. })),
+        "another store: {:?}",
+        r.results
+    );
+
     // Bytes that are not a request are refused as the client's fault,
     // never retried as a server failure.
     match transport.push(b"not a frame".to_vec()).await {
@@ -73,7 +103,7 @@ pub async fn run<T: SyncTransport>(transport: &T, terminal_id: &str, first_id: u
 
     // A pull of an unknown dataset is an empty answer, not an error.
     let pull = PullRequest {
-        schema: PROTOCOL_VERSION,
+        schema: crate::BASE_SCHEMA,
         terminal_id: terminal_id.to_owned(),
         datasets: vec![DatasetState {
             dataset: "conformance-none".into(),

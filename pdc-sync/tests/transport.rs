@@ -7,7 +7,7 @@ use pdc_clock::Instant;
 use pdc_codec::Codec;
 use pdc_sync::{
     LocalDataset, LoopbackTransport, OutboxItem, Priority, PullRequest, PullResponse,
-    ServerDataset, StreamKey, SyncConfig, SyncEvent, SyncMachine, SyncTransport, PROTOCOL_VERSION,
+    ServerDataset, StreamKey, SyncConfig, SyncEvent, SyncMachine, SyncTransport,
 };
 use rand::SeedableRng;
 
@@ -68,7 +68,7 @@ fn push_and_pull_through_the_loopback_transport() {
     let mut local = LocalDataset::new("products");
     let pull = |local: &LocalDataset| {
         let req = PullRequest {
-            schema: PROTOCOL_VERSION,
+            schema: pdc_sync::BASE_SCHEMA,
             terminal_id: "till-9".into(),
             datasets: vec![local.state()],
         };

@@ -1,8 +1,27 @@
-//! The `Ledger`: where the server records each (terminal, local id) once,
-//! with the verdict and sequence it answers resends with; also the
-//! terminals' token digests and the reference datasets.
+//! The `Ledger`: where the server records each (terminal, store, local id)
+//! once, with the verdict, sequence and payload digest it answers resends
+//! with; also the terminals' token digests, the stores seen per terminal,
+//! and the reference datasets.
+//!
+//! # Exactly once
+//!
+//! The key is (terminal id, [`StoreId`], local id): a replaced till store
+//! has a new random store id, so its local ids (which start at 1 again)
+//! never collide with the old store's. The ledger keeps SHA-256 of each
+//! recorded item's payload; a resend with the same key and another digest
+//! is answered [`ItemResult::Conflict`], never `Duplicate`.
+//!
+//! # Poison isolation
+//!
+//! A batch is applied in one transaction. When that transaction fails for
+//! a reason tied to its items (see [`transient`] for the split), the ledger
+//! isolates the failing items by bisection, applies the others, and answers
+//! each failing one `Rejected { code: "storage" }` (recorded, so a resend
+//! gets the same answer). Only a transient failure makes the whole batch
+//! fail (answered retry-later by the HTTP layer).
 
-use pdc_sync::{ItemResult, OutboxItem};
+use pdc_sync::{ItemResult, OutboxItem, StoreId, MAX_WIRE_INT};
+use sha2::{Digest as _, Sha256};
 
 use crate::ServerError;
 
@@ -23,6 +42,23 @@ pub struct LedgerTotals {
     pub applied: u64,
     /// Items recorded as rejected by the Apply hook.
     pub rejected: u64,
+}
+
+/// SHA-256 of an item's payload: what the ledger compares a resend with.
+pub type PayloadDigest = [u8; 32];
+
+/// The digest the ledgers keep of an item's payload.
+pub fn payload_digest(payload: &[u8]) -> PayloadDigest {
+    Sha256::digest(payload).into()
+}
+
+/// A store a terminal pushed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSeen {
+    /// The store id.
+    pub store_id: StoreId,
+    /// When the ledger first saw it, ms since the Unix epoch.
+    pub first_seen_ms: u64,
 }
 
 /// A registered terminal (never its token).
@@ -62,27 +98,45 @@ pub struct StoredDataset {
 /// pass [`conformance`].
 #[async_trait::async_trait]
 pub trait Ledger: Send + Sync + 'static {
-    /// Applies a batch of well-formed items pushed by `terminal_id`, in
+    /// Applies a batch of items pushed by `terminal_id` from `store`, in
     /// order, in one transaction; one result per item: `Applied` for a new
     /// accepted item, `Duplicate` with the original sequence for one seen
-    /// before, `Rejected` (now or, for a resend, as first decided) when the
-    /// Apply hook refused it. `now_ms` is recorded for retention. On error
-    /// nothing of the batch is kept.
+    /// before with the same payload, `Conflict` for one seen before with
+    /// another payload, `Rejected` (now or, for a resend, as first decided)
+    /// when the Apply hook refused it or the database could not store it
+    /// (`code: "storage"`, see the module docs). `now_ms` is recorded for
+    /// retention. On error (a transient failure, or an item [`check_item`]
+    /// refuses) nothing of the batch is kept.
     async fn push(
         &self,
         terminal_id: &str,
+        store: StoreId,
         items: Vec<OutboxItem>,
         now_ms: u64,
     ) -> Result<Vec<ItemResult>, ServerError>;
 
-    /// What the ledger answered for these local ids of a terminal, without
-    /// applying anything: `Duplicate{seq}` for an applied item, `Rejected`
-    /// for a refused one, `None` for an unknown one.
+    /// What the ledger answered for these local ids of a terminal's store,
+    /// without applying anything: `Duplicate{seq}` for an applied item,
+    /// `Rejected` for a refused one, `None` for an unknown one.
     async fn status(
         &self,
         terminal_id: &str,
+        store: StoreId,
         local_ids: &[u64],
     ) -> Result<Vec<Option<ItemResult>>, ServerError>;
+
+    /// Records that `terminal_id` pushes from `store`; `true` when the
+    /// ledger had never seen that store for the terminal (across every
+    /// server process on the same database).
+    async fn note_store(
+        &self,
+        terminal_id: &str,
+        store: StoreId,
+        now_ms: u64,
+    ) -> Result<bool, ServerError>;
+
+    /// The stores a terminal pushed from, oldest first.
+    async fn terminal_stores(&self, terminal_id: &str) -> Result<Vec<StoreSeen>, ServerError>;
 
     /// Counts of what the ledger holds.
     async fn totals(&self) -> Result<LedgerTotals, ServerError>;
@@ -130,17 +184,211 @@ pub fn valid_terminal_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// What a resend of an item recorded with this status is answered: the
-/// original rejection, or a duplicate of the original sequence. Shared by
-/// the backends so that they answer alike.
-pub(crate) fn recorded_result(status: i16, seq: u64, code: String, message: String) -> ItemResult {
-    if status == STATUS_REJECTED {
-        ItemResult::Rejected { code, message }
-    } else {
-        ItemResult::Duplicate { server_seq: seq }
+/// Refuses an item whose integers no ledger stores losslessly: `local_id`
+/// must be 1 to 2^63−1, `stream` and `created_at_ms` at most 2^63−1. The
+/// HTTP layer answers this error 400 before anything is applied; the
+/// ledgers check it again for callers of the Rust API.
+pub fn check_item(n: usize, item: &OutboxItem) -> Result<(), ServerError> {
+    if item.local_id == 0 {
+        return Err(ServerError::InvalidItem(format!(
+            "items[{n}].local_id 0: local ids start at 1"
+        )));
+    }
+    for (field, value) in [
+        ("local_id", item.local_id),
+        ("stream", item.stream.0),
+        ("created_at_ms", item.created_at_ms),
+    ] {
+        if value > MAX_WIRE_INT {
+            return Err(ServerError::InvalidItem(format!(
+                "items[{n}].{field} {value} is above 2^63-1 ({MAX_WIRE_INT})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether a failure inside a ledger transaction may pass by itself (the
+/// batch is answered retry-later and resent) rather than being tied to the
+/// batch's items (which are then isolated, see the module docs). The one
+/// place this split is made; PostgreSQL errors are split when converted
+/// (see `ServerError::from(tokio_postgres::Error)`).
+///
+/// Transient: [`ServerError::Unavailable`] (connection lost, pool timeout,
+/// serialization failure, deadlock, disk full, I/O error, database
+/// shutting down or misconfigured) and [`ServerError::Io`]. Everything else
+/// that a push can fail with (a statement's data or constraint error, an
+/// Apply hook error) is tied to the items.
+pub fn transient(e: &ServerError) -> bool {
+    matches!(e, ServerError::Unavailable(_) | ServerError::Io(_))
+}
+
+/// A recorded item, as both backends answer a resend of it.
+#[derive(Clone)]
+pub(crate) struct Recorded {
+    pub status: i16,
+    pub seq: u64,
+    pub code: String,
+    pub message: String,
+    /// `None` for items recorded before digests existed.
+    pub digest: Option<PayloadDigest>,
+}
+
+impl Recorded {
+    /// The answer to a resend whose payload has `digest`: a conflict when
+    /// the recorded digest differs, else the original rejection or a
+    /// duplicate of the original sequence. Shared by the backends so that
+    /// they answer alike.
+    pub(crate) fn answer(self, local_id: u64, digest: Option<&PayloadDigest>) -> ItemResult {
+        if let (Some(held), Some(new)) = (self.digest.as_ref(), digest) {
+            if held != new {
+                return ItemResult::Conflict {
+                    message: format!(
+                        "item {local_id} was recorded with another payload (sha256 {} , resent {})",
+                        short_hex(held),
+                        short_hex(new)
+                    ),
+                };
+            }
+        }
+        if self.status == STATUS_REJECTED {
+            ItemResult::Rejected {
+                code: self.code,
+                message: self.message,
+            }
+        } else {
+            ItemResult::Duplicate {
+                server_seq: self.seq,
+            }
+        }
+    }
+}
+
+fn short_hex(d: &PayloadDigest) -> String {
+    d[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The code of a rejection for an item the database could not store.
+pub const STORAGE_REJECTION: &str = "storage";
+
+/// Finds the failing items of a batch by bisection, as a loop the ledger
+/// drives: [`Bisect::next`] gives the next range of items to apply on top
+/// of every range applied before (ranges come in item order, so a stream's
+/// items keep their order), [`Bisect::failed`] reports that it failed for a
+/// reason tied to the items. One poison item in `n` costs about 2·log2(n)
+/// attempts; a clean batch is never bisected.
+#[derive(Debug)]
+pub(crate) struct Bisect {
+    stack: Vec<std::ops::Range<usize>>,
+    bad: Vec<usize>,
+}
+
+impl Bisect {
+    /// Isolation of `n` items (the whole batch is the first attempt).
+    pub(crate) fn new(n: usize) -> Self {
+        Bisect {
+            stack: std::iter::once(0..n).collect(),
+            bad: Vec::new(),
+        }
+    }
+
+    /// The next range to attempt, or `None` when done.
+    pub(crate) fn next(&mut self) -> Option<std::ops::Range<usize>> {
+        while let Some(r) = self.stack.pop() {
+            if !r.is_empty() {
+                return Some(r);
+            }
+        }
+        None
+    }
+
+    /// The attempt of `r` failed because of its items.
+    pub(crate) fn failed(&mut self, r: std::ops::Range<usize>) {
+        if r.len() == 1 {
+            self.bad.push(r.start);
+        } else {
+            let mid = r.start + r.len() / 2;
+            // First half first.
+            self.stack.push(mid..r.end);
+            self.stack.push(r.start..mid);
+        }
+    }
+
+    /// The failing items' indexes, ascending.
+    #[cfg(test)]
+    pub(crate) fn bad(self) -> Vec<usize> {
+        self.bad
     }
 }
 
 /// Row status codes shared by the backends.
 pub(crate) const STATUS_APPLIED: i16 = 1;
 pub(crate) const STATUS_REJECTED: i16 = 2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Against the model "an attempt fails iff it holds a poison
+        /// index": bisection finds exactly the poison set, attempts ranges
+        /// in order, and stays within 2·p·log2(n)+1 attempts.
+        #[test]
+        fn bisection_finds_exactly_the_poison_items(
+            n in 1usize..200,
+            poison in proptest::collection::btree_set(0usize..200, 0..6),
+        ) {
+            let poison: std::collections::BTreeSet<usize> =
+                poison.into_iter().filter(|&p| p < n).collect();
+            let mut b = Bisect::new(n);
+            let mut attempts = 0;
+            let mut last_end = 0;
+            while let Some(r) = b.next() {
+                attempts += 1;
+                if poison.range(r.clone()).next().is_some() {
+                    b.failed(r);
+                } else {
+                    prop_assert!(r.start >= last_end, "accepted ranges come in order");
+                    last_end = r.end;
+                }
+            }
+            let found: std::collections::BTreeSet<usize> = b.bad().into_iter().collect();
+            prop_assert_eq!(&found, &poison);
+            let log = (usize::BITS - n.leading_zeros()) as usize;
+            prop_assert!(attempts <= 1 + 2 * poison.len().max(1) * (log + 1), "{} attempts", attempts);
+        }
+    }
+
+    #[test]
+    fn wire_integers_beyond_bigint_are_refused_naming_the_field() {
+        let mut item = crate::conformance::item(1, 2);
+        assert!(check_item(0, &item).is_ok());
+        item.stream = pdc_sync::StreamKey(u64::MAX);
+        let e = check_item(3, &item).unwrap_err().to_string();
+        assert!(e.contains("items[3].stream"), "{e}");
+        item.stream = pdc_sync::StreamKey(MAX_WIRE_INT);
+        assert!(check_item(0, &item).is_ok());
+        item.created_at_ms = MAX_WIRE_INT + 1;
+        assert!(check_item(0, &item)
+            .unwrap_err()
+            .to_string()
+            .contains("created_at_ms"));
+        item.created_at_ms = 0;
+        item.local_id = 0;
+        assert!(check_item(0, &item)
+            .unwrap_err()
+            .to_string()
+            .contains("local_id"));
+    }
+
+    #[test]
+    fn transient_causes_are_only_unavailability_and_io() {
+        assert!(transient(&ServerError::Unavailable("pool timeout".into())));
+        assert!(transient(&ServerError::Io(std::io::Error::other("disk"))));
+        assert!(!transient(&ServerError::Storage(
+            "value out of range".into()
+        )));
+        assert!(!transient(&ServerError::Apply("hook".into())));
+    }
+}

@@ -1,33 +1,43 @@
 //! The PostgreSQL ledger: many stateless server processes side by side;
 //! exactly-once holds across them because the unique key
-//! (terminal_id, local_id) lives in the database.
+//! (terminal_id, store_id, local_id) lives in the database.
 //!
 //! A batch is one transaction: the Apply hook's verdicts are computed, the
 //! whole batch goes in with **one** `INSERT … SELECT … FROM UNNEST(…)
-//! ON CONFLICT (terminal_id, local_id) DO NOTHING RETURNING …`, the rows
-//! that were not inserted are answered from what the first application
-//! recorded, and the hook writes the effects of the new rows in the same
-//! transaction. Serialization failures and deadlocks (SQLSTATE 40001,
-//! 40P01: what CockroachDB answers under contention) are retried.
+//! ON CONFLICT (terminal_id, store_id, local_id) DO NOTHING RETURNING …`,
+//! the rows that were not inserted are answered from what the first
+//! application recorded (a conflict when the payload digest differs), and
+//! the hook writes the effects of the new rows in the same transaction.
+//! Serialization failures and deadlocks (SQLSTATE 40001, 40P01: what
+//! CockroachDB answers under contention) are retried.
+//!
+//! When the batch fails for a reason tied to its items (SQLSTATE classes
+//! 21, 22, 23, 27, 44, P0: see `sqlstate_transient`), the transaction is
+//! rolled back and the batch is applied again in a new one, bisected under
+//! a savepoint per attempt: the good items are applied, each failing one is
+//! recorded and answered `rejected{code: "storage"}`, all in one commit.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use pdc_sync::{ItemResult, OutboxItem};
+use pdc_sync::{ItemResult, OutboxItem, StoreId};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use super::{
-    recorded_result, Ledger, LedgerTotals, StoredDataset, StoredRecord, TerminalInfo, TokenDigest,
-    STATUS_APPLIED, STATUS_REJECTED,
+    check_item, payload_digest, transient, Bisect, Ledger, LedgerTotals, PayloadDigest, Recorded,
+    StoreSeen, StoredDataset, StoredRecord, TerminalInfo, TokenDigest, STATUS_APPLIED,
+    STATUS_REJECTED, STORAGE_REJECTION,
 };
-use crate::apply::{Accepted, Apply};
+use crate::apply::{Accepted, Apply, Rejection};
+use crate::error::{describe_pg, pg_transient};
 use crate::ServerError;
 
 /// Versioned migrations, applied in order at start under an advisory lock.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE SEQUENCE IF NOT EXISTS pdc_server_seq;
 CREATE TABLE IF NOT EXISTS pdc_items (
     terminal_id text NOT NULL,
@@ -62,20 +72,44 @@ CREATE TABLE IF NOT EXISTS pdc_dataset_records (
     body bytea,
     PRIMARY KEY (dataset, id)
 );
-"];
+",
+    "
+ALTER TABLE pdc_items ADD COLUMN store_id bytea NOT NULL DEFAULT decode(repeat('00', 16), 'hex');
+ALTER TABLE pdc_items ALTER COLUMN store_id DROP DEFAULT;
+ALTER TABLE pdc_items ADD COLUMN digest bytea;
+UPDATE pdc_items SET digest = sha256(payload);
+ALTER TABLE pdc_items DROP CONSTRAINT pdc_items_pkey;
+ALTER TABLE pdc_items ADD PRIMARY KEY (terminal_id, store_id, local_id);
+CREATE TABLE pdc_terminal_stores (
+    terminal_id text NOT NULL,
+    store_id bytea NOT NULL,
+    first_seen_ms bigint NOT NULL,
+    PRIMARY KEY (terminal_id, store_id)
+);
+INSERT INTO pdc_terminal_stores
+    SELECT terminal_id, store_id, min(applied_at_ms) FROM pdc_items GROUP BY 1, 2;
+",
+];
 
 const INSERT_BATCH: &str = "
-INSERT INTO pdc_items (terminal_id, local_id, status, code, message, stream, priority, kind,
-                       created_at_ms, applied_at_ms, payload)
-SELECT $1, l, s, c, m, st, p, k, cr, $2, pl
-FROM UNNEST($3::bigint[], $4::smallint[], $5::text[], $6::text[], $7::bigint[], $8::smallint[],
-            $9::int[], $10::bigint[], $11::bytea[]) AS x(l, s, c, m, st, p, k, cr, pl)
-ON CONFLICT (terminal_id, local_id) DO NOTHING
+INSERT INTO pdc_items (terminal_id, store_id, local_id, status, code, message, stream, priority,
+                       kind, created_at_ms, applied_at_ms, payload, digest)
+SELECT $1, $2, l, s, c, m, st, p, k, cr, $3, pl, d
+FROM UNNEST($4::bigint[], $5::smallint[], $6::text[], $7::text[], $8::bigint[], $9::smallint[],
+            $10::int[], $11::bigint[], $12::bytea[], $13::bytea[])
+     AS x(l, s, c, m, st, p, k, cr, pl, d)
+ON CONFLICT (terminal_id, store_id, local_id) DO NOTHING
 RETURNING local_id, server_seq";
 
 const SELECT_EXISTING: &str = "
-SELECT local_id, server_seq, status, code, message FROM pdc_items
-WHERE terminal_id = $1 AND local_id = ANY($2)";
+SELECT local_id, server_seq, status, code, message, digest FROM pdc_items
+WHERE terminal_id = $1 AND store_id = $2 AND local_id = ANY($3)";
+
+/// Items the Apply hook refused after all: recorded as rejected.
+const REFUSE_APPLIED: &str = "
+UPDATE pdc_items p SET status = 2, code = x.c, message = x.m
+FROM UNNEST($3::bigint[], $4::text[], $5::text[]) AS x(l, c, m)
+WHERE p.terminal_id = $1 AND p.store_id = $2 AND p.local_id = x.l";
 
 /// Connection options of the PostgreSQL ledger.
 #[derive(Debug, Clone)]
@@ -141,6 +175,23 @@ impl From<deadpool_postgres::PoolError> for Fail {
     }
 }
 
+impl Fail {
+    /// See [`super::transient`].
+    fn transient(&self) -> bool {
+        match self {
+            Fail::Pg(e) => pg_transient(e),
+            Fail::Other(e) => transient(e),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Fail::Pg(e) => describe_pg(e),
+            Fail::Other(e) => e.to_string(),
+        }
+    }
+}
+
 fn retryable(e: &tokio_postgres::Error) -> bool {
     matches!(
         e.code(),
@@ -148,18 +199,29 @@ fn retryable(e: &tokio_postgres::Error) -> bool {
     )
 }
 
-/// What a resend of a row of `SELECT_EXISTING` is answered.
-fn row_result(r: &tokio_postgres::Row) -> ItemResult {
-    recorded_result(
-        r.get(2),
-        r.get::<_, i64>(1) as u64,
-        r.get::<_, Option<String>>(3).unwrap_or_default(),
-        r.get::<_, Option<String>>(4).unwrap_or_default(),
-    )
+/// What the ledger recorded, from a row of `SELECT_EXISTING`.
+fn row_recorded(r: &tokio_postgres::Row) -> Recorded {
+    Recorded {
+        status: r.get(2),
+        // Sequences come from a bigint sequence starting at 1.
+        seq: r.get::<_, i64>(1) as u64,
+        code: r.get::<_, Option<String>>(3).unwrap_or_default(),
+        message: r.get::<_, Option<String>>(4).unwrap_or_default(),
+        digest: r
+            .get::<_, Option<Vec<u8>>>(5)
+            .and_then(|d| PayloadDigest::try_from(d.as_slice()).ok()),
+    }
 }
 
 fn i64_of(v: u64, what: &str) -> Result<i64, ServerError> {
-    i64::try_from(v).map_err(|_| ServerError::Storage(format!("{what} {v} exceeds i64")))
+    i64::try_from(v).map_err(|_| ServerError::InvalidItem(format!("{what} {v} is above 2^63-1")))
+}
+
+/// What every statement of one push shares.
+struct Key<'a> {
+    terminal_id: &'a str,
+    store: &'a [u8; 16],
+    now_ms: i64,
 }
 
 impl PgLedger {
@@ -249,12 +311,107 @@ impl PgLedger {
     async fn push_once(
         &self,
         terminal_id: &str,
+        store: StoreId,
         items: &[OutboxItem],
         now_ms: i64,
     ) -> Result<Vec<ItemResult>, Fail> {
-        let verdicts: Vec<_> = items
+        let digests: Vec<PayloadDigest> =
+            items.iter().map(|i| payload_digest(&i.payload)).collect();
+        let key = Key {
+            terminal_id,
+            store: &store.0,
+            now_ms,
+        };
+        let none = HashMap::new();
+        let mut client = self.pool.get().await?;
+        {
+            let tx = client.transaction().await?;
+            match self
+                .apply_range(&tx, &key, items, &digests, 0..items.len(), &none)
+                .await
+            {
+                Ok(results) => {
+                    tx.commit().await?;
+                    return Ok(results);
+                }
+                Err(f) if f.transient() => return Err(f),
+                // Dropping the transaction rolls it back.
+                Err(f) => tracing::warn!(
+                    error = %f.message(), terminal_id,
+                    "ledger batch failed; isolating its items"
+                ),
+            }
+        }
+        let tx = client.transaction().await?;
+        let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
+        let mut poison: HashMap<usize, String> = HashMap::new();
+        let mut bisect = Bisect::new(items.len());
+        while let Some(r) = bisect.next() {
+            tx.batch_execute("SAVEPOINT pdc_isolate").await?;
+            match self
+                .apply_range(&tx, &key, items, &digests, r.clone(), &poison)
+                .await
+            {
+                Ok(rs) => {
+                    tx.batch_execute("RELEASE SAVEPOINT pdc_isolate").await?;
+                    for (slot, res) in results[r].iter_mut().zip(rs) {
+                        *slot = Some(res);
+                    }
+                }
+                Err(f) if f.transient() => return Err(f),
+                Err(f) => {
+                    tx.batch_execute("ROLLBACK TO SAVEPOINT pdc_isolate")
+                        .await?;
+                    if r.len() == 1 {
+                        // Record it as refused (no hook runs for it), so a
+                        // resend is answered the same.
+                        poison.insert(r.start, f.message());
+                        let rs = self
+                            .apply_range(&tx, &key, items, &digests, r.clone(), &poison)
+                            .await?;
+                        results[r.start] = rs.into_iter().next();
+                    }
+                    bisect.failed(r);
+                }
+            }
+        }
+        tx.commit().await?;
+        results
+            .into_iter()
+            .enumerate()
+            .map(|(n, r)| {
+                r.ok_or_else(|| {
+                    Fail::Other(ServerError::Storage(format!(
+                        "item {n} left without a result"
+                    )))
+                })
+            })
+            .collect()
+    }
+
+    /// Applies `items[range]` in the open transaction: one UNNEST insert,
+    /// the recorded answers of the rows that existed, the hook's effects
+    /// and refusals. Items in `poison` are recorded as refused for storage
+    /// instead of being checked and applied.
+    async fn apply_range(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        key: &Key<'_>,
+        items: &[OutboxItem],
+        digests: &[PayloadDigest],
+        range: std::ops::Range<usize>,
+        poison: &HashMap<usize, String>,
+    ) -> Result<Vec<ItemResult>, Fail> {
+        let start = range.start;
+        let items = &items[range.clone()];
+        let digests = &digests[range];
+        let verdicts: Vec<Result<(), Rejection>> = items
             .iter()
-            .map(|i| self.apply.check(terminal_id, i))
+            .enumerate()
+            .map(|(n, i)| match poison.get(&(start + n)) {
+                Some(m) => Err(Rejection::new(STORAGE_REJECTION, m.clone())),
+                None => self.apply.check(key.terminal_id, i),
+            })
             .collect();
         let mut ids = Vec::with_capacity(items.len());
         let mut status = Vec::with_capacity(items.len());
@@ -265,6 +422,7 @@ impl PgLedger {
         let mut kinds = Vec::with_capacity(items.len());
         let mut created = Vec::with_capacity(items.len());
         let mut payloads: Vec<&[u8]> = Vec::with_capacity(items.len());
+        let digest_refs: Vec<&[u8]> = digests.iter().map(|d| d.as_slice()).collect();
         for (i, v) in items.iter().zip(&verdicts) {
             ids.push(i64_of(i.local_id, "local id")?);
             status.push(if v.is_ok() {
@@ -274,21 +432,20 @@ impl PgLedger {
             });
             codes.push(v.as_ref().err().map(|r| r.code.as_str()));
             messages.push(v.as_ref().err().map(|r| r.message.as_str()));
-            streams.push(i.stream.0 as i64);
+            streams.push(i64_of(i.stream.0, "stream")?);
             prios.push(i.priority.index() as i16);
             kinds.push(i32::from(i.kind));
             created.push(i64_of(i.created_at_ms, "created_at_ms")?);
             payloads.push(&i.payload);
         }
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
         let insert = tx.prepare_cached(INSERT_BATCH).await?;
         let rows = tx
             .query(
                 &insert,
                 &[
-                    &terminal_id,
-                    &now_ms,
+                    &key.terminal_id,
+                    &key.store.as_slice(),
+                    &key.now_ms,
                     &ids,
                     &status,
                     &codes,
@@ -298,6 +455,7 @@ impl PgLedger {
                     &kinds,
                     &created,
                     &payloads,
+                    &digest_refs,
                 ],
             )
             .await?;
@@ -307,56 +465,102 @@ impl PgLedger {
             .copied()
             .filter(|id| !inserted.contains_key(id))
             .collect();
-        let mut existing: HashMap<i64, ItemResult> = HashMap::new();
+        let mut existing: HashMap<i64, Recorded> = HashMap::new();
         if !missing.is_empty() {
             let select = tx.prepare_cached(SELECT_EXISTING).await?;
-            for r in tx.query(&select, &[&terminal_id, &missing]).await? {
-                existing.insert(r.get(0), row_result(&r));
+            for r in tx
+                .query(
+                    &select,
+                    &[&key.terminal_id, &key.store.as_slice(), &missing],
+                )
+                .await?
+            {
+                existing.insert(r.get(0), row_recorded(&r));
             }
         }
         let mut results = Vec::with_capacity(items.len());
         let mut accepted = Vec::new();
-        for ((item, id), verdict) in items.iter().zip(&ids).zip(verdicts) {
+        let mut accepted_at = Vec::new();
+        for (((item, id), verdict), digest) in items.iter().zip(&ids).zip(verdicts).zip(digests) {
             // `remove`: a local id repeated inside one batch is new once and
-            // a duplicate after.
+            // answered from the first after.
             if let Some(seq) = inserted.remove(id) {
-                match verdict {
+                let seq = seq as u64;
+                let (st, code, message, result) = match verdict {
                     Ok(()) => {
                         accepted.push(Accepted {
-                            terminal_id,
-                            server_seq: seq as u64,
+                            terminal_id: key.terminal_id,
+                            server_seq: seq,
                             item,
                         });
-                        existing.insert(
-                            *id,
-                            ItemResult::Duplicate {
-                                server_seq: seq as u64,
-                            },
-                        );
-                        results.push(ItemResult::Applied {
-                            server_seq: seq as u64,
-                        });
+                        accepted_at.push(results.len());
+                        (
+                            STATUS_APPLIED,
+                            String::new(),
+                            String::new(),
+                            ItemResult::Applied { server_seq: seq },
+                        )
                     }
-                    Err(r) => {
-                        let res = ItemResult::Rejected {
+                    Err(r) => (
+                        STATUS_REJECTED,
+                        r.code.clone(),
+                        r.message.clone(),
+                        ItemResult::Rejected {
                             code: r.code,
                             message: r.message,
-                        };
-                        existing.insert(*id, res.clone());
-                        results.push(res);
-                    }
-                }
+                        },
+                    ),
+                };
+                existing.insert(
+                    *id,
+                    Recorded {
+                        status: st,
+                        seq,
+                        code,
+                        message,
+                        digest: Some(*digest),
+                    },
+                );
+                results.push(result);
             } else {
-                let res = existing.get(id).cloned().ok_or_else(|| {
+                let rec = existing.get(id).cloned().ok_or_else(|| {
                     ServerError::Storage(format!("item {id} neither inserted nor found"))
                 })?;
-                results.push(res);
+                results.push(rec.answer(item.local_id, Some(digest)));
             }
         }
         if !accepted.is_empty() {
-            self.apply.apply_postgres(&tx, &accepted).await?;
+            let refused = self.apply.apply_postgres(tx, &accepted).await?;
+            if !refused.is_empty() {
+                let mut ids = Vec::with_capacity(refused.len());
+                let mut codes = Vec::with_capacity(refused.len());
+                let mut messages = Vec::with_capacity(refused.len());
+                for (n, r) in refused {
+                    let at = *accepted_at.get(n).ok_or_else(|| {
+                        ServerError::Apply(format!("hook refused item {n} of {}", accepted.len()))
+                    })?;
+                    ids.push(i64_of(accepted[n].item.local_id, "local id")?);
+                    codes.push(r.code.clone());
+                    messages.push(r.message.clone());
+                    results[at] = ItemResult::Rejected {
+                        code: r.code,
+                        message: r.message,
+                    };
+                }
+                let stmt = tx.prepare_cached(REFUSE_APPLIED).await?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &key.terminal_id,
+                        &key.store.as_slice(),
+                        &ids,
+                        &codes,
+                        &messages,
+                    ],
+                )
+                .await?;
+            }
         }
-        tx.commit().await?;
         Ok(results)
     }
 
@@ -366,14 +570,18 @@ impl PgLedger {
     pub async fn push_per_item(
         &self,
         terminal_id: &str,
+        store: StoreId,
         items: &[OutboxItem],
         now_ms: u64,
     ) -> Result<Vec<ItemResult>, ServerError> {
         let now_ms = i64_of(now_ms, "now_ms")?;
+        let store = store.0.as_slice();
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let mut results = Vec::with_capacity(items.len());
-        for item in items {
+        for (n, item) in items.iter().enumerate() {
+            check_item(n, item)?;
+            let digest = payload_digest(&item.payload);
             let verdict = self.apply.check(terminal_id, item);
             let (st, code, message) = match &verdict {
                 Ok(()) => (STATUS_APPLIED, None, None),
@@ -386,29 +594,33 @@ impl PgLedger {
             let id = i64_of(item.local_id, "local id")?;
             let row = tx
                 .query_opt(
-                    "INSERT INTO pdc_items (terminal_id, local_id, status, code, message, stream, \
-                     priority, kind, created_at_ms, applied_at_ms, payload) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                     ON CONFLICT (terminal_id, local_id) DO NOTHING RETURNING server_seq",
+                    "INSERT INTO pdc_items (terminal_id, store_id, local_id, status, code, \
+                     message, stream, priority, kind, created_at_ms, applied_at_ms, payload, \
+                     digest) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+                     ON CONFLICT (terminal_id, store_id, local_id) DO NOTHING \
+                     RETURNING server_seq",
                     &[
                         &terminal_id,
+                        &store,
                         &id,
                         &st,
                         &code,
                         &message,
-                        &(item.stream.0 as i64),
+                        &i64_of(item.stream.0, "stream")?,
                         &(item.priority.index() as i16),
                         &i32::from(item.kind),
                         &i64_of(item.created_at_ms, "created_at_ms")?,
                         &now_ms,
                         &item.payload,
+                        &digest.as_slice(),
                     ],
                 )
                 .await?;
             results.push(match (row, verdict) {
                 (Some(r), Ok(())) => {
                     let seq = r.get::<_, i64>(0) as u64;
-                    self.apply
+                    let refused = self
+                        .apply
                         .apply_postgres(
                             &tx,
                             &[Accepted {
@@ -418,22 +630,36 @@ impl PgLedger {
                             }],
                         )
                         .await?;
-                    ItemResult::Applied { server_seq: seq }
+                    match refused.into_iter().next() {
+                        None => ItemResult::Applied { server_seq: seq },
+                        Some((_, r)) => {
+                            tx.execute(
+                                REFUSE_APPLIED,
+                                &[
+                                    &terminal_id,
+                                    &store,
+                                    &vec![id],
+                                    &vec![&r.code],
+                                    &vec![&r.message],
+                                ],
+                            )
+                            .await?;
+                            ItemResult::Rejected {
+                                code: r.code,
+                                message: r.message,
+                            }
+                        }
+                    }
                 }
                 (Some(_), Err(r)) => ItemResult::Rejected {
                     code: r.code,
                     message: r.message,
                 },
                 (None, _) => {
-                    // Same columns as SELECT_EXISTING, answered the same way.
                     let r = tx
-                        .query_one(
-                            "SELECT local_id, server_seq, status, code, message FROM pdc_items \
-                             WHERE terminal_id = $1 AND local_id = $2",
-                            &[&terminal_id, &id],
-                        )
+                        .query_one(SELECT_EXISTING, &[&terminal_id, &store, &vec![id]])
                         .await?;
-                    row_result(&r)
+                    row_recorded(&r).answer(item.local_id, Some(&digest))
                 }
             });
         }
@@ -447,16 +673,20 @@ impl Ledger for PgLedger {
     async fn push(
         &self,
         terminal_id: &str,
+        store: StoreId,
         items: Vec<OutboxItem>,
         now_ms: u64,
     ) -> Result<Vec<ItemResult>, ServerError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        for (n, item) in items.iter().enumerate() {
+            check_item(n, item)?;
+        }
         let now_ms = i64_of(now_ms, "now_ms")?;
         let mut attempt = 0;
         loop {
-            match self.push_once(terminal_id, &items, now_ms).await {
+            match self.push_once(terminal_id, store, &items, now_ms).await {
                 Ok(r) => return Ok(r),
                 Err(Fail::Pg(e)) if retryable(&e) && attempt < 4 => {
                     attempt += 1;
@@ -471,6 +701,7 @@ impl Ledger for PgLedger {
     async fn status(
         &self,
         terminal_id: &str,
+        store: StoreId,
         local_ids: &[u64],
     ) -> Result<Vec<Option<ItemResult>>, ServerError> {
         let ids: Vec<i64> = local_ids
@@ -480,12 +711,60 @@ impl Ledger for PgLedger {
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(SELECT_EXISTING).await?;
         let found: HashMap<i64, ItemResult> = client
-            .query(&stmt, &[&terminal_id, &ids])
+            .query(&stmt, &[&terminal_id, &store.0.as_slice(), &ids])
             .await?
             .iter()
-            .map(|r| (r.get(0), row_result(r)))
+            .map(|r| {
+                let id: i64 = r.get(0);
+                (id, row_recorded(r).answer(id as u64, None))
+            })
             .collect();
         Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+    }
+
+    async fn note_store(
+        &self,
+        terminal_id: &str,
+        store: StoreId,
+        now_ms: u64,
+    ) -> Result<bool, ServerError> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "INSERT INTO pdc_terminal_stores (terminal_id, store_id, first_seen_ms) \
+                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[
+                    &terminal_id,
+                    &store.0.as_slice(),
+                    &i64_of(now_ms, "now_ms")?,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    async fn terminal_stores(&self, terminal_id: &str) -> Result<Vec<StoreSeen>, ServerError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT store_id, first_seen_ms FROM pdc_terminal_stores WHERE terminal_id = $1 \
+                 ORDER BY first_seen_ms, store_id",
+                &[&terminal_id],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let id: Vec<u8> = r.get(0);
+                let id: [u8; 16] = id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| ServerError::Storage(format!("store id of {} bytes", id.len())))?;
+                Ok(StoreSeen {
+                    store_id: StoreId(id),
+                    first_seen_ms: r.get::<_, i64>(1) as u64,
+                })
+            })
+            .collect()
     }
 
     async fn totals(&self) -> Result<LedgerTotals, ServerError> {
@@ -619,9 +898,14 @@ impl Ledger for PgLedger {
             &[&name, &i64_of(version, "version")?],
         )
         .await?;
-        // Ids travel as their two's-complement bit pattern.
-        let ids: Vec<i64> = changes.iter().map(|c| c.id as i64).collect();
-        let versions: Vec<i64> = changes.iter().map(|c| c.version as i64).collect();
+        let ids: Vec<i64> = changes
+            .iter()
+            .map(|c| i64_of(c.id, "record id"))
+            .collect::<Result<_, _>>()?;
+        let versions: Vec<i64> = changes
+            .iter()
+            .map(|c| i64_of(c.version, "version"))
+            .collect::<Result<_, _>>()?;
         let bodies: Vec<Option<&[u8]>> = changes.iter().map(|c| c.body.as_deref()).collect();
         tx.execute(
             "INSERT INTO pdc_dataset_records (dataset, id, version, body) \

@@ -1,28 +1,43 @@
 //! The embedded ledger on redb: one file, no setup. A single writer thread
 //! applies concurrent batches in group commits (one durable transaction for
 //! every batch waiting, up to `max_group`), so throughput grows with load
-//! while each batch is still all-or-nothing and fsync'd before it is
-//! answered.
+//! while each batch is fsync'd before it is answered.
+//!
+//! When a group's transaction fails for a reason tied to its items (an
+//! Apply hook error), the writer finds the failing items by bisection in
+//! trial transactions that are never committed (no fsync), then commits
+//! the group once with those items recorded as `rejected{storage}`: a
+//! failing job fails alone, and within it only its failing items.
+//!
+//! File schema 2 keys items by (terminal, store id, local id) and keeps
+//! each payload's SHA-256; a schema 1 file is migrated in place at open
+//! (its items under [`StoreId::LEGACY`], without digests).
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
-use pdc_sync::{ItemResult, OutboxItem};
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use pdc_sync::{ItemResult, OutboxItem, StoreId};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{
-    recorded_result, Ledger, LedgerTotals, StoredDataset, StoredRecord, TerminalInfo, TokenDigest,
-    STATUS_APPLIED, STATUS_REJECTED,
+    check_item, payload_digest, transient, Bisect, Ledger, LedgerTotals, PayloadDigest, Recorded,
+    StoreSeen, StoredDataset, StoredRecord, TerminalInfo, TokenDigest, STATUS_APPLIED,
+    STATUS_REJECTED, STORAGE_REJECTION,
 };
-use crate::apply::{Accepted, Apply};
+use crate::apply::{Accepted, Apply, Rejection};
 use crate::ServerError;
 
-const ITEMS: TableDefinition<'static, (&str, u64), &[u8]> = TableDefinition::new("items");
-const BY_TIME: TableDefinition<'static, (u64, u64), (&str, u64)> =
-    TableDefinition::new("items_by_time");
+/// (terminal, store id, local id) → [`ItemRow`].
+const ITEMS: TableDefinition<'static, (&str, u128, u64), &[u8]> = TableDefinition::new("items_v2");
+/// (recorded at ms, seq) → (terminal, store id, local id), for retention.
+const BY_TIME: TableDefinition<'static, (u64, u64), (&str, u128, u64)> =
+    TableDefinition::new("items_by_time_v2");
+/// (terminal, store id) → first seen ms.
+const STORES: TableDefinition<'static, (&str, u128), u64> = TableDefinition::new("stores");
 const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
 const TERMINALS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("terminals");
 const TOKENS: TableDefinition<'static, &[u8], &str> = TableDefinition::new("tokens");
@@ -30,7 +45,12 @@ const DS_VERSION: TableDefinition<'static, &str, u64> = TableDefinition::new("da
 const DS_RECORDS: TableDefinition<'static, (&str, u64), &[u8]> =
     TableDefinition::new("dataset_records");
 
-const SCHEMA: u64 = 1;
+/// Schema 1's tables, read once by the migration.
+const ITEMS_V1: TableDefinition<'static, (&str, u64), &[u8]> = TableDefinition::new("items");
+const BY_TIME_V1: TableDefinition<'static, (u64, u64), (&str, u64)> =
+    TableDefinition::new("items_by_time");
+
+const SCHEMA: u64 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct ItemRow {
@@ -39,6 +59,30 @@ struct ItemRow {
     status: i16,
     code: String,
     message: String,
+    /// SHA-256 of the payload; `None` for items migrated from schema 1.
+    digest: Option<PayloadDigest>,
+}
+
+/// Schema 1's row.
+#[derive(Deserialize)]
+struct ItemRowV1 {
+    seq: u64,
+    at_ms: u64,
+    status: i16,
+    code: String,
+    message: String,
+}
+
+impl ItemRow {
+    fn recorded(self) -> Recorded {
+        Recorded {
+            status: self.status,
+            seq: self.seq,
+            code: self.code,
+            message: self.message,
+            digest: self.digest,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -71,6 +115,7 @@ type Reply = oneshot::Sender<Result<Vec<ItemResult>, ServerError>>;
 
 struct Job {
     terminal: String,
+    store: u128,
     items: Vec<OutboxItem>,
     now_ms: u64,
     reply: Reply,
@@ -120,6 +165,11 @@ impl RedbLedger {
                     meta.insert("schema", SCHEMA)?;
                 }
                 Some(SCHEMA) => {}
+                Some(1) => {
+                    drop(meta);
+                    migrate_v1(&tx)?;
+                    tx.open_table(META)?.insert("schema", SCHEMA)?;
+                }
                 Some(v) => {
                     return Err(storage(format!(
                         "{} has ledger schema {v}, this build reads {SCHEMA}",
@@ -129,6 +179,7 @@ impl RedbLedger {
             }
             tx.open_table(ITEMS)?;
             tx.open_table(BY_TIME)?;
+            tx.open_table(STORES)?;
             tx.open_table(TERMINALS)?;
             tx.open_table(TOKENS)?;
             tx.open_table(DS_VERSION)?;
@@ -155,9 +206,49 @@ impl RedbLedger {
     }
 }
 
-/// What a resend of a recorded item is answered.
-fn row_result(row: ItemRow) -> ItemResult {
-    recorded_result(row.status, row.seq, row.code, row.message)
+/// Rewrites a schema 1 file's items under [`StoreId::LEGACY`], without
+/// digests (schema 1 kept no payloads to digest), in the open transaction.
+fn migrate_v1(tx: &redb::WriteTransaction) -> Result<(), ServerError> {
+    let legacy = StoreId::LEGACY.as_u128();
+    let names: Vec<String> = tx.list_tables()?.map(|t| t.name().to_owned()).collect();
+    if names.iter().any(|n| n == ITEMS_V1.name()) {
+        let old = tx.open_table(ITEMS_V1)?;
+        let mut items = tx.open_table(ITEMS)?;
+        let mut stores = tx.open_table(STORES)?;
+        for r in old.iter()? {
+            let (k, v) = r?;
+            let (terminal, local_id) = k.value();
+            let row: ItemRowV1 = postcard::from_bytes(v.value()).map_err(storage)?;
+            let seen = stores
+                .get((terminal, legacy))?
+                .map_or(row.at_ms, |s| s.value().min(row.at_ms));
+            stores.insert((terminal, legacy), seen)?;
+            let row = ItemRow {
+                seq: row.seq,
+                at_ms: row.at_ms,
+                status: row.status,
+                code: row.code,
+                message: row.message,
+                digest: None,
+            };
+            items.insert(
+                (terminal, legacy, local_id),
+                postcard::to_allocvec(&row).map_err(storage)?.as_slice(),
+            )?;
+        }
+    }
+    if names.iter().any(|n| n == BY_TIME_V1.name()) {
+        let old = tx.open_table(BY_TIME_V1)?;
+        let mut by_time = tx.open_table(BY_TIME)?;
+        for r in old.iter()? {
+            let (k, v) = r?;
+            let (terminal, local_id) = v.value();
+            by_time.insert(k.value(), (terminal, legacy, local_id))?;
+        }
+    }
+    tx.delete_table(ITEMS_V1)?;
+    tx.delete_table(BY_TIME_V1)?;
+    Ok(())
 }
 
 fn writer(db: &Database, apply: &dyn Apply, rx: &Receiver<Job>, max_group: usize) {
@@ -169,7 +260,7 @@ fn writer(db: &Database, apply: &dyn Apply, rx: &Receiver<Job>, max_group: usize
                 Err(_) => break,
             }
         }
-        match apply_group(db, apply, &group) {
+        match commit_group(db, apply, &group) {
             Ok(results) => {
                 for (job, r) in group.into_iter().zip(results) {
                     let _ = job.reply.send(Ok(r));
@@ -177,18 +268,90 @@ fn writer(db: &Database, apply: &dyn Apply, rx: &Receiver<Job>, max_group: usize
             }
             Err(e) => {
                 let msg = e.to_string();
+                let transient = transient(&e);
                 for job in group {
-                    let _ = job.reply.send(Err(ServerError::Storage(msg.clone())));
+                    let e = if transient {
+                        ServerError::Unavailable(msg.clone())
+                    } else {
+                        ServerError::Storage(msg.clone())
+                    };
+                    let _ = job.reply.send(Err(e));
                 }
             }
         }
     }
 }
 
-fn apply_group(
+/// (job index, item index) of one item of a group.
+type Slot = (usize, usize);
+
+/// Which items of a group a write covers, and which it records as
+/// refused for storage instead of applying.
+struct Plan<'a> {
+    /// `None`: every item.
+    include: Option<&'a HashSet<Slot>>,
+    poison: &'a HashMap<Slot, String>,
+}
+
+/// Applies a group in one commit; on a failure tied to items, isolates
+/// them and commits the rest.
+fn commit_group(
     db: &Database,
     apply: &dyn Apply,
     group: &[Job],
+) -> Result<Vec<Vec<ItemResult>>, ServerError> {
+    let none = HashMap::new();
+    let all = Plan {
+        include: None,
+        poison: &none,
+    };
+    match write_group(db, apply, group, &all, true) {
+        Err(e) if !transient(&e) => {
+            tracing::warn!(error = %e, "ledger group failed; isolating its items");
+        }
+        done => return done,
+    }
+    let slots: Vec<Slot> = group
+        .iter()
+        .enumerate()
+        .flat_map(|(j, job)| (0..job.items.len()).map(move |i| (j, i)))
+        .collect();
+    let mut accepted: HashSet<Slot> = HashSet::new();
+    let mut poison: HashMap<Slot, String> = HashMap::new();
+    let mut bisect = Bisect::new(slots.len());
+    while let Some(r) = bisect.next() {
+        let mut trial = accepted.clone();
+        trial.extend(&slots[r.clone()]);
+        let plan = Plan {
+            include: Some(&trial),
+            poison: &poison,
+        };
+        match write_group(db, apply, group, &plan, false) {
+            Ok(_) => accepted = trial,
+            Err(e) if transient(&e) => return Err(e),
+            Err(e) => {
+                if r.len() == 1 {
+                    poison.insert(slots[r.start], e.to_string());
+                }
+                bisect.failed(r);
+            }
+        }
+    }
+    let plan = Plan {
+        include: None,
+        poison: &poison,
+    };
+    write_group(db, apply, group, &plan, true)
+}
+
+/// Writes the planned items of a group in one transaction, committed when
+/// `commit` (else a trial, aborted: nothing reaches the disk).
+fn write_group(
+    db: &Database,
+    apply: &dyn Apply,
+    group: &[Job],
+    plan: &Plan<'_>,
+    commit: bool,
 ) -> Result<Vec<Vec<ItemResult>>, ServerError> {
     let tx = db.begin_write()?;
     let mut all = Vec::with_capacity(group.len());
@@ -203,19 +366,28 @@ fn apply_group(
         let mut next_seq = get(&meta, "next_seq")?.max(1);
         let mut applied = get(&meta, "applied")?;
         let mut rejected = get(&meta, "rejected")?;
-        for job in group {
+        for (j, job) in group.iter().enumerate() {
             let mut results = Vec::with_capacity(job.items.len());
             let mut ok = Vec::new();
             for (i, item) in job.items.iter().enumerate() {
-                let key = (job.terminal.as_str(), item.local_id);
+                if plan.include.is_some_and(|inc| !inc.contains(&(j, i))) {
+                    results.push(ItemResult::RetryLater);
+                    continue;
+                }
+                let key = (job.terminal.as_str(), job.store, item.local_id);
+                let digest = payload_digest(&item.payload);
                 if let Some(row) = items.get(key)? {
                     let row: ItemRow = postcard::from_bytes(row.value()).map_err(storage)?;
-                    results.push(row_result(row));
+                    results.push(row.recorded().answer(item.local_id, Some(&digest)));
                     continue;
                 }
                 let seq = next_seq;
                 next_seq += 1;
-                let (row, result) = match apply.check(&job.terminal, item) {
+                let verdict = match plan.poison.get(&(j, i)) {
+                    Some(m) => Err(Rejection::new(STORAGE_REJECTION, m.clone())),
+                    None => apply.check(&job.terminal, item),
+                };
+                let (row, result) = match verdict {
                     Ok(()) => {
                         applied += 1;
                         ok.push((i, seq));
@@ -226,6 +398,7 @@ fn apply_group(
                                 status: STATUS_APPLIED,
                                 code: String::new(),
                                 message: String::new(),
+                                digest: Some(digest),
                             },
                             ItemResult::Applied { server_seq: seq },
                         )
@@ -239,6 +412,7 @@ fn apply_group(
                                 status: STATUS_REJECTED,
                                 code: r.code.clone(),
                                 message: r.message.clone(),
+                                digest: Some(digest),
                             },
                             ItemResult::Rejected {
                                 code: r.code,
@@ -261,7 +435,7 @@ fn apply_group(
         meta.insert("applied", applied)?;
         meta.insert("rejected", rejected)?;
     }
-    for (job, ok) in group.iter().zip(&accepted) {
+    for ((job, ok), results) in group.iter().zip(&accepted).zip(&mut all) {
         if ok.is_empty() {
             continue;
         }
@@ -273,10 +447,65 @@ fn apply_group(
                 item: &job.items[i],
             })
             .collect();
-        apply.apply_redb(&tx, &list)?;
+        let refused = apply.apply_redb(&tx, &list)?;
+        if !refused.is_empty() {
+            refuse_applied(&tx, job, ok, &refused, results)?;
+        }
     }
-    tx.commit()?;
+    if commit {
+        tx.commit()?;
+    } else {
+        tx.abort()?;
+    }
     Ok(all)
+}
+
+/// Records items the hook refused after all (e.g. a reused order id) as
+/// rejected instead of applied, in the same transaction.
+fn refuse_applied(
+    tx: &redb::WriteTransaction,
+    job: &Job,
+    ok: &[(usize, u64)],
+    refused: &[(usize, Rejection)],
+    results: &mut [ItemResult],
+) -> Result<(), ServerError> {
+    let mut items = tx.open_table(ITEMS)?;
+    let mut meta = tx.open_table(META)?;
+    for (n, r) in refused {
+        let Some(&(i, _)) = ok.get(*n) else {
+            return Err(ServerError::Apply(format!(
+                "hook refused item {n} of {} accepted",
+                ok.len()
+            )));
+        };
+        let key = (job.terminal.as_str(), job.store, job.items[i].local_id);
+        let row = items
+            .get(key)?
+            .map(|v| postcard::from_bytes::<ItemRow>(v.value()))
+            .transpose()
+            .map_err(storage)?
+            .ok_or_else(|| storage("refused item not recorded"))?;
+        let row = ItemRow {
+            status: STATUS_REJECTED,
+            code: r.code.clone(),
+            message: r.message.clone(),
+            ..row
+        };
+        items.insert(
+            key,
+            postcard::to_allocvec(&row).map_err(storage)?.as_slice(),
+        )?;
+        results[i] = ItemResult::Rejected {
+            code: r.code.clone(),
+            message: r.message.clone(),
+        };
+    }
+    let n = refused.len() as u64;
+    let applied = meta.get("applied")?.map_or(0, |v| v.value());
+    let rejected = meta.get("rejected")?.map_or(0, |v| v.value());
+    meta.insert("applied", applied.saturating_sub(n))?;
+    meta.insert("rejected", rejected + n)?;
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -284,15 +513,20 @@ impl Ledger for RedbLedger {
     async fn push(
         &self,
         terminal_id: &str,
+        store: StoreId,
         items: Vec<OutboxItem>,
         now_ms: u64,
     ) -> Result<Vec<ItemResult>, ServerError> {
         if items.is_empty() {
             return Ok(Vec::new());
         }
+        for (n, item) in items.iter().enumerate() {
+            check_item(n, item)?;
+        }
         let (reply, rx) = oneshot::channel();
         let job = Job {
             terminal: terminal_id.to_owned(),
+            store: store.as_u128(),
             items,
             now_ms,
             reply,
@@ -313,22 +547,80 @@ impl Ledger for RedbLedger {
     async fn status(
         &self,
         terminal_id: &str,
+        store: StoreId,
         local_ids: &[u64],
     ) -> Result<Vec<Option<ItemResult>>, ServerError> {
         let terminal = terminal_id.to_owned();
         let ids = local_ids.to_vec();
+        let store = store.as_u128();
         self.blocking(move |db| {
             let tx = db.begin_read()?;
             let items = tx.open_table(ITEMS)?;
             ids.iter()
                 .map(|&id| {
-                    let Some(row) = items.get((terminal.as_str(), id))? else {
+                    let Some(row) = items.get((terminal.as_str(), store, id))? else {
                         return Ok(None);
                     };
                     let row: ItemRow = postcard::from_bytes(row.value()).map_err(storage)?;
-                    Ok(Some(row_result(row)))
+                    Ok(Some(row.recorded().answer(id, None)))
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn note_store(
+        &self,
+        terminal_id: &str,
+        store: StoreId,
+        now_ms: u64,
+    ) -> Result<bool, ServerError> {
+        let terminal = terminal_id.to_owned();
+        let store = store.as_u128();
+        let known = self
+            .blocking({
+                let terminal = terminal.clone();
+                move |db| {
+                    let tx = db.begin_read()?;
+                    let stores = tx.open_table(STORES)?;
+                    Ok(stores.get((terminal.as_str(), store))?.is_some())
+                }
+            })
+            .await?;
+        if known {
+            return Ok(false);
+        }
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let new = {
+                let mut stores = tx.open_table(STORES)?;
+                let new = stores.get((terminal.as_str(), store))?.is_none();
+                if new {
+                    stores.insert((terminal.as_str(), store), now_ms)?;
+                }
+                new
+            };
+            tx.commit()?;
+            Ok(new)
+        })
+        .await
+    }
+
+    async fn terminal_stores(&self, terminal_id: &str) -> Result<Vec<StoreSeen>, ServerError> {
+        let terminal = terminal_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let stores = tx.open_table(STORES)?;
+            let mut out = Vec::new();
+            for r in stores.range((terminal.as_str(), 0u128)..=(terminal.as_str(), u128::MAX))? {
+                let (k, v) = r?;
+                out.push(StoreSeen {
+                    store_id: StoreId::from_u128(k.value().1),
+                    first_seen_ms: v.value(),
+                });
+            }
+            out.sort_by_key(|s| (s.first_seen_ms, s.store_id));
+            Ok(out)
         })
         .await
     }
@@ -355,20 +647,21 @@ impl Ledger for RedbLedger {
                 let mut items = tx.open_table(ITEMS)?;
                 let mut by_time = tx.open_table(BY_TIME)?;
                 let mut meta = tx.open_table(META)?;
-                let victims: Vec<((u64, u64), (String, u64))> = by_time
+                type Victim = ((u64, u64), (String, u128, u64));
+                let victims: Vec<Victim> = by_time
                     .range(..(cutoff_ms, 0))?
                     .take(chunk)
                     .map(|r| {
                         r.map(|(k, v)| {
-                            let (t, id) = v.value();
-                            (k.value(), (t.to_owned(), id))
+                            let (t, store, id) = v.value();
+                            (k.value(), (t.to_owned(), store, id))
                         })
                     })
                     .collect::<Result<_, _>>()?;
                 let (mut applied, mut rejected) = (0u64, 0u64);
-                for (k, (t, id)) in &victims {
+                for (k, (t, store, id)) in &victims {
                     by_time.remove(*k)?;
-                    if let Some(row) = items.remove((t.as_str(), *id))? {
+                    if let Some(row) = items.remove((t.as_str(), *store, *id))? {
                         let row: ItemRow = postcard::from_bytes(row.value()).map_err(storage)?;
                         if row.status == STATUS_REJECTED {
                             rejected += 1;

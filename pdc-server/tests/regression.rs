@@ -1,0 +1,314 @@
+#![allow(clippy::unwrap_used, clippy::panic)]
+//! One test per fixed bug of pdc-server, named after the bug.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pdc_codec::Codec;
+use pdc_core::{EngineConfig, HttpOptions, HttpTransport, OfflineEngine};
+use pdc_server::{
+    add_terminal, Accepted, Apply, Ledger, Limits, PosApply, RedbLedger, RedbOptions, Rejection,
+    ServerError,
+};
+use pdc_store::NewItem;
+use pdc_sync::{ItemResult, OutboxItem, Priority, StreamKey};
+
+use pdc_server::conformance::S;
+use pdc_server::Refusals;
+
+use common::{any_port, drop_schema, order, order_item, pg, sql, start};
+
+fn engine_at(
+    addr: std::net::SocketAddr,
+    token: &str,
+    store: &std::path::Path,
+) -> OfflineEngine<HttpTransport, pdc_clock::SystemClock> {
+    let transport = HttpTransport::new(
+        &format!("http://{addr}"),
+        token,
+        HttpOptions {
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(500),
+        },
+    )
+    .unwrap();
+    let mut config = EngineConfig::new("till-1", store);
+    config.kdf = pdc_auth::KdfParams::INSECURE_TEST;
+    config.sync.linger = Duration::ZERO;
+    config.sync.reconnect_jitter = Duration::from_millis(10);
+    config.sync.backoff.base = Duration::from_millis(20);
+    OfflineEngine::open(config, transport, pdc_clock::SystemClock::new()).unwrap()
+}
+
+async fn drain(e: &OfflineEngine<HttpTransport, pdc_clock::SystemClock>) {
+    for _ in 0..500 {
+        let _ = e.sync_once().await;
+        if e.pending() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{} still pending", e.pending());
+}
+
+/// Issue 13, defect 1: a till whose store was replaced starts its local
+/// ids at 1 again; the server answered its new sales `duplicate` and the
+/// till dropped them as acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replaced_store_loses_sales_silently() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(
+        &dir.path().join("ledger.redb"),
+        Limits::default(),
+        any_port(),
+    )
+    .await;
+    let token = add_terminal(&*server.state.ledger, "till-1").await.unwrap();
+    let codec = Codec::new();
+    let sale = |id| NewItem {
+        stream: StreamKey(1),
+        priority: Priority::High,
+        kind: 2,
+        created_at_ms: 1_700_000_000_000,
+        payload: codec.encode(&order(id, 1)).unwrap(),
+    };
+    let store = dir.path().join("till.pdc");
+    {
+        let first = engine_at(server.addr, &token, &store);
+        assert_eq!(first.record(sale(100)).unwrap(), 1);
+        drain(&first).await;
+    }
+    // The support engineer "starts fresh": same terminal, same token.
+    std::fs::remove_file(&store).unwrap();
+    let second = engine_at(server.addr, &token, &store);
+    assert_eq!(second.record(sale(200)).unwrap(), 1, "local ids restart");
+    drain(&second).await;
+    let totals = server.state.ledger.totals().await.unwrap();
+    assert_eq!(totals.applied, 2, "the new store's sale reached the ledger");
+    drop(second);
+    server.shutdown().await.unwrap();
+}
+
+/// Issue 13, defect 2 (PostgreSQL): an order the checks accept but the
+/// database cannot store (a timestamp beyond PostgreSQL's range) made the
+/// whole batch retry-later, forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_item_blocks_its_terminal_on_postgres() {
+    let Some((ledger, schema)) = pg(Arc::new(PosApply::new())).await else {
+        return;
+    };
+    let mut items: Vec<OutboxItem> = (1..=50).map(|i| order_item(i, &order(i, 2))).collect();
+    let mut poison = order(25, 2);
+    poison.created_at_ms = 9_000_000_000_000_000_000;
+    items[24] = order_item(25, &poison);
+    let results = ledger.push("till-1", S, items, 1).await.unwrap();
+    for (n, r) in results.iter().enumerate() {
+        if n == 24 {
+            assert!(
+                matches!(r, ItemResult::Rejected { code, .. } if code == "storage"),
+                "{r:?}"
+            );
+        } else {
+            assert!(matches!(r, ItemResult::Applied { .. }), "item {n}: {r:?}");
+        }
+    }
+    let c = sql(&schema).await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM pos_orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 49);
+    drop_schema(&schema).await;
+}
+
+/// A hook whose own storage fails for items of kind 98.
+struct FailingHook;
+
+impl Apply for FailingHook {
+    fn check(&self, _t: &str, _i: &OutboxItem) -> Result<(), Rejection> {
+        Ok(())
+    }
+    fn apply_redb(
+        &self,
+        _tx: &redb::WriteTransaction,
+        items: &[Accepted<'_>],
+    ) -> Result<Refusals, ServerError> {
+        match items.iter().find(|a| a.item.kind == 98) {
+            Some(a) => Err(ServerError::Apply(format!(
+                "cannot store item {}",
+                a.item.local_id
+            ))),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Issue 13, defect 2 (embedded): one job's hook error failed the whole
+/// group commit, and every batch in it got retry-later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_error_fails_the_whole_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = Arc::new(
+        RedbLedger::open(
+            &dir.path().join("l.redb"),
+            Arc::new(FailingHook),
+            RedbOptions::default(),
+        )
+        .unwrap(),
+    );
+    let item = |id, kind| pdc_server::conformance::item(id, kind);
+    let r = ledger
+        .push("till-p", S, vec![item(1, 2), item(2, 98), item(3, 2)], 1)
+        .await
+        .unwrap();
+    assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
+    assert!(
+        matches!(&r[1], ItemResult::Rejected { code, .. } if code == "storage"),
+        "{r:?}"
+    );
+    assert!(matches!(r[2], ItemResult::Applied { .. }), "{r:?}");
+    // Many batches at once (group commits), one of them poisoned: every
+    // other batch is applied.
+    let tasks: Vec<_> = (0..32u64)
+        .map(|t| {
+            let l = Arc::clone(&ledger);
+            tokio::spawn(async move {
+                let kind = if t == 7 { 98 } else { 2 };
+                (
+                    t,
+                    l.push(&format!("till-{t}"), S, vec![item(1, kind)], 1)
+                        .await,
+                )
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (t, r) = task.await.unwrap();
+        let r = r.unwrap();
+        if t == 7 {
+            assert!(matches!(&r[0], ItemResult::Rejected { code, .. } if code == "storage"));
+        } else {
+            assert!(
+                matches!(r[0], ItemResult::Applied { .. }),
+                "till-{t}: {r:?}"
+            );
+        }
+    }
+}
+
+/// Issue 13, defect 3: two items carrying one order id were both applied;
+/// `pos_order_lines` got the second order's lines under the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reused_order_id_corrupts_the_business_tables() {
+    let items = vec![order_item(1, &order(77, 1)), order_item(2, &order(77, 3))];
+    // Embedded.
+    let dir = tempfile::tempdir().unwrap();
+    let redb = RedbLedger::open(
+        &dir.path().join("l.redb"),
+        Arc::new(PosApply::new()),
+        RedbOptions::default(),
+    )
+    .unwrap();
+    let r = redb.push("till-1", S, items.clone(), 1).await.unwrap();
+    assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
+    assert!(
+        matches!(&r[1], ItemResult::Rejected { code, .. } if code == "duplicate_order"),
+        "{r:?}"
+    );
+    // In another batch too.
+    let r = redb
+        .push("till-1", S, vec![order_item(3, &order(77, 2))], 1)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r[0], ItemResult::Rejected { code, .. } if code == "duplicate_order"),
+        "{r:?}"
+    );
+    // PostgreSQL.
+    let Some((ledger, schema)) = pg(Arc::new(PosApply::new())).await else {
+        return;
+    };
+    let r = ledger.push("till-1", S, items, 1).await.unwrap();
+    assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
+    assert!(
+        matches!(&r[1], ItemResult::Rejected { code, .. } if code == "duplicate_order"),
+        "{r:?}"
+    );
+    let r = ledger
+        .push("till-1", S, vec![order_item(3, &order(77, 2))], 1)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r[0], ItemResult::Rejected { code, .. } if code == "duplicate_order"),
+        "{r:?}"
+    );
+    let c = sql(&schema).await;
+    let lines: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pos_order_lines WHERE order_id = 77",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(lines, 1, "only the first order's line");
+    drop_schema(&schema).await;
+}
+
+/// Issue 13, defect 4: a stream of 2^64-1 was stored as -1 in `pdc_items`,
+/// an order id of 2^64-6 as -6 in `pos_orders`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_at_or_above_2_63_wrap() {
+    // At the envelope: a 400 that names the field.
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("l.redb"), Limits::default(), any_port()).await;
+    let token = add_terminal(&*server.state.ledger, "till-1").await.unwrap();
+    let body = r#"{"schema":1,"terminal_id":"till-1","batch_id":1,"items":[{"local_id":1,"stream":18446744073709551615,"priority":"High","kind":70,"created_at_ms":1,"payload":[1]}]}"#;
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/push", server.addr))
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let err: serde_json::Value = r.json().await.unwrap();
+    assert!(err["message"].as_str().unwrap().contains("stream"), "{err}");
+    assert_eq!(server.state.ledger.totals().await.unwrap().applied, 0);
+    server.shutdown().await.unwrap();
+
+    let Some((ledger, schema)) = pg(Arc::new(PosApply::new())).await else {
+        return;
+    };
+    // Through the Rust API: refused, nothing stored.
+    let mut wide = pdc_server::conformance::item(1, 70);
+    wide.stream = StreamKey(u64::MAX);
+    assert!(ledger.push("till-1", S, vec![wide], 1).await.is_err());
+    // An order id beyond bigint: refused for good, naming the field.
+    let r = ledger
+        .push("till-1", S, vec![order_item(2, &order(u64::MAX - 5, 1))], 1)
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r[0], ItemResult::Rejected { code, message } if code == "out_of_range" && message.contains("order id")),
+        "{r:?}"
+    );
+    let c = sql(&schema).await;
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM pos_orders WHERE order_id < 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM pdc_items", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "only the rejected order is recorded");
+    drop_schema(&schema).await;
+}
