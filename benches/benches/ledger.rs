@@ -42,7 +42,7 @@ impl Apply for PoisonKind98 {
 
 /// A batch whose 26th item cannot be stored: on redb by kind (see
 /// [`PoisonKind98`]), on PostgreSQL by a timestamp beyond its range.
-fn poisoned(first: u64, payloads: &[Vec<u8>], redb: bool) -> Vec<OutboxItem> {
+fn poisoned(first: u64, payloads: &[pdc_codec::Order], redb: bool) -> Vec<OutboxItem> {
     let mut b = batch(first, payloads);
     if redb {
         b[25].kind = 98;
@@ -57,23 +57,45 @@ fn poisoned(first: u64, payloads: &[Vec<u8>], redb: bool) -> Vec<OutboxItem> {
 
 const BATCH: u64 = 50;
 
-fn payloads() -> Vec<Vec<u8>> {
-    let codec = Codec::new();
-    pdc_datasets::orders(1_000, 3)
+/// Checks, before timing, that a scenario answers what it claims (all
+/// applied, or 49 applied and one `storage` rejection): a bench that
+/// silently measures rejections measures nothing.
+fn expect_applied(results: &[pdc_sync::ItemResult], poison: bool) {
+    let applied = results
         .iter()
-        .map(|o| codec.encode(o).expect("orders encode"))
-        .collect()
+        .filter(|r| matches!(r, pdc_sync::ItemResult::Applied { .. }))
+        .count();
+    let storage = results
+        .iter()
+        .filter(|r| matches!(r, pdc_sync::ItemResult::Rejected { code, .. } if code == "storage"))
+        .count();
+    assert_eq!(
+        (applied, storage),
+        if poison { (49, 1) } else { (50, 0) },
+        "{results:?}"
+    );
 }
 
-fn batch(first: u64, payloads: &[Vec<u8>]) -> Vec<OutboxItem> {
+fn payloads() -> Vec<pdc_codec::Order> {
+    pdc_datasets::orders(1_000, 3)
+}
+
+/// 50 orders, each with its own order id (the local id): a real till never
+/// sends one order id twice, and the POS hook refuses a reused one.
+fn batch(first: u64, orders: &[pdc_codec::Order]) -> Vec<OutboxItem> {
+    let codec = Codec::new();
     (first..first + BATCH)
-        .map(|id| OutboxItem {
-            local_id: id,
-            stream: StreamKey(id % 8),
-            priority: Priority::High,
-            kind: 2,
-            created_at_ms: 1_764_000_000_000,
-            payload: payloads[(id % payloads.len() as u64) as usize].clone(),
+        .map(|id| {
+            let mut o = orders[(id % orders.len() as u64) as usize].clone();
+            o.id = id;
+            OutboxItem {
+                local_id: id,
+                stream: StreamKey(id % 8),
+                priority: Priority::High,
+                kind: 2,
+                created_at_ms: 1_764_000_000_000,
+                payload: codec.encode(&o).expect("orders encode"),
+            }
         })
         .collect()
 }
@@ -96,12 +118,22 @@ fn bench_ledger(c: &mut Criterion) {
         .expect("ledger"),
     );
     let next = AtomicU64::new(1);
+    expect_applied(
+        &rt.block_on(redb.push(
+            "bench",
+            S,
+            batch(next.fetch_add(BATCH, Ordering::Relaxed), &p),
+            0,
+        ))
+        .expect("push"),
+        false,
+    );
     g.bench_function("redb/fresh", |b| {
-        b.iter(|| {
-            let first = next.fetch_add(BATCH, Ordering::Relaxed);
-            rt.block_on(redb.push("bench", S, batch(first, &p), 0))
-                .expect("push")
-        })
+        b.iter_batched(
+            || batch(next.fetch_add(BATCH, Ordering::Relaxed), &p),
+            |items| rt.block_on(redb.push("bench", S, items, 0)).expect("push"),
+            criterion::BatchSize::SmallInput,
+        )
     });
     let resend = batch(1, &p);
     g.bench_function("redb/resend", |b| {
@@ -110,12 +142,22 @@ fn bench_ledger(c: &mut Criterion) {
                 .expect("push")
         })
     });
+    expect_applied(
+        &rt.block_on(redb.push(
+            "bench",
+            S,
+            poisoned(next.fetch_add(BATCH, Ordering::Relaxed), &p, true),
+            0,
+        ))
+        .expect("push"),
+        true,
+    );
     g.bench_function("redb/poison1", |b| {
-        b.iter(|| {
-            let first = next.fetch_add(BATCH, Ordering::Relaxed);
-            rt.block_on(redb.push("bench", S, poisoned(first, &p, true), 0))
-                .expect("push")
-        })
+        b.iter_batched(
+            || poisoned(next.fetch_add(BATCH, Ordering::Relaxed), &p, true),
+            |items| rt.block_on(redb.push("bench", S, items, 0)).expect("push"),
+            criterion::BatchSize::SmallInput,
+        )
     });
 
     match std::env::var("PDC_TEST_DATABASE_URL") {
@@ -134,19 +176,42 @@ fn bench_ledger(c: &mut Criterion) {
                     },
                 ))
                 .expect("postgres ledger");
+            expect_applied(
+                &rt.block_on(pg.push(
+                    "bench",
+                    S,
+                    batch(next.fetch_add(BATCH, Ordering::Relaxed), &p),
+                    0,
+                ))
+                .expect("push"),
+                false,
+            );
             g.bench_function("postgres/unnest_fresh", |b| {
-                b.iter(|| {
-                    let first = next.fetch_add(BATCH, Ordering::Relaxed);
-                    rt.block_on(pg.push("bench", S, batch(first, &p), 0))
-                        .expect("push")
-                })
+                b.iter_batched(
+                    || batch(next.fetch_add(BATCH, Ordering::Relaxed), &p),
+                    |items| rt.block_on(pg.push("bench", S, items, 0)).expect("push"),
+                    criterion::BatchSize::SmallInput,
+                )
             });
+            expect_applied(
+                &rt.block_on(pg.push_per_item(
+                    "bench",
+                    S,
+                    &batch(next.fetch_add(BATCH, Ordering::Relaxed), &p),
+                    0,
+                ))
+                .expect("push"),
+                false,
+            );
             g.bench_function("postgres/per_item_fresh", |b| {
-                b.iter(|| {
-                    let first = next.fetch_add(BATCH, Ordering::Relaxed);
-                    rt.block_on(pg.push_per_item("bench", S, &batch(first, &p), 0))
-                        .expect("push")
-                })
+                b.iter_batched(
+                    || batch(next.fetch_add(BATCH, Ordering::Relaxed), &p),
+                    |items| {
+                        rt.block_on(pg.push_per_item("bench", S, &items, 0))
+                            .expect("push")
+                    },
+                    criterion::BatchSize::SmallInput,
+                )
             });
             let first = next.fetch_add(BATCH, Ordering::Relaxed);
             let resend = batch(first, &p);
@@ -158,12 +223,22 @@ fn bench_ledger(c: &mut Criterion) {
                         .expect("push")
                 })
             });
+            expect_applied(
+                &rt.block_on(pg.push(
+                    "bench",
+                    S,
+                    poisoned(next.fetch_add(BATCH, Ordering::Relaxed), &p, false),
+                    0,
+                ))
+                .expect("push"),
+                true,
+            );
             g.bench_function("postgres/unnest_poison1", |b| {
-                b.iter(|| {
-                    let first = next.fetch_add(BATCH, Ordering::Relaxed);
-                    rt.block_on(pg.push("bench", S, poisoned(first, &p, false), 0))
-                        .expect("push")
-                })
+                b.iter_batched(
+                    || poisoned(next.fetch_add(BATCH, Ordering::Relaxed), &p, false),
+                    |items| rt.block_on(pg.push("bench", S, items, 0)).expect("push"),
+                    criterion::BatchSize::SmallInput,
+                )
             });
             rt.block_on(async {
                 let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)

@@ -67,6 +67,30 @@ pub async fn terminal(args: &LedgerArgs, action: TerminalAction) -> Result<(), C
                 );
             }
         }
+        TerminalAction::Show { id } => {
+            let t = ledger
+                .terminals()
+                .await?
+                .into_iter()
+                .find(|t| t.terminal_id == id)
+                .ok_or_else(|| CliError::Msg(format!("no terminal {id:?}")))?;
+            println!("terminal\t{}", t.terminal_id);
+            println!("added\t{}", t.created_at_ms);
+            println!("status\t{}", if t.revoked { "revoked" } else { "active" });
+            let stores = ledger.terminal_stores(&id).await?;
+            println!("stores\t{}", stores.len());
+            for s in stores {
+                let legacy = if s.store_id == pdc_sync::StoreId::LEGACY {
+                    " (legacy: created before store ids)"
+                } else {
+                    ""
+                };
+                println!(
+                    "store\t{}\tfirst seen {}{legacy}",
+                    s.store_id, s.first_seen_ms
+                );
+            }
+        }
         TerminalAction::Revoke { id } => {
             if !ledger.revoke_terminal(&id).await? {
                 return Err(CliError::Msg(format!("no terminal {id:?}")));

@@ -121,7 +121,9 @@ struct Shared {
     client: reqwest::Client,
     url: String,
     codec: Codec,
-    payloads: Vec<Vec<u8>>,
+    /// Order templates; each item gets its own order id (its local id), as
+    /// a real till never sends one order id twice.
+    payloads: Vec<pdc_codec::Order>,
     started: Instant,
     requests: AtomicU64,
     applied: AtomicU64,
@@ -228,18 +230,26 @@ impl Shared {
         false
     }
 
-    fn items(&self, first_id: u64, n: usize) -> Vec<OutboxItem> {
+    /// The items from `first_id`; the same ids always give the same bytes
+    /// (a resend is a duplicate, never a conflict). `None` if an order
+    /// cannot be encoded.
+    fn items(&self, first_id: u64, n: usize) -> Option<Vec<OutboxItem>> {
         (0..n as u64)
             .map(|i| {
                 let id = first_id + i;
-                OutboxItem {
+                let mut order = self
+                    .payloads
+                    .get((id % self.payloads.len().max(1) as u64) as usize)?
+                    .clone();
+                order.id = id;
+                Some(OutboxItem {
                     local_id: id,
                     stream: StreamKey(id % 8),
                     priority: Priority::High,
                     kind: 2,
                     created_at_ms: 1_764_000_000_000 + id % 1_000_000,
-                    payload: self.payloads[(id % self.payloads.len() as u64) as usize].clone(),
-                }
+                    payload: self.codec.encode(&order).ok()?,
+                })
             })
             .collect()
     }
@@ -345,11 +355,7 @@ pub async fn run(args: &LoadArgs) -> Result<LoadReport, CliError> {
     }
     let batch = args.batch.clamp(1, 1000);
     let codec = Codec::new();
-    let payloads = pdc_datasets::orders(1000, 1)
-        .iter()
-        .map(|o| codec.encode(o))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CliError::Msg(e.to_string()))?;
+    let payloads = pdc_datasets::orders(1000, 1);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(tokens.len() + 8)
@@ -429,7 +435,10 @@ pub async fn run(args: &LoadArgs) -> Result<LoadReport, CliError> {
                     } else {
                         batch
                     };
-                    let items = shared.items(first, k);
+                    let Some(items) = shared.items(first, k) else {
+                        shared.failed.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    };
                     if !shared.push(&terminal, &token, batch_id, items).await {
                         shared.failed.fetch_add(1, Ordering::Relaxed);
                         break;

@@ -123,6 +123,12 @@ enum TerminalAction {
     },
     /// Lists terminals (never their tokens).
     List,
+    /// Shows one terminal: registration, status, and every store id it has
+    /// pushed from (a new one means its till store was replaced).
+    Show {
+        /// Terminal id.
+        id: String,
+    },
     /// Revokes a terminal's token.
     Revoke {
         /// Terminal id.

@@ -241,6 +241,18 @@ fn serve_terminal_dataset_loadtest_on_the_embedded_ledger() {
     ]);
     assert!(!far.status.success());
     assert!(server.stop().success(), "graceful shutdown on SIGTERM");
+    // The operator sees which stores a terminal pushed from: the version 1
+    // JSON push above came from the legacy store.
+    let show = ok(&["terminal", "show", "till-1", "--ledger", l]);
+    assert!(show.contains("status\tactive"), "{show}");
+    assert!(show.contains("stores\t1"), "{show}");
+    assert!(
+        show.contains("store\t00000000000000000000000000000000"),
+        "{show}"
+    );
+    assert!(!run(&["terminal", "show", "till-9", "--ledger", l])
+        .status
+        .success());
 }
 
 #[test]

@@ -486,6 +486,105 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_push_frame_reads_as_the_legacy_store() {
+        #[derive(Serialize)]
+        struct V1 {
+            schema: u8,
+            terminal_id: String,
+            batch_id: u64,
+            items: Vec<OutboxItem>,
+        }
+        let codec = Codec::new();
+        let req = push();
+        let v1 = V1 {
+            schema: 1,
+            terminal_id: req.terminal_id.clone(),
+            batch_id: req.batch_id,
+            items: req.items.clone(),
+        };
+        let frame = codec.encode_value(PushRequest::KIND, 1, &v1).unwrap();
+        let got: PushRequest = codec.decode(&frame).unwrap();
+        assert_eq!(got.schema, 1);
+        assert_eq!(got.store_id, StoreId::LEGACY);
+        assert_eq!(got.items, req.items);
+        // JSON without a store id: the legacy store too.
+        let json = r#"{"schema":1,"terminal_id":"t","batch_id":1,"items":[]}"#;
+        let got: PushRequest = serde_json::from_str(json).unwrap();
+        assert_eq!(got.store_id, StoreId::LEGACY);
+        // A version 1 client reads an answer written for it.
+        let resp = PushResponse {
+            results: vec![ItemResult::Conflict {
+                message: "m".into(),
+            }],
+            retry_after_ms: None,
+        }
+        .for_schema_1();
+        let frame = codec.encode_value(PushResponse::KIND, 1, &resp).unwrap();
+        let back: PushResponse = codec.decode(&frame).unwrap();
+        assert_eq!(
+            back.results[0],
+            ItemResult::Rejected {
+                code: "conflict".into(),
+                message: "m".into()
+            }
+        );
+    }
+
+    #[test]
+    fn store_ids_are_hex_in_json_and_16_bytes_in_frames() {
+        let req = push();
+        let json = serde_json::to_string(&req).unwrap();
+        assert!(
+            json.contains(&format!("\"store_id\":\"{}\"", "ab".repeat(16))),
+            "{json}"
+        );
+        let codec = Codec::new();
+        let with = codec.encode(&req).unwrap();
+        let mut without = req.clone();
+        without.store_id = StoreId::LEGACY;
+        assert_eq!(with.len(), codec.encode(&without).unwrap().len());
+        assert!("abc".parse::<StoreId>().is_err());
+        assert!("zz".repeat(16).parse::<StoreId>().is_err());
+        let bad = r#"{"schema":2,"terminal_id":"t","store_id":"xyz","batch_id":1,"items":[]}"#;
+        assert!(serde_json::from_str::<PushRequest>(bad).is_err());
+    }
+
+    proptest::proptest! {
+        /// Display and FromStr are inverse; `random` never gives LEGACY.
+        #[test]
+        fn store_id_text_round_trips(bytes in proptest::array::uniform16(0u8..)) {
+            let id = StoreId(bytes);
+            let text = id.to_string();
+            proptest::prop_assert_eq!(text.len(), 32);
+            proptest::prop_assert_eq!(text.parse::<StoreId>().unwrap(), id);
+            proptest::prop_assert_eq!(StoreId::from_u128(id.as_u128()), id);
+        }
+    }
+
+    #[test]
+    fn random_store_ids_are_never_legacy() {
+        /// Zeros first, then ones: `random` must skip the zero id.
+        struct ZerosThenOnes(u32);
+        impl rand::RngCore for ZerosThenOnes {
+            fn next_u32(&mut self) -> u32 {
+                0
+            }
+            fn next_u64(&mut self) -> u64 {
+                0
+            }
+            fn fill_bytes(&mut self, dest: &mut [u8]) {
+                self.0 += 1;
+                dest.fill(if self.0 > 2 { 1 } else { 0 });
+            }
+            fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+                self.fill_bytes(dest);
+                Ok(())
+            }
+        }
+        assert_eq!(StoreId::random(&mut ZerosThenOnes(0)), StoreId([1; 16]));
+    }
+
+    #[test]
     fn priorities_order_as_documented() {
         assert!(Priority::Critical > Priority::High);
         assert!(Priority::High > Priority::Normal);

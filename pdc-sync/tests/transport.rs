@@ -95,3 +95,88 @@ fn push_and_pull_through_the_loopback_transport() {
     );
     assert!(pollster::block_on(transport.ping()).is_ok());
 }
+
+/// A machine whose store was replaced (same terminal, new store id, local
+/// ids from 1 again) gets its items applied, not answered as duplicates;
+/// a machine resending a changed payload under a known key gets it
+/// dead-lettered as a conflict, never acknowledged.
+#[test]
+fn store_identity_and_conflicts_through_the_loopback_transport() {
+    let transport = LoopbackTransport::new();
+    let run = |store: pdc_sync::StoreId, payload: u8| {
+        let mut config = SyncConfig::new("till-r");
+        config.store_id = store;
+        config.linger = std::time::Duration::ZERO;
+        let mut m = SyncMachine::new(config, Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1)));
+        let now = Instant::ZERO;
+        for id in 1..=3 {
+            m.enqueue(
+                OutboxItem {
+                    local_id: id,
+                    stream: StreamKey(1),
+                    priority: Priority::High,
+                    kind: 1,
+                    created_at_ms: 1,
+                    payload: vec![payload; 4],
+                },
+                now,
+            )
+            .unwrap();
+        }
+        let mut events = Vec::new();
+        for _ in 0..10 {
+            while let Some(batch) = m.poll_transmit(now) {
+                let body = pollster::block_on(transport.push(batch.request)).unwrap();
+                m.handle_response_bytes(batch.id, &body, now).unwrap();
+            }
+            events.extend(std::iter::from_fn(|| m.poll_event()));
+        }
+        events
+    };
+    let acked = |ev: &[SyncEvent], dup: bool| {
+        ev.iter()
+            .filter(|e| matches!(e, SyncEvent::Acked { duplicate, .. } if *duplicate == dup))
+            .count()
+    };
+    let first = run(pdc_sync::StoreId([1; 16]), 1);
+    assert_eq!(acked(&first, false), 3);
+    let replaced = run(pdc_sync::StoreId([2; 16]), 2);
+    assert_eq!(acked(&replaced, false), 3, "a new store's items are new");
+    let conflicting = run(pdc_sync::StoreId([1; 16]), 9);
+    assert_eq!(acked(&conflicting, false) + acked(&conflicting, true), 0);
+    let dead: Vec<&str> = conflicting
+        .iter()
+        .filter_map(|e| match e {
+            SyncEvent::DeadLettered { code, .. } => Some(code.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dead, vec!["conflict"; 3]);
+    assert_eq!(transport.server.lock().unwrap().applied_count(), 6);
+}
+
+/// Integers the server would refuse as a whole request are refused at
+/// enqueue, naming the field.
+#[test]
+fn integers_above_2_63_are_refused_at_enqueue() {
+    let mut m = SyncMachine::new(
+        SyncConfig::new("till-w"),
+        Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1)),
+    );
+    let item = OutboxItem {
+        local_id: 1,
+        stream: StreamKey(u64::MAX),
+        priority: Priority::High,
+        kind: 1,
+        created_at_ms: 1,
+        payload: vec![],
+    };
+    let e = m.enqueue(item.clone(), Instant::ZERO).unwrap_err();
+    assert!(e.to_string().contains("stream"), "{e}");
+    assert_eq!(m.len(), 0);
+    let ok = OutboxItem {
+        stream: StreamKey(pdc_sync::MAX_WIRE_INT),
+        ..item
+    };
+    m.enqueue(ok, Instant::ZERO).unwrap();
+}

@@ -292,6 +292,18 @@ impl Bisect {
         }
     }
 
+    /// Isolation of `n` items whose whole batch is known to fail: starts
+    /// with the halves (a lone item is still attempted, so that the
+    /// caller sees its error at the leaf).
+    pub(crate) fn after_failure(n: usize) -> Self {
+        let mut b = Bisect::new(n);
+        if n >= 2 {
+            b.stack.clear();
+            b.failed(0..n);
+        }
+        b
+    }
+
     /// The next range to attempt, or `None` when done.
     pub(crate) fn next(&mut self) -> Option<std::ops::Range<usize>> {
         while let Some(r) = self.stack.pop() {
@@ -304,6 +316,9 @@ impl Bisect {
 
     /// The attempt of `r` failed because of its items.
     pub(crate) fn failed(&mut self, r: std::ops::Range<usize>) {
+        if r.is_empty() {
+            return;
+        }
         if r.len() == 1 {
             self.bad.push(r.start);
         } else {
@@ -341,7 +356,7 @@ mod tests {
         ) {
             let poison: std::collections::BTreeSet<usize> =
                 poison.into_iter().filter(|&p| p < n).collect();
-            let mut b = Bisect::new(n);
+            let mut b = if poison.is_empty() { Bisect::new(n) } else { Bisect::after_failure(n) };
             let mut attempts = 0;
             let mut last_end = 0;
             while let Some(r) = b.next() {

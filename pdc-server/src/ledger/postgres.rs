@@ -101,9 +101,15 @@ FROM UNNEST($4::bigint[], $5::smallint[], $6::text[], $7::text[], $8::bigint[], 
 ON CONFLICT (terminal_id, store_id, local_id) DO NOTHING
 RETURNING local_id, server_seq";
 
+/// The range on `local_id` is redundant with `ANY($3)` but keeps the plan
+/// an index range scan whatever the statistics say: with stale statistics
+/// (a table grown since its last ANALYZE) PostgreSQL 15 otherwise filters
+/// `ANY` over every row of the (terminal, store) prefix (measured: a resend
+/// of 50 took 78 ms instead of 1 ms after 100,000 fresh items).
 const SELECT_EXISTING: &str = "
 SELECT local_id, server_seq, status, code, message, digest FROM pdc_items
-WHERE terminal_id = $1 AND store_id = $2 AND local_id = ANY($3)";
+WHERE terminal_id = $1 AND store_id = $2 AND local_id = ANY($3)
+  AND local_id BETWEEN $4 AND $5";
 
 /// Items the Apply hook refused after all: recorded as rejected.
 const REFUSE_APPLIED: &str = "
@@ -210,6 +216,15 @@ fn row_recorded(r: &tokio_postgres::Row) -> Recorded {
         digest: r
             .get::<_, Option<Vec<u8>>>(5)
             .and_then(|d| PayloadDigest::try_from(d.as_slice()).ok()),
+    }
+}
+
+/// The smallest and largest of some ids (`(0, -1)`, an empty range, for
+/// none).
+fn id_span(ids: &[i64]) -> (i64, i64) {
+    match (ids.iter().min(), ids.iter().max()) {
+        (Some(&lo), Some(&hi)) => (lo, hi),
+        _ => (0, -1),
     }
 }
 
@@ -345,15 +360,18 @@ impl PgLedger {
         let tx = client.transaction().await?;
         let mut results: Vec<Option<ItemResult>> = vec![None; items.len()];
         let mut poison: HashMap<usize, String> = HashMap::new();
-        let mut bisect = Bisect::new(items.len());
+        // The whole batch is known to fail: start with the halves. One
+        // savepoint stays set for the next attempt: after a failure,
+        // ROLLBACK TO keeps it; after a success a new one is set on top.
+        let mut bisect = Bisect::after_failure(items.len());
+        tx.batch_execute("SAVEPOINT pdc_isolate").await?;
         while let Some(r) = bisect.next() {
-            tx.batch_execute("SAVEPOINT pdc_isolate").await?;
             match self
                 .apply_range(&tx, &key, items, &digests, r.clone(), &poison)
                 .await
             {
                 Ok(rs) => {
-                    tx.batch_execute("RELEASE SAVEPOINT pdc_isolate").await?;
+                    tx.batch_execute("SAVEPOINT pdc_isolate").await?;
                     for (slot, res) in results[r].iter_mut().zip(rs) {
                         *slot = Some(res);
                     }
@@ -369,6 +387,7 @@ impl PgLedger {
                         let rs = self
                             .apply_range(&tx, &key, items, &digests, r.clone(), &poison)
                             .await?;
+                        tx.batch_execute("SAVEPOINT pdc_isolate").await?;
                         results[r.start] = rs.into_iter().next();
                     }
                     bisect.failed(r);
@@ -468,10 +487,11 @@ impl PgLedger {
         let mut existing: HashMap<i64, Recorded> = HashMap::new();
         if !missing.is_empty() {
             let select = tx.prepare_cached(SELECT_EXISTING).await?;
+            let (lo, hi) = id_span(&missing);
             for r in tx
                 .query(
                     &select,
-                    &[&key.terminal_id, &key.store.as_slice(), &missing],
+                    &[&key.terminal_id, &key.store.as_slice(), &missing, &lo, &hi],
                 )
                 .await?
             {
@@ -657,7 +677,10 @@ impl PgLedger {
                 },
                 (None, _) => {
                     let r = tx
-                        .query_one(SELECT_EXISTING, &[&terminal_id, &store, &vec![id]])
+                        .query_one(
+                            SELECT_EXISTING,
+                            &[&terminal_id, &store, &vec![id], &id, &id],
+                        )
                         .await?;
                     row_recorded(&r).answer(item.local_id, Some(&digest))
                 }
@@ -710,8 +733,9 @@ impl Ledger for PgLedger {
             .collect::<Result<_, _>>()?;
         let client = self.pool.get().await?;
         let stmt = client.prepare_cached(SELECT_EXISTING).await?;
+        let (lo, hi) = id_span(&ids);
         let found: HashMap<i64, ItemResult> = client
-            .query(&stmt, &[&terminal_id, &store.0.as_slice(), &ids])
+            .query(&stmt, &[&terminal_id, &store.0.as_slice(), &ids, &lo, &hi])
             .await?
             .iter()
             .map(|r| {

@@ -316,18 +316,55 @@ fn commit_group(
         .enumerate()
         .flat_map(|(j, job)| (0..job.items.len()).map(move |i| (j, i)))
         .collect();
+    // First, trials of the range under test alone (half the work of
+    // replaying the accepted prefix each time); an item that fails only
+    // next to earlier ones makes the final write fail, and then the exact
+    // search (each trial on top of everything accepted before) runs.
+    let mut last = None;
+    for with_prefix in [false, true] {
+        let poison = find_poison(db, apply, group, &slots, with_prefix)?;
+        let plan = Plan {
+            include: None,
+            poison: &poison,
+        };
+        match write_group(db, apply, group, &plan, true) {
+            Err(e) if !transient(&e) => last = Some(e),
+            done => return done,
+        }
+    }
+    Err(last.unwrap_or_else(|| storage("isolation found no failing item")))
+}
+
+/// Bisects the group's items in aborted trial transactions; returns the
+/// failing ones with their errors.
+fn find_poison(
+    db: &Database,
+    apply: &dyn Apply,
+    group: &[Job],
+    slots: &[Slot],
+    with_prefix: bool,
+) -> Result<HashMap<Slot, String>, ServerError> {
     let mut accepted: HashSet<Slot> = HashSet::new();
     let mut poison: HashMap<Slot, String> = HashMap::new();
-    let mut bisect = Bisect::new(slots.len());
+    // The whole group is known to fail.
+    let mut bisect = Bisect::after_failure(slots.len());
     while let Some(r) = bisect.next() {
-        let mut trial = accepted.clone();
+        let mut trial: HashSet<Slot> = if with_prefix {
+            accepted.clone()
+        } else {
+            HashSet::new()
+        };
         trial.extend(&slots[r.clone()]);
         let plan = Plan {
             include: Some(&trial),
             poison: &poison,
         };
         match write_group(db, apply, group, &plan, false) {
-            Ok(_) => accepted = trial,
+            Ok(_) => {
+                if with_prefix {
+                    accepted = trial;
+                }
+            }
             Err(e) if transient(&e) => return Err(e),
             Err(e) => {
                 if r.len() == 1 {
@@ -337,11 +374,7 @@ fn commit_group(
             }
         }
     }
-    let plan = Plan {
-        include: None,
-        poison: &poison,
-    };
-    write_group(db, apply, group, &plan, true)
+    Ok(poison)
 }
 
 /// Writes the planned items of a group in one transaction, committed when
