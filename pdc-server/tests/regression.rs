@@ -8,15 +8,11 @@ use std::time::Duration;
 
 use pdc_codec::Codec;
 use pdc_core::{EngineConfig, HttpOptions, HttpTransport, OfflineEngine};
-use pdc_server::{
-    add_terminal, Accepted, Apply, Ledger, Limits, PosApply, RedbLedger, RedbOptions, Rejection,
-    ServerError,
-};
+use pdc_server::{add_terminal, Ledger, Limits, PosApply, RedbLedger, RedbOptions};
 use pdc_store::NewItem;
 use pdc_sync::{ItemResult, OutboxItem, Priority, StreamKey};
 
 use pdc_server::conformance::S;
-use pdc_server::Refusals;
 
 use common::{any_port, drop_schema, order, order_item, pg, sql, start};
 
@@ -124,37 +120,16 @@ async fn poison_item_blocks_its_terminal_on_postgres() {
     drop_schema(&schema).await;
 }
 
-/// A hook whose own storage fails for items of kind 98.
-struct FailingHook;
-
-impl Apply for FailingHook {
-    fn check(&self, _t: &str, _i: &OutboxItem) -> Result<(), Rejection> {
-        Ok(())
-    }
-    fn apply_redb(
-        &self,
-        _tx: &redb::WriteTransaction,
-        items: &[Accepted<'_>],
-    ) -> Result<Refusals, ServerError> {
-        match items.iter().find(|a| a.item.kind == 98) {
-            Some(a) => Err(ServerError::Apply(format!(
-                "cannot store item {}",
-                a.item.local_id
-            ))),
-            None => Ok(Vec::new()),
-        }
-    }
-}
-
 /// Issue 13, defect 2 (embedded): one job's hook error failed the whole
-/// group commit, and every batch in it got retry-later.
+/// group commit, and every batch in it got retry-later. (`RejectKind`'s
+/// hook cannot write items of kind 98, `POISON_KIND`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hook_error_fails_the_whole_group_commit() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(
         RedbLedger::open(
             &dir.path().join("l.redb"),
-            Arc::new(FailingHook),
+            Arc::new(pdc_server::conformance::RejectKind),
             RedbOptions::default(),
         )
         .unwrap(),
