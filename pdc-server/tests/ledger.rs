@@ -554,3 +554,21 @@ proptest! {
         })?;
     }
 }
+
+/// The embedded ledger's file is created whole or not at all (as a till
+/// store, `pdc_store::create_atomically`): what a killed creation leaves
+/// beside the path, or an empty file at it, does not stop the next open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redb_ledger_file_is_created_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.redb");
+    std::fs::write(pdc_store::creating_path(&path), b"half a header").unwrap();
+    std::fs::write(&path, b"").unwrap();
+    let ledger = RedbLedger::open(&path, Arc::new(RejectKind), RedbOptions::default()).unwrap();
+    assert!(!pdc_store::creating_path(&path).exists());
+    let r = ledger
+        .push("t", S, vec![conformance::item(1, 2)], 0)
+        .await
+        .unwrap();
+    assert!(matches!(r[0], pdc_sync::ItemResult::Applied { .. }));
+}

@@ -36,6 +36,12 @@ pub enum StoreError {
     Storage(String),
 }
 
+impl From<std::io::Error> for StoreError {
+    fn from(e: std::io::Error) -> Self {
+        StoreError::Storage(e.to_string())
+    }
+}
+
 impl From<redb::DatabaseError> for StoreError {
     fn from(e: redb::DatabaseError) -> Self {
         match e {

@@ -40,10 +40,12 @@
 
 mod auth;
 mod cache_tier;
+mod create;
 mod datasets;
 mod error;
 mod store;
 
 pub use cache_tier::RedbTier;
+pub use create::{create_atomically, creating_path};
 pub use error::StoreError;
 pub use store::{DeadLetter, NewItem, Quarantined, Store, SCHEMA_VERSION};

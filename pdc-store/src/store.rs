@@ -101,8 +101,21 @@ impl Store {
     /// Opens the store at `path`, creating it if absent. A file that is
     /// not a pdc store, or is damaged, or was written by a newer version, is
     /// an error; an older version is migrated.
+    ///
+    /// Creation is atomic ([`crate::create_atomically`]): the new store is
+    /// made and initialised (magic, schema version, store id, id counter)
+    /// under `<path>.creating`, synced, then renamed into place, so a kill
+    /// at any instant of a first open leaves no store or a complete one.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref();
+        crate::create_atomically(path, |tmp| {
+            let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Database::create(tmp)
+            }))
+            .map_err(|_| StoreError::Storage(format!("{}: redb panicked", tmp.display())))??;
+            // Dropped at once: the file is closed before the rename.
+            Store::init_or_check(db, tmp, false).map(drop)
+        })?;
         let existed = path.exists()
             && std::fs::metadata(path)
                 .map(|m| m.len() > 0)

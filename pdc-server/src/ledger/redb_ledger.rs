@@ -146,46 +146,14 @@ impl RedbLedger {
         apply: Arc<dyn Apply>,
         options: RedbOptions,
     ) -> Result<Self, ServerError> {
-        // redb panics on some truncated files instead of returning an error.
-        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(path)))
-            .map_err(|_| storage(format!("{} is truncated or damaged", path.display())))?
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => ServerError::Unavailable(format!(
-                    "{} is in use by another process",
-                    path.display()
-                )),
-                e => storage(format!("{}: {e}", path.display())),
-            })?;
-        let tx = db.begin_write()?;
-        {
-            let mut meta = tx.open_table(META)?;
-            let schema = meta.get("schema")?.map(|v| v.value());
-            match schema {
-                None => {
-                    meta.insert("schema", SCHEMA)?;
-                }
-                Some(SCHEMA) => {}
-                Some(1) => {
-                    drop(meta);
-                    migrate_v1(&tx)?;
-                    tx.open_table(META)?.insert("schema", SCHEMA)?;
-                }
-                Some(v) => {
-                    return Err(storage(format!(
-                        "{} has ledger schema {v}, this build reads {SCHEMA}",
-                        path.display()
-                    )))
-                }
-            }
-            tx.open_table(ITEMS)?;
-            tx.open_table(BY_TIME)?;
-            tx.open_table(STORES)?;
-            tx.open_table(TERMINALS)?;
-            tx.open_table(TOKENS)?;
-            tx.open_table(DS_VERSION)?;
-            tx.open_table(DS_RECORDS)?;
-        }
-        tx.commit()?;
+        // Created whole or not at all: made and initialised beside the
+        // path, then renamed into place.
+        pdc_store::create_atomically(path, |tmp| {
+            let db = open_file(tmp)?;
+            init_schema(&db, tmp)
+        })?;
+        let db = open_file(path)?;
+        init_schema(&db, path)?;
         let db = Arc::new(db);
         let (jobs, rx) = mpsc::sync_channel(options.queue.max(1));
         let writer_db = Arc::clone(&db);
@@ -204,6 +172,55 @@ impl RedbLedger {
             .await
             .map_err(|e| ServerError::Unavailable(e.to_string()))?
     }
+}
+
+/// Opens (or creates) the redb file; a file in use is `Unavailable`.
+fn open_file(path: &Path) -> Result<Database, ServerError> {
+    // redb panics on some truncated files instead of returning an error.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(path)))
+        .map_err(|_| storage(format!("{} is truncated or damaged", path.display())))?
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                ServerError::Unavailable(format!("{} is in use by another process", path.display()))
+            }
+            e => storage(format!("{}: {e}", path.display())),
+        })
+}
+
+/// Creates the tables of a new file, migrates an older one, refuses a
+/// newer one.
+fn init_schema(db: &Database, path: &Path) -> Result<(), ServerError> {
+    let tx = db.begin_write()?;
+    {
+        let mut meta = tx.open_table(META)?;
+        let schema = meta.get("schema")?.map(|v| v.value());
+        match schema {
+            None => {
+                meta.insert("schema", SCHEMA)?;
+            }
+            Some(SCHEMA) => {}
+            Some(1) => {
+                drop(meta);
+                migrate_v1(&tx)?;
+                tx.open_table(META)?.insert("schema", SCHEMA)?;
+            }
+            Some(v) => {
+                return Err(storage(format!(
+                    "{} has ledger schema {v}, this build reads {SCHEMA}",
+                    path.display()
+                )))
+            }
+        }
+        tx.open_table(ITEMS)?;
+        tx.open_table(BY_TIME)?;
+        tx.open_table(STORES)?;
+        tx.open_table(TERMINALS)?;
+        tx.open_table(TOKENS)?;
+        tx.open_table(DS_VERSION)?;
+        tx.open_table(DS_RECORDS)?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// Rewrites a schema 1 file's items under [`StoreId::LEGACY`], without
