@@ -183,17 +183,19 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> std::fmt::Debug for OfflineEn
     }
 }
 
-/// Refuses, before anything is saved, an item the server would refuse as a
-/// whole request (integers above 2^63−1).
-fn check_new_item(item: &NewItem) -> Result<(), EngineError> {
-    pdc_sync::check_wire_ints(&pdc_sync::OutboxItem {
-        local_id: 1,
+/// Refuses, before anything is saved, an item the sync machine would
+/// refuse (integers above 2^63−1, size over the item limit), sized with
+/// the largest local id it could get.
+fn check_new_item(sync: &SyncMachine, item: &NewItem) -> Result<(), EngineError> {
+    let probe = pdc_sync::OutboxItem {
+        local_id: pdc_sync::MAX_WIRE_INT,
         stream: item.stream,
         priority: item.priority,
         kind: item.kind,
         created_at_ms: item.created_at_ms,
-        payload: Vec::new(),
-    })?;
+        payload: item.payload.clone(),
+    };
+    sync.admissible(&probe)?;
     Ok(())
 }
 
@@ -225,7 +227,17 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         sync_config.store_id = store.store_id();
         let mut sync = SyncMachine::new(sync_config, Box::new(machine_rng));
         let (pending, _quarantined) = store.pending()?;
-        sync.restore(pending, clock.now())?;
+        let restored = sync.restore(pending, clock.now());
+        // What can no longer be sent goes to the dead letters with its
+        // reason: the till always opens.
+        let mut events = VecDeque::new();
+        for (item, e) in restored.refused {
+            store.dead_letter(&item, "unsendable", &e.to_string(), clock.wall_ms())?;
+            events.push_back(EngineEvent::DeadLettered {
+                local_id: item.local_id,
+                reason: format!("unsendable: {e}"),
+            });
+        }
         let hasher = PinHasher::new(config.kdf, config.pepper);
         // The dummy credential costs one KDF run at open, at the configured cost.
         let mut auth_rng = StdRng::from_rng(&mut rng)
@@ -265,7 +277,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             registry: Mutex::new(Registry::new()),
             history: Mutex::new(history),
             alerts: Mutex::new(AlertEngine::new(config.alert_rules)),
-            events: Mutex::new(VecDeque::new()),
+            events: Mutex::new(events),
             rng: Mutex::new(rng),
         })
     }
@@ -280,7 +292,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
     /// sale was not saved.
     pub fn record(&self, item: NewItem) -> Result<u64, EngineError> {
         let started = self.clock.now();
-        check_new_item(&item)?;
+        check_new_item(&lock(&self.sync), &item)?;
         let stored = self.store.append(item)?;
         let id = stored.local_id;
         lock(&self.sync).enqueue(stored, self.clock.now())?;
@@ -293,8 +305,11 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
 
     /// Records many sales in one durable commit (bulk import).
     pub fn record_many(&self, items: Vec<NewItem>) -> Result<Vec<u64>, EngineError> {
-        for item in &items {
-            check_new_item(item)?;
+        {
+            let sync = lock(&self.sync);
+            for item in &items {
+                check_new_item(&sync, item)?;
+            }
         }
         let stored = self.store.append_many(items)?;
         let mut sync = lock(&self.sync);
@@ -440,6 +455,13 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
                 // Nothing new: no write, no invalidation, no event.
                 continue;
             }
+            // Who the server provisioned before this change: a user it no
+            // longer sends is removed from the till's logins below.
+            let users_before = if delta.dataset == "users" {
+                Some(self.dataset_users()?)
+            } else {
+                None
+            };
             let mut applied = delta.clone();
             if self.store.apply_dataset(delta).is_err() {
                 // Digest mismatch: ask for a snapshot of that dataset.
@@ -460,8 +482,10 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
                     applied = d.clone();
                 }
             }
-            if applied.dataset == "users" {
+            if let Some(before) = users_before {
                 self.install_users(&applied)?;
+                let after = self.dataset_users()?;
+                self.disable_users(before.difference(&after))?;
             }
             let mut cache = self.cache.lock().await;
             match (&applied.change, cache.dataset(&applied.dataset)) {
@@ -502,6 +526,40 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         for r in records {
             if let Ok(user) = postcard::from_bytes::<pdc_auth::UserRecord>(&r.body) {
                 auth.store_mut().put_user(&user)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The user ids of the stored users dataset (records that do not decode
+    /// are skipped, as in [`Self::install_users`]).
+    fn dataset_users(&self) -> Result<std::collections::BTreeSet<String>, EngineError> {
+        Ok(self
+            .store
+            .dataset("users")?
+            .records
+            .values()
+            .filter_map(|b| postcard::from_bytes::<pdc_auth::UserRecord>(b).ok())
+            .map(|u| u.user_id)
+            .collect())
+    }
+
+    /// Disables the logins of users the server removed (deleted, or absent
+    /// from a snapshot): their PIN stops working offline at once. Users
+    /// enrolled on the till itself are never in the dataset, so never
+    /// touched here.
+    fn disable_users<'a>(
+        &self,
+        removed: impl Iterator<Item = &'a String>,
+    ) -> Result<(), EngineError> {
+        use pdc_auth::AuthStore as _;
+        let mut auth = lock(&self.auth);
+        for id in removed {
+            if let Some(mut user) = auth.store_mut().user(id)? {
+                if !user.disabled {
+                    user.disabled = true;
+                    auth.store_mut().put_user(&user)?;
+                }
             }
         }
         Ok(())

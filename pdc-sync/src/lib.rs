@@ -83,7 +83,7 @@ pub use backoff::{Backoff, BackoffConfig};
 pub use delta::{Delta, DeltaTracker, LocalDataset, ServerDataset};
 pub use error::SyncError;
 pub use machine::{
-    check_wire_ints, Batch, Connectivity, QueueHealth, SyncConfig, SyncEvent, SyncMachine,
+    check_wire_ints, Batch, Connectivity, QueueHealth, Restored, SyncConfig, SyncEvent, SyncMachine,
 };
 pub use protocol::{
     DatasetChange, DatasetDelta, DatasetRecord, DatasetState, ItemResult, MetricsReport,

@@ -33,6 +33,16 @@ pub fn check_wire_ints(item: &OutboxItem) -> Result<(), SyncError> {
     Ok(())
 }
 
+/// What [`SyncMachine::restore`] did.
+#[derive(Debug, Default)]
+#[must_use]
+pub struct Restored {
+    /// Items added.
+    pub added: usize,
+    /// Items it cannot send, with the reason: dead-letter them.
+    pub refused: Vec<(OutboxItem, SyncError)>,
+}
+
 /// Sync machine configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncConfig {
@@ -300,14 +310,28 @@ impl SyncMachine {
     /// Adds an item to send. Its local id must be above every id enqueued
     /// before; a refused item changes nothing.
     pub fn enqueue(&mut self, item: OutboxItem, now: Instant) -> Result<(), SyncError> {
-        check_wire_ints(&item)?;
         if item.local_id <= self.last_local_id {
             return Err(SyncError::LocalIdNotIncreasing {
                 local_id: item.local_id,
                 last: self.last_local_id,
             });
         }
-        let size = item_size(&item);
+        let size = self.admissible(&item)?;
+        self.last_local_id = item.local_id;
+        self.queue.push(item, size, now);
+        self.drained = false;
+        Ok(())
+    }
+
+    /// Whether the machine takes this item, and its encoded size: its
+    /// integers within the wire's range and its size within
+    /// `max_item_bytes`. [`SyncMachine::enqueue`] and
+    /// [`SyncMachine::restore`] check the same; a host checks before it
+    /// saves an item (with the largest local id it may get, for the
+    /// worst-case size), so that nothing saved is refused.
+    pub fn admissible(&self, item: &OutboxItem) -> Result<usize, SyncError> {
+        check_wire_ints(item)?;
+        let size = item_size(item);
         if size > self.config.max_item_bytes {
             return Err(SyncError::ItemTooLarge {
                 local_id: item.local_id,
@@ -315,42 +339,35 @@ impl SyncMachine {
                 limit: self.config.max_item_bytes,
             });
         }
-        self.last_local_id = item.local_id;
-        self.queue.push(item, size, now);
-        self.drained = false;
-        Ok(())
+        Ok(size)
     }
 
     /// Re-adds the pending items of a durable outbox after a restart, in
-    /// any order. Items already held are skipped; returns how many were
-    /// added. Items over the size limit are refused as with `enqueue`.
-    pub fn restore(
-        &mut self,
-        mut items: Vec<OutboxItem>,
-        now: Instant,
-    ) -> Result<usize, SyncError> {
+    /// any order. Items already held are skipped. An item the machine can
+    /// no longer send (over a lowered size limit, say) is not added but
+    /// returned in [`Restored::refused`] with the reason, for the host to
+    /// dead-letter: a restore never fails on a stored item.
+    pub fn restore(&mut self, mut items: Vec<OutboxItem>, now: Instant) -> Restored {
         items.sort_by_key(|i| i.local_id);
-        let mut added = 0;
+        let mut restored = Restored::default();
         for item in items {
             if self.queue.contains(item.local_id) || self.quarantine.contains_key(&item.local_id) {
                 continue;
             }
-            let size = item_size(&item);
-            if size > self.config.max_item_bytes {
-                return Err(SyncError::ItemTooLarge {
-                    local_id: item.local_id,
-                    size,
-                    limit: self.config.max_item_bytes,
-                });
-            }
+            // Refused items still count for the id order: ids never repeat.
             self.last_local_id = self.last_local_id.max(item.local_id);
-            self.queue.push(item, size, now);
-            added += 1;
+            match self.admissible(&item) {
+                Ok(size) => {
+                    self.queue.push(item, size, now);
+                    restored.added += 1;
+                }
+                Err(e) => restored.refused.push((item, e)),
+            }
         }
-        if added > 0 {
+        if restored.added > 0 {
             self.drained = false;
         }
-        Ok(added)
+        restored
     }
 
     /// Tells the machine whether the server is reachable. On return to

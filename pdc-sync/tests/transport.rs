@@ -180,3 +180,38 @@ fn integers_above_2_63_are_refused_at_enqueue() {
     };
     m.enqueue(ok, Instant::ZERO).unwrap();
 }
+
+/// `restore` never fails on a stored item: what the machine cannot send
+/// comes back with the reason, the rest is restored, and ids stay
+/// increasing past the refused one.
+#[test]
+fn restore_returns_what_it_cannot_send() {
+    let mut config = SyncConfig::new("till-s");
+    config.max_item_bytes = 100;
+    let mut m = SyncMachine::new(config, Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1)));
+    let item = |id: u64, len: usize| OutboxItem {
+        local_id: id,
+        stream: StreamKey(1),
+        priority: Priority::High,
+        kind: 1,
+        created_at_ms: 1,
+        payload: vec![0; len],
+    };
+    let r = m.restore(vec![item(3, 10), item(1, 10), item(2, 500)], Instant::ZERO);
+    assert_eq!(r.added, 2);
+    assert_eq!(r.refused.len(), 1);
+    assert_eq!(r.refused[0].0.local_id, 2);
+    assert!(matches!(
+        r.refused[0].1,
+        pdc_sync::SyncError::ItemTooLarge { .. }
+    ));
+    assert_eq!(m.len(), 2);
+    assert!(
+        m.enqueue(item(3, 1), Instant::ZERO).is_err(),
+        "ids never repeat"
+    );
+    m.enqueue(item(4, 1), Instant::ZERO).unwrap();
+    // The host's check before saving: the same refusal.
+    assert!(m.admissible(&item(9, 500)).is_err());
+    assert!(m.admissible(&item(9, 50)).is_ok());
+}

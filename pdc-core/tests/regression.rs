@@ -1,0 +1,171 @@
+//! One test per fixed bug of pdc-core, named after the bug.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use pdc_clock::SystemClock;
+use pdc_core::{EngineConfig, OfflineEngine};
+use pdc_store::{NewItem, Store};
+use pdc_sync::{LoopbackTransport, Priority, StreamKey};
+
+fn config(path: &std::path::Path, max_item_bytes: usize) -> EngineConfig {
+    let mut c = EngineConfig::new("till-1", path);
+    c.kdf = pdc_auth::KdfParams::INSECURE_TEST;
+    c.sync.linger = Duration::ZERO;
+    c.sync.max_item_bytes = max_item_bytes;
+    c.seed = Some(3);
+    c
+}
+
+fn sale(bytes: usize) -> NewItem {
+    NewItem {
+        stream: StreamKey(1),
+        priority: Priority::High,
+        kind: 2,
+        created_at_ms: 1,
+        payload: vec![7; bytes],
+    }
+}
+
+/// Issue 14, defect 1: `record` committed the item, then the sync machine
+/// refused it (`ItemTooLarge`): the caller was told the sale was not
+/// saved, and the next open failed on that stored item.
+#[test]
+fn record_can_save_and_then_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("till.pdc");
+    {
+        let engine = OfflineEngine::open(
+            config(&path, 1_000),
+            LoopbackTransport::new(),
+            SystemClock::new(),
+        )
+        .unwrap();
+        engine.record(sale(10)).unwrap();
+        let e = engine.record(sale(5_000)).unwrap_err();
+        assert!(e.to_string().contains("5"), "{e}");
+        assert_eq!(engine.pending(), 1);
+        assert_eq!(
+            engine.store().pending().unwrap().0.len(),
+            1,
+            "nothing saved"
+        );
+        // The same for a bulk import: all or nothing, before saving.
+        assert!(engine.record_many(vec![sale(1), sale(5_000)]).is_err());
+        assert_eq!(engine.store().pending().unwrap().0.len(), 1);
+    }
+    let engine = OfflineEngine::open(
+        config(&path, 1_000),
+        LoopbackTransport::new(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    assert_eq!(engine.pending(), 1);
+}
+
+/// Issue 14, defect 1 (restore): a stored item the machine can no longer
+/// send (here: the item limit was lowered) made `restore` fail, and the
+/// till could not open at all. It now goes to the dead letters with its
+/// reason, and the rest is restored.
+#[test]
+fn restore_fails_on_a_stored_item_and_the_till_cannot_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("till.pdc");
+    {
+        let store = Store::open(&path).unwrap();
+        store.append(sale(10)).unwrap();
+        store.append(sale(5_000)).unwrap();
+        store.append(sale(10)).unwrap();
+    }
+    let engine = OfflineEngine::open(
+        config(&path, 1_000),
+        LoopbackTransport::new(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    assert_eq!(engine.pending(), 2);
+    let dead = engine.store().dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].item.local_id, 2);
+    assert_eq!(dead[0].code, "unsendable");
+    assert!(dead[0].message.contains("limit"), "{}", dead[0].message);
+    assert_eq!(engine.store().pending().unwrap().0.len(), 2);
+}
+
+/// Issue 14, defect 5: pulls applied only upserts to the auth store; a
+/// cashier deleted at the server (a delta's delete, or absent from a
+/// snapshot) kept a working PIN on the till, offline.
+#[test]
+fn cashiers_removed_at_the_server_keep_logging_in_offline() {
+    use pdc_sync::ServerDataset;
+    use rand::SeedableRng;
+    let dir = tempfile::tempdir().unwrap();
+    let transport = LoopbackTransport::new();
+    let hasher = pdc_auth::PinHasher::new(pdc_auth::KdfParams::INSECURE_TEST, None);
+    let mut rng = rand_chacha::ChaCha8Rng::from_seed([5; 32]);
+    let mut user = |id: &str, pin: &str| {
+        postcard::to_allocvec(&pdc_auth::UserRecord {
+            user_id: id.into(),
+            role: "cashier".into(),
+            credential: hasher
+                .hash(
+                    &pdc_auth::PinPolicy::default().enrol(pin).unwrap(),
+                    &mut rng,
+                )
+                .unwrap(),
+            disabled: false,
+        })
+        .unwrap()
+    };
+    // A small change log: the second change is too far back for a delta,
+    // so the till gets a snapshot then.
+    let mut users = ServerDataset::new("users", 1);
+    users.upsert(1, user("ann", "4826"));
+    users.upsert(2, user("bob", "7305"));
+    users.upsert(3, user("cy", "9137"));
+    transport
+        .server
+        .lock()
+        .unwrap()
+        .datasets
+        .insert("users".into(), users);
+    let mut c = config(&dir.path().join("till.pdc"), 1 << 20);
+    c.datasets = vec!["users".into()];
+    let engine = OfflineEngine::open(c, transport.clone(), SystemClock::new()).unwrap();
+    pollster::block_on(engine.pull()).unwrap();
+    for (u, p) in [("ann", "4826"), ("bob", "7305"), ("cy", "9137")] {
+        assert!(engine.login(u, p).is_ok(), "{u} logs in");
+    }
+    // bob is deleted (a delta with a delete).
+    transport
+        .server
+        .lock()
+        .unwrap()
+        .datasets
+        .get_mut("users")
+        .unwrap()
+        .delete(2);
+    pollster::block_on(engine.pull()).unwrap();
+    assert!(engine.login("bob", "7305").is_err(), "deleted user refused");
+    assert!(engine.login("ann", "4826").is_ok());
+    // cy is removed together with more changes than the log holds: the
+    // till gets a snapshot without cy.
+    {
+        let mut server = transport.server.lock().unwrap();
+        let users = server.datasets.get_mut("users").unwrap();
+        users.delete(3);
+        users.upsert(4, user("dee", "2580"));
+        users.upsert(1, user("ann", "1470"));
+    }
+    pollster::block_on(engine.pull()).unwrap();
+    assert!(
+        engine.login("cy", "9137").is_err(),
+        "user absent from the snapshot refused"
+    );
+    assert!(engine.login("ann", "1470").is_ok());
+    assert!(engine.login("dee", "2580").is_ok());
+    // A cashier enrolled on the till itself is not the server's to remove.
+    engine.enrol("local", "cashier", "3691").unwrap();
+    pollster::block_on(engine.pull()).unwrap();
+    assert!(engine.login("local", "3691").is_ok());
+}
