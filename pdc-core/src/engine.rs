@@ -92,6 +92,17 @@ pub enum EngineEvent {
         /// The server's reason.
         reason: String,
     },
+    /// The server refused whole requests (a wrong URL, a protocol or
+    /// schema mismatch): sending stopped, nothing was dead-lettered. It
+    /// resumes by itself when a probe (one item, every
+    /// `SyncConfig::halt_probe`) is accepted, or at
+    /// [`OfflineEngine::resume_sync`].
+    SyncHalted {
+        /// The server's refusal.
+        reason: String,
+    },
+    /// Sending resumed after [`EngineEvent::SyncHalted`].
+    SyncResumed,
     /// The connection state changed.
     ModeSwitch {
         /// Old state.
@@ -326,6 +337,13 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         lock(&self.sync).len()
     }
 
+    /// Resumes sending after [`EngineEvent::SyncHalted`] (call it after
+    /// fixing the server URL or upgrading, or from an operator's button);
+    /// a no-op when sending is not halted.
+    pub fn resume_sync(&self) {
+        lock(&self.sync).resume(self.clock.now());
+    }
+
     /// Tells the engine whether the network is up (OS network events).
     pub fn set_online(&self, online: bool) {
         let now = self.clock.now();
@@ -408,6 +426,10 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
                             reason: format!("{code}: {message}"),
                         });
                     }
+                    SyncEvent::Halted { reason } => {
+                        self.event(EngineEvent::SyncHalted { reason });
+                    }
+                    SyncEvent::Resumed => self.event(EngineEvent::SyncResumed),
                     _ => {}
                 }
             }

@@ -454,10 +454,16 @@ impl AppState {
                 ));
             }
             if i.payload.len() > self.limits.max_item_bytes {
-                return bad(format!(
-                    "payload of {} bytes, at most {}",
-                    i.payload.len(),
-                    self.limits.max_item_bytes
+                // 413, not 400: the terminal halves the batch and
+                // dead-letters a lone item with this reason (the limit).
+                return Err(error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "item_too_large",
+                    format!(
+                        "item {n}: payload of {} bytes, at most {}",
+                        i.payload.len(),
+                        self.limits.max_item_bytes
+                    ),
                 ));
             }
             if !ids.insert(i.local_id) {

@@ -4,8 +4,7 @@
 //! auth, rate limits, pull, metrics.
 
 use std::io::Write;
-use std::net::SocketAddr;
-use std::path::Path;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,42 +18,8 @@ use pdc_store::NewItem;
 use pdc_sync::{ItemResult, Priority, PushResponse, StreamKey};
 use reqwest::StatusCode;
 
-async fn open_state(path: &Path, limits: Limits) -> Arc<AppState> {
-    let pos = Arc::new(PosApply::new());
-    // A just-stopped server's ledger closes when its writer thread ends.
-    let ledger: Arc<dyn Ledger> = loop {
-        match RedbLedger::open(path, pos.clone(), RedbOptions::default()) {
-            Ok(l) => break Arc::new(l),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
-    let hub = Arc::new(
-        DatasetHub::load(ledger.clone(), &DEFAULT_DATASETS, 1000)
-            .await
-            .unwrap(),
-    );
-    AppState::new(ledger, hub, Some(pos), limits).await.unwrap()
-}
-
-async fn start(path: &Path, limits: Limits, addr: SocketAddr) -> ServerHandle {
-    let state = open_state(path, limits).await;
-    let mut tries = 0;
-    loop {
-        match spawn(addr, state.clone(), Duration::from_secs(30 * 86_400)).await {
-            Ok(h) => return h,
-            Err(e) if tries < 100 => {
-                tries += 1;
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
-}
-
-fn any_port() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
+mod common;
+use common::{any_port, start};
 
 fn orders(n: usize) -> Vec<Vec<u8>> {
     let codec = Codec::new();
@@ -805,5 +770,84 @@ async fn the_http_transport_passes_the_transport_suite() {
     )
     .unwrap();
     pdc_sync::transport_conformance::run(&transport, "till-c", 1).await;
+    server.shutdown().await.unwrap();
+}
+
+/// A real engine over HTTP: a wrong URL (404 for every push) halts sending
+/// and dead-letters nothing; an item over the server's item limit is
+/// answered 413 and dead-lettered alone with the limit in the reason,
+/// while the rest arrives (issue 14, defect 3, end to end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_request_refusals_halt_and_oversized_items_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_item_bytes: 2_000,
+        ..Limits::default()
+    };
+    let server = start(&dir.path().join("l.redb"), limits, any_port()).await;
+    let token = add_terminal(&*server.state.ledger, "till-1").await.unwrap();
+    let open = |base: String, store: &str| {
+        let transport = HttpTransport::new(
+            &base,
+            &token,
+            HttpOptions {
+                timeout: Duration::from_secs(2),
+                connect_timeout: Duration::from_millis(500),
+            },
+        )
+        .unwrap();
+        let mut config = EngineConfig::new("till-1", dir.path().join(store));
+        config.kdf = pdc_auth::KdfParams::INSECURE_TEST;
+        config.sync.linger = Duration::ZERO;
+        config.sync.reconnect_jitter = Duration::ZERO;
+        config.sync.backoff.base = Duration::from_millis(10);
+        config.sync.backoff.cap = Duration::from_millis(50);
+        OfflineEngine::open(config, transport, pdc_clock::SystemClock::new()).unwrap()
+    };
+    let item = |len: usize| NewItem {
+        stream: StreamKey(1),
+        priority: Priority::Low,
+        kind: 70,
+        created_at_ms: 1,
+        payload: vec![3; len],
+    };
+    // Wrong URL: the server answers 404 to /wrong/v1/push.
+    let lost = open(format!("http://{}/wrong", server.addr), "a.pdc");
+    for _ in 0..5 {
+        lost.record(item(10)).unwrap();
+    }
+    for _ in 0..20 {
+        lost.sync_once().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(lost.pending(), 5, "nothing dead-lettered");
+    assert!(lost.store().dead_letters().unwrap().is_empty());
+    assert!(lost.health().halted.is_some());
+    let mut halted = false;
+    while let Some(ev) = lost.poll_event() {
+        halted |= matches!(ev, pdc_core::EngineEvent::SyncHalted { .. });
+    }
+    assert!(halted);
+    // An oversized item among good ones.
+    let engine = open(format!("http://{}", server.addr), "b.pdc");
+    for n in 0..6 {
+        engine
+            .record(item(if n == 2 { 5_000 } else { 10 }))
+            .unwrap();
+    }
+    for _ in 0..200 {
+        engine.sync_once().await.unwrap();
+        if engine.pending() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(engine.pending(), 0);
+    let dead = engine.store().dead_letters().unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].code, "item_too_large");
+    assert!(dead[0].message.contains("2000"), "{}", dead[0].message);
+    assert_eq!(server.state.ledger.totals().await.unwrap().applied, 5);
+    drop((lost, engine));
     server.shutdown().await.unwrap();
 }

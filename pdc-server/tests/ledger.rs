@@ -238,8 +238,20 @@ async fn redb_ledger_of_schema_1_migrates_in_place() {
     std::fs::write(&path, bytes).unwrap();
     for round in 0..2 {
         // Twice: the migration runs once, a migrated file opens as is.
-        let ledger =
-            RedbLedger::open(&path, Arc::new(PosApply::new()), RedbOptions::default()).unwrap();
+        // A just-dropped ledger's writer thread closes the file when it ends.
+        let ledger = {
+            let mut tries = 0;
+            loop {
+                match RedbLedger::open(&path, Arc::new(PosApply::new()), RedbOptions::default()) {
+                    Ok(l) => break l,
+                    Err(ServerError::Unavailable(_)) if tries < 500 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        };
         let mut items = schema1_items();
         items.retain(|i| i.local_id != 6);
         let r = ledger
@@ -262,8 +274,6 @@ async fn redb_ledger_of_schema_1_migrates_in_place() {
             assert_eq!(new[0], pdc_sync::ItemResult::Applied { server_seq: 11 });
         }
         drop(ledger);
-        // The writer thread closes the file when it ends.
-        std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
 
@@ -479,8 +489,19 @@ proptest! {
                 RedbLedger::open(&path, Arc::new(PosApply::new()), RedbOptions::default()).unwrap();
             push_orders(&ledger, &batches).await
         });
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let db = redb::Database::open(&path).unwrap();
+        // The ledger's writer thread closes the file when it ends.
+        let mut tries = 0;
+        let db = loop {
+            match redb::Database::open(&path) {
+                Ok(db) => break db,
+                Err(e) if tries < 500 => {
+                    tries += 1;
+                    let _ = e;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
         let tx = db.begin_read().unwrap();
         let table = tx.open_table(pdc_server::REDB_ORDERS).unwrap();
         let mut rows = std::collections::BTreeMap::new();

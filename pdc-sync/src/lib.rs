@@ -61,9 +61,13 @@
 //! * An item is never sent before an earlier item of its stream; a stream
 //!   with an item in flight sends nothing else until the outcome is known.
 //! * An item leaves the machine only as `Acked` (applied or duplicate),
-//!   `DeadLettered` (rejected by the server, or refused alone with a 4xx) or
-//!   `Quarantined` (failed alone with 5xx N times); never for a transient
-//!   failure, whatever the attempt count.
+//!   `DeadLettered` (rejected or in conflict at the server, or refused
+//!   alone as too large, 413) or `Quarantined` (failed alone with 5xx N
+//!   times); never for a transient failure, whatever the attempt count.
+//! * A whole-request refusal (any other 4xx but 401/403/408/429) halts
+//!   sending (`SyncEvent::Halted`): nothing is dead-lettered; one item goes
+//!   alone every `halt_probe`, and an accepted probe or
+//!   `SyncMachine::resume` resumes. A fatal state stays fatal until then.
 //! * Every wait ends in an attempt: when items are ready and the machine is
 //!   online, `poll_timeout` is `Some`.
 #![deny(missing_docs)]

@@ -76,6 +76,14 @@ pub struct SyncConfig {
     /// Spread of the first attempt after connectivity returns (default
     /// 500 ms), so that a fleet does not reconnect in lockstep.
     pub reconnect_jitter: Duration,
+    /// While halted by a whole-request refusal, how often one item is sent
+    /// alone as a probe (default 60 s); an accepted probe resumes.
+    #[serde(default = "default_halt_probe")]
+    pub halt_probe: Duration,
+}
+
+fn default_halt_probe() -> Duration {
+    Duration::from_secs(60)
 }
 
 impl SyncConfig {
@@ -94,6 +102,7 @@ impl SyncConfig {
             backoff: BackoffConfig::default(),
             quarantine_after: 3,
             reconnect_jitter: Duration::from_millis(500),
+            halt_probe: default_halt_probe(),
         }
     }
 }
@@ -148,6 +157,18 @@ pub enum SyncEvent {
         /// Last failure.
         reason: String,
     },
+    /// The server refused a whole request (a 4xx other than 401, 403,
+    /// 408, 413 and 429: a wrong URL, a protocol or schema mismatch): the
+    /// machine stops sending, dead-letters nothing, and probes with one
+    /// item every `halt_probe` until one is accepted, or the host calls
+    /// [`SyncMachine::resume`] (after a configuration change, or an
+    /// operator's action).
+    Halted {
+        /// The refusal.
+        reason: String,
+    },
+    /// Sending resumed after a halt.
+    Resumed,
     /// A batch was not (fully) applied and its items will be resent.
     BatchRetried {
         /// The batch.
@@ -199,6 +220,8 @@ pub struct QueueHealth {
     pub failures: u32,
     /// Current connection quality.
     pub quality: Quality,
+    /// Why sending is halted, when it is (see [`SyncEvent::Halted`]).
+    pub halted: Option<String>,
 }
 
 #[derive(Debug)]
@@ -242,6 +265,7 @@ pub struct SyncMachine {
     last_pull_ok: Option<Instant>,
     bytes_up: u64,
     bytes_down: u64,
+    halted: Option<Halt>,
 }
 
 impl std::fmt::Debug for SyncMachine {
@@ -284,6 +308,7 @@ impl SyncMachine {
             last_pull_ok: None,
             bytes_up: 0,
             bytes_down: 0,
+            halted: None,
         }
     }
 
@@ -420,7 +445,15 @@ impl SyncMachine {
                 return None;
             }
         }
-        let max_items = self.config.max_batch_items.min(self.split_limit).max(1);
+        let mut max_items = self.config.max_batch_items.min(self.split_limit).max(1);
+        if let Some(h) = &mut self.halted {
+            if h.probe_at > now {
+                return None;
+            }
+            // A probe: one item, then wait for its answer or the next turn.
+            h.probe_at = now + self.config.halt_probe;
+            max_items = 1;
+        }
         let budget = self.config.max_batch_bytes.saturating_sub(REQUEST_OVERHEAD);
         let items = self.queue.take_batch(now, max_items, budget);
         if items.is_empty() {
@@ -485,6 +518,9 @@ impl SyncMachine {
             let mut send_at = self.not_before.unwrap_or(Instant::ZERO);
             if let Some(l) = self.linger_until() {
                 send_at = send_at.max(l);
+            }
+            if let Some(h) = &self.halted {
+                send_at = send_at.max(h.probe_at);
             }
             at = Some(at.map_or(send_at, |a| a.min(send_at)));
         }
@@ -564,6 +600,10 @@ impl SyncMachine {
             return Err(SyncError::ProtocolViolation(reason));
         }
         self.record_latency(now - flight.sent_at);
+        // The server took a request again: whatever refused them is gone.
+        if self.halted.take().is_some() {
+            self.events.push_back(SyncEvent::Resumed);
+        }
         let retry_after = response.retry_after_ms.map(Duration::from_millis);
         let mut retry_ids = Vec::new();
         for (id, result) in flight.ids.into_iter().zip(response.results) {
@@ -641,7 +681,25 @@ impl SyncMachine {
         };
         let (kind, retry_after) = match &error {
             TransportError::Server { .. } => (FailKind::Server, None),
-            TransportError::Client { .. } => (FailKind::Client, None),
+            TransportError::Client { status: 413, .. } => (FailKind::TooLarge, None),
+            TransportError::Client { .. } => {
+                // A whole-request refusal: sticky, nothing is the items'
+                // fault (the server reports item problems per item).
+                for id in flight.ids {
+                    self.queue.settle(id, false);
+                }
+                let reason = error.to_string();
+                if self.halted.is_none() {
+                    self.events.push_back(SyncEvent::Halted {
+                        reason: reason.clone(),
+                    });
+                }
+                self.halted = Some(Halt {
+                    reason,
+                    probe_at: now + self.config.halt_probe,
+                });
+                return Ok(());
+            }
             TransportError::ServerBusy { retry_after } => (FailKind::Transient, *retry_after),
             _ => (FailKind::Transient, None),
         };
@@ -675,13 +733,14 @@ impl SyncMachine {
             *count += 1;
             let count = *count;
             match kind {
-                // The server refuses this item alone: permanent, like a rejection.
-                FailKind::Client => {
+                // Too large alone: this item can never be sent to this
+                // server; the reason carries the server's limit.
+                FailKind::TooLarge => {
                     self.solitary_failures.remove(&id);
                     if let Some(item) = self.queue.settle(id, true) {
                         self.events.push_back(SyncEvent::DeadLettered {
                             item,
-                            code: "request_refused".into(),
+                            code: "item_too_large".into(),
                             message: reason.clone(),
                         });
                     }
@@ -774,8 +833,25 @@ impl SyncMachine {
             bytes_down: self.bytes_down,
             failures: self.backoff.failures(),
             quality: self.quality.quality(),
+            halted: self.halted.as_ref().map(|h| h.reason.clone()),
         }
     }
+
+    /// Resumes sending after a halt (the host changed the configuration,
+    /// or an operator asked); a no-op when not halted.
+    pub fn resume(&mut self, now: Instant) {
+        if self.halted.take().is_some() {
+            self.not_before = Some(now);
+            self.events.push_back(SyncEvent::Resumed);
+        }
+    }
+}
+
+/// A halt: why, and when the next probe goes.
+#[derive(Debug)]
+struct Halt {
+    reason: String,
+    probe_at: Instant,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -784,8 +860,8 @@ enum FailKind {
     Transient,
     /// 5xx: maybe a poison item.
     Server,
-    /// 4xx: the request is refused as it is.
-    Client,
+    /// 413: the request is too large; halve it, dead-letter a lone item.
+    TooLarge,
 }
 
 /// Encoded size of an item inside a push request (postcard).
