@@ -103,6 +103,20 @@ pub enum EngineEvent {
     },
     /// Sending resumed after [`EngineEvent::SyncHalted`].
     SyncResumed,
+    /// An item failed alone with server errors too often: it waits (and
+    /// its stream with it) until [`OfflineEngine::requeue_quarantined`].
+    Quarantined {
+        /// The item.
+        local_id: u64,
+        /// The last failure.
+        reason: String,
+    },
+    /// The server's answer broke the protocol (wrong number of results,
+    /// undecodable); the batch was put back and is resent.
+    ProtocolViolation {
+        /// What was wrong.
+        message: String,
+    },
     /// The connection state changed.
     ModeSwitch {
         /// Old state.
@@ -337,6 +351,25 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         lock(&self.sync).len()
     }
 
+    /// Gives the machine back every pending item of the store it no longer
+    /// holds (after a failed commit of outcomes); best effort: if the store
+    /// cannot even be read, the items come back at the next open.
+    fn reload_pending(&self) {
+        if let Ok((pending, _)) = self.store.pending() {
+            let restored = lock(&self.sync).restore(pending, self.clock.now());
+            // What it refuses was admissible when saved; it stays in the
+            // store and is dead-lettered at the next open.
+            let _ = restored.refused;
+        }
+    }
+
+    /// Takes a quarantined item (see [`EngineEvent::Quarantined`]) back
+    /// into the queue: an operator's action after fixing the cause.
+    pub fn requeue_quarantined(&self, local_id: u64) -> Result<(), EngineError> {
+        lock(&self.sync).requeue_quarantined(local_id, self.clock.now())?;
+        Ok(())
+    }
+
     /// Resumes sending after [`EngineEvent::SyncHalted`] (call it after
     /// fixing the server URL or upgrading, or from an operator's button);
     /// a no-op when sending is not halted.
@@ -400,16 +433,33 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             if let Ok(k) = MetricKey::new("pdc_sync_push_ms", &[]) {
                 lock(&self.registry).observe(&k, (now - sent).as_secs_f64() * 1000.0);
             }
-            let events: Vec<SyncEvent> = {
+            let (events, outcome) = {
                 let mut m = lock(&self.sync);
-                // An unknown batch (late answer after a timeout) changes nothing.
-                let _ = match result {
+                let outcome = match result {
                     Ok(body) => m.handle_response_bytes(batch.id, &body, now),
                     Err(e) => m.handle_error(batch.id, e, now),
                 };
-                std::iter::from_fn(|| m.poll_event()).collect()
+                (
+                    std::iter::from_fn(|| m.poll_event()).collect::<Vec<_>>(),
+                    outcome,
+                )
             };
+            match outcome {
+                // A late answer after a timeout changes nothing.
+                Ok(()) | Err(pdc_sync::SyncError::UnknownBatch(_)) => {}
+                // The batch was put back and is resent; the UI hears of it.
+                Err(e) => {
+                    if let Ok(k) = MetricKey::new("pdc_sync_protocol_violations_total", &[]) {
+                        lock(&self.registry).count(&k, 1);
+                    }
+                    self.event(EngineEvent::ProtocolViolation {
+                        message: e.to_string(),
+                    });
+                }
+            }
             let mut acked = Vec::new();
+            let mut dead_letters = Vec::new();
+            let mut later = Vec::new();
             for ev in events {
                 match ev {
                     SyncEvent::Acked { local_id, .. } => acked.push(local_id),
@@ -418,24 +468,41 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
                         code,
                         message,
                     } => {
-                        self.store
-                            .dead_letter(&item, &code, &message, self.clock.wall_ms())?;
-                        dead += 1;
-                        self.event(EngineEvent::DeadLettered {
+                        later.push(EngineEvent::DeadLettered {
                             local_id: item.local_id,
                             reason: format!("{code}: {message}"),
                         });
+                        dead_letters.push(pdc_store::DeadLetter {
+                            item,
+                            code,
+                            message,
+                            at_ms: self.clock.wall_ms(),
+                        });
                     }
-                    SyncEvent::Halted { reason } => {
-                        self.event(EngineEvent::SyncHalted { reason });
+                    SyncEvent::Quarantined { item, reason } => {
+                        later.push(EngineEvent::Quarantined {
+                            local_id: item.local_id,
+                            reason,
+                        });
                     }
-                    SyncEvent::Resumed => self.event(EngineEvent::SyncResumed),
+                    SyncEvent::Halted { reason } => later.push(EngineEvent::SyncHalted { reason }),
+                    SyncEvent::Resumed => later.push(EngineEvent::SyncResumed),
                     _ => {}
                 }
             }
-            if !acked.is_empty() {
-                self.store.ack(&acked)?;
+            if !acked.is_empty() || !dead_letters.is_empty() {
+                // The response's outcomes in one transaction; if it fails,
+                // the machine takes the items back from the store (they
+                // are resent, and answered as duplicates).
+                if let Err(e) = self.store.settle(&acked, &dead_letters) {
+                    self.reload_pending();
+                    return Err(e.into());
+                }
                 acked_total += acked.len();
+                dead += dead_letters.len();
+            }
+            for ev in later {
+                self.event(ev);
             }
         }
         let after = lock(&self.sync).health(self.clock.now());

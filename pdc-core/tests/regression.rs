@@ -169,3 +169,57 @@ fn cashiers_removed_at_the_server_keep_logging_in_offline() {
     pollster::block_on(engine.pull()).unwrap();
     assert!(engine.login("local", "3691").is_ok());
 }
+
+/// Issue 14, defect 2: `sync_once` drained the machine's events, then
+/// persisted them one by one; a failing write returned early, and the
+/// outcomes not yet written were gone from memory while the machine had
+/// already forgotten the items. Now one response's outcomes are one store
+/// transaction, and if it fails the machine takes the items back.
+#[test]
+fn outcomes_are_forgotten_before_they_are_persisted() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = pdc_test::FlakyBackend::new();
+    let transport = LoopbackTransport::new();
+    transport
+        .server
+        .lock()
+        .unwrap()
+        .reject_kinds
+        .insert(9, "invalid_sku".into());
+    let open = || {
+        OfflineEngine::with_store(
+            config(&dir.path().join("unused.pdc"), 1 << 20),
+            Store::open_with_backend(disk.clone()).unwrap(),
+            transport.clone(),
+            SystemClock::new(),
+        )
+        .unwrap()
+    };
+    let engine = open();
+    for kind in [2, 9, 2] {
+        engine.record(NewItem { kind, ..sale(10) }).unwrap();
+    }
+    disk.fail(true);
+    assert!(pollster::block_on(engine.sync_once()).is_err());
+    assert_eq!(
+        engine.store().pending().unwrap().0.len(),
+        3,
+        "nothing settled"
+    );
+    assert_eq!(
+        engine.pending(),
+        3,
+        "the machine still holds what the store holds"
+    );
+    disk.fail(false);
+    drop(engine);
+    // redb refuses writes after an I/O error until reopened (a restart).
+    let engine = open();
+    for _ in 0..20 {
+        pollster::block_on(engine.sync_once()).unwrap();
+    }
+    assert_eq!(engine.pending(), 0);
+    assert!(engine.store().pending().unwrap().0.is_empty());
+    assert_eq!(engine.store().dead_letters().unwrap().len(), 1);
+    assert_eq!(transport.server.lock().unwrap().applied_count(), 2);
+}

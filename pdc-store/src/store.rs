@@ -363,6 +363,32 @@ impl Store {
         Ok(())
     }
 
+    /// Commits the outcomes of one server response in **one** transaction:
+    /// the acknowledged items leave the outbox, the refused ones move to
+    /// the dead letters with their reasons. All or nothing: on error the
+    /// outbox still holds every one of them.
+    pub fn settle(&self, acked: &[u64], dead: &[DeadLetter]) -> Result<(), StoreError> {
+        let frames: Vec<(u64, Vec<u8>)> = dead
+            .iter()
+            .map(|d| Ok((d.item.local_id, self.codec.encode_value(KIND_DEAD, 1, d)?)))
+            .collect::<Result<_, StoreError>>()?;
+        let tx = self.db.begin_write()?;
+        {
+            let mut outbox = tx.open_table(OUTBOX)?;
+            let mut attempts = tx.open_table(ATTEMPTS)?;
+            let mut dead_letters = tx.open_table(DEAD)?;
+            for &id in acked.iter().chain(dead.iter().map(|d| &d.item.local_id)) {
+                outbox.remove(id)?;
+                attempts.remove(id)?;
+            }
+            for (id, frame) in &frames {
+                dead_letters.insert(*id, frame.as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Counts one more send attempt for each item.
     pub fn record_attempts(&self, local_ids: &[u64]) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;

@@ -5,54 +5,9 @@
 //! repeat.
 #![allow(clippy::unwrap_used)]
 
-use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
 use pdc_store::{NewItem, Store, StoreError};
 use pdc_sync::{Priority, StreamKey};
-use redb::backends::InMemoryBackend;
-use redb::StorageBackend;
-
-#[derive(Debug)]
-struct Flaky {
-    inner: Arc<InMemoryBackend>,
-    failing: Arc<AtomicBool>,
-}
-
-impl Flaky {
-    fn check(&self) -> io::Result<()> {
-        if self.failing.load(Ordering::SeqCst) {
-            Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                "no space left on device",
-            ))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-impl StorageBackend for Flaky {
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn read(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
-        self.inner.read(offset, len)
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.check()?;
-        self.inner.set_len(len)
-    }
-    fn sync_data(&self, eventual: bool) -> io::Result<()> {
-        self.check()?;
-        self.inner.sync_data(eventual)
-    }
-    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
-        self.check()?;
-        self.inner.write(offset, data)
-    }
-}
+use pdc_test::FlakyBackend;
 
 fn sale(i: u64) -> NewItem {
     NewItem {
@@ -66,17 +21,12 @@ fn sale(i: u64) -> NewItem {
 
 #[test]
 fn a_failed_commit_is_an_error_and_the_store_stays_consistent() {
-    let failing = Arc::new(AtomicBool::new(false));
-    let disk = Arc::new(InMemoryBackend::new());
-    let store = Store::open_with_backend(Flaky {
-        inner: disk.clone(),
-        failing: failing.clone(),
-    })
-    .unwrap();
+    let disk = FlakyBackend::new();
+    let store = Store::open_with_backend(disk.clone()).unwrap();
     let first = store.append_many((0..10).map(sale).collect()).unwrap();
     assert_eq!(first.last().unwrap().local_id, 10);
 
-    failing.store(true, Ordering::SeqCst);
+    disk.fail(true);
     let mut refused = 0;
     for i in 10..20 {
         match store.append(sale(i)) {
@@ -92,18 +42,14 @@ fn a_failed_commit_is_an_error_and_the_store_stays_consistent() {
     }
     assert_eq!(refused, 10);
 
-    failing.store(false, Ordering::SeqCst);
+    disk.fail(false);
     // After an I/O error the store refuses further writes rather than guess.
     assert!(store.append(sale(98)).is_err());
     drop(store);
 
     // Reopened (as after a restart): what was committed before the fault is
     // intact, nothing of the failed appends is, and ids continue at 11.
-    let store = Store::open_with_backend(Flaky {
-        inner: disk,
-        failing,
-    })
-    .unwrap();
+    let store = Store::open_with_backend(disk).unwrap();
     let (pending, q) = store.pending().unwrap();
     assert!(q.is_empty());
     assert_eq!(

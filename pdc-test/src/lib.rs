@@ -16,8 +16,14 @@
 //! });
 //! assert!(!confirmed.is_empty());
 //! ```
+//!
+//! [`FlakyBackend`] is a redb storage backend in memory whose writes and
+//! syncs fail on command, as when the disk fills up.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+mod flaky;
+pub use flaky::FlakyBackend;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
