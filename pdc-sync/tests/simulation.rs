@@ -1,12 +1,17 @@
 //! Deterministic simulation: one terminal's SyncMachine against an
 //! in-memory server over a network that loses requests, loses answers after
-//! the server applied them, delays, overloads, fails with 5xx and goes
-//! offline for random spans, on a virtual clock with a seeded RNG.
+//! the server applied them, delays, overloads, fails with 5xx, goes
+//! offline for random spans, refuses whole requests for random spans (a
+//! misconfigured proxy's 404), refuses items over its size limit (413),
+//! and a terminal that restarts mid-run (a new machine restored from what
+//! its durable outbox still holds; answers in flight are lost), on a
+//! virtual clock with a seeded RNG.
 //!
-//! Invariants, checked for every seed: every item is applied exactly once
-//! (or dead-lettered, only if the server rejected it), per-stream order holds
-//! at the server, the machine drains after connectivity returns, and the
-//! host loop never spins (time advances or something happens).
+//! Invariants, checked for every seed: every item is applied exactly once,
+//! or dead-lettered only if the server rejected it or it is over the
+//! server's limit (`item_too_large`); per-stream order holds at the
+//! server, the machine drains after connectivity returns, and the host
+//! loop never spins (time advances or something happens).
 //!
 //! `PDC_SIM_SEEDS=N` runs N seeds (default 2000); a failing seed is printed.
 #![allow(clippy::unwrap_used)]
@@ -25,6 +30,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 const REJECTED_KIND: u16 = 9;
+/// The simulated server's item limit; some items are over it.
+const SERVER_ITEM_LIMIT: usize = 2_000;
 
 #[derive(Debug)]
 enum Delivery {
@@ -50,8 +57,12 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
     config.max_in_flight = rng.gen_range(1..=3);
     config.in_flight_timeout = Duration::from_secs(2);
     config.aging = Duration::from_secs(5);
+    // The new faults draw from their own stream, so that the older ones
+    // keep their scenario per seed.
+    let mut rng2 = ChaCha8Rng::seed_from_u64(seed ^ 0x1313);
+    config.halt_probe = Duration::from_millis(rng2.gen_range(500..5_000));
     let machine_rng = Box::new(ChaCha8Rng::seed_from_u64(seed ^ 0xABCD));
-    let mut m = SyncMachine::new(config, machine_rng);
+    let mut m = SyncMachine::new(config.clone(), machine_rng);
     let mut server = MemoryServer::default();
     server
         .reject_kinds
@@ -93,6 +104,24 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
     for (i, e) in enqueue_at.iter_mut().enumerate() {
         e.0 = times[i];
     }
+    let p_oversize = rng2.gen_range(0.0..0.04);
+    for (_, item) in &mut enqueue_at {
+        if rng2.gen_bool(p_oversize) {
+            item.payload = vec![1u8; SERVER_ITEM_LIMIT + 1_000];
+        }
+    }
+    let refusals: Vec<(Instant, Instant)> = (0..rng2.gen_range(0..3))
+        .map(|_| {
+            let s = rng2.gen_range(0..70_000u64);
+            (
+                Instant::from_millis(s),
+                Instant::from_millis(s + rng2.gen_range(1_000..30_000)),
+            )
+        })
+        .collect();
+    let mut restart_at = rng2
+        .gen_bool(0.5)
+        .then(|| Instant::from_millis(rng2.gen_range(0..60_000)));
     let mut outages: Vec<(Instant, Instant)> = (0..rng.gen_range(0..5))
         .map(|_| {
             let s = rng.gen_range(0..70_000u64);
@@ -105,7 +134,12 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
     outages.sort();
     let offline_at =
         |t: Instant, outages: &[(Instant, Instant)]| outages.iter().any(|&(s, e)| s <= t && t < e);
-    let last_outage_end = outages.iter().map(|o| o.1).max().unwrap_or(Instant::ZERO);
+    let last_outage_end = outages
+        .iter()
+        .chain(&refusals)
+        .map(|o| o.1)
+        .max()
+        .unwrap_or(Instant::ZERO);
 
     let mut deliveries: BinaryHeap<Reverse<(Instant, u64, u64)>> = BinaryHeap::new();
     let mut pending_delivery: BTreeMap<u64, (u64, Delivery)> = BTreeMap::new();
@@ -116,7 +150,9 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
         enqueued: n_items as usize,
         ..Outcome::default()
     };
-    let mut dead_ids = Vec::new();
+    let mut dead_ids: BTreeMap<u64, String> = BTreeMap::new();
+    // What the terminal's durable outbox holds: enqueued, not yet settled.
+    let mut outbox: BTreeMap<u64, OutboxItem> = BTreeMap::new();
     let mut idle_steps = 0u32;
     let deadline = Instant::from_millis(3_600_000);
 
@@ -132,9 +168,29 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
             m.set_connectivity(want, now);
             progressed = true;
         }
+        if restart_at.is_some_and(|t| t <= now) {
+            // The terminal restarts: a new machine from the outbox; answers
+            // on their way to the old one are lost.
+            restart_at = None;
+            m = SyncMachine::new(
+                config.clone(),
+                Box::new(ChaCha8Rng::seed_from_u64(seed ^ 0x5151)),
+            );
+            let restored = m.restore(outbox.values().cloned().collect(), now);
+            if !restored.refused.is_empty() {
+                return Err(format!(
+                    "seed {seed}: restore refused {:?}",
+                    restored.refused
+                ));
+            }
+            deliveries.clear();
+            pending_delivery.clear();
+            continue;
+        }
         while next_enqueue < enqueue_at.len() && enqueue_at[next_enqueue].0 <= now {
-            m.enqueue(enqueue_at[next_enqueue].1.clone(), now)
-                .map_err(|e| e.to_string())?;
+            let item = enqueue_at[next_enqueue].1.clone();
+            outbox.insert(item.local_id, item.clone());
+            m.enqueue(item, now).map_err(|e| e.to_string())?;
             next_enqueue += 1;
             progressed = true;
         }
@@ -167,8 +223,31 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
                 Some(Delivery::Error(TransportError::ServerBusy {
                     retry_after: Some(Duration::from_millis(rng.gen_range(100..3000))),
                 }))
+            } else if offline_at(now, &refusals) {
+                Some(Delivery::Error(TransportError::Client {
+                    status: 404,
+                    message: "no such route".into(),
+                }))
             } else {
                 let req: PushRequest = codec.decode(&batch.request).map_err(|e| e.to_string())?;
+                if let Some(big) = req
+                    .items
+                    .iter()
+                    .find(|i| i.payload.len() > SERVER_ITEM_LIMIT)
+                {
+                    let e = TransportError::Client {
+                        status: 413,
+                        message: format!(
+                            "item {} of {} bytes, at most {SERVER_ITEM_LIMIT}",
+                            big.local_id,
+                            big.payload.len()
+                        ),
+                    };
+                    next_delivery += 1;
+                    pending_delivery.insert(next_delivery, (batch.id, Delivery::Error(e)));
+                    deliveries.push(Reverse((now + latency, 0, next_delivery)));
+                    continue;
+                }
                 let resp = server.push(&req).map_err(|e| e.to_string())?;
                 if rng.gen_bool(p_drop_resp) {
                     None // applied, answer lost: the resend must be a duplicate
@@ -185,8 +264,18 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
         while let Some(ev) = m.poll_event() {
             progressed = true;
             match ev {
-                SyncEvent::Acked { duplicate, .. } => out.duplicates += u64::from(duplicate),
-                SyncEvent::DeadLettered { item, .. } => dead_ids.push(item.local_id),
+                SyncEvent::Acked {
+                    duplicate,
+                    local_id,
+                    ..
+                } => {
+                    out.duplicates += u64::from(duplicate);
+                    outbox.remove(&local_id);
+                }
+                SyncEvent::DeadLettered { item, code, .. } => {
+                    outbox.remove(&item.local_id);
+                    dead_ids.insert(item.local_id, code);
+                }
                 SyncEvent::Quarantined { item, .. } => {
                     // The operator re-queues it (random 5xx, not a poison item).
                     out.quarantined += 1;
@@ -216,10 +305,12 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
         consider(
             outages
                 .iter()
+                .chain(&refusals)
                 .flat_map(|&(s, e)| [s, e])
                 .filter(|&t| t > now)
                 .min(),
         );
+        consider(restart_at);
         let Some(wake) = wake else {
             return Err(format!(
                 "seed {seed}: stuck at {now:?} with {} items and no timer",
@@ -250,8 +341,16 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
     out.pushes = server.pushes;
     for (_, item) in &enqueue_at {
         let applied = server.has("till-1", item.local_id);
-        let dead = dead_ids.contains(&item.local_id);
-        if item.kind == REJECTED_KIND {
+        let dead = dead_ids.contains_key(&item.local_id);
+        if item.payload.len() > SERVER_ITEM_LIMIT {
+            let code = dead_ids.get(&item.local_id).map(String::as_str);
+            if applied || code != Some("item_too_large") {
+                return Err(format!(
+                    "seed {seed}: oversized item {} applied={applied} dead as {code:?}",
+                    item.local_id
+                ));
+            }
+        } else if item.kind == REJECTED_KIND {
             if applied || !dead {
                 return Err(format!(
                     "seed {seed}: rejected item {} applied={applied} dead={dead}",
