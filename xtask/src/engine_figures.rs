@@ -1,6 +1,6 @@
-//! `cargo xtask engine-figures`: engine open time with 10,000 pending
-//! sales and a 5,000-product catalogue, product lookups (memory hit, miss
-//! served from redb), and resident memory.
+//! `cargo xtask engine-figures [--pending N]`: engine open time with
+//! 10,000 (or N) pending sales and a 5,000-product catalogue, product
+//! lookups (memory hit, miss served from redb), and resident memory.
 
 use std::time::{Duration, Instant};
 
@@ -83,12 +83,12 @@ pub fn rss() -> Result<(), String> {
     Ok(())
 }
 
-pub fn run() -> Result<(), String> {
+pub fn run(pending: usize) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let dir = std::env::temp_dir().join(format!("pdc-engine-figures-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|x| e(&x))?;
     let path = dir.join("till.pdc");
-    build_store(&path, 10_000)?;
+    build_store(&path, pending)?;
     let rss_before = rss_kib("VmRSS:");
     let config = || {
         let mut c = EngineConfig::new("till-1", &path);
@@ -101,7 +101,7 @@ pub fn run() -> Result<(), String> {
         let engine = OfflineEngine::open(config(), LoopbackTransport::new(), SystemClock::new())
             .map_err(|x| e(&x))?;
         opens.push(t.elapsed());
-        assert_eq!(engine.pending(), 10_000);
+        assert_eq!(engine.pending(), pending);
     }
     opens.sort();
     let engine = OfflineEngine::open(config(), LoopbackTransport::new(), SystemClock::new())
@@ -123,7 +123,7 @@ pub fn run() -> Result<(), String> {
     let rss = rss_kib("VmRSS:");
     let hwm = rss_kib("VmHWM:");
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("engine open with 10,000 pending sales and a 5,000-product catalogue: median {:.1} ms (min {:.1}, max {:.1}; includes one Argon2id dummy hash)", ms(opens[2]), ms(opens[0]), ms(opens[4]));
+    println!("engine open with {pending} pending sales and a 5,000-product catalogue: median {:.1} ms (min {:.1}, max {:.1}; includes one Argon2id dummy hash)", ms(opens[2]), ms(opens[0]), ms(opens[4]));
     println!(
         "product lookup, memory hit: {} ns; miss served from redb: {:.1} µs",
         hit.as_nanos(),

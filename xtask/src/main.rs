@@ -52,12 +52,22 @@ fn main() -> ExitCode {
         "wasm" => ci::wasm(),
         "fleet" => fleet::run_report(),
         "engine-figures" if rest.iter().any(|a| a == "--rss") => engine_figures::rss(),
-        "engine-figures" => engine_figures::run(),
+        "engine-figures" => {
+            let pending = rest
+                .iter()
+                .position(|a| a == "--pending")
+                .and_then(|i| rest.get(i + 1))
+                .map_or(Ok(10_000), |v| {
+                    v.parse::<usize>()
+                        .map_err(|e| format!("--pending {v}: {e}"))
+                });
+            pending.and_then(engine_figures::run)
+        }
         "store-latency" => store_latency::run(),
         "cache-ratio" => cache_ratio::run(rest.iter().any(|a| a == "--json")),
         "server-load" => server_load::run_report(rest),
         _ => {
-            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss] | server-load [--postgres URL]>");
+            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss | --pending N] | server-load [--postgres URL]>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {
