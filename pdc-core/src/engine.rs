@@ -210,18 +210,25 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> std::fmt::Debug for OfflineEn
 
 /// Refuses, before anything is saved, an item the sync machine would
 /// refuse (integers above 2^63−1, size over the item limit), sized with
-/// the largest local id it could get.
-fn check_new_item(sync: &SyncMachine, item: &NewItem) -> Result<(), EngineError> {
+/// the largest local id it could get. The item passes through by value:
+/// its payload is moved into the probe and back, never copied.
+fn check_new_item(sync: &SyncMachine, item: NewItem) -> Result<NewItem, EngineError> {
     let probe = pdc_sync::OutboxItem {
         local_id: pdc_sync::MAX_WIRE_INT,
         stream: item.stream,
         priority: item.priority,
         kind: item.kind,
         created_at_ms: item.created_at_ms,
-        payload: item.payload.clone(),
+        payload: item.payload,
     };
     sync.admissible(&probe)?;
-    Ok(())
+    Ok(NewItem {
+        stream: probe.stream,
+        priority: probe.priority,
+        kind: probe.kind,
+        created_at_ms: probe.created_at_ms,
+        payload: probe.payload,
+    })
 }
 
 impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
@@ -317,7 +324,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
     /// sale was not saved.
     pub fn record(&self, item: NewItem) -> Result<u64, EngineError> {
         let started = self.clock.now();
-        check_new_item(&lock(&self.sync), &item)?;
+        let item = check_new_item(&lock(&self.sync), item)?;
         let stored = self.store.append(item)?;
         let id = stored.local_id;
         lock(&self.sync).enqueue(stored, self.clock.now())?;
@@ -330,12 +337,13 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
 
     /// Records many sales in one durable commit (bulk import).
     pub fn record_many(&self, items: Vec<NewItem>) -> Result<Vec<u64>, EngineError> {
-        {
+        let items = {
             let sync = lock(&self.sync);
-            for item in &items {
-                check_new_item(&sync, item)?;
-            }
-        }
+            items
+                .into_iter()
+                .map(|item| check_new_item(&sync, item))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         let stored = self.store.append_many(items)?;
         let mut sync = lock(&self.sync);
         let now = self.clock.now();

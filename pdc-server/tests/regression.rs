@@ -178,8 +178,18 @@ async fn hook_error_fails_the_whole_group_commit() {
 /// `pos_order_lines` got the second order's lines under the first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reused_order_id_corrupts_the_business_tables() {
-    let items = vec![order_item(1, &order(77, 1)), order_item(2, &order(77, 3))];
-    // Embedded.
+    /// The second item with order 77, in the same batch and in another,
+    /// is refused `duplicate_order`; the first is applied.
+    async fn check(ledger: &dyn Ledger) {
+        let items = vec![order_item(1, &order(77, 1)), order_item(2, &order(77, 3))];
+        let later = vec![order_item(3, &order(77, 2))];
+        let dup = |r: &ItemResult| matches!(r, ItemResult::Rejected { code, .. } if code == "duplicate_order");
+        let r = ledger.push("till-1", S, items, 1).await.unwrap();
+        assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
+        assert!(dup(&r[1]), "{r:?}");
+        let r = ledger.push("till-1", S, later, 1).await.unwrap();
+        assert!(dup(&r[0]), "{r:?}");
+    }
     let dir = tempfile::tempdir().unwrap();
     let redb = RedbLedger::open(
         &dir.path().join("l.redb"),
@@ -187,39 +197,11 @@ async fn reused_order_id_corrupts_the_business_tables() {
         RedbOptions::default(),
     )
     .unwrap();
-    let r = redb.push("till-1", S, items.clone(), 1).await.unwrap();
-    assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
-    assert!(
-        matches!(&r[1], ItemResult::Rejected { code, .. } if code == "duplicate_order"),
-        "{r:?}"
-    );
-    // In another batch too.
-    let r = redb
-        .push("till-1", S, vec![order_item(3, &order(77, 2))], 1)
-        .await
-        .unwrap();
-    assert!(
-        matches!(&r[0], ItemResult::Rejected { code, .. } if code == "duplicate_order"),
-        "{r:?}"
-    );
-    // PostgreSQL.
+    check(&redb).await;
     let Some((ledger, schema)) = pg(Arc::new(PosApply::new())).await else {
         return;
     };
-    let r = ledger.push("till-1", S, items, 1).await.unwrap();
-    assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
-    assert!(
-        matches!(&r[1], ItemResult::Rejected { code, .. } if code == "duplicate_order"),
-        "{r:?}"
-    );
-    let r = ledger
-        .push("till-1", S, vec![order_item(3, &order(77, 2))], 1)
-        .await
-        .unwrap();
-    assert!(
-        matches!(&r[0], ItemResult::Rejected { code, .. } if code == "duplicate_order"),
-        "{r:?}"
-    );
+    check(&ledger).await;
     let c = sql(&schema).await;
     let lines: i64 = c
         .query_one(

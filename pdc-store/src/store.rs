@@ -87,8 +87,8 @@ fn new_store_id() -> Result<StoreId, StoreError> {
         let mut b = [0u8; 16];
         getrandom::getrandom(&mut b)
             .map_err(|e| StoreError::Storage(format!("no randomness for the store id: {e}")))?;
-        if b != StoreId::LEGACY.0 {
-            return Ok(StoreId(b));
+        if let Some(id) = StoreId::from_random_bytes(b) {
+            return Ok(id);
         }
     }
 }

@@ -40,10 +40,16 @@ impl StoreId {
         loop {
             let mut b = [0u8; 16];
             rng.fill_bytes(&mut b);
-            if b != [0; 16] {
-                return StoreId(b);
+            if let Some(id) = StoreId::from_random_bytes(b) {
+                return id;
             }
         }
+    }
+
+    /// The id of 16 random bytes, unless they spell `LEGACY` (then draw
+    /// again): for hosts whose randomness is not an `RngCore`.
+    pub fn from_random_bytes(bytes: [u8; 16]) -> Option<StoreId> {
+        (bytes != StoreId::LEGACY.0).then_some(StoreId(bytes))
     }
 
     /// The id as a number (big-endian), e.g. for ordered storage keys.

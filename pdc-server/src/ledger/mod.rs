@@ -20,7 +20,7 @@
 //! gets the same answer). Only a transient failure makes the whole batch
 //! fail (answered retry-later by the HTTP layer).
 
-use pdc_sync::{ItemResult, OutboxItem, StoreId, MAX_WIRE_INT};
+use pdc_sync::{check_wire_ints, ItemResult, OutboxItem, StoreId, SyncError, MAX_WIRE_INT};
 use sha2::{Digest as _, Sha256};
 
 use crate::ServerError;
@@ -194,18 +194,14 @@ pub fn check_item(n: usize, item: &OutboxItem) -> Result<(), ServerError> {
             "items[{n}].local_id 0: local ids start at 1"
         )));
     }
-    for (field, value) in [
-        ("local_id", item.local_id),
-        ("stream", item.stream.0),
-        ("created_at_ms", item.created_at_ms),
-    ] {
-        if value > MAX_WIRE_INT {
-            return Err(ServerError::InvalidItem(format!(
-                "items[{n}].{field} {value} is above 2^63-1 ({MAX_WIRE_INT})"
-            )));
-        }
+    // The same bound the till checks before it saves an item.
+    match check_wire_ints(item) {
+        Err(SyncError::OutOfRange { field, value }) => Err(ServerError::InvalidItem(format!(
+            "items[{n}].{field} {value} is above 2^63-1 ({MAX_WIRE_INT})"
+        ))),
+        Err(e) => Err(ServerError::InvalidItem(format!("items[{n}]: {e}"))),
+        Ok(()) => Ok(()),
     }
-    Ok(())
 }
 
 /// Whether a failure inside a ledger transaction may pass by itself (the
@@ -275,12 +271,12 @@ pub const STORAGE_REJECTION: &str = "storage";
 /// drives: [`Bisect::next`] gives the next range of items to apply on top
 /// of every range applied before (ranges come in item order, so a stream's
 /// items keep their order), [`Bisect::failed`] reports that it failed for a
-/// reason tied to the items. One poison item in `n` costs about 2·log2(n)
+/// reason tied to the items. A failing range of one item is a poison item:
+/// the caller records it. One poison item in `n` costs about 2·log2(n)
 /// attempts; a clean batch is never bisected.
 #[derive(Debug)]
 pub(crate) struct Bisect {
     stack: Vec<std::ops::Range<usize>>,
-    bad: Vec<usize>,
 }
 
 impl Bisect {
@@ -288,7 +284,6 @@ impl Bisect {
     pub(crate) fn new(n: usize) -> Self {
         Bisect {
             stack: std::iter::once(0..n).collect(),
-            bad: Vec::new(),
         }
     }
 
@@ -314,25 +309,15 @@ impl Bisect {
         None
     }
 
-    /// The attempt of `r` failed because of its items.
+    /// The attempt of `r` failed because of its items: its halves are
+    /// attempted next (a lone item is a leaf, nothing more to split).
     pub(crate) fn failed(&mut self, r: std::ops::Range<usize>) {
-        if r.is_empty() {
-            return;
-        }
-        if r.len() == 1 {
-            self.bad.push(r.start);
-        } else {
+        if r.len() >= 2 {
             let mid = r.start + r.len() / 2;
             // First half first.
             self.stack.push(mid..r.end);
             self.stack.push(r.start..mid);
         }
-    }
-
-    /// The failing items' indexes, ascending.
-    #[cfg(test)]
-    pub(crate) fn bad(self) -> Vec<usize> {
-        self.bad
     }
 }
 
@@ -359,16 +344,19 @@ mod tests {
             let mut b = if poison.is_empty() { Bisect::new(n) } else { Bisect::after_failure(n) };
             let mut attempts = 0;
             let mut last_end = 0;
+            let mut found = std::collections::BTreeSet::new();
             while let Some(r) = b.next() {
                 attempts += 1;
                 if poison.range(r.clone()).next().is_some() {
+                    if r.len() == 1 {
+                        found.insert(r.start);
+                    }
                     b.failed(r);
                 } else {
                     prop_assert!(r.start >= last_end, "accepted ranges come in order");
                     last_end = r.end;
                 }
             }
-            let found: std::collections::BTreeSet<usize> = b.bad().into_iter().collect();
             prop_assert_eq!(&found, &poison);
             let log = (usize::BITS - n.leading_zeros()) as usize;
             prop_assert!(attempts <= 1 + 2 * poison.len().max(1) * (log + 1), "{} attempts", attempts);

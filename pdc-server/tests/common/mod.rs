@@ -116,20 +116,35 @@ pub async fn open_state(
     path: &std::path::Path,
     limits: pdc_server::Limits,
 ) -> Arc<pdc_server::AppState> {
-    use pdc_server::{AppState, DatasetHub, Ledger, PosApply, RedbLedger, RedbOptions};
+    use pdc_server::{AppState, DatasetHub, Ledger, PosApply};
     let pos = Arc::new(PosApply::new());
-    let ledger: Arc<dyn Ledger> = loop {
-        match RedbLedger::open(path, pos.clone(), RedbOptions::default()) {
-            Ok(l) => break Arc::new(l),
-            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
-        }
-    };
+    let ledger: Arc<dyn Ledger> = Arc::new(open_redb(path, pos.clone()).await);
     let hub = Arc::new(
         DatasetHub::load(ledger.clone(), &pdc_server::DEFAULT_DATASETS, 1000)
             .await
             .unwrap(),
     );
     AppState::new(ledger, hub, Some(pos), limits).await.unwrap()
+}
+
+/// Opens the embedded ledger at `path`, waiting (up to 5 s) while a
+/// just-stopped ledger's writer thread still holds the file.
+pub async fn open_redb(
+    path: &std::path::Path,
+    apply: Arc<dyn pdc_server::Apply>,
+) -> pdc_server::RedbLedger {
+    let mut tries = 0;
+    loop {
+        match pdc_server::RedbLedger::open(path, apply.clone(), pdc_server::RedbOptions::default())
+        {
+            Ok(l) => return l,
+            Err(pdc_server::ServerError::Unavailable(_)) if tries < 250 => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }
 
 /// Serves a redb-backed state at `addr` (retrying while the port is still
