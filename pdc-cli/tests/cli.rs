@@ -271,7 +271,7 @@ fn inspect_and_requeue_a_terminal_store() {
         store.append(item(2)).unwrap();
         let dead = store.append(item(3)).unwrap();
         store
-            .dead_letter(&dead, "total_mismatch", "lines 300, paid 299", 5)
+            .dead_letter(dead.local_id, "total_mismatch", "lines 300, paid 299", 5)
             .unwrap();
     }
     let p = path.to_str().unwrap();

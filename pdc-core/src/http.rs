@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use pdc_sync::{SyncTransport, TransportError};
+use pdc_sync::{ServerLimits, SyncTransport, TransportError};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Client, StatusCode};
 
@@ -121,15 +121,21 @@ impl SyncTransport for HttpTransport {
         self.post("/v1/pull", request).await
     }
 
-    async fn ping(&self) -> Result<(), TransportError> {
+    async fn ping(&self) -> Result<Option<ServerLimits>, TransportError> {
         let resp = self
             .client
             .get(format!("{}/v1/ping", self.base))
             .send()
             .await
             .map_err(classify)?;
-        if resp.status().is_success() {
-            Ok(())
+        if resp.status() == StatusCode::NO_CONTENT {
+            // A server that publishes no limits.
+            Ok(None)
+        } else if resp.status().is_success() {
+            let body = resp.bytes().await.map_err(classify)?;
+            // Limits that do not parse are ignored, not fatal: the 413
+            // path still catches an item over them.
+            Ok(serde_json::from_slice::<ServerLimits>(&body).ok())
         } else {
             let s = resp.status();
             Err(status_error(s, None, String::new()))

@@ -37,16 +37,20 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod catalogue;
 #[cfg(feature = "tokio")]
 mod driver;
 mod engine;
 mod error;
 #[cfg(feature = "http")]
 mod http;
+pub mod logins;
+pub mod outbox;
+pub mod telemetry;
 
 #[cfg(feature = "tokio")]
 pub use driver::{spawn_driver, spawn_driver_with, DriverConfig};
-pub use engine::{EngineConfig, EngineEvent, OfflineEngine};
+pub use engine::{EngineConfig, EngineEvent, OfflineEngine, MAX_EVENTS};
 pub use error::EngineError;
 #[cfg(feature = "http")]
 pub use http::{HttpOptions, HttpTransport};

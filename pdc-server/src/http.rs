@@ -714,8 +714,16 @@ async fn metrics_report(
     s.answer("metrics", r)
 }
 
+/// `200` with the limits a terminal checks before it saves an item
+/// ([`pdc_sync::ServerLimits`], JSON).
 async fn ping(State(s): State<Arc<AppState>>) -> Response {
-    s.answer("ping", StatusCode::NO_CONTENT.into_response())
+    let l = &s.limits;
+    let limits = pdc_sync::ServerLimits {
+        max_items: l.max_items as u64,
+        max_body_bytes: l.max_body_bytes as u64,
+        max_item_bytes: l.max_item_bytes as u64,
+    };
+    s.answer("ping", (StatusCode::OK, axum::Json(limits)).into_response())
 }
 
 async fn prometheus(State(s): State<Arc<AppState>>) -> Response {

@@ -48,4 +48,4 @@ mod store;
 pub use cache_tier::RedbTier;
 pub use create::{create_atomically, creating_path};
 pub use error::StoreError;
-pub use store::{DeadLetter, NewItem, Quarantined, Store, SCHEMA_VERSION};
+pub use store::{DeadLetter, NewItem, Quarantined, Refusal, Settlement, Store, SCHEMA_VERSION};

@@ -4,20 +4,30 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pdc_codec::{Codec, RecordKind};
-use pdc_sync::{OutboxItem, Priority, StoreId, StreamKey};
+use pdc_sync::{ItemRef, Loaded, OutboxItem, Priority, StoreId, StreamKey};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
-/// Schema version this build writes: 2 adds the store id.
-pub const SCHEMA_VERSION: u64 = 2;
+/// Schema version this build writes: 2 adds the store id, 3 the outbox
+/// index (what the sync machine schedules by, without payloads) and the
+/// held (quarantined) items.
+pub const SCHEMA_VERSION: u64 = 3;
 const MAGIC: &[u8] = b"pdc-store";
 
 pub(crate) const META: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("pdc_meta");
 pub(crate) const OUTBOX: TableDefinition<'static, u64, &'static [u8]> =
     TableDefinition::new("outbox");
+/// Per pending item, what scheduling needs: stream (8 bytes LE), class
+/// (1), encoded size (4 LE). Written in the same transactions as `OUTBOX`.
+pub(crate) const OUTBOX_INDEX: TableDefinition<'static, u64, &'static [u8]> =
+    TableDefinition::new("outbox_index");
+/// Pending items the sync machine quarantined, with the reason; they stay
+/// in the outbox.
+pub(crate) const HELD: TableDefinition<'static, u64, &'static str> =
+    TableDefinition::new("outbox_held");
 pub(crate) const ATTEMPTS: TableDefinition<'static, u64, u32> =
     TableDefinition::new("outbox_attempts");
 pub(crate) const DEAD: TableDefinition<'static, u64, &'static [u8]> =
@@ -54,6 +64,80 @@ pub struct DeadLetter {
     pub message: String,
     /// When it was dead-lettered, wall ms.
     pub at_ms: u64,
+}
+
+/// An item the server refused for good, named by its local id: the store
+/// moves it from the outbox to the dead letters ([`Store::settle`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The item.
+    pub local_id: u64,
+    /// Server's code.
+    pub code: String,
+    /// Server's message.
+    pub message: String,
+    /// When, wall ms.
+    pub at_ms: u64,
+}
+
+/// The outcomes of one server response, committed together by
+/// [`Store::settle`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Settlement {
+    /// Acknowledged items: they leave the outbox.
+    pub acked: Vec<u64>,
+    /// Refused items: they move to the dead letters.
+    pub refused: Vec<Refusal>,
+    /// Quarantined items, with the reason: they stay pending but held
+    /// until an operator releases them ([`Store::release_held`]).
+    pub held: Vec<(u64, String)>,
+}
+
+impl Settlement {
+    /// Whether there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.acked.is_empty() && self.refused.is_empty() && self.held.is_empty()
+    }
+}
+
+fn index_row(item: &ItemRef) -> [u8; 13] {
+    let mut row = [0u8; 13];
+    row[..8].copy_from_slice(&item.stream.0.to_le_bytes());
+    row[8] = item.priority.index() as u8;
+    row[9..].copy_from_slice(&item.size.to_le_bytes());
+    row
+}
+
+fn index_item(local_id: u64, row: &[u8]) -> Option<ItemRef> {
+    let stream = u64::from_le_bytes(row.get(..8)?.try_into().ok()?);
+    let priority = match row.get(8)? {
+        0 => Priority::Low,
+        1 => Priority::Normal,
+        2 => Priority::High,
+        3 => Priority::Critical,
+        _ => return None,
+    };
+    let size = u32::from_le_bytes(row.get(9..13)?.try_into().ok()?);
+    Some(ItemRef {
+        local_id,
+        stream: StreamKey(stream),
+        priority,
+        size,
+    })
+}
+
+/// Builds the outbox index from the outbox (migration to schema 3); rows
+/// that do not decode are left for [`Store::pending`] to quarantine.
+fn build_index(tx: &redb::WriteTransaction, codec: &Codec) -> Result<(), StoreError> {
+    let outbox = tx.open_table(OUTBOX)?;
+    let mut index = tx.open_table(OUTBOX_INDEX)?;
+    for row in outbox.range::<u64>(..)? {
+        let (k, v) = row?;
+        if let Ok((_, item)) = codec.decode_value::<OutboxItem>(KIND_OUTBOX, v.value()) {
+            index.insert(k.value(), index_row(&item.to_ref()).as_slice())?;
+        }
+    }
+    Ok(())
 }
 
 /// A record that failed its checksum, moved aside so the rest stays
@@ -198,6 +282,11 @@ impl Store {
                         // Its pending items may already be applied under the
                         // server's legacy key: it keeps that identity.
                         meta.insert("store_id", StoreId::LEGACY.0.as_slice())?;
+                    }
+                    if version < 3 {
+                        build_index(&tx, &Codec::new())?;
+                    }
+                    if version < SCHEMA_VERSION {
                         meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
                     }
                     store_id = meta
@@ -219,6 +308,8 @@ impl Store {
                 }
             }
             tx.open_table(OUTBOX)?;
+            tx.open_table(OUTBOX_INDEX)?;
+            tx.open_table(HELD)?;
             tx.open_table(ATTEMPTS)?;
             tx.open_table(DEAD)?;
             tx.open_table(QUARANTINE)?;
@@ -244,6 +335,7 @@ impl Store {
                 .and_then(|g| g.value().try_into().ok().map(u64::from_le_bytes))
                 .ok_or_else(|| StoreError::Corrupt("local id counter missing".into()))?;
             let mut outbox = tx.open_table(OUTBOX)?;
+            let mut index = tx.open_table(OUTBOX_INDEX)?;
             for n in items {
                 let item = OutboxItem {
                     local_id: next,
@@ -255,6 +347,7 @@ impl Store {
                 };
                 let frame = self.codec.encode_value(KIND_OUTBOX, 1, &item)?;
                 outbox.insert(next, frame.as_slice())?;
+                index.insert(next, index_row(&item.to_ref()).as_slice())?;
                 next += 1;
                 out.push(item);
             }
@@ -301,6 +394,73 @@ impl Store {
         Ok((items, quarantined))
     }
 
+    /// What the sync machine needs of the pending items, in local-id order,
+    /// without reading a payload: the items to restore, and those held in
+    /// quarantine (with their reasons) by an earlier sync.
+    #[allow(clippy::type_complexity)]
+    pub fn pending_refs(&self) -> Result<(Vec<ItemRef>, Vec<(ItemRef, String)>), StoreError> {
+        let rtx = self.db.begin_read()?;
+        let index = rtx.open_table(OUTBOX_INDEX)?;
+        let held = rtx.open_table(HELD)?;
+        let mut reasons: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+        for row in held.range::<u64>(..)? {
+            let (k, v) = row?;
+            reasons.insert(k.value(), v.value().to_owned());
+        }
+        let mut pending = Vec::with_capacity(index.len()? as usize);
+        let mut quarantined = Vec::new();
+        for row in index.range::<u64>(..)? {
+            let (k, v) = row?;
+            let item = index_item(k.value(), v.value()).ok_or_else(|| {
+                StoreError::Corrupt(format!("outbox index row {} is damaged", k.value()))
+            })?;
+            match reasons.remove(&item.local_id) {
+                Some(reason) => quarantined.push((item, reason)),
+                None => pending.push(item),
+            }
+        }
+        Ok((pending, quarantined))
+    }
+
+    /// The pending items with these local ids, whole, for a batch. A record
+    /// that fails its checksum is moved to quarantine ([`Store::quarantined`])
+    /// and answered [`Loaded::Gone`]; so is an id the outbox no longer has.
+    pub fn load(&self, local_ids: &[u64]) -> Result<Vec<Loaded>, StoreError> {
+        let mut out = Vec::with_capacity(local_ids.len());
+        let mut bad: Vec<(u64, Vec<u8>, String)> = Vec::new();
+        {
+            let rtx = self.db.begin_read()?;
+            let outbox = rtx.open_table(OUTBOX)?;
+            for &id in local_ids {
+                let Some(raw) = outbox.get(id)? else {
+                    out.push(Loaded::Gone {
+                        reason: "not in the outbox".into(),
+                    });
+                    continue;
+                };
+                match self
+                    .codec
+                    .decode_value::<OutboxItem>(KIND_OUTBOX, raw.value())
+                {
+                    Ok((_, item)) if item.local_id == id => out.push(Loaded::Item(item)),
+                    Ok(_) => {
+                        let reason = "local id does not match its key".to_owned();
+                        bad.push((id, raw.value().to_vec(), reason.clone()));
+                        out.push(Loaded::Gone { reason });
+                    }
+                    Err(e) => {
+                        bad.push((id, raw.value().to_vec(), e.to_string()));
+                        out.push(Loaded::Gone {
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        self.quarantine_outbox(bad)?;
+        Ok(out)
+    }
+
     fn quarantine_outbox(
         &self,
         bad: Vec<(u64, Vec<u8>, String)>,
@@ -312,6 +472,7 @@ impl Store {
         let mut out = Vec::new();
         {
             let mut outbox = tx.open_table(OUTBOX)?;
+            let mut index = tx.open_table(OUTBOX_INDEX)?;
             let mut q = tx.open_table(QUARANTINE)?;
             for (id, raw, reason) in bad {
                 let location = format!("outbox/{id}");
@@ -320,6 +481,7 @@ impl Store {
                 rec.extend_from_slice(&raw);
                 q.insert(location.as_str(), rec.as_slice())?;
                 outbox.remove(id)?;
+                index.remove(id)?;
                 out.push(Quarantined { location, reason });
             }
         }
@@ -350,43 +512,69 @@ impl Store {
 
     /// Removes acknowledged items (one commit).
     pub fn ack(&self, local_ids: &[u64]) -> Result<(), StoreError> {
+        self.settle(&Settlement {
+            acked: local_ids.to_vec(),
+            ..Settlement::default()
+        })
+    }
+
+    /// Commits the outcomes of one server response in **one** transaction:
+    /// the acknowledged items leave the outbox, the refused ones move to
+    /// the dead letters with their reasons (read from the outbox inside the
+    /// transaction: the caller holds no payload), the quarantined ones are
+    /// marked held. All or nothing: on error the outbox is as it was.
+    pub fn settle(&self, outcomes: &Settlement) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
         {
             let mut outbox = tx.open_table(OUTBOX)?;
+            let mut index = tx.open_table(OUTBOX_INDEX)?;
             let mut attempts = tx.open_table(ATTEMPTS)?;
-            for &id in local_ids {
+            let mut dead_letters = tx.open_table(DEAD)?;
+            let mut held = tx.open_table(HELD)?;
+            for &id in &outcomes.acked {
                 outbox.remove(id)?;
+                index.remove(id)?;
                 attempts.remove(id)?;
+                held.remove(id)?;
+            }
+            for r in &outcomes.refused {
+                let raw = outbox.remove(r.local_id)?.map(|g| g.value().to_vec());
+                index.remove(r.local_id)?;
+                attempts.remove(r.local_id)?;
+                held.remove(r.local_id)?;
+                // An item already gone (acknowledged by an earlier answer)
+                // has nothing to move.
+                let Some(raw) = raw else { continue };
+                let (_, item) = self.codec.decode_value::<OutboxItem>(KIND_OUTBOX, &raw)?;
+                let frame = self.codec.encode_value(
+                    KIND_DEAD,
+                    1,
+                    &DeadLetter {
+                        item,
+                        code: r.code.clone(),
+                        message: r.message.clone(),
+                        at_ms: r.at_ms,
+                    },
+                )?;
+                dead_letters.insert(r.local_id, frame.as_slice())?;
+            }
+            for (id, reason) in &outcomes.held {
+                if outbox.get(*id)?.is_some() {
+                    held.insert(*id, reason.as_str())?;
+                }
             }
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// Commits the outcomes of one server response in **one** transaction:
-    /// the acknowledged items leave the outbox, the refused ones move to
-    /// the dead letters with their reasons. All or nothing: on error the
-    /// outbox still holds every one of them.
-    pub fn settle(&self, acked: &[u64], dead: &[DeadLetter]) -> Result<(), StoreError> {
-        let frames: Vec<(u64, Vec<u8>)> = dead
-            .iter()
-            .map(|d| Ok((d.item.local_id, self.codec.encode_value(KIND_DEAD, 1, d)?)))
-            .collect::<Result<_, StoreError>>()?;
+    /// Releases an item held in quarantine (an operator re-queued it);
+    /// whether it was held.
+    pub fn release_held(&self, local_id: u64) -> Result<bool, StoreError> {
         let tx = self.db.begin_write()?;
-        {
-            let mut outbox = tx.open_table(OUTBOX)?;
-            let mut attempts = tx.open_table(ATTEMPTS)?;
-            let mut dead_letters = tx.open_table(DEAD)?;
-            for &id in acked.iter().chain(dead.iter().map(|d| &d.item.local_id)) {
-                outbox.remove(id)?;
-                attempts.remove(id)?;
-            }
-            for (id, frame) in &frames {
-                dead_letters.insert(*id, frame.as_slice())?;
-            }
-        }
+        let was = tx.open_table(HELD)?.remove(local_id)?.is_some();
         tx.commit()?;
-        Ok(())
+        Ok(was)
     }
 
     /// Counts one more send attempt for each item.
@@ -416,27 +604,20 @@ impl Store {
     /// Moves an item from the outbox to the dead letters, in one commit.
     pub fn dead_letter(
         &self,
-        item: &OutboxItem,
+        local_id: u64,
         code: &str,
         message: &str,
         at_ms: u64,
     ) -> Result<(), StoreError> {
-        let dl = DeadLetter {
-            item: item.clone(),
-            code: code.into(),
-            message: message.into(),
-            at_ms,
-        };
-        let frame = self.codec.encode_value(KIND_DEAD, 1, &dl)?;
-        let tx = self.db.begin_write()?;
-        {
-            tx.open_table(OUTBOX)?.remove(item.local_id)?;
-            tx.open_table(ATTEMPTS)?.remove(item.local_id)?;
-            tx.open_table(DEAD)?
-                .insert(item.local_id, frame.as_slice())?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.settle(&Settlement {
+            refused: vec![Refusal {
+                local_id,
+                code: code.into(),
+                message: message.into(),
+                at_ms,
+            }],
+            ..Settlement::default()
+        })
     }
 
     /// The dead letters, by local id.
@@ -468,6 +649,8 @@ impl Store {
             let dl: DeadLetter = self.codec.decode_value(KIND_DEAD, &raw)?.1;
             let frame = self.codec.encode_value(KIND_OUTBOX, 1, &dl.item)?;
             tx.open_table(OUTBOX)?.insert(local_id, frame.as_slice())?;
+            tx.open_table(OUTBOX_INDEX)?
+                .insert(local_id, index_row(&dl.item.to_ref()).as_slice())?;
             dl.item
         };
         tx.commit()?;

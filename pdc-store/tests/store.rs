@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use pdc_store::{NewItem, RedbTier, Store, StoreError};
-use pdc_sync::{Priority, StreamKey};
+use pdc_sync::{OutboxItem, Priority, StreamKey};
 use redb::{Database, ReadableTable, TableDefinition};
 
 fn item(i: u64) -> NewItem {
@@ -53,7 +53,7 @@ fn dead_letters_keep_the_reason_and_can_be_requeued() {
     let store = Store::open(&path).unwrap();
     let it = store.append(item(1)).unwrap();
     store
-        .dead_letter(&it, "invalid_sku", "SKU 99 unknown", 5)
+        .dead_letter(it.local_id, "invalid_sku", "SKU 99 unknown", 5)
         .unwrap();
     assert!(store.pending().unwrap().0.is_empty());
     let dl = store.dead_letters().unwrap();
@@ -155,15 +155,15 @@ fn foreign_damaged_and_newer_files_are_clear_errors() {
         let tx = db.begin_write().unwrap();
         tx.open_table(TableDefinition::<&str, &[u8]>::new("pdc_meta"))
             .unwrap()
-            .insert("schema_version", 3u64.to_le_bytes().as_slice())
+            .insert("schema_version", 4u64.to_le_bytes().as_slice())
             .unwrap();
         tx.commit().unwrap();
     }
     assert!(matches!(
         Store::open(&path),
         Err(StoreError::NewerSchema {
-            found: 3,
-            supported: 2
+            found: 4,
+            supported: 3
         })
     ));
 
@@ -323,4 +323,138 @@ fn a_schema_1_store_migrates_to_the_legacy_id() {
         Store::open(&path).unwrap().store_id(),
         pdc_sync::StoreId::LEGACY
     );
+}
+
+/// Schema 2 stores (no outbox index) get the index built at open, from
+/// the outbox itself.
+#[test]
+fn a_schema_2_store_gets_its_outbox_index() {
+    let (_dir, path) = fresh();
+    let appended = {
+        let s = Store::open(&path).unwrap();
+        s.append_many((0..4).map(item).collect()).unwrap()
+    };
+    {
+        let db = Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.delete_table(TableDefinition::<u64, &[u8]>::new("outbox_index"))
+            .unwrap();
+        tx.open_table(TableDefinition::<&str, &[u8]>::new("pdc_meta"))
+            .unwrap()
+            .insert("schema_version", 2u64.to_le_bytes().as_slice())
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let (refs, held) = s.pending_refs().unwrap();
+    assert!(held.is_empty());
+    assert_eq!(
+        refs,
+        appended.iter().map(OutboxItem::to_ref).collect::<Vec<_>>()
+    );
+}
+
+/// The outbox against a model: appends, settlements (acks, refusals,
+/// holds), releases and damaged records; the index (`pending_refs`) and
+/// `load` always agree with the model, and a reopen changes nothing.
+mod outbox_model {
+    use super::*;
+    use pdc_store::{Refusal, Settlement};
+    use pdc_sync::Loaded;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append(u8),
+        Settle {
+            ack: Vec<usize>,
+            refuse: Vec<usize>,
+            hold: Vec<usize>,
+        },
+        Release(usize),
+        Reopen,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let picks = || proptest::collection::vec(any::<usize>(), 0..3);
+        prop_oneof![
+            4 => (1u8..6).prop_map(Op::Append),
+            3 => (picks(), picks(), picks()).prop_map(|(ack, refuse, hold)| Op::Settle { ack, refuse, hold }),
+            1 => any::<usize>().prop_map(Op::Release),
+            1 => Just(Op::Reopen),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn outbox_index_and_payloads_follow_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+            let (_dir, path) = fresh();
+            let mut store = Store::open(&path).unwrap();
+            // local id -> (item, held reason)
+            let mut model: BTreeMap<u64, (OutboxItem, Option<String>)> = BTreeMap::new();
+            let mut dead: BTreeMap<u64, String> = BTreeMap::new();
+            let mut n = 0u64;
+            for op in ops {
+                let ids: Vec<u64> = model.keys().copied().collect();
+                let pick = |i: usize| ids.get(i % ids.len().max(1)).copied();
+                match op {
+                    Op::Append(k) => {
+                        let items = (0..k).map(|_| { n += 1; item(n) }).collect();
+                        for it in store.append_many(items).unwrap() {
+                            model.insert(it.local_id, (it, None));
+                        }
+                    }
+                    Op::Settle { ack, refuse, hold } => {
+                        let mut s = Settlement::default();
+                        let mut used = std::collections::BTreeSet::new();
+                        for id in ack.into_iter().filter_map(pick) {
+                            if used.insert(id) { s.acked.push(id); }
+                        }
+                        for id in refuse.into_iter().filter_map(pick) {
+                            if used.insert(id) {
+                                s.refused.push(Refusal { local_id: id, code: "c".into(), message: format!("m{id}"), at_ms: 1 });
+                            }
+                        }
+                        for id in hold.into_iter().filter_map(pick) {
+                            if used.insert(id) { s.held.push((id, format!("r{id}"))); }
+                        }
+                        store.settle(&s).unwrap();
+                        for id in &s.acked { model.remove(id); }
+                        for r in &s.refused { model.remove(&r.local_id); dead.insert(r.local_id, r.message.clone()); }
+                        for (id, reason) in &s.held { if let Some(e) = model.get_mut(id) { e.1 = Some(reason.clone()); } }
+                    }
+                    Op::Release(i) => {
+                        if let Some(id) = pick(i) {
+                            let was = store.release_held(id).unwrap();
+                            let e = model.get_mut(&id).unwrap();
+                            prop_assert_eq!(was, e.1.is_some());
+                            e.1 = None;
+                        }
+                    }
+                    Op::Reopen => {
+                        drop(store);
+                        store = Store::open(&path).unwrap();
+                    }
+                }
+                let (refs, held) = store.pending_refs().unwrap();
+                let want: Vec<_> = model.values().filter(|e| e.1.is_none()).map(|e| e.0.to_ref()).collect();
+                prop_assert_eq!(refs, want);
+                let want_held: Vec<_> = model.values().filter_map(|e| e.1.clone().map(|r| (e.0.to_ref(), r))).collect();
+                prop_assert_eq!(held, want_held);
+                let ids: Vec<u64> = model.keys().copied().chain([n + 1]).collect();
+                let loaded = store.load(&ids).unwrap();
+                for (id, l) in ids.iter().zip(loaded) {
+                    match (model.get(id), l) {
+                        (Some(e), Loaded::Item(it)) => prop_assert_eq!(&e.0, &it),
+                        (None, Loaded::Gone { .. }) => {}
+                        (m, l) => prop_assert!(false, "{id}: model {m:?}, store {l:?}"),
+                    }
+                }
+                let dls: BTreeMap<u64, String> = store.dead_letters().unwrap().into_iter().map(|d| (d.item.local_id, d.message)).collect();
+                prop_assert_eq!(&dls, &dead);
+            }
+        }
+    }
 }

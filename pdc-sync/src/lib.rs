@@ -87,12 +87,13 @@ pub use backoff::{Backoff, BackoffConfig};
 pub use delta::{Delta, DeltaTracker, LocalDataset, ServerDataset};
 pub use error::SyncError;
 pub use machine::{
-    check_wire_ints, Batch, Connectivity, QueueHealth, Restored, SyncConfig, SyncEvent, SyncMachine,
+    check_wire_ints, Batch, Connectivity, ItemSource, Loaded, QueueHealth, Restored, SyncConfig,
+    SyncEvent, SyncMachine,
 };
 pub use protocol::{
-    DatasetChange, DatasetDelta, DatasetRecord, DatasetState, ItemResult, MetricsReport,
-    OutboxItem, Priority, PullRequest, PullResponse, PushRequest, PushResponse, StoreId, StreamKey,
-    BASE_SCHEMA, MAX_WIRE_INT, PROTOCOL_VERSION,
+    DatasetChange, DatasetDelta, DatasetRecord, DatasetState, ItemRef, ItemResult, MetricsReport,
+    OutboxItem, Priority, PullRequest, PullResponse, PushRequest, PushResponse, ServerLimits,
+    StoreId, StreamKey, BASE_SCHEMA, MAX_WIRE_INT, PROTOCOL_VERSION,
 };
 pub use quality::{Quality, QualityEstimator};
 pub use queue::OutboxQueue;

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::protocol::{
-    ItemResult, OutboxItem, Priority, PushRequest, PushResponse, StoreId, StreamKey, MAX_WIRE_INT,
-    PROTOCOL_VERSION,
+    ItemRef, ItemResult, OutboxItem, Priority, PushRequest, PushResponse, ServerLimits, StoreId,
+    StreamKey, MAX_WIRE_INT, PROTOCOL_VERSION,
 };
 use crate::quality::{Quality, QualityEstimator};
 use crate::queue::OutboxQueue;
@@ -40,7 +40,51 @@ pub struct Restored {
     /// Items added.
     pub added: usize,
     /// Items it cannot send, with the reason: dead-letter them.
-    pub refused: Vec<(OutboxItem, SyncError)>,
+    pub refused: Vec<(ItemRef, SyncError)>,
+}
+
+/// One item as a host's durable outbox hands it to the machine when a
+/// batch is built ([`ItemSource`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Loaded {
+    /// The item, whole.
+    Item(OutboxItem),
+    /// The item cannot be read any more (its record failed its checksum
+    /// and the host moved it aside, say): the machine forgets it and
+    /// reports [`SyncEvent::Unreadable`].
+    Gone {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where the machine gets the items it holds only by reference
+/// ([`SyncMachine::enqueue_ref`], [`SyncMachine::restore_refs`]) when it
+/// builds a batch: the host's durable outbox. Closures
+/// `FnMut(&[u64]) -> Result<Vec<Loaded>, String>` are sources.
+pub trait ItemSource {
+    /// The items with these local ids, one answer per id in the same
+    /// order. `Err` is a failure to read at all (the batch is put back and
+    /// retried after a backoff).
+    fn load(&mut self, local_ids: &[u64]) -> Result<Vec<Loaded>, String>;
+}
+
+impl<F: FnMut(&[u64]) -> Result<Vec<Loaded>, String>> ItemSource for F {
+    fn load(&mut self, local_ids: &[u64]) -> Result<Vec<Loaded>, String> {
+        self(local_ids)
+    }
+}
+
+/// The source of a host that enqueued every item with its payload.
+struct NoSource;
+
+impl ItemSource for NoSource {
+    fn load(&mut self, local_ids: &[u64]) -> Result<Vec<Loaded>, String> {
+        Err(format!(
+            "{} items were enqueued by reference: build batches with poll_transmit_with",
+            local_ids.len()
+        ))
+    }
 }
 
 /// Sync machine configuration.
@@ -80,6 +124,14 @@ pub struct SyncConfig {
     /// alone as a probe (default 60 s); an accepted probe resumes.
     #[serde(default = "default_halt_probe")]
     pub halt_probe: Duration,
+    /// Whether final outcomes (acks, dead letters, quarantines) wait for
+    /// the host's [`SyncMachine::confirm`] (or [`SyncMachine::revert`])
+    /// before the machine forgets the items (default `false`: forgotten at
+    /// once). A host that persists outcomes sets it, commits each
+    /// response's outcomes, and confirms only after the commit: if the
+    /// commit fails, `revert` puts the items back and they are resent.
+    #[serde(default)]
+    pub confirm_outcomes: bool,
 }
 
 fn default_halt_probe() -> Duration {
@@ -103,6 +155,7 @@ impl SyncConfig {
             quarantine_after: 3,
             reconnect_jitter: Duration::from_millis(500),
             halt_probe: default_halt_probe(),
+            confirm_outcomes: false,
         }
     }
 }
@@ -143,7 +196,7 @@ pub enum SyncEvent {
     /// The server refused the item for good: move it to the dead letters.
     DeadLettered {
         /// The item.
-        item: OutboxItem,
+        item: ItemRef,
         /// Server's code.
         code: String,
         /// Server's message.
@@ -153,8 +206,16 @@ pub enum SyncEvent {
     /// re-queues it ([`SyncMachine::requeue_quarantined`]).
     Quarantined {
         /// The item.
-        item: OutboxItem,
+        item: ItemRef,
         /// Last failure.
+        reason: String,
+    },
+    /// The host's [`ItemSource`] could not read the item any more
+    /// ([`Loaded::Gone`]): the machine forgot it.
+    Unreadable {
+        /// The item.
+        local_id: u64,
+        /// The source's reason.
         reason: String,
     },
     /// The server refused a whole request (a 4xx other than 401, 403,
@@ -259,13 +320,19 @@ pub struct SyncMachine {
     /// item, doubled back on success.
     split_limit: usize,
     solitary_failures: HashMap<u64, u32>,
-    quarantine: BTreeMap<u64, OutboxItem>,
+    quarantine: BTreeMap<u64, ItemRef>,
+    /// Payloads of items enqueued whole (not by reference).
+    payloads: HashMap<u64, OutboxItem>,
+    /// Final outcomes awaiting the host's confirmation, per batch
+    /// (`confirm_outcomes`).
+    settling: HashMap<u64, Vec<Settled>>,
     drained: bool,
     last_push_ok: Option<Instant>,
     last_pull_ok: Option<Instant>,
     bytes_up: u64,
     bytes_down: u64,
     halted: Option<Halt>,
+    server_limits: Option<ServerLimits>,
 }
 
 impl std::fmt::Debug for SyncMachine {
@@ -303,13 +370,51 @@ impl SyncMachine {
             events: VecDeque::new(),
             solitary_failures: HashMap::new(),
             quarantine: BTreeMap::new(),
+            payloads: HashMap::new(),
+            settling: HashMap::new(),
             drained: true,
             last_push_ok: None,
             last_pull_ok: None,
             bytes_up: 0,
             bytes_down: 0,
             halted: None,
+            server_limits: None,
         }
+    }
+
+    /// Most items per batch: the configured number, lowered to the
+    /// server's published limit.
+    fn max_batch_items(&self) -> usize {
+        let server = self.server_limits.map_or(usize::MAX, |l| {
+            usize::try_from(l.max_items).unwrap_or(usize::MAX)
+        });
+        self.config.max_batch_items.min(server)
+    }
+
+    /// Most bytes per batch: the configured number, lowered to the
+    /// server's body limit.
+    fn max_batch_bytes(&self) -> usize {
+        let server = self.server_limits.map_or(usize::MAX, |l| {
+            usize::try_from(l.max_body_bytes).unwrap_or(usize::MAX)
+        });
+        self.config.max_batch_bytes.min(server)
+    }
+
+    /// Takes the limits a server publishes (`GET /v1/ping`): batches stay
+    /// within its item count and body size, and
+    /// [`SyncMachine::admissible`] refuses payloads over its item limit,
+    /// so that a host refuses them before saving. The configured limits
+    /// still apply when lower. Items already held that are over a new limit
+    /// stay: the server answers them 413, and a lone one is dead-lettered
+    /// with the limit in the reason (a stale limit costs one round trip).
+    pub fn apply_server_limits(&mut self, limits: ServerLimits) {
+        self.server_limits = Some(limits);
+        self.split_limit = self.split_limit.min(self.max_batch_items().max(1));
+    }
+
+    /// The server limits in force, if a server published any.
+    pub fn server_limits(&self) -> Option<ServerLimits> {
+        self.server_limits
     }
 
     /// The configuration.
@@ -332,20 +437,42 @@ impl SyncMachine {
         self.last_local_id
     }
 
-    /// Adds an item to send. Its local id must be above every id enqueued
+    /// Adds an item to send, payload and all (a host without a durable
+    /// outbox of its own). Its local id must be above every id enqueued
     /// before; a refused item changes nothing.
     pub fn enqueue(&mut self, item: OutboxItem, now: Instant) -> Result<(), SyncError> {
-        if item.local_id <= self.last_local_id {
+        self.check_increasing(item.local_id)?;
+        self.admissible(&item)?;
+        let r = item.to_ref();
+        self.payloads.insert(item.local_id, item);
+        self.push_new(r, now);
+        Ok(())
+    }
+
+    /// Adds an item by reference: the host keeps it (durably) and hands it
+    /// over when a batch is built ([`SyncMachine::poll_transmit_with`]).
+    /// The same rules as [`SyncMachine::enqueue`].
+    pub fn enqueue_ref(&mut self, item: ItemRef, now: Instant) -> Result<(), SyncError> {
+        self.check_increasing(item.local_id)?;
+        self.admissible_ref(&item)?;
+        self.push_new(item, now);
+        Ok(())
+    }
+
+    fn check_increasing(&self, local_id: u64) -> Result<(), SyncError> {
+        if local_id <= self.last_local_id {
             return Err(SyncError::LocalIdNotIncreasing {
-                local_id: item.local_id,
+                local_id,
                 last: self.last_local_id,
             });
         }
-        let size = self.admissible(&item)?;
-        self.last_local_id = item.local_id;
-        self.queue.push(item, size, now);
-        self.drained = false;
         Ok(())
+    }
+
+    fn push_new(&mut self, item: ItemRef, now: Instant) {
+        self.last_local_id = item.local_id;
+        self.queue.push(item, now);
+        self.drained = false;
     }
 
     /// Whether the machine takes this item, and its encoded size: its
@@ -356,43 +483,121 @@ impl SyncMachine {
     /// worst-case size), so that nothing saved is refused.
     pub fn admissible(&self, item: &OutboxItem) -> Result<usize, SyncError> {
         check_wire_ints(item)?;
-        let size = item_size(item);
-        if size > self.config.max_item_bytes {
-            return Err(SyncError::ItemTooLarge {
-                local_id: item.local_id,
-                size,
-                limit: self.config.max_item_bytes,
-            });
+        let size = item.encoded_size();
+        self.check_size(item.local_id, size)?;
+        if let Some(l) = self.server_limits {
+            if item.payload.len() as u64 > l.max_item_bytes {
+                return Err(SyncError::ItemTooLarge {
+                    local_id: item.local_id,
+                    size: item.payload.len(),
+                    limit: usize::try_from(l.max_item_bytes).unwrap_or(usize::MAX),
+                });
+            }
         }
         Ok(size)
     }
 
+    /// [`SyncMachine::admissible`] for an item held by reference: its
+    /// local id and stream within the wire's range (its creation time was
+    /// checked when it was saved) and its size within `max_item_bytes`.
+    pub fn admissible_ref(&self, item: &ItemRef) -> Result<(), SyncError> {
+        for (field, value) in [("local_id", item.local_id), ("stream", item.stream.0)] {
+            if value > MAX_WIRE_INT {
+                return Err(SyncError::OutOfRange { field, value });
+            }
+        }
+        self.check_size(item.local_id, item.size as usize)
+    }
+
+    fn check_size(&self, local_id: u64, size: usize) -> Result<(), SyncError> {
+        if size > self.config.max_item_bytes {
+            return Err(SyncError::ItemTooLarge {
+                local_id,
+                size,
+                limit: self.config.max_item_bytes,
+            });
+        }
+        Ok(())
+    }
+
     /// Re-adds the pending items of a durable outbox after a restart, in
-    /// any order. Items already held are skipped. An item the machine can
-    /// no longer send (over a lowered size limit, say) is not added but
-    /// returned in [`Restored::refused`] with the reason, for the host to
-    /// dead-letter: a restore never fails on a stored item.
+    /// any order, payload and all. Items already held are skipped. An item
+    /// the machine can no longer send (over a lowered size limit, say) is
+    /// not added but returned in [`Restored::refused`] with the reason, for
+    /// the host to dead-letter: a restore never fails on a stored item.
     pub fn restore(&mut self, mut items: Vec<OutboxItem>, now: Instant) -> Restored {
         items.sort_by_key(|i| i.local_id);
         let mut restored = Restored::default();
         for item in items {
-            if self.queue.contains(item.local_id) || self.quarantine.contains_key(&item.local_id) {
-                continue;
+            let r = item.to_ref();
+            let verdict = check_wire_ints(&item).and_then(|()| self.admissible_ref(&r));
+            if self.restore_one(r, verdict, now, &mut restored) {
+                self.payloads.insert(r.local_id, item);
             }
-            // Refused items still count for the id order: ids never repeat.
-            self.last_local_id = self.last_local_id.max(item.local_id);
-            match self.admissible(&item) {
-                Ok(size) => {
-                    self.queue.push(item, size, now);
-                    restored.added += 1;
-                }
-                Err(e) => restored.refused.push((item, e)),
-            }
-        }
-        if restored.added > 0 {
-            self.drained = false;
         }
         restored
+    }
+
+    /// [`SyncMachine::restore`] by reference: the host hands the items over
+    /// when a batch is built ([`SyncMachine::poll_transmit_with`]).
+    pub fn restore_refs(&mut self, mut items: Vec<ItemRef>, now: Instant) -> Restored {
+        items.sort_by_key(|i| i.local_id);
+        let mut restored = Restored::default();
+        for r in items {
+            let verdict = self.admissible_ref(&r);
+            self.restore_one(r, verdict, now, &mut restored);
+        }
+        restored
+    }
+
+    /// Adds one restored item unless held already; whether it was added.
+    fn restore_one(
+        &mut self,
+        r: ItemRef,
+        verdict: Result<(), SyncError>,
+        now: Instant,
+        restored: &mut Restored,
+    ) -> bool {
+        if self.holds(r.local_id) {
+            return false;
+        }
+        // Refused items still count for the id order: ids never repeat.
+        self.last_local_id = self.last_local_id.max(r.local_id);
+        match verdict {
+            Ok(()) => {
+                self.queue.push(r, now);
+                restored.added += 1;
+                self.drained = false;
+                true
+            }
+            Err(e) => {
+                restored.refused.push((r, e));
+                false
+            }
+        }
+    }
+
+    /// Whether the machine holds this item in any state (pending, in
+    /// flight, quarantined, or awaiting confirmation).
+    fn holds(&self, local_id: u64) -> bool {
+        self.queue.contains(local_id)
+            || self.quarantine.contains_key(&local_id)
+            || self
+                .settling
+                .values()
+                .any(|v| v.iter().any(|s| s.item.local_id == local_id))
+    }
+
+    /// Re-adds an item a durable outbox holds as quarantined (persisted
+    /// from an earlier [`SyncEvent::Quarantined`]): it waits, and its
+    /// stream with it, until [`SyncMachine::requeue_quarantined`].
+    pub fn restore_quarantined(&mut self, item: ItemRef) {
+        if self.holds(item.local_id) {
+            return;
+        }
+        self.last_local_id = self.last_local_id.max(item.local_id);
+        self.queue.set_quarantined(item.stream, true);
+        self.quarantine.insert(item.local_id, item);
     }
 
     /// Tells the machine whether the server is reachable. On return to
@@ -430,74 +635,156 @@ impl SyncMachine {
         self.bytes_down += bytes_down as u64;
     }
 
-    /// The next batch to send at `now`, if any may go.
+    /// The next batch to send at `now`, if any may go, for a host that
+    /// enqueued every item whole ([`SyncMachine::enqueue`]).
     #[must_use]
     pub fn poll_transmit(&mut self, now: Instant) -> Option<Batch> {
-        if self.connectivity == Connectivity::Offline
-            || self.in_flight.len() >= self.config.max_in_flight
-            || self.not_before.is_some_and(|nb| nb > now)
-            || !self.queue.has_ready()
-        {
-            return None;
-        }
-        if let Some(until) = self.linger_until() {
-            if until > now {
+        self.poll_transmit_with(now, &mut NoSource)
+    }
+
+    /// The next batch to send at `now`, if any may go; the items held by
+    /// reference are read from `source` (only the batch's, only now).
+    #[must_use]
+    pub fn poll_transmit_with(
+        &mut self,
+        now: Instant,
+        source: &mut dyn ItemSource,
+    ) -> Option<Batch> {
+        loop {
+            if self.connectivity == Connectivity::Offline
+                || self.in_flight.len() >= self.config.max_in_flight
+                || self.not_before.is_some_and(|nb| nb > now)
+                || !self.queue.has_ready()
+            {
                 return None;
             }
-        }
-        let mut max_items = self.config.max_batch_items.min(self.split_limit).max(1);
-        if let Some(h) = &mut self.halted {
-            if h.probe_at > now {
+            if let Some(until) = self.linger_until() {
+                if until > now {
+                    return None;
+                }
+            }
+            let mut max_items = self.max_batch_items().min(self.split_limit).max(1);
+            if let Some(h) = &mut self.halted {
+                if h.probe_at > now {
+                    return None;
+                }
+                // A probe: one item, then wait for its answer or the next turn.
+                h.probe_at = now + self.config.halt_probe;
+                max_items = 1;
+            }
+            let budget = self.max_batch_bytes().saturating_sub(REQUEST_OVERHEAD);
+            let refs = self.queue.take_batch(now, max_items, budget);
+            if refs.is_empty() {
                 return None;
             }
-            // A probe: one item, then wait for its answer or the next turn.
-            h.probe_at = now + self.config.halt_probe;
-            max_items = 1;
-        }
-        let budget = self.config.max_batch_bytes.saturating_sub(REQUEST_OVERHEAD);
-        let items = self.queue.take_batch(now, max_items, budget);
-        if items.is_empty() {
-            return None;
-        }
-        let id = self.next_batch_id;
-        self.next_batch_id += 1;
-        let request = PushRequest {
-            schema: PROTOCOL_VERSION,
-            terminal_id: self.config.terminal_id.clone(),
-            store_id: self.config.store_id,
-            batch_id: id,
-            items,
-        };
-        let bytes = match self.codec.encode(&request) {
-            Ok(b) => b,
-            Err(e) => {
-                // Items passed the size check, so this is not expected; put
-                // them back and back off rather than lose or spin on them.
-                let ids: Vec<u64> = request.items.iter().map(|i| i.local_id).collect();
-                self.fail(id, ids, FailKind::Transient, None, e.to_string(), now);
-                return None;
+            let id = self.next_batch_id;
+            self.next_batch_id += 1;
+            let ids: Vec<u64> = refs.iter().map(|r| r.local_id).collect();
+            let items = match self.gather(&ids, source) {
+                Ok(items) => items,
+                Err(reason) => {
+                    self.fail(id, ids, FailKind::Transient, None, reason, now);
+                    return None;
+                }
+            };
+            if items.is_empty() {
+                // Every item was gone; try what is ready next.
+                self.check_drained();
+                continue;
             }
-        };
-        self.bytes_up += bytes.len() as u64;
-        self.in_flight.insert(
-            id,
-            InFlight {
-                ids: request.items.iter().map(|i| i.local_id).collect(),
-                sent_at: now,
-                deadline: now + self.config.in_flight_timeout,
-            },
-        );
-        Some(Batch {
-            id,
-            items: request.items,
-            request: bytes,
-        })
+            let request = PushRequest {
+                schema: PROTOCOL_VERSION,
+                terminal_id: self.config.terminal_id.clone(),
+                store_id: self.config.store_id,
+                batch_id: id,
+                items,
+            };
+            let ids: Vec<u64> = request.items.iter().map(|i| i.local_id).collect();
+            let bytes = match self.codec.encode(&request) {
+                Ok(b) => b,
+                Err(e) => {
+                    // Items passed the size check, so this is not expected; put
+                    // them back and back off rather than lose or spin on them.
+                    self.fail(id, ids, FailKind::Transient, None, e.to_string(), now);
+                    return None;
+                }
+            };
+            self.bytes_up += bytes.len() as u64;
+            self.in_flight.insert(
+                id,
+                InFlight {
+                    ids,
+                    sent_at: now,
+                    deadline: now + self.config.in_flight_timeout,
+                },
+            );
+            return Some(Batch {
+                id,
+                items: request.items,
+                request: bytes,
+            });
+        }
+    }
+
+    /// The whole items of a batch taken from the queue: held payloads
+    /// copied, the rest read from `source`. Items the source reports gone
+    /// are forgotten (with an event); `Err` puts the whole batch back.
+    fn gather(
+        &mut self,
+        ids: &[u64],
+        source: &mut dyn ItemSource,
+    ) -> Result<Vec<OutboxItem>, String> {
+        let missing: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|id| !self.payloads.contains_key(id))
+            .collect();
+        let mut loaded: HashMap<u64, OutboxItem> = HashMap::new();
+        let mut gone: Vec<(u64, String)> = Vec::new();
+        if !missing.is_empty() {
+            let answers = source
+                .load(&missing)
+                .map_err(|e| format!("items could not be read: {e}"))?;
+            if answers.len() != missing.len() {
+                return Err(format!(
+                    "item source answered {} items for {}",
+                    answers.len(),
+                    missing.len()
+                ));
+            }
+            for (&id, answer) in missing.iter().zip(answers) {
+                match answer {
+                    Loaded::Item(item) if item.local_id == id => {
+                        loaded.insert(id, item);
+                    }
+                    Loaded::Item(item) => {
+                        return Err(format!(
+                            "item source answered item {} for {id}",
+                            item.local_id
+                        ))
+                    }
+                    Loaded::Gone { reason } => gone.push((id, reason)),
+                }
+            }
+        }
+        for (id, reason) in gone {
+            self.queue.settle(id, true);
+            self.solitary_failures.remove(&id);
+            self.events.push_back(SyncEvent::Unreadable {
+                local_id: id,
+                reason,
+            });
+        }
+        Ok(ids
+            .iter()
+            .filter_map(|id| loaded.remove(id).or_else(|| self.payloads.get(id).cloned()))
+            .collect())
     }
 
     /// When a partial batch stops waiting for more items.
     fn linger_until(&self) -> Option<Instant> {
         if self.config.linger.is_zero()
-            || self.queue.ready_len() >= self.config.max_batch_items.min(self.split_limit)
+            || self.queue.ready_len() >= self.max_batch_items().min(self.split_limit)
             || self.queue.ready_class() == Some(Priority::Critical)
         {
             return None;
@@ -610,8 +897,7 @@ impl SyncMachine {
             match result {
                 ItemResult::Applied { server_seq } | ItemResult::Duplicate { server_seq } => {
                     let duplicate = matches!(result, ItemResult::Duplicate { .. });
-                    self.solitary_failures.remove(&id);
-                    self.queue.settle(id, true);
+                    self.finish(batch_id, id, false);
                     self.events.push_back(SyncEvent::Acked {
                         local_id: id,
                         server_seq,
@@ -619,8 +905,7 @@ impl SyncMachine {
                     });
                 }
                 ItemResult::Rejected { code, message } => {
-                    self.solitary_failures.remove(&id);
-                    if let Some(item) = self.queue.settle(id, true) {
+                    if let Some(item) = self.finish(batch_id, id, false) {
                         self.events.push_back(SyncEvent::DeadLettered {
                             item,
                             code,
@@ -629,8 +914,7 @@ impl SyncMachine {
                     }
                 }
                 ItemResult::Conflict { message } => {
-                    self.solitary_failures.remove(&id);
-                    if let Some(item) = self.queue.settle(id, true) {
+                    if let Some(item) = self.finish(batch_id, id, false) {
                         self.events.push_back(SyncEvent::DeadLettered {
                             item,
                             code: "conflict".into(),
@@ -650,7 +934,7 @@ impl SyncMachine {
                 });
             }
             self.backoff.reset();
-            self.split_limit = (self.split_limit * 2).min(self.config.max_batch_items.max(1));
+            self.split_limit = (self.split_limit * 2).min(self.max_batch_items().max(1));
             self.last_push_ok = Some(now);
             if let Some(ra) = retry_after {
                 self.not_before = Some(now + ra);
@@ -736,8 +1020,7 @@ impl SyncMachine {
                 // Too large alone: this item can never be sent to this
                 // server; the reason carries the server's limit.
                 FailKind::TooLarge => {
-                    self.solitary_failures.remove(&id);
-                    if let Some(item) = self.queue.settle(id, true) {
+                    if let Some(item) = self.finish(batch_id, id, false) {
                         self.events.push_back(SyncEvent::DeadLettered {
                             item,
                             code: "item_too_large".into(),
@@ -748,10 +1031,7 @@ impl SyncMachine {
                     return;
                 }
                 FailKind::Server if count >= self.config.quarantine_after => {
-                    self.solitary_failures.remove(&id);
-                    if let Some(item) = self.queue.settle(id, true) {
-                        self.queue.set_quarantined(item.stream, true);
-                        self.quarantine.insert(id, item.clone());
+                    if let Some(item) = self.finish(batch_id, id, true) {
                         self.events.push_back(SyncEvent::Quarantined {
                             item,
                             reason: reason.clone(),
@@ -787,8 +1067,71 @@ impl SyncMachine {
         });
     }
 
+    /// A final outcome for an in-flight item: it leaves the queue (to the
+    /// quarantine if `quarantine`), and is kept for [`SyncMachine::revert`]
+    /// until confirmed when `confirm_outcomes` is set.
+    fn finish(&mut self, batch_id: u64, id: u64, quarantine: bool) -> Option<ItemRef> {
+        let item = self.queue.settle(id, true)?;
+        self.solitary_failures.remove(&id);
+        if quarantine {
+            self.queue.set_quarantined(item.stream, true);
+            self.quarantine.insert(id, item);
+        }
+        if self.config.confirm_outcomes {
+            self.settling.entry(batch_id).or_default().push(Settled {
+                item,
+                quarantined: quarantine,
+            });
+        } else if !quarantine {
+            self.payloads.remove(&id);
+        }
+        Some(item)
+    }
+
+    /// The host committed batch `batch_id`'s outcomes: the machine forgets
+    /// its acknowledged and dead-lettered items (quarantined ones stay in
+    /// the quarantine). Returns how many outcomes were confirmed; a no-op
+    /// without `confirm_outcomes`.
+    pub fn confirm(&mut self, batch_id: u64) -> usize {
+        let Some(settled) = self.settling.remove(&batch_id) else {
+            return 0;
+        };
+        for s in &settled {
+            if !s.quarantined {
+                self.payloads.remove(&s.item.local_id);
+            }
+        }
+        self.check_drained();
+        settled.len()
+    }
+
+    /// The host could not commit batch `batch_id`'s outcomes: its items go
+    /// back to the queue in their places (quarantined ones too) and are
+    /// resent; the server answers those it has as duplicates. Returns how
+    /// many items came back.
+    pub fn revert(&mut self, batch_id: u64, now: Instant) -> usize {
+        let Some(settled) = self.settling.remove(&batch_id) else {
+            return 0;
+        };
+        for s in &settled {
+            if s.quarantined {
+                self.quarantine.remove(&s.item.local_id);
+                self.queue.set_quarantined(s.item.stream, false);
+            }
+            self.queue.push(s.item, now);
+        }
+        if !settled.is_empty() {
+            self.drained = false;
+        }
+        settled.len()
+    }
+
     fn check_drained(&mut self) {
-        if !self.drained && self.queue.is_empty() && self.in_flight.is_empty() {
+        if !self.drained
+            && self.queue.is_empty()
+            && self.in_flight.is_empty()
+            && self.settling.is_empty()
+        {
             self.drained = true;
             self.events.push_back(SyncEvent::Drained);
         }
@@ -801,7 +1144,7 @@ impl SyncMachine {
     }
 
     /// Quarantined items, by local id.
-    pub fn quarantined(&self) -> impl Iterator<Item = &OutboxItem> {
+    pub fn quarantined(&self) -> impl Iterator<Item = &ItemRef> {
         self.quarantine.values()
     }
 
@@ -813,8 +1156,7 @@ impl SyncMachine {
             .remove(&local_id)
             .ok_or(SyncError::NotQuarantined(local_id))?;
         let stream: StreamKey = item.stream;
-        let size = item_size(&item);
-        self.queue.push(item, size, now);
+        self.queue.push(item, now);
         self.queue.set_quarantined(stream, false);
         self.drained = false;
         Ok(())
@@ -847,6 +1189,13 @@ impl SyncMachine {
     }
 }
 
+/// A final outcome awaiting the host's confirmation.
+#[derive(Debug)]
+struct Settled {
+    item: ItemRef,
+    quarantined: bool,
+}
+
 /// A halt: why, and when the next probe goes.
 #[derive(Debug)]
 struct Halt {
@@ -862,20 +1211,6 @@ enum FailKind {
     Server,
     /// 413: the request is too large; halve it, dead-letter a lone item.
     TooLarge,
-}
-
-/// Encoded size of an item inside a push request (postcard).
-fn item_size(item: &OutboxItem) -> usize {
-    fn varint(v: u64) -> usize {
-        (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-    }
-    varint(item.local_id)
-        + varint(item.stream.0)
-        + 1
-        + varint(u64::from(item.kind))
-        + varint(item.created_at_ms)
-        + varint(item.payload.len() as u64)
-        + item.payload.len()
 }
 
 #[cfg(test)]
@@ -898,9 +1233,95 @@ mod tests {
                 payload: vec![0; len],
             };
             assert_eq!(
-                item_size(&item),
+                item.encoded_size(),
                 postcard::to_allocvec(&item).unwrap().len()
             );
         }
+    }
+
+    fn item(id: u64) -> OutboxItem {
+        OutboxItem {
+            local_id: id,
+            stream: StreamKey(id % 2),
+            priority: Priority::High,
+            kind: 1,
+            created_at_ms: 0,
+            payload: vec![id as u8; 10],
+        }
+    }
+
+    fn machine(confirm: bool) -> SyncMachine {
+        use rand::SeedableRng;
+        let mut c = SyncConfig::new("t");
+        c.linger = Duration::ZERO;
+        c.confirm_outcomes = confirm;
+        SyncMachine::new(c, Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1)))
+    }
+
+    #[test]
+    fn items_by_reference_are_read_only_when_a_batch_is_built() {
+        let mut m = machine(false);
+        let store: BTreeMap<u64, OutboxItem> = (1..=4).map(|i| (i, item(i))).collect();
+        for it in store.values() {
+            m.enqueue_ref(it.to_ref(), Instant::ZERO).unwrap();
+        }
+        assert!(m.payloads.is_empty(), "no payload held");
+        let mut asked = Vec::new();
+        let mut source = |ids: &[u64]| -> Result<Vec<Loaded>, String> {
+            asked.extend_from_slice(ids);
+            Ok(ids
+                .iter()
+                .map(|id| match id {
+                    3 => Loaded::Gone {
+                        reason: "checksum".into(),
+                    },
+                    _ => Loaded::Item(store[id].clone()),
+                })
+                .collect())
+        };
+        let b = m.poll_transmit_with(Instant::ZERO, &mut source).unwrap();
+        assert_eq!(asked, vec![1, 2, 3, 4]);
+        assert_eq!(
+            b.items.iter().map(|i| i.local_id).collect::<Vec<_>>(),
+            vec![1, 2, 4]
+        );
+        assert_eq!(b.items[0], store[&1], "payload as stored");
+        let gone: Vec<_> = std::iter::from_fn(|| m.poll_event())
+            .filter(|e| matches!(e, SyncEvent::Unreadable { local_id: 3, .. }))
+            .collect();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(m.len(), 3);
+        // Without a source, a batch of references is put back, not lost.
+        let mut m2 = machine(false);
+        m2.enqueue_ref(item(1).to_ref(), Instant::ZERO).unwrap();
+        assert!(m2.poll_transmit(Instant::ZERO).is_none());
+        assert_eq!(m2.len(), 1);
+    }
+
+    #[test]
+    fn outcomes_wait_for_confirmation_and_a_revert_resends_them() {
+        let mut m = machine(true);
+        for i in 1..=3 {
+            m.enqueue(item(i), Instant::ZERO).unwrap();
+        }
+        let b = m.poll_transmit(Instant::ZERO).unwrap();
+        let resp = PushResponse {
+            results: (1..=3)
+                .map(|i| ItemResult::Applied { server_seq: i })
+                .collect(),
+            retry_after_ms: None,
+        };
+        m.handle_response(b.id, resp.clone(), Instant::ZERO)
+            .unwrap();
+        assert!(m.is_empty());
+        assert_eq!(m.revert(b.id, Instant::ZERO), 3, "commit failed");
+        assert_eq!(m.len(), 3);
+        let b2 = m.poll_transmit(Instant::from_millis(1)).unwrap();
+        assert_eq!(b2.items, b.items, "resent whole");
+        m.handle_response(b2.id, resp, Instant::from_millis(1))
+            .unwrap();
+        assert_eq!(m.confirm(b2.id), 3);
+        assert_eq!(m.revert(b2.id, Instant::ZERO), 0, "confirmed for good");
+        assert!(m.is_empty() && m.payloads.is_empty());
     }
 }

@@ -166,6 +166,50 @@ pub struct OutboxItem {
     pub payload: Vec<u8>,
 }
 
+impl OutboxItem {
+    /// Encoded size of the item inside a push request (postcard).
+    pub fn encoded_size(&self) -> usize {
+        fn varint(v: u64) -> usize {
+            (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+        }
+        varint(self.local_id)
+            + varint(self.stream.0)
+            + 1
+            + varint(u64::from(self.kind))
+            + varint(self.created_at_ms)
+            + varint(self.payload.len() as u64)
+            + self.payload.len()
+    }
+
+    /// What the sync machine keeps of this item to schedule it.
+    pub fn to_ref(&self) -> ItemRef {
+        ItemRef {
+            local_id: self.local_id,
+            stream: self.stream,
+            priority: self.priority,
+            // Larger than any configurable item limit when it saturates.
+            size: u32::try_from(self.encoded_size()).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+/// What the sync machine keeps of a pending item: what scheduling needs
+/// (its id, stream, class and encoded size), never its payload. A host
+/// with a durable outbox enqueues these and hands the machine the items
+/// when a batch is built ([`crate::SyncMachine::poll_transmit_with`]), so
+/// that memory does not grow with the queue. Not sent on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ItemRef {
+    /// The item's local id.
+    pub local_id: u64,
+    /// Its ordering stream.
+    pub stream: StreamKey,
+    /// Its urgency class.
+    pub priority: Priority,
+    /// Its encoded size inside a push request ([`OutboxItem::encoded_size`]).
+    pub size: u32,
+}
+
 /// `POST /v1/push` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushRequest {
@@ -254,6 +298,19 @@ pub enum ItemResult {
         /// What differs.
         message: String,
     },
+}
+
+/// `GET /v1/ping` answer (JSON, `200`): the server's request limits, so
+/// that a terminal refuses an item the server would refuse before it
+/// saves it. A server that answers `204` publishes none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerLimits {
+    /// Most items in one push.
+    pub max_items: u64,
+    /// Largest request body, decoded.
+    pub max_body_bytes: u64,
+    /// Largest payload of one item.
+    pub max_item_bytes: u64,
 }
 
 /// `POST /v1/push` answer: one result per item, in request order.

@@ -16,14 +16,12 @@ use std::time::Duration;
 
 use pdc_clock::Instant;
 
-use crate::protocol::{OutboxItem, Priority, StreamKey};
+use crate::protocol::{ItemRef, Priority, StreamKey};
 
 #[derive(Debug)]
 struct Entry {
-    item: OutboxItem,
+    item: ItemRef,
     enqueued_at: Instant,
-    /// Encoded size of the item inside a push request.
-    size: usize,
 }
 
 #[derive(Debug, Default)]
@@ -90,8 +88,9 @@ impl OutboxQueue {
     }
 
     /// Adds an item in its local-id place in its stream; an id already held
-    /// is refused (`false`).
-    pub fn push(&mut self, item: OutboxItem, size: usize, now: Instant) -> bool {
+    /// is refused (`false`). The queue keeps only what scheduling needs
+    /// ([`ItemRef`]): never a payload.
+    pub fn push(&mut self, item: ItemRef, now: Instant) -> bool {
         if self.entries.contains_key(&item.local_id) {
             return false;
         }
@@ -112,7 +111,6 @@ impl OutboxQueue {
             Entry {
                 item,
                 enqueued_at: now,
-                size,
             },
         );
         self.relist(key);
@@ -201,12 +199,7 @@ impl OutboxQueue {
     /// `max_bytes` (one item is always taken if any is ready, whatever its
     /// size, so that an item larger than the budget still goes alone), in
     /// scheduling order, and marks them in flight.
-    pub fn take_batch(
-        &mut self,
-        now: Instant,
-        max_items: usize,
-        max_bytes: usize,
-    ) -> Vec<OutboxItem> {
+    pub fn take_batch(&mut self, now: Instant, max_items: usize, max_bytes: usize) -> Vec<ItemRef> {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         // Streams taken in this batch: their next item may follow.
@@ -218,11 +211,12 @@ impl OutboxQueue {
             let Some(entry) = self.entries.get(&id) else {
                 break;
             };
-            if !out.is_empty() && bytes + entry.size > max_bytes {
+            let size = entry.item.size as usize;
+            if !out.is_empty() && bytes + size > max_bytes {
                 break;
             }
-            bytes += entry.size;
-            let item = entry.item.clone();
+            bytes += size;
+            let item = entry.item;
             let priority = item.priority.index();
             self.by_class[priority].remove(&id);
             let Some(stream) = self.streams.get_mut(&key) else {
@@ -252,7 +246,7 @@ impl OutboxQueue {
 
     /// The outcome of an in-flight item: `done` removes it; otherwise it
     /// returns to the front of its stream.
-    pub fn settle(&mut self, local_id: u64, done: bool) -> Option<OutboxItem> {
+    pub fn settle(&mut self, local_id: u64, done: bool) -> Option<ItemRef> {
         let key = self.entries.get(&local_id)?.item.stream;
         if done {
             let entry = self.entries.remove(&local_id)?;
@@ -283,7 +277,7 @@ impl OutboxQueue {
     }
 
     /// The held item with this id.
-    pub fn get(&self, local_id: u64) -> Option<&OutboxItem> {
+    pub fn get(&self, local_id: u64) -> Option<&ItemRef> {
         self.entries.get(&local_id).map(|e| &e.item)
     }
 
@@ -312,14 +306,16 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn item(id: u64, stream: u64, p: Priority) -> OutboxItem {
-        OutboxItem {
+    fn item(id: u64, stream: u64, p: Priority) -> ItemRef {
+        sized(id, stream, p, 20)
+    }
+
+    fn sized(id: u64, stream: u64, p: Priority, size: u32) -> ItemRef {
+        ItemRef {
             local_id: id,
             stream: StreamKey(stream),
             priority: p,
-            kind: 1,
-            created_at_ms: 0,
-            payload: vec![0; 10],
+            size,
         }
     }
 
@@ -327,7 +323,7 @@ mod tests {
     fn a_batch_fills_with_urgent_items_when_only_they_wait() {
         let mut q = OutboxQueue::new(Duration::from_secs(30));
         for i in 1..=60 {
-            q.push(item(i, i, Priority::Critical), 20, Instant::ZERO);
+            q.push(item(i, i, Priority::Critical), Instant::ZERO);
         }
         let b = q.take_batch(Instant::ZERO, 50, 1 << 20);
         assert_eq!(b.len(), 50, "no 30% cap");
@@ -336,9 +332,9 @@ mod tests {
     #[test]
     fn later_item_of_a_stream_rides_behind_its_head_never_before() {
         let mut q = OutboxQueue::new(Duration::from_secs(30));
-        q.push(item(1, 7, Priority::Low), 20, Instant::ZERO);
-        q.push(item(2, 8, Priority::High), 20, Instant::ZERO);
-        q.push(item(3, 7, Priority::Critical), 20, Instant::ZERO);
+        q.push(item(1, 7, Priority::Low), Instant::ZERO);
+        q.push(item(2, 8, Priority::High), Instant::ZERO);
+        q.push(item(3, 7, Priority::Critical), Instant::ZERO);
         let ids: Vec<u64> = q
             .take_batch(Instant::ZERO, 10, 1 << 20)
             .iter()
@@ -351,8 +347,8 @@ mod tests {
     #[test]
     fn a_stream_in_flight_waits_for_the_outcome() {
         let mut q = OutboxQueue::new(Duration::from_secs(30));
-        q.push(item(1, 7, Priority::High), 20, Instant::ZERO);
-        q.push(item(2, 7, Priority::High), 20, Instant::ZERO);
+        q.push(item(1, 7, Priority::High), Instant::ZERO);
+        q.push(item(2, 7, Priority::High), Instant::ZERO);
         let first = q.take_batch(Instant::ZERO, 1, 1 << 20);
         assert_eq!(first[0].local_id, 1);
         assert!(q.take_batch(Instant::ZERO, 10, 1 << 20).is_empty());
@@ -367,12 +363,12 @@ mod tests {
     #[test]
     fn aging_serves_a_starved_low_item() {
         let mut q = OutboxQueue::new(Duration::from_secs(10));
-        q.push(item(1, 1, Priority::Low), 20, Instant::ZERO);
+        q.push(item(1, 1, Priority::Low), Instant::ZERO);
         let mut served_low_at = None;
         for sec in 0..100u64 {
             let now = Instant::from_millis(sec * 1000);
             let id = sec + 2;
-            q.push(item(id, id, Priority::Critical), 20, now);
+            q.push(item(id, id, Priority::Critical), now);
             let b = q.take_batch(now, 1, 1 << 20);
             for i in &b {
                 q.settle(i.local_id, true);
@@ -390,8 +386,8 @@ mod tests {
     #[test]
     fn byte_budget_is_respected_but_a_large_item_still_goes_alone() {
         let mut q = OutboxQueue::new(Duration::from_secs(30));
-        q.push(item(1, 1, Priority::High), 700, Instant::ZERO);
-        q.push(item(2, 2, Priority::High), 400, Instant::ZERO);
+        q.push(sized(1, 1, Priority::High, 700), Instant::ZERO);
+        q.push(sized(2, 2, Priority::High, 400), Instant::ZERO);
         assert_eq!(q.take_batch(Instant::ZERO, 10, 500).len(), 1);
         assert_eq!(q.take_batch(Instant::ZERO, 10, 500).len(), 1);
     }
@@ -426,7 +422,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Push { stream, p } => {
-                        prop_assert!(q.push(item(next, stream, prios[p as usize]), 10, Instant::ZERO));
+                        prop_assert!(q.push(item(next, stream, prios[p as usize]), Instant::ZERO));
                         model.insert(next, (stream, prios[p as usize]));
                         next += 1;
                     }

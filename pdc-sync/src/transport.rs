@@ -10,8 +10,8 @@ use pdc_codec::Codec;
 
 use crate::delta::ServerDataset;
 use crate::protocol::{
-    ItemResult, MetricsReport, PullRequest, PullResponse, PushRequest, PushResponse, StoreId,
-    StreamKey,
+    ItemResult, MetricsReport, PullRequest, PullResponse, PushRequest, PushResponse, ServerLimits,
+    StoreId, StreamKey,
 };
 
 /// Why a request failed, classified for the sync machine.
@@ -64,8 +64,9 @@ pub trait SyncTransport {
     async fn push(&self, request: Vec<u8>) -> Result<Vec<u8>, TransportError>;
     /// Sends a pull request frame; returns the response frame.
     async fn pull(&self, request: Vec<u8>) -> Result<Vec<u8>, TransportError>;
-    /// A round trip with no effect, for latency probes.
-    async fn ping(&self) -> Result<(), TransportError>;
+    /// A round trip with no effect, for latency probes; returns the limits
+    /// the server publishes, if it publishes any.
+    async fn ping(&self) -> Result<Option<ServerLimits>, TransportError>;
     /// Sends a metrics report frame (a [`crate::MetricsReport`]).
     async fn report(&self, request: Vec<u8>) -> Result<(), TransportError>;
 }
@@ -93,6 +94,9 @@ pub struct MemoryServer {
     pub datasets: BTreeMap<String, ServerDataset>,
     /// Metrics reports received, oldest first.
     pub reports: Vec<MetricsReport>,
+    /// Limits published by ping and enforced on push (a payload over
+    /// `max_item_bytes` fails the request with 413, as pdc-server does).
+    pub limits: Option<ServerLimits>,
 }
 
 impl MemoryServer {
@@ -104,6 +108,23 @@ impl MemoryServer {
                 results: vec![ItemResult::RetryLater; req.items.len()],
                 retry_after_ms: Some(retry_after.as_millis() as u64),
             });
+        }
+        if let Some(l) = self.limits {
+            if let Some(big) = req
+                .items
+                .iter()
+                .find(|i| i.payload.len() as u64 > l.max_item_bytes)
+            {
+                return Err(TransportError::Client {
+                    status: 413,
+                    message: format!(
+                        "item_too_large: item {}: payload of {} bytes, at most {}",
+                        big.local_id,
+                        big.payload.len(),
+                        l.max_item_bytes
+                    ),
+                });
+            }
         }
         if req
             .items
@@ -242,8 +263,8 @@ impl SyncTransport for LoopbackTransport {
         self.encode(&resp)
     }
 
-    async fn ping(&self) -> Result<(), TransportError> {
-        Ok(())
+    async fn ping(&self) -> Result<Option<ServerLimits>, TransportError> {
+        Ok(self.server()?.limits)
     }
 
     async fn report(&self, request: Vec<u8>) -> Result<(), TransportError> {

@@ -5,7 +5,10 @@
 //! misconfigured proxy's 404), refuses items over its size limit (413),
 //! and a terminal that restarts mid-run (a new machine restored from what
 //! its durable outbox still holds; answers in flight are lost), on a
-//! virtual clock with a seeded RNG.
+//! virtual clock with a seeded RNG. Half the seeds run the machine as a
+//! durable host does: items by reference (payloads read from the host's
+//! outbox when a batch is built), outcomes confirmed only after the host's
+//! commit, and some commits failing (the outcomes reverted and resent).
 //!
 //! Invariants, checked for every seed: every item is applied exactly once,
 //! or dead-lettered only if the server rejected it or it is over the
@@ -23,7 +26,7 @@ use std::time::Duration;
 use pdc_clock::Instant;
 use pdc_codec::Codec;
 use pdc_sync::{
-    Connectivity, MemoryServer, OutboxItem, Priority, PushRequest, StreamKey, SyncConfig,
+    Connectivity, Loaded, MemoryServer, OutboxItem, Priority, PushRequest, StreamKey, SyncConfig,
     SyncEvent, SyncMachine, TransportError,
 };
 use rand::{Rng, SeedableRng};
@@ -47,6 +50,8 @@ struct Outcome {
     dead: usize,
     quarantined: usize,
     pushes: u64,
+    /// Outcomes reverted after a failed commit (and resent).
+    reverted: usize,
     end: Duration,
 }
 
@@ -61,6 +66,15 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
     // keep their scenario per seed.
     let mut rng2 = ChaCha8Rng::seed_from_u64(seed ^ 0x1313);
     config.halt_probe = Duration::from_millis(rng2.gen_range(500..5_000));
+    let mut rng3 = ChaCha8Rng::seed_from_u64(seed ^ 0x1414);
+    let by_ref = rng3.gen_bool(0.5);
+    config.confirm_outcomes = by_ref;
+    let p_commit_fail = if by_ref {
+        rng3.gen_range(0.0..0.2)
+    } else {
+        0.0
+    };
+    let mut reverted = 0usize;
     let machine_rng = Box::new(ChaCha8Rng::seed_from_u64(seed ^ 0xABCD));
     let mut m = SyncMachine::new(config.clone(), machine_rng);
     let mut server = MemoryServer::default();
@@ -176,7 +190,11 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
                 config.clone(),
                 Box::new(ChaCha8Rng::seed_from_u64(seed ^ 0x5151)),
             );
-            let restored = m.restore(outbox.values().cloned().collect(), now);
+            let restored = if by_ref {
+                m.restore_refs(outbox.values().map(OutboxItem::to_ref).collect(), now)
+            } else {
+                m.restore(outbox.values().cloned().collect(), now)
+            };
             if !restored.refused.is_empty() {
                 return Err(format!(
                     "seed {seed}: restore refused {:?}",
@@ -190,7 +208,12 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
         while next_enqueue < enqueue_at.len() && enqueue_at[next_enqueue].0 <= now {
             let item = enqueue_at[next_enqueue].1.clone();
             outbox.insert(item.local_id, item.clone());
-            m.enqueue(item, now).map_err(|e| e.to_string())?;
+            if by_ref {
+                m.enqueue_ref(item.to_ref(), now)
+            } else {
+                m.enqueue(item, now)
+            }
+            .map_err(|e| e.to_string())?;
             next_enqueue += 1;
             progressed = true;
         }
@@ -205,9 +228,53 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
                 Delivery::Error(e) => m.handle_error(batch_id, e, now),
             };
             progressed = true;
+            // The host commits this answer's outcomes, or fails to.
+            let events: Vec<SyncEvent> = std::iter::from_fn(|| m.poll_event()).collect();
+            if rng3.gen_bool(p_commit_fail) {
+                reverted += m.revert(batch_id, now);
+                continue;
+            }
+            for ev in events {
+                match ev {
+                    SyncEvent::Acked {
+                        duplicate,
+                        local_id,
+                        ..
+                    } => {
+                        out.duplicates += u64::from(duplicate);
+                        outbox.remove(&local_id);
+                    }
+                    SyncEvent::DeadLettered { item, code, .. } => {
+                        outbox.remove(&item.local_id);
+                        dead_ids.insert(item.local_id, code);
+                    }
+                    SyncEvent::Quarantined { item, .. } => {
+                        // The operator re-queues it (random 5xx, not a poison item).
+                        out.quarantined += 1;
+                        m.requeue_quarantined(item.local_id, now)
+                            .map_err(|e| e.to_string())?;
+                    }
+                    SyncEvent::Unreadable { local_id, reason } => {
+                        return Err(format!("seed {seed}: {local_id} unreadable: {reason}"))
+                    }
+                    _ => {}
+                }
+            }
+            m.confirm(batch_id);
         }
         m.handle_timeout(now);
-        while let Some(batch) = m.poll_transmit(now) {
+        let mut source = |ids: &[u64]| -> Result<Vec<Loaded>, String> {
+            Ok(ids
+                .iter()
+                .map(|id| match outbox.get(id) {
+                    Some(item) => Loaded::Item(item.clone()),
+                    None => Loaded::Gone {
+                        reason: "not in the outbox".into(),
+                    },
+                })
+                .collect())
+        };
+        while let Some(batch) = m.poll_transmit_with(now, &mut source) {
             progressed = true;
             let latency = Duration::from_millis(rng.gen_range(5..300));
             let delivery = if offline_at(now, &outages) {
@@ -263,26 +330,13 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
         }
         while let Some(ev) = m.poll_event() {
             progressed = true;
-            match ev {
-                SyncEvent::Acked {
-                    duplicate,
-                    local_id,
-                    ..
-                } => {
-                    out.duplicates += u64::from(duplicate);
-                    outbox.remove(&local_id);
-                }
-                SyncEvent::DeadLettered { item, code, .. } => {
-                    outbox.remove(&item.local_id);
-                    dead_ids.insert(item.local_id, code);
-                }
-                SyncEvent::Quarantined { item, .. } => {
-                    // The operator re-queues it (random 5xx, not a poison item).
-                    out.quarantined += 1;
-                    m.requeue_quarantined(item.local_id, now)
-                        .map_err(|e| e.to_string())?;
-                }
-                _ => {}
+            // Outcomes come only from answers, handled above.
+            if let SyncEvent::Acked { .. }
+            | SyncEvent::DeadLettered { .. }
+            | SyncEvent::Quarantined { .. }
+            | SyncEvent::Unreadable { .. } = ev
+            {
+                return Err(format!("seed {seed}: outcome outside an answer: {ev:?}"));
             }
         }
         let done = next_enqueue == enqueue_at.len()
@@ -339,6 +393,7 @@ fn simulate(seed: u64) -> Result<Outcome, String> {
     // Invariants.
     out.end = now.since_origin();
     out.pushes = server.pushes;
+    out.reverted = reverted;
     for (_, item) in &enqueue_at {
         let applied = server.has("till-1", item.local_id);
         let dead = dead_ids.contains_key(&item.local_id);
@@ -400,6 +455,7 @@ fn simulated_outages_lose_and_double_nothing() {
                 total.dead += o.dead;
                 total.quarantined += o.quarantined;
                 total.pushes += o.pushes;
+                total.reverted += o.reverted;
             }
             Err(e) => panic!("{e} (rerun: PDC_SIM_SEEDS={} and seed {seed})", seed + 1),
         }
@@ -409,6 +465,7 @@ fn simulated_outages_lose_and_double_nothing() {
         total.duplicates > 0,
         "the network must have lost answers in some seed"
     );
+    assert!(total.reverted > 0, "some commits must have failed");
 }
 
 #[test]
