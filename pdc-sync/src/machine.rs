@@ -525,56 +525,56 @@ impl SyncMachine {
     /// the machine can no longer send (over a lowered size limit, say) is
     /// not added but returned in [`Restored::refused`] with the reason, for
     /// the host to dead-letter: a restore never fails on a stored item.
-    pub fn restore(&mut self, mut items: Vec<OutboxItem>, now: Instant) -> Restored {
-        items.sort_by_key(|i| i.local_id);
-        let mut restored = Restored::default();
+    pub fn restore(&mut self, items: Vec<OutboxItem>, now: Instant) -> Restored {
+        let mut refs = Vec::with_capacity(items.len());
+        let mut verdicts = Vec::with_capacity(items.len());
         for item in items {
             let r = item.to_ref();
-            let verdict = check_wire_ints(&item).and_then(|()| self.admissible_ref(&r));
-            if self.restore_one(r, verdict, now, &mut restored) {
-                self.payloads.insert(r.local_id, item);
+            verdicts.push(check_wire_ints(&item).and_then(|()| self.admissible_ref(&r)));
+            refs.push(r);
+            if !self.holds(item.local_id) {
+                self.payloads.insert(item.local_id, item);
             }
+        }
+        let restored = self.restore_checked(refs, verdicts, now);
+        for (r, _) in &restored.refused {
+            self.payloads.remove(&r.local_id);
         }
         restored
     }
 
     /// [`SyncMachine::restore`] by reference: the host hands the items over
     /// when a batch is built ([`SyncMachine::poll_transmit_with`]).
-    pub fn restore_refs(&mut self, mut items: Vec<ItemRef>, now: Instant) -> Restored {
-        items.sort_by_key(|i| i.local_id);
-        let mut restored = Restored::default();
-        for r in items {
-            let verdict = self.admissible_ref(&r);
-            self.restore_one(r, verdict, now, &mut restored);
-        }
-        restored
+    pub fn restore_refs(&mut self, items: Vec<ItemRef>, now: Instant) -> Restored {
+        let verdicts = items.iter().map(|r| self.admissible_ref(r)).collect();
+        self.restore_checked(items, verdicts, now)
     }
 
-    /// Adds one restored item unless held already; whether it was added.
-    fn restore_one(
+    fn restore_checked(
         &mut self,
-        r: ItemRef,
-        verdict: Result<(), SyncError>,
+        items: Vec<ItemRef>,
+        verdicts: Vec<Result<(), SyncError>>,
         now: Instant,
-        restored: &mut Restored,
-    ) -> bool {
-        if self.holds(r.local_id) {
-            return false;
-        }
-        // Refused items still count for the id order: ids never repeat.
-        self.last_local_id = self.last_local_id.max(r.local_id);
-        match verdict {
-            Ok(()) => {
-                self.queue.push(r, now);
-                restored.added += 1;
-                self.drained = false;
-                true
+    ) -> Restored {
+        let mut restored = Restored::default();
+        let mut accepted = Vec::with_capacity(items.len());
+        for (r, verdict) in items.into_iter().zip(verdicts) {
+            if self.holds(r.local_id) {
+                continue;
             }
-            Err(e) => {
-                restored.refused.push((r, e));
-                false
+            // Refused items still count for the id order: ids never repeat.
+            self.last_local_id = self.last_local_id.max(r.local_id);
+            match verdict {
+                Ok(()) => accepted.push(r),
+                Err(e) => restored.refused.push((r, e)),
             }
         }
+        restored.refused.sort_by_key(|(r, _)| r.local_id);
+        restored.added = self.queue.push_many(accepted, now);
+        if restored.added > 0 {
+            self.drained = false;
+        }
+        restored
     }
 
     /// Whether the machine holds this item in any state (pending, in
@@ -582,10 +582,11 @@ impl SyncMachine {
     fn holds(&self, local_id: u64) -> bool {
         self.queue.contains(local_id)
             || self.quarantine.contains_key(&local_id)
-            || self
-                .settling
-                .values()
-                .any(|v| v.iter().any(|s| s.item.local_id == local_id))
+            || (!self.settling.is_empty()
+                && self
+                    .settling
+                    .values()
+                    .any(|v| v.iter().any(|s| s.item.local_id == local_id)))
     }
 
     /// Re-adds an item a durable outbox holds as quarantined (persisted

@@ -54,14 +54,24 @@ fn build_store(path: &std::path::Path, pending: usize) -> Result<(), String> {
 }
 
 /// Resident memory of one engine with a 5,000-product catalogue (all
-/// looked up, so cached) and 1,000 pending sales, in a fresh process.
-pub fn rss() -> Result<(), String> {
+/// looked up, so cached) and `pending` sales (default 1,000), in a fresh
+/// process.
+pub fn rss(pending: usize) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let dir = std::env::temp_dir().join(format!("pdc-engine-rss-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|x| e(&x))?;
     let path = dir.join("till.pdc");
+    // The store is built by a child process, so that building it leaves
+    // nothing in this one's memory.
+    let status = std::process::Command::new(std::env::current_exe().map_err(|x| e(&x))?)
+        .args(["engine-figures", "--build-store", &pending.to_string()])
+        .arg(&path)
+        .status()
+        .map_err(|x| e(&x))?;
+    if !status.success() {
+        return Err(format!("building the store failed: {status}"));
+    }
     let baseline = rss_kib("VmRSS:");
-    build_store(&path, 1_000)?;
     let mut c = EngineConfig::new("till-1", &path);
     c.datasets = vec!["products".into()];
     let engine =
@@ -81,6 +91,12 @@ pub fn rss() -> Result<(), String> {
     drop(engine);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// `engine-figures --build-store N PATH`: the store of [`rss`], built in
+/// its own process.
+pub fn build_store_at(pending: usize, path: &std::path::Path) -> Result<(), String> {
+    build_store(path, pending)
 }
 
 pub fn run(pending: usize) -> Result<(), String> {

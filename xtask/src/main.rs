@@ -51,23 +51,35 @@ fn main() -> ExitCode {
         "fuzz" => ci::fuzz(rest),
         "wasm" => ci::wasm(),
         "fleet" => fleet::run_report(),
-        "engine-figures" if rest.iter().any(|a| a == "--rss") => engine_figures::rss(),
+        "engine-figures" if rest.first().is_some_and(|a| a == "--build-store") => {
+            match (rest.get(1).map(|n| n.parse::<usize>()), rest.get(2)) {
+                (Some(Ok(n)), Some(path)) => {
+                    engine_figures::build_store_at(n, std::path::Path::new(path))
+                }
+                _ => Err("engine-figures --build-store N PATH".into()),
+            }
+        }
         "engine-figures" => {
+            let rss = rest.iter().any(|a| a == "--rss");
             let pending = rest
                 .iter()
                 .position(|a| a == "--pending")
                 .and_then(|i| rest.get(i + 1))
-                .map_or(Ok(10_000), |v| {
+                .map_or(Ok(if rss { 1_000 } else { 10_000 }), |v| {
                     v.parse::<usize>()
                         .map_err(|e| format!("--pending {v}: {e}"))
                 });
-            pending.and_then(engine_figures::run)
+            if rss {
+                pending.and_then(engine_figures::rss)
+            } else {
+                pending.and_then(engine_figures::run)
+            }
         }
         "store-latency" => store_latency::run(),
         "cache-ratio" => cache_ratio::run(rest.iter().any(|a| a == "--json")),
         "server-load" => server_load::run_report(rest),
         _ => {
-            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss | --pending N] | server-load [--postgres URL]>");
+            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss] [--pending N] | server-load [--postgres URL]>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {
