@@ -346,7 +346,7 @@ pub fn run(script: &[u8]) -> Result<Summary, String> {
         step += 1;
         let arg = bytes.next().unwrap_or(0);
         let r = match op % 14 {
-            0 | 1 | 2 => w.record(2, 40 + usize::from(arg), arg, &mut summary),
+            0..=2 => w.record(2, 40 + usize::from(arg), arg, &mut summary),
             3 => w.record(REJECTED, 40, arg, &mut summary),
             4 => w.record(POISON, 40, arg, &mut summary),
             5 => w.record(2, SERVER_ITEM_LIMIT as usize + 500, arg, &mut summary),
