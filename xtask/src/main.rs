@@ -60,6 +60,14 @@ fn main() -> ExitCode {
             }
         }
         "engine-figures" => {
+            if let Some(n) = rest
+                .iter()
+                .position(|a| a == "--streams")
+                .and_then(|i| rest.get(i + 1))
+            {
+                // Read by the store builder, here and in its child process.
+                std::env::set_var("PDC_FIGURES_STREAMS", n);
+            }
             let rss = rest.iter().any(|a| a == "--rss");
             let pending = rest
                 .iter()
@@ -69,7 +77,9 @@ fn main() -> ExitCode {
                     v.parse::<usize>()
                         .map_err(|e| format!("--pending {v}: {e}"))
                 });
-            if rss {
+            if rest.iter().any(|a| a == "--http") {
+                pending.and_then(engine_figures::http)
+            } else if rss {
                 pending.and_then(engine_figures::rss)
             } else {
                 pending.and_then(engine_figures::run)
@@ -79,7 +89,7 @@ fn main() -> ExitCode {
         "cache-ratio" => cache_ratio::run(rest.iter().any(|a| a == "--json")),
         "server-load" => server_load::run_report(rest),
         _ => {
-            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss] [--pending N] | server-load [--postgres URL]>");
+            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss | --http] [--pending N] [--streams N] | server-load [--postgres URL]>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {

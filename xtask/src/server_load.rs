@@ -10,11 +10,11 @@ use std::process::{Child, Command, Stdio};
 
 use crate::{cargo, root, run};
 
-fn pdc() -> PathBuf {
+pub(crate) fn pdc() -> PathBuf {
     root().join("target/release/pdc")
 }
 
-struct Serve(Child);
+pub(crate) struct Serve(Child);
 
 impl Drop for Serve {
     fn drop(&mut self) {
@@ -25,7 +25,7 @@ impl Drop for Serve {
     }
 }
 
-fn serve(ledger: &[String]) -> Result<(Serve, String), String> {
+pub(crate) fn serve(ledger: &[String]) -> Result<(Serve, String), String> {
     let mut child = Command::new(pdc())
         .arg("serve")
         .args(ledger)
