@@ -203,11 +203,12 @@ pub fn run(pending: usize) -> Result<(), String> {
 /// over loopback HTTP: time, batches, bytes each way.
 pub fn http(pending: usize) -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
-    crate::run(
-        crate::cargo()
-            .current_dir(crate::root())
-            .args(["build", "--release", "-p", "pdc-cli"]),
-    )?;
+    crate::run(crate::cargo().current_dir(crate::root()).args([
+        "build",
+        "--release",
+        "-p",
+        "pdc-cli",
+    ]))?;
     let dir = std::env::temp_dir().join(format!("pdc-engine-http-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|x| e(&x))?;
     let ledger = vec![
@@ -238,8 +239,8 @@ pub fn http(pending: usize) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|x| e(&x))?;
-    let transport =
-        pdc_core::HttpTransport::new(&url, &token, pdc_core::HttpOptions::default()).map_err(|x| e(&x))?;
+    let transport = pdc_core::HttpTransport::new(&url, &token, pdc_core::HttpOptions::default())
+        .map_err(|x| e(&x))?;
     let mut c = EngineConfig::new("till-1", &path);
     c.datasets = vec![];
     c.sync.linger = Duration::ZERO;
