@@ -1,5 +1,9 @@
 //! [`HttpTransport`]: the [`SyncTransport`] over pdc-server's HTTP API
-//! (`docs/PROTOCOL.md`), on reqwest with rustls (no OpenSSL).
+//! (`docs/PROTOCOL.md`), on reqwest with rustls (no OpenSSL) natively and
+//! on the browser's `fetch` on wasm32 (reqwest's wasm backend): one
+//! transport for both targets. Every request has the whole-request timeout;
+//! the connect timeout and the connection pool are native only (the
+//! browser manages its connections).
 
 use std::time::Duration;
 
@@ -13,6 +17,7 @@ pub struct HttpTransport {
     client: Client,
     base: String,
     bearer: String,
+    timeout: Duration,
 }
 
 /// Timeouts of the HTTP transport.
@@ -20,7 +25,7 @@ pub struct HttpTransport {
 pub struct HttpOptions {
     /// Whole-request timeout (connect, send, answer).
     pub timeout: Duration,
-    /// TCP connect timeout.
+    /// TCP connect timeout (native; the browser has its own).
     pub connect_timeout: Duration,
 }
 
@@ -37,16 +42,20 @@ impl HttpTransport {
     /// A transport to `base_url` (e.g. `http://127.0.0.1:8440`) with the
     /// terminal's token.
     pub fn new(base_url: &str, token: &str, options: HttpOptions) -> Result<Self, TransportError> {
-        let client = Client::builder()
+        let builder = Client::builder();
+        #[cfg(not(target_arch = "wasm32"))]
+        let builder = builder
             .timeout(options.timeout)
             .connect_timeout(options.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(Duration::from_secs(60));
+        let client = builder
             .build()
             .map_err(|e| TransportError::Offline(format!("http client: {e}")))?;
         Ok(HttpTransport {
             client,
             base: base_url.trim_end_matches('/').to_owned(),
             bearer: format!("Bearer {token}"),
+            timeout: options.timeout,
         })
     }
 
@@ -56,6 +65,7 @@ impl HttpTransport {
             .post(format!("{}{path}", self.base))
             .header(CONTENT_TYPE, "application/x-pdc")
             .header(AUTHORIZATION, &self.bearer)
+            .timeout(self.timeout)
             .body(body)
             .send()
             .await
@@ -111,7 +121,8 @@ fn classify(e: reqwest::Error) -> TransportError {
     }
 }
 
-#[async_trait::async_trait]
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
 impl SyncTransport for HttpTransport {
     async fn push(&self, request: Vec<u8>) -> Result<Vec<u8>, TransportError> {
         self.post("/v1/push", request).await
@@ -125,6 +136,7 @@ impl SyncTransport for HttpTransport {
         let resp = self
             .client
             .get(format!("{}/v1/ping", self.base))
+            .timeout(self.timeout)
             .send()
             .await
             .map_err(classify)?;

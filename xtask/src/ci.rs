@@ -55,6 +55,25 @@ pub fn wasm() -> Result<(), String> {
         "--no-default-features",
         "--features",
         "browser",
+    ]))?;
+    // The engine in a browser: pdc-core with its HTTP transport on fetch,
+    // the OPFS store, the wasm-bindgen API.
+    run(cargo().current_dir(root()).args([
+        "build",
+        "--target",
+        "wasm32-unknown-unknown",
+        "-p",
+        "pdc-web",
+    ]))?;
+    run(cargo().current_dir(root()).args([
+        "clippy",
+        "--target",
+        "wasm32-unknown-unknown",
+        "-p",
+        "pdc-web",
+        "--",
+        "-D",
+        "warnings",
     ]))
 }
 

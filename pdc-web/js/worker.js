@@ -1,0 +1,173 @@
+// The pdc engine's dedicated worker: owns the store (a Web Lock named after
+// it, then the OPFS file's exclusive sync access handle), drives sync with
+// timers, and answers the page's messages ({id, method, args} ->
+// {id, ok, value} or {id, ok: false, error: {code, message}}). It also
+// posts {type: "status", status} after every sync pass and
+// {type: "panic", message} if the engine panics (the page restarts the
+// worker: a panicked wasm instance is dead).
+import init, { WebEngine } from "../pkg/pdc_web.js";
+
+let engine = null;
+let releaseLock = null;
+let timer = null;
+let driving = false;
+let nextPing = 0;
+let nextPull = 0;
+const PING_ONLINE = 30_000;
+const PING_RECOVERING = 5_000;
+const PULL_EVERY = 300_000;
+
+self.__pdcPanic = (message) => self.postMessage({ type: "panic", message });
+
+function fail(code, message) {
+  const e = new Error(message);
+  e.name = code;
+  return e;
+}
+
+/** Takes the store's Web Lock, or reports that another tab holds it. */
+function acquire(name) {
+  return new Promise((resolve, reject) => {
+    navigator.locks
+      .request(`pdc-store:${name}`, { ifAvailable: true }, (lock) => {
+        if (!lock) {
+          resolve(false);
+          return undefined;
+        }
+        resolve(true);
+        // Held until close (or until the worker ends).
+        return new Promise((release) => {
+          releaseLock = release;
+        });
+      })
+      .catch(reject);
+  });
+}
+
+function schedule(ms) {
+  clearTimeout(timer);
+  timer = setTimeout(drive, Math.max(0, Math.min(ms, PING_ONLINE)));
+}
+
+/** One driver turn: probe, pull, sync when due; then sleep until the next. */
+async function drive() {
+  if (!engine || driving) return;
+  driving = true;
+  try {
+    const now = Date.now();
+    if (now >= nextPing) {
+      try {
+        await engine.ping();
+        nextPing = now + PING_ONLINE;
+      } catch {
+        nextPing = now + PING_RECOVERING;
+      }
+    }
+    if (Date.now() >= nextPull) {
+      try {
+        await engine.pull();
+        nextPull = Date.now() + PULL_EVERY;
+      } catch {
+        nextPull = Date.now() + PING_RECOVERING;
+      }
+    }
+    try {
+      await engine.syncOnce();
+    } catch {
+      // Retried at the next wake-up; the engine's backoff paces it.
+    }
+    self.postMessage({ type: "status", status: JSON.parse(engine.status()) });
+  } finally {
+    driving = false;
+    if (engine) {
+      const wake = engine.nextWakeupMs();
+      const untilPing = nextPing - Date.now();
+      schedule(wake === undefined ? untilPing : Math.min(wake, untilPing));
+    }
+  }
+}
+
+const methods = {
+  async open(config) {
+    if (engine) throw fail("already_open", "the engine is open");
+    await init();
+    const name = config.storeName ?? `${config.terminalId}.pdc`;
+    if (!(await acquire(name))) {
+      throw fail("open_in_another_tab", `the store ${name} is open in another tab`);
+    }
+    try {
+      engine = await WebEngine.open(JSON.stringify({ ...config, storeName: name }));
+    } catch (e) {
+      releaseLock?.();
+      releaseLock = null;
+      throw e;
+    }
+    schedule(0);
+    return { persisted: engine.persisted, pending: engine.pending() };
+  },
+  record(sale) {
+    const id = engine.record(sale);
+    schedule(0);
+    return id;
+  },
+  recordMany(sales) {
+    const ids = engine.recordMany(sales);
+    schedule(0);
+    return Array.from(ids);
+  },
+  pending() {
+    return engine.pending();
+  },
+  status() {
+    return JSON.parse(engine.status());
+  },
+  async syncNow() {
+    await engine.syncOnce();
+    return JSON.parse(engine.status());
+  },
+  async pull() {
+    await engine.pull();
+  },
+  setOnline(online) {
+    engine.setOnline(online);
+    if (online) schedule(0);
+  },
+  login(userId, pin) {
+    return JSON.parse(engine.login(userId, pin));
+  },
+  enrol(userId, role, pin) {
+    engine.enrol(userId, role, pin);
+  },
+  async reference(dataset, id) {
+    return await engine.reference(dataset, id);
+  },
+  events() {
+    const out = [];
+    for (let e = engine.pollEvent(); e !== undefined; e = engine.pollEvent()) out.push(JSON.parse(e));
+    return out;
+  },
+  close() {
+    clearTimeout(timer);
+    engine?.free();
+    engine = null;
+    releaseLock?.();
+    releaseLock = null;
+  },
+};
+
+self.onmessage = async (msg) => {
+  const { id, method, args } = msg.data ?? {};
+  try {
+    const f = methods[method];
+    if (!f) throw fail("unknown_method", `no method ${method}`);
+    if (!engine && method !== "open") throw fail("not_open", "open the engine first");
+    const value = await f(...(args ?? []));
+    self.postMessage({ id, ok: true, value });
+  } catch (e) {
+    self.postMessage({
+      id,
+      ok: false,
+      error: { code: e?.name ?? "error", message: e?.message ?? String(e) },
+    });
+  }
+};

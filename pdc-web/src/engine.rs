@@ -1,0 +1,378 @@
+//! The engine exported to JavaScript (run it in a dedicated worker).
+
+use std::rc::Rc;
+
+use pdc_clock::Clock;
+use pdc_core::{EngineConfig, EngineError, HttpOptions, HttpTransport, OfflineEngine};
+use pdc_store::{NewItem, Store};
+use pdc_sync::{Priority, StreamKey};
+use serde::Deserialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::clock::BrowserClock;
+use crate::opfs::open_opfs_file;
+
+type Engine = OfflineEngine<HttpTransport, BrowserClock>;
+
+/// What `WebEngine.open` takes (JSON, camelCase).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct OpenConfig {
+    terminal_id: String,
+    server_url: String,
+    token: String,
+    #[serde(default = "default_datasets")]
+    datasets: Vec<String>,
+    /// The OPFS file (default `<terminalId>.pdc`).
+    #[serde(default)]
+    store_name: Option<String>,
+    /// Per-request timeout (default 15 s).
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    /// The cheap KDF of tests; never in production.
+    #[serde(default)]
+    insecure_test_kdf: bool,
+    /// Largest item the till saves, encoded (default 1 MiB).
+    #[serde(default)]
+    max_item_bytes: Option<usize>,
+}
+
+fn default_datasets() -> Vec<String> {
+    vec!["products".into(), "users".into(), "config".into()]
+}
+
+/// A typed error for JavaScript: an `Error` whose `name` is the code
+/// (`store`, `locked_store`, `item_too_large`, `out_of_range`, `sync`,
+/// `auth`, `offline`, `transport`, `config`, `cache`, `codec`,
+/// `monitor`) and whose `message` says what happened.
+fn error(code: &str, message: impl std::fmt::Display) -> JsValue {
+    let e = js_sys::Error::new(&message.to_string());
+    e.set_name(code);
+    e.into()
+}
+
+fn engine_error(e: EngineError) -> JsValue {
+    use pdc_sync::{SyncError, TransportError};
+    let code = match &e {
+        EngineError::Store(pdc_store::StoreError::Locked) => "locked_store",
+        EngineError::Store(_) => "store",
+        EngineError::Sync(SyncError::ItemTooLarge { .. }) => "item_too_large",
+        EngineError::Sync(SyncError::OutOfRange { .. }) => "out_of_range",
+        EngineError::Sync(_) => "sync",
+        EngineError::Auth(_) => "auth",
+        EngineError::Transport(TransportError::Offline(_) | TransportError::Timeout) => "offline",
+        EngineError::Transport(_) => "transport",
+        EngineError::Cache(_) => "cache",
+        EngineError::Codec(_) => "codec",
+        EngineError::Monitor(_) => "monitor",
+        _ => "engine",
+    };
+    error(code, e)
+}
+
+fn get(obj: &JsValue, key: &str) -> Result<JsValue, JsValue> {
+    js_sys::Reflect::get(obj, &JsValue::from_str(key))
+}
+
+/// A sale from JS: `{stream, priority, kind, createdAtMs?, payload}`
+/// (`priority` is `"low" | "normal" | "high" | "critical"`, `payload` a
+/// `Uint8Array`). Everything is checked here, before it reaches the store.
+fn new_item(obj: &JsValue, clock: &BrowserClock) -> Result<NewItem, JsValue> {
+    let int = |key: &str, max: f64| -> Result<Option<u64>, JsValue> {
+        let v = get(obj, key)?;
+        if v.is_undefined() || v.is_null() {
+            return Ok(None);
+        }
+        match v.as_f64() {
+            Some(n) if n >= 0.0 && n.fract() == 0.0 && n <= max => Ok(Some(n as u64)),
+            _ => Err(error(
+                "config",
+                format!("{key} must be an integer from 0 to {max}"),
+            )),
+        }
+    };
+    // JS numbers are exact up to 2^53 - 1.
+    const SAFE: f64 = 9_007_199_254_740_991.0;
+    let stream = int("stream", SAFE)?.ok_or_else(|| error("config", "stream is required"))?;
+    let kind =
+        int("kind", f64::from(u16::MAX))?.ok_or_else(|| error("config", "kind is required"))?;
+    let created_at_ms = int("createdAtMs", SAFE)?.unwrap_or_else(|| clock.wall_ms());
+    let priority = match get(obj, "priority")?.as_string().as_deref() {
+        Some("low") => Priority::Low,
+        Some("normal") => Priority::Normal,
+        Some("high") | None => Priority::High,
+        Some("critical") => Priority::Critical,
+        Some(other) => {
+            return Err(error(
+                "config",
+                format!("priority {other:?} is not low, normal, high or critical"),
+            ))
+        }
+    };
+    let payload = get(obj, "payload")?
+        .dyn_into::<js_sys::Uint8Array>()
+        .map_err(|_| error("config", "payload must be a Uint8Array"))?
+        .to_vec();
+    Ok(NewItem {
+        stream: StreamKey(stream),
+        priority,
+        kind: kind as u16,
+        created_at_ms,
+        payload,
+    })
+}
+
+/// Reports a panic to the worker script (`self.__pdcPanic(message)`), which
+/// tells the page; the wasm instance is dead after a panic, so the page
+/// restarts the worker and reopens.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.to_string();
+        let global = js_sys::global();
+        if let Ok(f) = get(&global, "__pdcPanic").and_then(|f| f.dyn_into::<js_sys::Function>()) {
+            let _ = f.call1(&JsValue::NULL, &JsValue::from_str(&message));
+        }
+    }));
+}
+
+/// The pdc engine of one browser till, over an OPFS store (dedicated
+/// worker only) and the HTTP transport on `fetch`.
+#[wasm_bindgen]
+pub struct WebEngine {
+    inner: Rc<Engine>,
+    persisted: bool,
+}
+
+#[wasm_bindgen]
+impl WebEngine {
+    /// Opens the engine: the OPFS file, the store in it (created atomically
+    /// on first use), the pending outbox's index. Asks the browser to keep
+    /// the storage (`navigator.storage.persist()`); its answer is
+    /// [`WebEngine::persisted`]. `config` is JSON: `{terminalId, serverUrl,
+    /// token, datasets?, storeName?, timeoutMs?, maxItemBytes?}`.
+    pub async fn open(config: String) -> Result<WebEngine, JsValue> {
+        install_panic_hook();
+        let c: OpenConfig = serde_json::from_str(&config).map_err(|e| error("config", e))?;
+        let name = c
+            .store_name
+            .clone()
+            .unwrap_or_else(|| format!("{}.pdc", c.terminal_id));
+        if name.is_empty() || name.contains('/') || name.len() > 200 {
+            return Err(error(
+                "config",
+                format!("store name {name:?}: 1 to 200 characters, no '/'"),
+            ));
+        }
+        let persisted = persist().await;
+        let backend = open_opfs_file(&name)
+            .await
+            .map_err(|e| error("locked_store", js_text(&e)))?;
+        let store = Store::open_with_backend(backend).map_err(|e| engine_error(e.into()))?;
+        let transport = HttpTransport::new(
+            &c.server_url,
+            &c.token,
+            HttpOptions {
+                timeout: std::time::Duration::from_millis(c.timeout_ms.unwrap_or(15_000)),
+                ..HttpOptions::default()
+            },
+        )
+        .map_err(|e| engine_error(e.into()))?;
+        let mut config = EngineConfig::new(c.terminal_id, name);
+        config.datasets = c.datasets;
+        if c.insecure_test_kdf {
+            config.kdf = pdc_auth::KdfParams::INSECURE_TEST;
+        }
+        if let Some(n) = c.max_item_bytes {
+            config.sync.max_item_bytes = n;
+        }
+        let engine = OfflineEngine::with_store(config, store, transport, BrowserClock)
+            .map_err(engine_error)?;
+        Ok(WebEngine {
+            inner: Rc::new(engine),
+            persisted,
+        })
+    }
+
+    /// Whether the browser promised to keep this origin's storage (an
+    /// unpersisted store can be evicted under storage pressure: show it).
+    #[wasm_bindgen(getter)]
+    pub fn persisted(&self) -> bool {
+        self.persisted
+    }
+
+    /// Records a sale (`{stream, priority, kind, createdAtMs?, payload}`):
+    /// returns its local id once it is durable (flushed to the OPFS file).
+    /// On error nothing was saved.
+    pub fn record(&self, sale: JsValue) -> Result<f64, JsValue> {
+        let item = new_item(&sale, &BrowserClock)?;
+        self.inner
+            .record(item)
+            .map(|id| id as f64)
+            .map_err(engine_error)
+    }
+
+    /// Records many sales in one durable commit; all or none.
+    #[wasm_bindgen(js_name = recordMany)]
+    pub fn record_many(&self, sales: js_sys::Array) -> Result<Vec<f64>, JsValue> {
+        let items = sales
+            .iter()
+            .map(|s| new_item(&s, &BrowserClock))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.inner
+            .record_many(items)
+            .map(|ids| ids.into_iter().map(|id| id as f64).collect())
+            .map_err(engine_error)
+    }
+
+    /// Sales waiting to reach the server.
+    pub fn pending(&self) -> u32 {
+        u32::try_from(self.inner.pending()).unwrap_or(u32::MAX)
+    }
+
+    /// The sync status as JSON: `{pending, byPriority: [low, normal, high,
+    /// critical], inFlight, quarantined, halted, failures, lastSyncAtMs,
+    /// bytesUp, bytesDown, persisted}`.
+    pub fn status(&self) -> String {
+        let h = self.inner.health();
+        let clock = BrowserClock;
+        let last = h.last_push_ok.map(|t| {
+            clock
+                .wall_ms()
+                .saturating_sub((clock.now() - t).as_millis() as u64)
+        });
+        serde_json::json!({
+            "pending": self.inner.pending(),
+            "byPriority": h.pending.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            "inFlight": h.in_flight_items,
+            "quarantined": h.quarantined,
+            "halted": h.halted,
+            "failures": h.failures,
+            "lastSyncAtMs": last,
+            "bytesUp": h.bytes_up,
+            "bytesDown": h.bytes_down,
+            "persisted": self.persisted,
+        })
+        .to_string()
+    }
+
+    /// One sync pass (send what is due, commit the answers).
+    #[wasm_bindgen(js_name = syncOnce)]
+    pub fn sync_once(&self) -> js_sys::Promise {
+        let e = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            e.sync_once().await.map_err(engine_error)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Milliseconds until the next sync pass is due (0: now), or
+    /// `undefined` when only a new sale or a network change can start one.
+    #[wasm_bindgen(js_name = nextWakeupMs)]
+    pub fn next_wakeup_ms(&self) -> Option<f64> {
+        self.inner.next_wakeup().map(|at| {
+            at.saturating_duration_since(BrowserClock.now())
+                .as_secs_f64()
+                * 1000.0
+        })
+    }
+
+    /// Tells the engine whether the network is up (`online`/`offline`
+    /// events).
+    #[wasm_bindgen(js_name = setOnline)]
+    pub fn set_online(&self, online: bool) {
+        self.inner.set_online(online);
+    }
+
+    /// Probes the server (and takes its published limits); resolves to the
+    /// round trip in ms.
+    pub fn ping(&self) -> js_sys::Promise {
+        let e = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let rtt = e.ping().await.map_err(engine_error)?;
+            Ok(JsValue::from_f64(rtt.as_secs_f64() * 1000.0))
+        })
+    }
+
+    /// Pulls the reference datasets.
+    pub fn pull(&self) -> js_sys::Promise {
+        let e = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            e.pull().await.map_err(engine_error)?;
+            Ok(JsValue::UNDEFINED)
+        })
+    }
+
+    /// Offline PIN login; resolves to JSON `{userId, role, token,
+    /// expiresAtMs}`.
+    pub fn login(&self, user_id: String, pin: String) -> Result<String, JsValue> {
+        let login = self.inner.login(&user_id, &pin).map_err(engine_error)?;
+        Ok(serde_json::json!({
+            "userId": login.session.user_id,
+            "role": login.session.role,
+            "token": login.token.as_str(),
+            "expiresAtMs": login.session.expires_at_ms,
+        })
+        .to_string())
+    }
+
+    /// Enrols a user's PIN on this till.
+    pub fn enrol(&self, user_id: String, role: String, pin: String) -> Result<(), JsValue> {
+        self.inner
+            .enrol(&user_id, &role, &pin)
+            .map_err(engine_error)
+    }
+
+    /// A reference record by dataset and id (e.g. a product), or
+    /// `undefined`.
+    pub fn reference(&self, dataset: String, id: f64) -> js_sys::Promise {
+        let e = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            if !(id >= 0.0 && id.fract() == 0.0 && id <= 9_007_199_254_740_991.0) {
+                return Err(error("config", "id must be a non-negative integer"));
+            }
+            match e
+                .reference(&dataset, id as u64)
+                .await
+                .map_err(engine_error)?
+            {
+                Some(bytes) => Ok(js_sys::Uint8Array::from(&bytes[..]).into()),
+                None => Ok(JsValue::UNDEFINED),
+            }
+        })
+    }
+
+    /// The next engine event as JSON `{type, detail}`, or `undefined`.
+    #[wasm_bindgen(js_name = pollEvent)]
+    pub fn poll_event(&self) -> Option<String> {
+        self.inner.poll_event().map(|e| {
+            let text = format!("{e:?}");
+            let kind = text.split([' ', '{', '(']).next().unwrap_or("").to_owned();
+            serde_json::json!({ "type": kind, "detail": text }).to_string()
+        })
+    }
+}
+
+fn js_text(e: &JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| format!("{}: {}", String::from(e.name()), String::from(e.message())))
+        .or_else(|| e.as_string())
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+/// Asks the browser to keep this origin's storage; false if it will not
+/// (or cannot say).
+async fn persist() -> bool {
+    let Ok(scope) = js_sys::global().dyn_into::<web_sys::WorkerGlobalScope>() else {
+        return false;
+    };
+    let Ok(p) = scope.navigator().storage().persist() else {
+        return false;
+    };
+    JsFuture::from(p)
+        .await
+        .ok()
+        .and_then(|v| v.as_bool())
+        .unwrap_or(false)
+}
