@@ -65,6 +65,10 @@ enum Command {
         /// Burst of requests per terminal.
         #[arg(long)]
         burst: Option<u32>,
+        /// An origin whose pages may call the API from a browser (CORS),
+        /// e.g. https://till.example.com; repeat for more.
+        #[arg(long = "cors-origin")]
+        cors_origins: Vec<String>,
     },
     /// Registers, lists and revokes terminals and their tokens. With the
     /// embedded ledger, run these while the server is stopped.
@@ -189,6 +193,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             max_items,
             rate,
             burst,
+            cors_origins,
         } => {
             let mut config = admin::config(&ledger)?;
             if let Some(l) = listen {
@@ -203,6 +208,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             if let Some(b) = burst {
                 config.limits.burst = b;
             }
+            config.limits.cors_origins.extend(cors_origins);
             serve::serve(config).await?;
         }
         Command::Terminal { ledger, action } => admin::terminal(&ledger, action).await?,

@@ -54,6 +54,10 @@ pub struct Limits {
     pub burst: u32,
     /// Requests taking longer are answered 408.
     pub request_timeout_ms: u64,
+    /// Origins whose pages may call the API from a browser (CORS, e.g.
+    /// `https://till.example.com`); empty (the default): only pages of the
+    /// server's own origin.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for Limits {
@@ -65,6 +69,7 @@ impl Default for Limits {
             rate_per_sec: 50,
             burst: 100,
             request_timeout_ms: 15_000,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -748,7 +753,8 @@ async fn prometheus(State(s): State<Arc<AppState>>) -> Response {
 /// The service's routes over a state.
 pub fn router(state: Arc<AppState>) -> Router {
     let timeout = Duration::from_millis(state.limits.request_timeout_ms.max(1));
-    Router::new()
+    let cors = cors_layer(&state.limits.cors_origins);
+    let app = Router::new()
         .route("/v1/push", post(push))
         .route("/v1/pull", post(pull))
         .route("/v1/metrics", post(metrics_report))
@@ -759,7 +765,38 @@ pub fn router(state: Arc<AppState>) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(layer) => app.layer(layer),
+        None => app,
+    }
+}
+
+/// CORS for the configured origins: the preflight allows `Authorization`,
+/// `Content-Type` (`application/x-pdc` is not a simple type) and
+/// `Content-Encoding`; `Retry-After` is readable by the page. Origins that
+/// are not valid header values are skipped (the config check names them).
+fn cors_layer(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderName, HeaderValue, Method};
+    let list: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok())
+        .collect();
+    if list.is_empty() {
+        return None;
+    }
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(list)
+            .allow_methods([Method::GET, Method::HEAD, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::CONTENT_ENCODING,
+            ])
+            .expose_headers([HeaderName::from_static("retry-after")])
+            .max_age(Duration::from_secs(3600)),
+    )
 }
 
 /// A running server: its address and a way to stop it gracefully.

@@ -851,3 +851,60 @@ async fn whole_request_refusals_halt_and_oversized_items_fail_alone() {
     drop((lost, engine));
     server.shutdown().await.unwrap();
 }
+
+/// A page on a configured origin may call the API (preflight for
+/// `Authorization` and `application/x-pdc`); another origin gets no CORS
+/// headers, and without configuration none are sent at all.
+#[tokio::test]
+async fn cors_allows_only_the_configured_origins() {
+    let limits = Limits {
+        cors_origins: vec!["http://till.example:8080".into()],
+        ..Limits::default()
+    };
+    let f = Fixture::new(limits).await;
+    let preflight = |origin: &'static str| {
+        f.client
+            .request(reqwest::Method::OPTIONS, f.url("/v1/push"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let ok = preflight("http://till.example:8080").await.unwrap();
+    assert!(ok.status().is_success(), "{}", ok.status());
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "http://till.example:8080"
+    );
+    let allowed = ok.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(allowed.contains("authorization") && allowed.contains("content-type"));
+    let other = preflight("http://elsewhere.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let ping = f
+        .client
+        .get(f.url("/v1/ping"))
+        .header("origin", "http://till.example:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), StatusCode::OK);
+    assert_eq!(
+        ping.headers()["access-control-allow-origin"],
+        "http://till.example:8080"
+    );
+    let plain = Fixture::new(Limits::default()).await;
+    let r = plain
+        .client
+        .get(plain.url("/v1/ping"))
+        .header("origin", "http://till.example:8080")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
