@@ -29,7 +29,10 @@ pub fn ci() -> Result<(), String> {
         .current_dir(root())
         .env("PDC_TEST_DATABASE_URL", pg)
         .args(["test", "--workspace"]))?;
-    wasm()
+    wasm()?;
+    // pdc-web in headless Chromium, against the `pdc` binary the tests
+    // just built.
+    crate::browser::run_tests(&root().join("target/debug/pdc"))
 }
 
 /// Builds every pure crate present in the workspace for wasm32, and

@@ -10,6 +10,7 @@
 //! * `fleet`: the backoff comparison of 100 terminals reconnecting at once;
 //! * `cache-ratio [--json]`: hit ratios of the memory cache and its peers;
 //! * `store-latency`: durable append latency and group-commit throughput;
+//! * `browser`: pdc-web's tests in headless Chromium (installs what they need).
 //! * `engine-figures`: engine open time, lookups, resident memory.
 //!
 //! The tidy tests (architecture invariants of the workspace) live in
@@ -17,6 +18,7 @@
 
 use std::process::{Command, ExitCode};
 
+mod browser;
 mod cache_ratio;
 mod ci;
 mod engine_figures;
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
             .args(rest)),
         "fuzz" => ci::fuzz(rest),
         "wasm" => ci::wasm(),
+        "browser" => browser::run_tests(&root().join("target/debug/pdc")),
         "fleet" => fleet::run_report(),
         "engine-figures" if rest.first().is_some_and(|a| a == "--build-store") => {
             match (rest.get(1).map(|n| n.parse::<usize>()), rest.get(2)) {
@@ -89,7 +92,7 @@ fn main() -> ExitCode {
         "cache-ratio" => cache_ratio::run(rest.iter().any(|a| a == "--json")),
         "server-load" => server_load::run_report(rest),
         _ => {
-            eprintln!("usage: cargo xtask <ci | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss | --http] [--pending N] [--streams N] | server-load [--postgres URL]>");
+            eprintln!("usage: cargo xtask <ci | browser | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss | --http] [--pending N] [--streams N] | server-load [--postgres URL]>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {
