@@ -19,7 +19,7 @@ fn layer(krate: &str) -> Option<u8> {
         "pdc-datasets" | "pdc-cache" | "pdc-sync" | "pdc-auth" | "pdc-monitor" => 1,
         "pdc-store" | "pdc-test" => 2,
         "pdc-core" | "pdc-server" => 3,
-        "pdc-cli" => 4,
+        "pdc-cli" | "pdc-web" => 4,
         _ => return None,
     })
 }
