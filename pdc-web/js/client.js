@@ -68,6 +68,14 @@ export class PdcClient {
   record(sale) { return this.#call("record", sale); }
   /** Records many sales in one durable commit. */
   recordMany(sales) { return this.#call("recordMany", sales); }
+  /**
+   * Records a POS order `{cashierId, lines: [{productId, quantity, unitPriceCents, taxRateBp}],
+   * payments: [{method, amountCents}]}`; payments must equal the total (`payment_mismatch`).
+   * Resolves to `{localId, orderId, totalCents}` once durable.
+   */
+  recordOrder(order) { return this.#call("recordOrder", order); }
+  /** The pulled catalogue: `[{id, name, barcode, category, priceCents, taxRateBp, active}]`. */
+  products() { return this.#call("products"); }
   /** Sales waiting to reach the server. */
   pending() { return this.#call("pending"); }
   /** The sync status. */

@@ -115,6 +115,14 @@ const methods = {
     schedule(0);
     return Array.from(ids);
   },
+  recordOrder(order) {
+    const r = JSON.parse(engine.recordOrder(JSON.stringify(order)));
+    schedule(0);
+    return r;
+  },
+  products() {
+    return JSON.parse(engine.products());
+  },
   pending() {
     return engine.pending();
   },

@@ -39,6 +39,38 @@ struct OpenConfig {
     max_item_bytes: Option<usize>,
 }
 
+/// A POS order from JS.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SaleInput {
+    cashier_id: u32,
+    #[serde(default)]
+    customer_id: Option<u32>,
+    #[serde(default)]
+    terminal_number: u32,
+    lines: Vec<LineInput>,
+    payments: Vec<PaymentInput>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct LineInput {
+    product_id: u32,
+    quantity: u32,
+    unit_price_cents: i64,
+    #[serde(default)]
+    tax_rate_bp: u16,
+    #[serde(default)]
+    discount_cents: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PaymentInput {
+    method: String,
+    amount_cents: i64,
+}
+
 fn default_datasets() -> Vec<String> {
     vec!["products".into(), "users".into(), "config".into()]
 }
@@ -231,8 +263,8 @@ impl WebEngine {
         u32::try_from(self.inner.pending()).unwrap_or(u32::MAX)
     }
 
-    /// The sync status as JSON: `{pending, byPriority: [low, normal, high,
-    /// critical], inFlight, quarantined, halted, failures, lastSyncAtMs,
+    /// The sync status as JSON: `{pending, online, byPriority: [low,
+    /// normal, high, critical], inFlight, quarantined, halted, failures, lastSyncAtMs,
     /// bytesUp, bytesDown, persisted}`.
     pub fn status(&self) -> String {
         let h = self.inner.health();
@@ -244,6 +276,7 @@ impl WebEngine {
         });
         serde_json::json!({
             "pending": self.inner.pending(),
+            "online": self.inner.outbox().connectivity() == pdc_sync::Connectivity::Online,
             "byPriority": h.pending.iter().map(|(n, _)| n).collect::<Vec<_>>(),
             "inFlight": h.in_flight_items,
             "quarantined": h.quarantined,
@@ -341,6 +374,111 @@ impl WebEngine {
                 None => Ok(JsValue::UNDEFINED),
             }
         })
+    }
+
+    /// The products of the pulled catalogue as JSON (`[{id, name, barcode,
+    /// category, priceCents, taxRateBp, active}]`, by id); records that do
+    /// not decode are skipped.
+    pub fn products(&self) -> Result<String, JsValue> {
+        let codec = pdc_codec::Codec::new();
+        let records = self
+            .inner
+            .store()
+            .dataset("products")
+            .map_err(|e| engine_error(e.into()))?
+            .records;
+        let list: Vec<serde_json::Value> = records
+            .values()
+            .filter_map(|b| codec.decode::<pdc_codec::Product>(b).ok())
+            .map(|p| {
+                serde_json::json!({
+                    "id": p.id, "name": p.name, "barcode": p.barcode, "category": p.category,
+                    "priceCents": p.price_cents, "taxRateBp": p.tax_rate_bp, "active": p.active,
+                })
+            })
+            .collect();
+        Ok(serde_json::Value::Array(list).to_string())
+    }
+
+    /// Records a sale as a POS order (JSON `{cashierId, customerId?,
+    /// lines: [{productId, quantity, unitPriceCents, taxRateBp,
+    /// discountCents?}], payments: [{method: "cash" | "card" | "voucher",
+    /// amountCents}]}`): the payments must add up to the lines' total
+    /// (`payment_mismatch` otherwise, nothing saved). The order gets a
+    /// random 63-bit id; resolves to `{localId, orderId, totalCents}`.
+    #[wasm_bindgen(js_name = recordOrder)]
+    pub fn record_order(&self, order: String) -> Result<String, JsValue> {
+        let o: SaleInput = serde_json::from_str(&order).map_err(|e| error("config", e))?;
+        if o.lines.is_empty() {
+            return Err(error("config", "an order needs at least one line"));
+        }
+        let lines: Vec<pdc_codec::OrderLine> = o
+            .lines
+            .iter()
+            .map(|l| pdc_codec::OrderLine {
+                product_id: l.product_id,
+                quantity: l.quantity,
+                unit_price_cents: l.unit_price_cents,
+                discount_cents: l.discount_cents,
+                tax_rate_bp: l.tax_rate_bp,
+            })
+            .collect();
+        let payments = o
+            .payments
+            .iter()
+            .map(|p| {
+                let method = match p.method.as_str() {
+                    "cash" => pdc_codec::PaymentMethod::Cash,
+                    "card" => pdc_codec::PaymentMethod::Card,
+                    "voucher" => pdc_codec::PaymentMethod::Voucher,
+                    m => return Err(error("config", format!("payment method {m:?}"))),
+                };
+                Ok(pdc_codec::Payment {
+                    method,
+                    amount_cents: p.amount_cents,
+                })
+            })
+            .collect::<Result<Vec<_>, JsValue>>()?;
+        let mut bytes = [0u8; 8];
+        getrandom::getrandom(&mut bytes).map_err(|e| error("engine", e))?;
+        let id = u64::from_le_bytes(bytes) & pdc_sync::MAX_WIRE_INT;
+        let order = pdc_codec::Order {
+            id,
+            terminal_id: o.terminal_number,
+            cashier_id: o.cashier_id,
+            customer_id: o.customer_id,
+            created_at_ms: BrowserClock.wall_ms(),
+            lines,
+            payments,
+        };
+        let total = order.total_cents();
+        let paid = order
+            .payments
+            .iter()
+            .fold(0i64, |a, p| a.saturating_add(p.amount_cents));
+        if paid != total {
+            return Err(error(
+                "payment_mismatch",
+                format!("paid {paid} cents for a total of {total}"),
+            ));
+        }
+        let payload = pdc_codec::Codec::new()
+            .encode(&order)
+            .map_err(|e| error("codec", e))?;
+        let local_id = self
+            .inner
+            .record(NewItem {
+                stream: StreamKey(id),
+                priority: Priority::High,
+                kind: u16::from(pdc_codec::RecordKind::ORDER.0),
+                created_at_ms: order.created_at_ms,
+                payload,
+            })
+            .map_err(engine_error)?;
+        Ok(serde_json::json!({
+            "localId": local_id, "orderId": id.to_string(), "totalCents": total,
+        })
+        .to_string())
     }
 
     /// The next engine event as JSON `{type, detail}`, or `undefined`.
