@@ -14,6 +14,7 @@ mod inspect;
 mod loadtest;
 mod proxy;
 mod serve;
+mod web;
 
 pub use error::CliError;
 
@@ -69,6 +70,13 @@ enum Command {
         /// e.g. https://till.example.com; repeat for more.
         #[arg(long = "cors-origin")]
         cors_origins: Vec<String>,
+        /// Also serves the web till at / (same origin as the API).
+        #[arg(long)]
+        web: bool,
+        /// Where the engine's wasm bundle is (`cargo xtask browser` builds
+        /// it).
+        #[arg(long, default_value = "pdc-web/pkg")]
+        web_pkg: std::path::PathBuf,
     },
     /// Registers, lists and revokes terminals and their tokens. With the
     /// embedded ledger, run these while the server is stopped.
@@ -194,6 +202,8 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
             rate,
             burst,
             cors_origins,
+            web,
+            web_pkg,
         } => {
             let mut config = admin::config(&ledger)?;
             if let Some(l) = listen {
@@ -209,7 +219,12 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
                 config.limits.burst = b;
             }
             config.limits.cors_origins.extend(cors_origins);
-            serve::serve(config).await?;
+            let extra = if web {
+                web::routes(&web_pkg)?
+            } else {
+                axum::Router::new()
+            };
+            serve::serve(config, extra).await?;
         }
         Command::Terminal { ledger, action } => admin::terminal(&ledger, action).await?,
         Command::Dataset { ledger, action } => admin::dataset(&ledger, action).await?,

@@ -6,14 +6,16 @@ use pdc_server::ServerConfig;
 
 use crate::CliError;
 
-/// Runs the server until Ctrl-C or SIGTERM.
-pub async fn serve(config: ServerConfig) -> Result<(), CliError> {
+/// Runs the server until Ctrl-C or SIGTERM, with `extra` routes beside
+/// the API (the web till).
+pub async fn serve(config: ServerConfig, extra: axum::Router) -> Result<(), CliError> {
     let backend = match &config.database_url {
         Some(_) => "PostgreSQL".to_owned(),
         None => format!("embedded ledger {}", config.ledger_path.display()),
     };
     let state = config.open().await?;
-    let handle = pdc_server::spawn(config.listen, state, config.retention()).await?;
+    let handle =
+        pdc_server::spawn_with_routes(config.listen, state, config.retention(), extra).await?;
     tracing::info!(addr = %handle.addr, backend, "serving");
     {
         let mut out = std::io::stdout().lock();

@@ -830,10 +830,21 @@ pub async fn spawn(
     state: Arc<AppState>,
     retention: Duration,
 ) -> Result<ServerHandle, ServerError> {
+    spawn_with_routes(listen, state, retention, Router::new()).await
+}
+
+/// [`spawn`] with more routes beside the API (e.g. a web till's static
+/// files, so that its pages share the API's origin).
+pub async fn spawn_with_routes(
+    listen: SocketAddr,
+    state: Arc<AppState>,
+    retention: Duration,
+    extra: Router,
+) -> Result<ServerHandle, ServerError> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let app = router(Arc::clone(&state));
+    let app = router(Arc::clone(&state)).merge(extra);
     let janitor = spawn_retention(Arc::clone(&state), retention);
     let task = tokio::spawn(async move {
         let r = axum::serve(listener, app)

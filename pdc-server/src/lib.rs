@@ -42,7 +42,9 @@ pub use apply::{AcceptAll, Accepted, Apply, OrderRow, PosApply, Refusals, Reject
 pub use config::ServerConfig;
 pub use datasets::{config_id, records_from_json, DatasetHub, DEFAULT_DATASETS};
 pub use error::ServerError;
-pub use http::{add_terminal, spawn, token_digest, AppState, Limits, ServerHandle};
+pub use http::{
+    add_terminal, spawn, spawn_with_routes, token_digest, AppState, Limits, ServerHandle,
+};
 pub use ledger::{
     check_item, conformance, payload_digest, transient, valid_terminal_id, Ledger, LedgerTotals,
     PayloadDigest, PgLedger, PgOptions, RedbLedger, RedbOptions, StoreSeen, StoredDataset,

@@ -58,7 +58,8 @@ for (const name of ["products", "users"]) {
 let serverUrl = null;
 function startServer(listen) {
   return new Promise((resolve, reject) => {
-    const p = spawn(PDC, ["serve", "--database-url", DB, "--listen", listen, "--cors-origin", origin],
+    const p = spawn(PDC, ["serve", "--database-url", DB, "--listen", listen, "--cors-origin", origin,
+      "--web", "--web-pkg", path.join(root, "pkg")],
       { env: { ...process.env, RUST_LOG: "warn" }, stdio: ["ignore", "pipe", "inherit"] });
     p.stdout.on("data", (d) => {
       const m = /listening on (http:\/\/\S+)/.exec(String(d));
@@ -119,6 +120,10 @@ const drain = (page) => page.evaluate(async () => {
 const results = {};
 let server = await startServer("127.0.0.1:0");
 serverUrl = server.url;
+// `pdc serve --web` serves the same till on the API's origin.
+const tillPage = await fetch(`${serverUrl}/till/`);
+const wasm = await fetch(`${serverUrl}/pkg/pdc_web_bg.wasm`);
+results.servedTill = `${tillPage.status} ${wasm.status} ${wasm.headers.get("content-type")}`;
 let b = await startBrowser();
 results.opened = await openTill(b.page);
 // The catalogue and the cashier reach the till with the first pull.
@@ -166,6 +171,7 @@ console.log(JSON.stringify(results));
 // While selling online the driver already syncs: some of the 50 may be gone.
 const ok = results.online <= 50 && results.afterOnlineSync === 0 && results.offline === 50
   && results.afterReload === 50 && results.afterKill === 50 && results.beforeRestart === 51
-  && results.afterRestartSync === 0 && count === "101 101";
+  && results.afterRestartSync === 0 && count === "101 101"
+  && results.servedTill === "200 200 application/wasm";
 console.log(ok ? "E2E OK" : "E2E FAILED");
 process.exit(ok ? 0 : 1);
