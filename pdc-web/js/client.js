@@ -76,6 +76,8 @@ export class PdcClient {
   recordOrder(order) { return this.#call("recordOrder", order); }
   /** The pulled catalogue: `[{id, name, barcode, category, priceCents, taxRateBp, active}]`. */
   products() { return this.#call("products"); }
+  /** The engine's wasm memory in bytes (its high-water mark: wasm memory never shrinks). */
+  memoryBytes() { return this.#call("memoryBytes"); }
   /** Sales waiting to reach the server. */
   pending() { return this.#call("pending"); }
   /** The sync status. */

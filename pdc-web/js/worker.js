@@ -126,6 +126,9 @@ const methods = {
   pending() {
     return engine.pending();
   },
+  memoryBytes() {
+    return WebEngine.memoryBytes();
+  },
   status() {
     return JSON.parse(engine.status());
   },

@@ -481,6 +481,20 @@ impl WebEngine {
         .to_string())
     }
 
+    /// The size of this wasm instance's memory, in bytes (it never
+    /// shrinks: the high-water mark of the engine's use).
+    #[wasm_bindgen(js_name = memoryBytes)]
+    pub fn memory_bytes() -> f64 {
+        wasm_bindgen::memory()
+            .dyn_into::<js_sys::WebAssembly::Memory>()
+            .map(|m| {
+                m.buffer()
+                    .dyn_into::<js_sys::ArrayBuffer>()
+                    .map_or(0.0, |b| f64::from(b.byte_length()))
+            })
+            .unwrap_or(0.0)
+    }
+
     /// The next engine event as JSON `{type, detail}`, or `undefined`.
     #[wasm_bindgen(js_name = pollEvent)]
     pub fn poll_event(&self) -> Option<String> {
