@@ -62,12 +62,15 @@ fn ensure_wasm_bindgen(version: &str) -> Result<(), String> {
     run(cargo().args(["install", "wasm-bindgen-cli", "--version", version]))
 }
 
-/// Builds `pdc-web/pkg` (release wasm + bindings for `--target web`).
+/// Builds `pdc-web/pkg`: the wasm in the `wasm` profile (opt-level "z",
+/// fat LTO) and its bindings for `--target web`, without the name and
+/// producers sections (wasm-opt -Oz made the result larger here).
 pub fn build_pkg() -> Result<(), String> {
     ensure_wasm_bindgen(&locked_wasm_bindgen()?)?;
     run(cargo().current_dir(root()).args([
         "build",
-        "--release",
+        "--profile",
+        "wasm",
         "--target",
         "wasm32-unknown-unknown",
         "-p",
@@ -75,8 +78,15 @@ pub fn build_pkg() -> Result<(), String> {
     ]))?;
     run(Command::new("wasm-bindgen")
         .current_dir(root())
-        .args(["--target", "web", "--out-dir", "pdc-web/pkg"])
-        .arg("target/wasm32-unknown-unknown/release/pdc_web.wasm"))
+        .args([
+            "--target",
+            "web",
+            "--remove-name-section",
+            "--remove-producers-section",
+            "--out-dir",
+            "pdc-web/pkg",
+        ])
+        .arg("target/wasm32-unknown-unknown/wasm/pdc_web.wasm"))
 }
 
 /// Everything above; `pdc` is the binary the end-to-end test serves with.
