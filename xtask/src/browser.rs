@@ -2,9 +2,11 @@
 //! what it needs when missing — Debian's `chromium` (never a browser
 //! download), `wasm-bindgen-cli` at the lockfile's wasm-bindgen version,
 //! `playwright-core` from npm (the lockfile in `pdc-web/tests/browser`) —
-//! builds the engine's wasm (release) and its JS bindings, and runs the
-//! smoke test (OPFS store, durable records, reload, second tab) and the
-//! end-to-end test against `pdc serve` on PostgreSQL.
+//! builds the engine's wasm and its JS bindings, and runs pdc-store's
+//! conformance suites on the OPFS backend in a dedicated worker
+//! (wasm-bindgen-test), the smoke test (OPFS store, durable records,
+//! reload, second tab) and the end-to-end test against `pdc serve` on
+//! PostgreSQL through the web till page.
 
 use std::path::Path;
 use std::process::Command;
@@ -12,6 +14,7 @@ use std::process::Command;
 use crate::{cargo, root, run};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 
 /// The wasm-bindgen version of the workspace's lockfile.
 fn locked_wasm_bindgen() -> Result<String, String> {
@@ -28,7 +31,7 @@ fn locked_wasm_bindgen() -> Result<String, String> {
 }
 
 fn ensure_chromium() -> Result<(), String> {
-    if Path::new(CHROMIUM).exists() {
+    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
         return Ok(());
     }
     let install = || {
@@ -93,6 +96,24 @@ pub fn build_pkg() -> Result<(), String> {
 pub fn run_tests(pdc: &Path) -> Result<(), String> {
     ensure_chromium()?;
     build_pkg()?;
+    // pdc-store's conformance suites on the OPFS backend, in a dedicated
+    // worker (wasm-bindgen-test; Chromium's options in pdc-web/webdriver.json).
+    run(cargo()
+        .current_dir(root().join("pdc-web"))
+        .args([
+            "test",
+            "--target",
+            "wasm32-unknown-unknown",
+            "-p",
+            "pdc-web",
+            "--test",
+            "opfs",
+        ])
+        .env(
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER",
+            "wasm-bindgen-test-runner",
+        )
+        .env("CHROMEDRIVER", CHROMEDRIVER))?;
     let dir = root().join("pdc-web/tests/browser");
     if !dir.join("node_modules/playwright-core").exists() {
         run(Command::new("npm")

@@ -1,0 +1,83 @@
+//! pdc-store on the OPFS backend, in a dedicated worker of headless
+//! Chromium (`wasm-bindgen-test`): the shared conformance suites of the
+//! cache tier and the auth store, and the outbox across a reopen of the
+//! same file. Run by `cargo xtask browser`.
+#![cfg(target_arch = "wasm32")]
+#![allow(clippy::unwrap_used)]
+
+use std::cell::RefCell;
+
+use pdc_store::{NewItem, RedbTier, Store};
+use pdc_sync::{Priority, StreamKey};
+use pdc_web::{open_opfs_file, OpfsBackend};
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_dedicated_worker);
+
+/// `n` new OPFS files with unique names.
+async fn fresh(prefix: &str, n: usize) -> Vec<OpfsBackend> {
+    let stamp = js_sys::Date::now() as u64;
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(
+            open_opfs_file(&format!("{prefix}-{stamp}-{i}.pdc"))
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+#[wasm_bindgen_test]
+async fn the_cache_tier_passes_the_shared_conformance_suite_on_opfs() {
+    let files = RefCell::new(fresh("tier", 24).await);
+    pdc_cache::conformance(|| {
+        let backend = files
+            .borrow_mut()
+            .pop()
+            .expect("enough files for the suite");
+        RedbTier::new(Store::open_with_backend(backend).unwrap(), "l3", 10 << 20).unwrap()
+    })
+    .await;
+}
+
+#[wasm_bindgen_test]
+async fn the_auth_store_passes_the_shared_conformance_suite_on_opfs() {
+    let mut files = fresh("auth", 24).await;
+    pdc_auth::conformance(|| {
+        let backend = files.pop().expect("enough files for the suite");
+        Store::open_with_backend(backend).unwrap()
+    });
+}
+
+#[wasm_bindgen_test]
+async fn the_outbox_survives_a_reopen_of_the_same_file() {
+    let name = format!("reopen-{}.pdc", js_sys::Date::now() as u64);
+    let ids: Vec<u64> = {
+        let store = Store::open_with_backend(open_opfs_file(&name).await.unwrap()).unwrap();
+        let items = (0..100u64)
+            .map(|i| NewItem {
+                stream: StreamKey(i % 7),
+                priority: Priority::High,
+                kind: 100,
+                created_at_ms: i,
+                payload: vec![i as u8; 300],
+            })
+            .collect();
+        store
+            .append_many(items)
+            .unwrap()
+            .iter()
+            .map(|i| i.local_id)
+            .collect()
+    };
+    // The first store (and its exclusive handle) is closed: the file opens again.
+    let store = Store::open_with_backend(open_opfs_file(&name).await.unwrap()).unwrap();
+    let (pending, held) = store.pending_refs().unwrap();
+    assert!(held.is_empty());
+    assert_eq!(pending.iter().map(|r| r.local_id).collect::<Vec<_>>(), ids);
+    let loaded = store.load(&ids[..3]).unwrap();
+    assert!(matches!(&loaded[0], pdc_sync::Loaded::Item(i) if i.payload == vec![0u8; 300]));
+    // A second handle on an open file is refused, not a panic.
+    assert!(open_opfs_file(&name).await.is_err());
+}
