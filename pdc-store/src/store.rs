@@ -243,9 +243,46 @@ impl Store {
     /// (`redb::backends::InMemoryBackend`) for a browser or tests, or a
     /// fault-injecting one to test what happens when the disk fails.
     pub fn open_with_backend(backend: impl redb::StorageBackend) -> Result<Self, StoreError> {
-        let existed = backend.len().map(|n| n > 0).unwrap_or(false);
+        Store::open_with_backend_and_cache(backend, None)
+    }
+
+    /// [`Store::open_with_backend`] with redb's page cache bounded to
+    /// `cache_bytes` (redb's default is 1 GiB): in a browser, wasm memory
+    /// never shrinks, so a cache that grows with the store would keep the
+    /// tab's memory at its high-water mark.
+    ///
+    /// A non-empty backend that does not start with redb's magic number is
+    /// refused (`NotAStore`) before redb reads it: on wasm a panic in redb
+    /// traps the whole instance, and `catch_unwind` does not help there.
+    pub fn open_with_backend_and_cache(
+        backend: impl redb::StorageBackend,
+        cache_bytes: Option<usize>,
+    ) -> Result<Self, StoreError> {
+        const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+        let len = backend
+            .len()
+            .map_err(|e| StoreError::Storage(e.to_string()))?;
+        let existed = len > 0;
+        if existed {
+            let head = if len >= REDB_MAGIC.len() as u64 {
+                backend
+                    .read(0, REDB_MAGIC.len())
+                    .map_err(|e| StoreError::Storage(e.to_string()))?
+            } else {
+                Vec::new()
+            };
+            if head != REDB_MAGIC {
+                return Err(StoreError::NotAStore(format!(
+                    "<backend>: {len} bytes that are not a redb file"
+                )));
+            }
+        }
         let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Database::builder().create_with_backend(backend)
+            let mut builder = Database::builder();
+            if let Some(bytes) = cache_bytes {
+                builder.set_cache_size(bytes);
+            }
+            builder.create_with_backend(backend)
         }))
         .map_err(|_| StoreError::Corrupt("backend holds a truncated or damaged store".into()))?;
         let db = opened.map_err(StoreError::from)?;

@@ -458,3 +458,29 @@ mod outbox_model {
         }
     }
 }
+
+/// A backend holding bytes that are not a redb file is refused before redb
+/// reads it (on wasm a panic in redb would trap the whole instance); a
+/// bounded page cache opens as usual.
+#[test]
+fn a_foreign_backend_is_refused_before_redb_reads_it() {
+    use redb::StorageBackend as _;
+    let backend = redb::backends::InMemoryBackend::new();
+    backend.set_len(4096).unwrap();
+    backend.write(0, b"not a redb file at all").unwrap();
+    assert!(matches!(
+        Store::open_with_backend(backend),
+        Err(StoreError::NotAStore(_))
+    ));
+    let tiny = redb::backends::InMemoryBackend::new();
+    tiny.set_len(3).unwrap();
+    assert!(matches!(
+        Store::open_with_backend(tiny),
+        Err(StoreError::NotAStore(_))
+    ));
+    let fresh =
+        Store::open_with_backend_and_cache(redb::backends::InMemoryBackend::new(), Some(1 << 20))
+            .unwrap();
+    fresh.append(item(1)).unwrap();
+    assert_eq!(fresh.pending_refs().unwrap().0.len(), 1);
+}

@@ -37,6 +37,9 @@ struct OpenConfig {
     /// Largest item the till saves, encoded (default 1 MiB).
     #[serde(default)]
     max_item_bytes: Option<usize>,
+    /// redb's page cache (default 16 MiB; wasm memory never shrinks).
+    #[serde(default)]
+    cache_bytes: Option<usize>,
 }
 
 /// A POS order from JS.
@@ -183,7 +186,8 @@ impl WebEngine {
     /// on first use), the pending outbox's index. Asks the browser to keep
     /// the storage (`navigator.storage.persist()`); its answer is
     /// [`WebEngine::persisted`]. `config` is JSON: `{terminalId, serverUrl,
-    /// token, datasets?, storeName?, timeoutMs?, maxItemBytes?}`.
+    /// token, datasets?, storeName?, timeoutMs?, maxItemBytes?,
+    /// cacheBytes?}`.
     pub async fn open(config: String) -> Result<WebEngine, JsValue> {
         install_panic_hook();
         let c: OpenConfig = serde_json::from_str(&config).map_err(|e| error("config", e))?;
@@ -201,7 +205,9 @@ impl WebEngine {
         let backend = open_opfs_file(&name)
             .await
             .map_err(|e| error("locked_store", js_text(&e)))?;
-        let store = Store::open_with_backend(backend).map_err(|e| engine_error(e.into()))?;
+        let store =
+            Store::open_with_backend_and_cache(backend, Some(c.cache_bytes.unwrap_or(16 << 20)))
+                .map_err(|e| engine_error(e.into()))?;
         let transport = HttpTransport::new(
             &c.server_url,
             &c.token,

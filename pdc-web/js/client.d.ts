@@ -1,0 +1,88 @@
+// Types of client.js: the page's side of the pdc engine.
+
+/** An engine error: `code` says what kind, `message` what happened. */
+export class PdcError extends Error {
+  readonly code:
+    | "open_in_another_tab" | "locked_store" | "not_open" | "already_open" | "panic" | "worker"
+    | "item_too_large" | "out_of_range" | "payment_mismatch" | "config" | "auth" | "offline"
+    | "transport" | "store" | "sync" | "cache" | "codec" | "monitor" | "engine" | string;
+}
+
+export interface OpenConfig {
+  terminalId: string;
+  serverUrl: string;
+  token: string;
+  /** Reference datasets to pull (default products, users, config). */
+  datasets?: string[];
+  /** The OPFS file (default `<terminalId>.pdc`). */
+  storeName?: string;
+  /** Per-request timeout, ms (default 15,000). */
+  timeoutMs?: number;
+  /** Largest item saved, encoded bytes (default 1 MiB). */
+  maxItemBytes?: number;
+  /** redb's page cache, bytes (default 16 MiB). */
+  cacheBytes?: number;
+}
+
+export type Priority = "low" | "normal" | "high" | "critical";
+
+export interface Sale {
+  stream: number;
+  priority?: Priority;
+  kind: number;
+  createdAtMs?: number;
+  payload: Uint8Array;
+}
+
+export interface Order {
+  cashierId: number;
+  customerId?: number;
+  terminalNumber?: number;
+  lines: { productId: number; quantity: number; unitPriceCents: number; taxRateBp?: number; discountCents?: number }[];
+  payments: { method: "cash" | "card" | "voucher"; amountCents: number }[];
+}
+
+export interface Status {
+  pending: number;
+  online: boolean;
+  /** Pending per priority: low, normal, high, critical. */
+  byPriority: [number, number, number, number];
+  inFlight: number;
+  quarantined: number;
+  /** Why sending is halted (a whole-request refusal), or null. */
+  halted: string | null;
+  failures: number;
+  /** Wall time of the last fully successful push, ms since the epoch. */
+  lastSyncAtMs: number | null;
+  bytesUp: number;
+  bytesDown: number;
+  /** Whether the browser promised to keep the storage. */
+  persisted: boolean;
+}
+
+export interface Product {
+  id: number; name: string; barcode: string; category: string;
+  priceCents: number; taxRateBp: number; active: boolean;
+}
+
+export class PdcClient {
+  /** What open reported: whether the storage is persisted, and the pending count. */
+  readonly opened: { persisted: boolean; pending: number };
+  static open(config: OpenConfig, options?: { workerUrl?: URL | string }): Promise<PdcClient>;
+  record(sale: Sale): Promise<number>;
+  recordMany(sales: Sale[]): Promise<number[]>;
+  recordOrder(order: Order): Promise<{ localId: number; orderId: string; totalCents: number }>;
+  products(): Promise<Product[]>;
+  pending(): Promise<number>;
+  status(): Promise<Status>;
+  onStatus(cb: (status: Status) => void): () => void;
+  syncNow(): Promise<Status>;
+  pull(): Promise<void>;
+  setOnline(online: boolean): Promise<void>;
+  login(userId: string, pin: string): Promise<{ userId: string; role: string; token: string; expiresAtMs: number }>;
+  enrol(userId: string, role: string, pin: string): Promise<void>;
+  reference(dataset: string, id: number): Promise<Uint8Array | undefined>;
+  events(): Promise<{ type: string; detail: string }[]>;
+  memoryBytes(): Promise<number>;
+  close(): Promise<void>;
+}
