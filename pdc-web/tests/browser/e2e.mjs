@@ -10,35 +10,19 @@
 // Env: PDC (the pdc binary, default ../../../target/release/pdc),
 // DATABASE_URL (default postgres://postgres@127.0.0.1:5432/test),
 // CHROMIUM (default /usr/bin/chromium).
-import http from "node:http";
 import fs from "node:fs";
 import path from "node:path";
 import { spawn, execFileSync } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { serveFiles, startPdc, stopPdc, root, repo, PDC, CHROMIUM, CHROME_ARGS } from "./harness.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, "../..");
-const repo = path.resolve(root, "..");
-const PDC = process.env.PDC ?? path.join(repo, "target/release/pdc");
 const DB = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const terminal = `till-web-${process.pid}`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-// Static files (the client, the worker, the wasm) on their own origin.
-const types = { ".js": "text/javascript", ".html": "text/html", ".css": "text/css", ".wasm": "application/wasm" };
-const files = http.createServer((req, res) => {
-  const file = path.join(root, decodeURIComponent(new URL(req.url, "http://x").pathname));
-  if (!file.startsWith(root) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
-    res.writeHead(404).end();
-    return;
-  }
-  res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream" });
-  fs.createReadStream(file).pipe(res);
-});
-await new Promise((r) => files.listen(0, "127.0.0.1", r));
-const origin = `http://127.0.0.1:${files.address().port}`;
+// Static files (the till, the client, the worker, the wasm) on their own origin.
+const { server: files, origin } = await serveFiles();
+
 
 const token = execFileSync(PDC, ["terminal", "add", terminal, "--database-url", DB], { encoding: "utf8" })
   .trim().split(/\s+/)[1];
@@ -56,28 +40,14 @@ for (const name of ["products", "users"]) {
 }
 
 let serverUrl = null;
-function startServer(listen) {
-  return new Promise((resolve, reject) => {
-    const p = spawn(PDC, ["serve", "--database-url", DB, "--listen", listen, "--cors-origin", origin,
-      "--web", "--web-pkg", path.join(root, "pkg")],
-      { env: { ...process.env, RUST_LOG: "warn" }, stdio: ["ignore", "pipe", "inherit"] });
-    p.stdout.on("data", (d) => {
-      const m = /listening on (http:\/\/\S+)/.exec(String(d));
-      if (m) resolve({ proc: p, url: m[1] });
-    });
-    p.on("exit", (code) => reject(new Error(`pdc serve exited ${code}`)));
-  });
-}
-async function stopServer(s) {
-  s.proc.kill("SIGTERM");
-  await new Promise((r) => s.proc.once("exit", r));
-}
+const startServer = (listen) => startPdc(["--database-url", DB, "--listen", listen, "--cors-origin", origin,
+  "--web", "--web-pkg", path.join(root, "pkg")]);
+const stopServer = stopPdc;
 
 const profile = fs.mkdtempSync("/tmp/pdc-web-e2e-");
 async function startBrowser() {
-  const proc = spawn(CHROMIUM, ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-    "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    `--user-data-dir=${profile}`, "--remote-debugging-port=0", "about:blank"], { stdio: "ignore" });
+  const proc = spawn(CHROMIUM, [...CHROME_ARGS, `--user-data-dir=${profile}`, "--remote-debugging-port=0", "about:blank"],
+    { stdio: "ignore" });
   const portFile = path.join(profile, "DevToolsActivePort");
   for (let i = 0; i < 200 && !fs.existsSync(portFile); i++) await sleep(50);
   await sleep(100);

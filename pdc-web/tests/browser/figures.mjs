@@ -4,38 +4,22 @@
 // stated apart), durable record p50/p99 from the main thread, product
 // lookup round trip, offline PIN login at the default KDF, wasm memory.
 // Usage: node figures.mjs (PDC, CHROMIUM as in e2e.mjs; embedded ledger).
-import http from "node:http";
 import fs from "node:fs";
 import zlib from "node:zlib";
 import path from "node:path";
-import { spawn, execFileSync } from "node:child_process";
-import { fileURLToPath } from "node:url";
+import { execFileSync } from "node:child_process";
 import { chromium } from "playwright-core";
+import { serveFiles, startPdc, stopPdc, root, PDC, CHROMIUM, CHROME_ARGS } from "./harness.mjs";
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const root = path.resolve(here, "../..");
-const repo = path.resolve(root, "..");
-const PDC = process.env.PDC ?? path.join(repo, "target/release/pdc");
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const work = fs.mkdtempSync("/tmp/pdc-web-figures-");
 const ledger = ["--ledger", path.join(work, "ledger.redb")];
 
 const wasmBytes = fs.readFileSync(path.join(root, "pkg/pdc_web_bg.wasm"));
 const gz = zlib.gzipSync(wasmBytes, { level: 9 }).length;
 
-const types = { ".js": "text/javascript", ".html": "text/html", ".css": "text/css", ".wasm": "application/wasm" };
-const files = http.createServer((req, res) => {
-  const file = path.join(root, decodeURIComponent(new URL(req.url, "http://x").pathname));
-  if (!file.startsWith(root) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
-    res.writeHead(404).end();
-    return;
-  }
-  // Cacheable, so that the second load is a warm-cache load.
-  res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream", "cache-control": "max-age=3600" });
-  fs.createReadStream(file).pipe(res);
-});
-await new Promise((r) => files.listen(0, "127.0.0.1", r));
-const origin = `http://127.0.0.1:${files.address().port}`;
+// Cacheable, so that the second load is a warm-cache load.
+const { server: files, origin } = await serveFiles({ cacheable: true });
+
 
 const terminal = "till-fig";
 const token = execFileSync(PDC, ["terminal", "add", terminal, ...ledger], { encoding: "utf8" }).trim().split(/\s+/)[1];
@@ -48,20 +32,10 @@ fs.writeFileSync(path.join(work, "users.json"), JSON.stringify([{ id: 1, user_id
 for (const name of ["products", "users"]) {
   execFileSync(PDC, ["dataset", "import", name, path.join(work, `${name}.json`), ...ledger], { stdio: "inherit" });
 }
-const server = await new Promise((resolve, reject) => {
-  const p = spawn(PDC, ["serve", ...ledger, "--listen", "127.0.0.1:0", "--cors-origin", origin],
-    { env: { ...process.env, RUST_LOG: "warn" }, stdio: ["ignore", "pipe", "inherit"] });
-  p.stdout.on("data", (d) => {
-    const m = /listening on (http:\/\/\S+)/.exec(String(d));
-    if (m) resolve({ proc: p, url: m[1] });
-  });
-  p.on("exit", (code) => reject(new Error(`pdc serve exited ${code}`)));
-});
+const server = await startPdc([...ledger, "--listen", "127.0.0.1:0", "--cors-origin", origin]);
 
 const ctx = await chromium.launchPersistentContext(fs.mkdtempSync("/tmp/pdc-web-fig-profile-"), {
-  executablePath: CHROMIUM, headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+  executablePath: CHROMIUM, headless: true, args: CHROME_ARGS,
 });
 const page = await ctx.newPage();
 page.on("pageerror", (e) => console.log("page error:", e.message));
@@ -74,8 +48,7 @@ await page.evaluate(async (config) => {
   await till.pull();
   await till.close();
 }, config);
-server.proc.kill("SIGTERM");
-await new Promise((r) => server.proc.once("exit", r));
+await stopPdc(server);
 await page.evaluate(async (config) => {
   const till = await window.pdc.PdcClient.open({ ...config, serverUrl: "http://127.0.0.1:9" });
   for (let k = 0; k < 20; k++) {

@@ -3,30 +3,15 @@
 // tab gets "open_in_another_tab". No server (sync fails offline).
 // Usage: node smoke.mjs  (needs pdc-web/pkg from wasm-bindgen and
 // playwright-core; CHROMIUM=/usr/bin/chromium)
-import http from "node:http";
 import fs from "node:fs";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { serveFiles, CHROMIUM, CHROME_ARGS } from "./harness.mjs";
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const types = { ".js": "text/javascript", ".mjs": "text/javascript", ".html": "text/html", ".css": "text/css", ".wasm": "application/wasm" };
-const server = http.createServer((req, res) => {
-  const file = path.join(root, decodeURIComponent(new URL(req.url, "http://x").pathname));
-  if (!file.startsWith(root) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
-    res.writeHead(404).end();
-    return;
-  }
-  res.writeHead(200, { "content-type": types[path.extname(file)] ?? "application/octet-stream" });
-  fs.createReadStream(file).pipe(res);
-});
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const base = `http://127.0.0.1:${server.address().port}`;
+const { server, origin: base } = await serveFiles();
+
 const profile = fs.mkdtempSync("/tmp/pdc-web-profile-");
-const args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
 const ctx = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium", args, headless: true,
+  executablePath: CHROMIUM, args: CHROME_ARGS, headless: true,
 });
 const page = await ctx.newPage();
 page.on("console", (m) => console.log("page:", m.text()));
