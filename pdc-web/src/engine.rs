@@ -4,7 +4,7 @@ use std::rc::Rc;
 
 use pdc_clock::Clock;
 use pdc_core::{EngineConfig, EngineError, HttpOptions, HttpTransport, OfflineEngine};
-use pdc_store::{NewItem, Store};
+use pdc_store::NewItem;
 use pdc_sync::{Priority, StreamKey};
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
@@ -12,7 +12,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::clock::BrowserClock;
-use crate::opfs::open_opfs_file;
+use crate::opfs::{open_opfs_store, OpenError};
 
 type Engine = OfflineEngine<HttpTransport, BrowserClock>;
 
@@ -202,12 +202,13 @@ impl WebEngine {
             ));
         }
         let persisted = persist().await;
-        let backend = open_opfs_file(&name)
+        let store = open_opfs_store(&name, Some(c.cache_bytes.unwrap_or(16 << 20)))
             .await
-            .map_err(|e| error("locked_store", js_text(&e)))?;
-        let store =
-            Store::open_with_backend_and_cache(backend, Some(c.cache_bytes.unwrap_or(16 << 20)))
-                .map_err(|e| engine_error(e.into()))?;
+            .map_err(|e| match e {
+                OpenError::Js(e) => error("store", js_text(&e)),
+                OpenError::Locked(e) => error("locked_store", js_text(&e)),
+                OpenError::Store(e) => engine_error(e.into()),
+            })?;
         let transport = HttpTransport::new(
             &c.server_url,
             &c.token,

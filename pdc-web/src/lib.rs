@@ -41,4 +41,7 @@ pub use clock::BrowserClock;
 #[cfg(target_arch = "wasm32")]
 pub use engine::WebEngine;
 #[cfg(target_arch = "wasm32")]
-pub use opfs::{open_opfs_file, OpfsBackend};
+pub use opfs::{
+    open_opfs_file, open_opfs_store, opfs_file_exists, remove_opfs_file, rename_opfs_file,
+    OpenError, OpfsBackend,
+};

@@ -32,17 +32,57 @@ pub struct OpfsBackend {
     slot: usize,
 }
 
+async fn opfs_root() -> Result<FileSystemDirectoryHandle, JsValue> {
+    let scope: WorkerGlobalScope = js_sys::global()
+        .dyn_into()
+        .map_err(|_| JsValue::from_str("the OPFS store needs a dedicated worker"))?;
+    JsFuture::from(scope.navigator().storage().get_directory())
+        .await?
+        .dyn_into()
+}
+
+/// The file handle of `name`, if the file exists.
+async fn existing(root: &FileSystemDirectoryHandle, name: &str) -> Option<FileSystemFileHandle> {
+    JsFuture::from(root.get_file_handle(name))
+        .await
+        .ok()
+        .and_then(|h| h.dyn_into().ok())
+}
+
+/// Whether the OPFS file `name` exists.
+pub async fn opfs_file_exists(name: &str) -> Result<bool, JsValue> {
+    Ok(existing(&opfs_root().await?, name).await.is_some())
+}
+
+/// Removes the OPFS file `name` if it exists.
+pub async fn remove_opfs_file(name: &str) -> Result<(), JsValue> {
+    let root = opfs_root().await?;
+    if existing(&root, name).await.is_some() {
+        JsFuture::from(root.remove_entry(name)).await?;
+    }
+    Ok(())
+}
+
+/// Renames the OPFS file `from` to `to` (`FileSystemHandle.move`, which
+/// web-sys does not bind yet: called by name).
+pub async fn rename_opfs_file(from: &str, to: &str) -> Result<(), JsValue> {
+    let root = opfs_root().await?;
+    let handle = existing(&root, from)
+        .await
+        .ok_or_else(|| JsValue::from_str(&format!("no OPFS file {from}")))?;
+    let mv: js_sys::Function = js_sys::Reflect::get(&handle, &JsValue::from_str("move"))?
+        .dyn_into()
+        .map_err(|_| JsValue::from_str("this browser cannot rename OPFS files"))?;
+    let promise: js_sys::Promise = mv.call1(&handle, &JsValue::from_str(to))?.dyn_into()?;
+    JsFuture::from(promise).await?;
+    Ok(())
+}
+
 /// Opens (creating it if absent) the OPFS file `name` and its sync access
 /// handle. Fails outside a dedicated worker, and when another handle holds
 /// the file (`NoModificationAllowedError`).
 pub async fn open_opfs_file(name: &str) -> Result<OpfsBackend, JsValue> {
-    let scope: WorkerGlobalScope = js_sys::global()
-        .dyn_into()
-        .map_err(|_| JsValue::from_str("the OPFS store needs a dedicated worker"))?;
-    let root: FileSystemDirectoryHandle =
-        JsFuture::from(scope.navigator().storage().get_directory())
-            .await?
-            .dyn_into()?;
+    let root = opfs_root().await?;
     let options = FileSystemGetFileOptions::new();
     options.set_create(true);
     let file: FileSystemFileHandle =
@@ -140,4 +180,41 @@ impl redb::StorageBackend for OpfsBackend {
             Ok(())
         })
     }
+}
+
+/// Opens the pdc store in the OPFS file `name`, creating it atomically on
+/// first use, as on native (`pdc_store::create_atomically`): a new store is
+/// made and initialised in `<name>.creating`, closed (flushed), then
+/// renamed into place, so a tab killed at any instant of the very first
+/// open leaves no store or a complete one; a leftover `.creating` file is
+/// removed. `cache_bytes` bounds redb's page cache.
+pub async fn open_opfs_store(
+    name: &str,
+    cache_bytes: Option<usize>,
+) -> Result<pdc_store::Store, OpenError> {
+    let js = OpenError::Js;
+    if !opfs_file_exists(name).await.map_err(js)? {
+        let tmp = format!("{name}.creating");
+        remove_opfs_file(&tmp).await.map_err(js)?;
+        let backend = open_opfs_file(&tmp).await.map_err(js)?;
+        // Dropped at once: the handle is flushed and closed before the rename.
+        drop(
+            pdc_store::Store::open_with_backend_and_cache(backend, cache_bytes)
+                .map_err(OpenError::Store)?,
+        );
+        rename_opfs_file(&tmp, name).await.map_err(js)?;
+    }
+    let backend = open_opfs_file(name).await.map_err(OpenError::Locked)?;
+    pdc_store::Store::open_with_backend_and_cache(backend, cache_bytes).map_err(OpenError::Store)
+}
+
+/// Why [`open_opfs_store`] failed.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The browser refused a file operation.
+    Js(JsValue),
+    /// Another handle (tab) holds the file.
+    Locked(JsValue),
+    /// The store itself refused (not a store, damaged, newer schema).
+    Store(pdc_store::StoreError),
 }

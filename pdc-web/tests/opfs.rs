@@ -81,3 +81,34 @@ async fn the_outbox_survives_a_reopen_of_the_same_file() {
     // A second handle on an open file is refused, not a panic.
     assert!(open_opfs_file(&name).await.is_err());
 }
+
+/// A first open creates the store beside its name and renames it into
+/// place; a partial file left by a killed creation is removed, never
+/// opened (issue 14's atomic creation, in the browser).
+#[wasm_bindgen_test]
+async fn a_first_open_creates_the_store_atomically() {
+    use redb::StorageBackend as _;
+    let name = format!("atomic-{}.pdc", js_sys::Date::now() as u64);
+    let tmp = format!("{name}.creating");
+    {
+        let partial = open_opfs_file(&tmp).await.unwrap();
+        partial.set_len(4096).unwrap();
+        partial.write(0, b"redb, half written").unwrap();
+    }
+    let store = pdc_web::open_opfs_store(&name, Some(1 << 20)).await.unwrap();
+    assert!(!pdc_web::opfs_file_exists(&tmp).await.unwrap());
+    store
+        .append(NewItem {
+            stream: StreamKey(1),
+            priority: Priority::High,
+            kind: 100,
+            created_at_ms: 1,
+            payload: vec![1; 10],
+        })
+        .unwrap();
+    let id = store.store_id();
+    drop(store);
+    let again = pdc_web::open_opfs_store(&name, None).await.unwrap();
+    assert_eq!(again.store_id(), id, "the same store, not a new one");
+    assert_eq!(again.pending_refs().unwrap().0.len(), 1);
+}
