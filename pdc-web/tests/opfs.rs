@@ -95,7 +95,9 @@ async fn a_first_open_creates_the_store_atomically() {
         partial.set_len(4096).unwrap();
         partial.write(0, b"redb, half written").unwrap();
     }
-    let store = pdc_web::open_opfs_store(&name, Some(1 << 20)).await.unwrap();
+    let store = pdc_web::open_opfs_store(&name, Some(1 << 20))
+        .await
+        .unwrap();
     assert!(!pdc_web::opfs_file_exists(&tmp).await.unwrap());
     store
         .append(NewItem {
