@@ -35,6 +35,10 @@ const FLAG_LZ4: u8 = 0b01;
 const FLAG_BATCH: u8 = 0b10;
 const KNOWN_FLAGS: u8 = FLAG_LZ4 | FLAG_BATCH;
 
+/// The most an lz4 block expands: each 255 bytes of a match cost at
+/// least one byte of input.
+const MAX_LZ4_RATIO: usize = 255;
+
 /// Size limits applied before any allocation while decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -304,6 +308,13 @@ impl Codec {
                 limit: self.limits.max_decoded_bytes,
             });
         }
+        // lz4 cannot expand a block by more than about 255×: a header that
+        // claims more is a lie, refused before the output is allocated.
+        if compressed && decoded_len > stored_len.saturating_mul(MAX_LZ4_RATIO).saturating_add(16) {
+            return Err(CodecError::CorruptCompression(format!(
+                "{decoded_len} decoded bytes claimed from {stored_len}: more than lz4 expands"
+            )));
+        }
         if bytes.len() < total {
             return Err(CodecError::Truncated {
                 needed: total,
@@ -519,6 +530,23 @@ mod tests {
         assert!(matches!(
             small_frames.open(&f),
             Err(CodecError::TooLarge { what: "frame", .. })
+        ));
+    }
+
+    #[test]
+    fn a_claimed_size_lz4_cannot_reach_is_refused_before_allocation() {
+        // A hand-made frame: 8 stored bytes claiming 50 MB decoded.
+        let mut f = Vec::new();
+        f.extend_from_slice(&MAGIC);
+        f.extend_from_slice(&[FORMAT_VERSION, FLAG_LZ4, 1, 1]);
+        put_varint(&mut f, 8);
+        put_varint(&mut f, 50 << 20);
+        f.extend_from_slice(&[0xF0, 0, 0, 0, 0, 0, 0, 0]);
+        let sum = checksum(&f);
+        f.extend_from_slice(&sum);
+        assert!(matches!(
+            Codec::new().open(&f),
+            Err(CodecError::CorruptCompression(m)) if m.contains("more than lz4 expands")
         ));
     }
 

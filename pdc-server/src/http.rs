@@ -123,6 +123,10 @@ pub struct AppState {
     pub pos: Option<Arc<PosApply>>,
     limits: Limits,
     codec: Codec,
+    /// Decodes request bodies: its limits are the server's body limit, so a
+    /// small frame that claims a large decoded size is refused from its
+    /// header, before anything is allocated.
+    request_codec: Codec,
     clock: SystemClock,
     metrics: Mutex<Registry>,
     fleet: Mutex<FleetReport>,
@@ -170,12 +174,18 @@ impl AppState {
     ) -> Result<Arc<Self>, ServerError> {
         let rate = NonZeroU32::new(limits.rate_per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(limits.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let request_codec = Codec::new().with_limits(pdc_codec::Limits {
+            max_frame_bytes: limits.max_body_bytes,
+            max_decoded_bytes: limits.max_body_bytes,
+            ..pdc_codec::Limits::default()
+        });
         let state = Arc::new(AppState {
             ledger,
             datasets,
             pos,
             limits,
             codec: Codec::new(),
+            request_codec,
             clock: SystemClock::new(),
             metrics: Mutex::new(Registry::new()),
             fleet: Mutex::new(FleetReport::new()),
@@ -368,10 +378,21 @@ impl AppState {
 
     fn decode<T: Record + DeserializeOwned>(&self, f: Format, bytes: &[u8]) -> Result<T, Response> {
         match f {
-            Format::Binary => self.codec.decode(bytes).map_err(|e| e.to_string()),
-            Format::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+            Format::Binary => self.request_codec.decode(bytes).map_err(|e| match e {
+                // The frame says it decodes past the body limit.
+                pdc_codec::CodecError::TooLarge { .. } => error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    format!(
+                        "request body decodes to more than {} bytes: {e}",
+                        self.limits.max_body_bytes
+                    ),
+                ),
+                e => error(StatusCode::BAD_REQUEST, "malformed", e.to_string()),
+            }),
+            Format::Json => serde_json::from_slice(bytes)
+                .map_err(|e| error(StatusCode::BAD_REQUEST, "malformed", e.to_string())),
         }
-        .map_err(|e| error(StatusCode::BAD_REQUEST, "malformed", e))
     }
 
     /// The response and its body's size.

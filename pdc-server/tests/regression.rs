@@ -269,3 +269,42 @@ async fn ids_at_or_above_2_63_wrap() {
     assert_eq!(n, 1, "only the rejected order is recorded");
     drop_schema(&schema).await;
 }
+
+/// Issue 16, defect 1: a small `application/x-pdc` body whose frame
+/// decodes to 60 MB was decompressed (60 MB allocated) before any limit
+/// applied — the server's codec had the default 64 MiB limit, not its own
+/// body limit. Now the frame header's decoded length is checked against
+/// the body limit first: 413 `body_too_large`, nothing allocated.
+#[tokio::test]
+async fn binary_bodies_bypass_the_body_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("l.redb"), Limits::default(), any_port()).await;
+    let token = add_terminal(&*server.state.ledger, "till-1").await.unwrap();
+    let req = pdc_sync::PushRequest {
+        schema: pdc_sync::PROTOCOL_VERSION,
+        terminal_id: "till-1".into(),
+        store_id: pdc_sync::StoreId([7; 16]),
+        batch_id: 1,
+        items: vec![OutboxItem {
+            local_id: 1,
+            stream: StreamKey(1),
+            priority: Priority::High,
+            kind: 100,
+            created_at_ms: 1,
+            payload: vec![0; 60 << 20],
+        }],
+    };
+    let body = Codec::new().encode(&req).unwrap();
+    assert!(body.len() < 300 << 10, "{} bytes on the wire", body.len());
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/push", server.addr))
+        .header("content-type", "application/x-pdc")
+        .header("authorization", format!("Bearer {token}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "body_too_large", "{v}");
+}
