@@ -326,9 +326,15 @@ impl AppState {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let format = match ctype.split(';').next().map(str::trim) {
-            Some("application/x-pdc") => Format::Binary,
-            Some("application/json") => Format::Json,
+        // Media types and content codings are case-insensitive (RFC 9110).
+        let media = ctype
+            .split(';')
+            .next()
+            .map(|m| m.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let format = match media.as_str() {
+            "application/x-pdc" => Format::Binary,
+            "application/json" => Format::Json,
             _ => {
                 return Err(error(
                     StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -345,14 +351,30 @@ impl AppState {
                 format!("request body over {limit} bytes"),
             )
         };
-        let raw: Bytes = axum::body::to_bytes(body, limit)
-            .await
-            .map_err(|_| too_big())?;
+        let raw: Bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+            // Over the limit is 413; a body that breaks HTTP framing (a
+            // malformed chunk size, a connection cut mid-body) is 400.
+            let inner = e.into_inner();
+            let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*inner);
+            while let Some(c) = cause {
+                if c.is::<http_body_util::LengthLimitError>() {
+                    return too_big();
+                }
+                cause = c.source();
+            }
+            error(
+                StatusCode::BAD_REQUEST,
+                "malformed_body",
+                "the request body could not be read",
+            )
+        })?;
         let encoding = headers
             .get(header::CONTENT_ENCODING)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("identity");
-        let bytes = match encoding {
+            .unwrap_or("identity")
+            .trim()
+            .to_ascii_lowercase();
+        let bytes = match encoding.as_str() {
             "identity" => raw.to_vec(),
             "gzip" => {
                 let mut out = Vec::new();

@@ -308,3 +308,58 @@ async fn binary_bodies_bypass_the_body_limit() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"], "body_too_large", "{v}");
 }
+
+/// Issue 16, defect 4 (media types): `APPLICATION/JSON` and `GZIP` were
+/// answered 415; media types and content codings are case-insensitive.
+#[tokio::test]
+async fn media_types_are_compared_case_sensitively() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("l.redb"), Limits::default(), any_port()).await;
+    let token = add_terminal(&*server.state.ledger, "till-1").await.unwrap();
+    let pull = br#"{"schema":1,"terminal_id":"till-1","datasets":[]}"#.to_vec();
+    let post = |ctype: &'static str, encoding: Option<&'static str>, body: Vec<u8>| {
+        let mut r = reqwest::Client::new()
+            .post(format!("http://{}/v1/pull", server.addr))
+            .header("content-type", ctype)
+            .header("authorization", format!("Bearer {token}"))
+            .body(body);
+        if let Some(e) = encoding {
+            r = r.header("content-encoding", e);
+        }
+        r.send()
+    };
+    let r = post("APPLICATION/JSON; Charset=UTF-8", None, pull.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &pull).unwrap();
+    let r = post("Application/Json", Some("GZIP"), gz.finish().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let r = post("text/plain", None, pull).await.unwrap();
+    assert_eq!(r.status(), 415);
+}
+
+/// Issue 16, defect 4 (chunks): a body with a malformed chunk size was
+/// answered 413 (every body read error was "too large"); it is a 400.
+#[tokio::test]
+async fn a_malformed_chunk_size_answers_413() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("l.redb"), Limits::default(), any_port()).await;
+    let token = add_terminal(&*server.state.ledger, "till-1").await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let req = format!(
+        "POST /v1/pull HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nauthorization: Bearer {token}\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+}
