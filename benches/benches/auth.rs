@@ -39,7 +39,7 @@ fn verify(c: &mut Criterion) {
         ("pbkdf2_sha256_600k", KdfParams::PBKDF2_DEFAULT),
     ];
     for (name, params) in sets {
-        let h = PinHasher::new(params, Some(Pepper::new(b"fleet secret")));
+        let h = PinHasher::new(params, Some(Pepper::new(b"fleet secret 0123").unwrap()));
         let cred = h.hash(&pin, &mut rng).unwrap();
         g.bench_function(name, |b| {
             b.iter(|| h.verify(black_box(&cred), &pin, &mut rng).unwrap())

@@ -59,9 +59,19 @@ impl Default for KdfParams {
 pub struct Pepper(Zeroizing<Vec<u8>>);
 
 impl Pepper {
-    /// A pepper from secret bytes (at least 16 are advisable).
-    pub fn new(secret: &[u8]) -> Self {
-        Pepper(Zeroizing::new(secret.to_vec()))
+    /// The fewest secret bytes a pepper takes (128 bits).
+    pub const MIN_LEN: usize = 16;
+
+    /// A pepper from secret bytes, at least [`Pepper::MIN_LEN`] of them
+    /// (from the platform's keystore); shorter is [`AuthError::WeakPepper`].
+    pub fn new(secret: &[u8]) -> Result<Self, AuthError> {
+        if secret.len() < Self::MIN_LEN {
+            return Err(AuthError::WeakPepper {
+                len: secret.len(),
+                min: Self::MIN_LEN,
+            });
+        }
+        Ok(Pepper(Zeroizing::new(secret.to_vec())))
     }
 }
 
@@ -327,7 +337,7 @@ mod tests {
         #![proptest_config(ProptestConfig::with_cases(32))]
         #[test]
         fn a_credential_verifies_its_pin_and_no_other(a in "[0-9]{4,8}", b in "[0-9]{4,8}", peppered in any::<bool>()) {
-            let h = PinHasher::new(KdfParams::INSECURE_TEST, peppered.then(|| Pepper::new(b"fleet secret")));
+            let h = PinHasher::new(KdfParams::INSECURE_TEST, peppered.then(|| Pepper::new(b"fleet secret 0123").unwrap()));
             let c = h.hash(&pin(&a), &mut rng()).unwrap();
             prop_assert_eq!(h.verify(&c, &pin(&a), &mut rng()).unwrap(), Verification::Match { upgrade: None });
             if a != b {
@@ -357,7 +367,10 @@ mod tests {
             Credential::parse("03ac674216f3e15c761ee1a5e255f067953623c8b388b4459e13f978d7c846f4")
                 .unwrap();
         assert!(legacy.is_legacy());
-        let h = PinHasher::new(KdfParams::INSECURE_TEST, Some(Pepper::new(b"k")));
+        let h = PinHasher::new(
+            KdfParams::INSECURE_TEST,
+            Some(Pepper::new(b"another pepper 42").unwrap()),
+        );
         let Verification::Match { upgrade: Some(new) } =
             h.verify(&legacy, &pin("1234"), &mut rng()).unwrap()
         else {
@@ -378,7 +391,7 @@ mod tests {
     fn pepper_is_required_to_verify() {
         let with = PinHasher::new(
             KdfParams::INSECURE_TEST,
-            Some(Pepper::new(b"device secret")),
+            Some(Pepper::new(b"device secret 0123").unwrap()),
         );
         let without = PinHasher::new(KdfParams::INSECURE_TEST, None);
         let c = with.hash(&pin("2580"), &mut rng()).unwrap();

@@ -31,6 +31,15 @@ pub enum AuthError {
     /// The PIN does not meet the policy (length, digits, too common).
     #[error("PIN refused by policy: {0}")]
     PinPolicy(&'static str),
+    /// A pepper shorter than [`crate::Pepper::MIN_LEN`] bytes: it would add
+    /// nothing an attacker with the credential file could not guess.
+    #[error("a pepper needs at least {min} secret bytes, got {len}")]
+    WeakPepper {
+        /// Bytes given.
+        len: usize,
+        /// The minimum.
+        min: usize,
+    },
     /// A stored credential is not a valid PHC string or legacy hash.
     #[error("malformed credential: {0}")]
     MalformedCredential(String),

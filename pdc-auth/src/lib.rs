@@ -53,7 +53,7 @@
 //! use rand_core::SeedableRng;
 //!
 //! let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1); // the host passes an OS CSPRNG
-//! let hasher = PinHasher::new(KdfParams::INSECURE_TEST, Some(Pepper::new(b"fleet secret")));
+//! let hasher = PinHasher::new(KdfParams::INSECURE_TEST, Some(Pepper::new(b"fleet secret 0123")?));
 //! let clock = ManualClock::new(1_704_067_200_000);
 //! let mut auth = Authenticator::new(MemoryAuthStore::default(), clock, hasher, AuthConfig::default(), &mut rng)?;
 //! auth.enrol("alice", "cashier", "2580", &mut rng)?;

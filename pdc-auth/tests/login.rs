@@ -19,7 +19,10 @@ fn rng() -> rand_chacha::ChaCha8Rng {
 }
 
 fn hasher() -> PinHasher {
-    PinHasher::new(KdfParams::INSECURE_TEST, Some(Pepper::new(b"fleet")))
+    PinHasher::new(
+        KdfParams::INSECURE_TEST,
+        Some(Pepper::new(b"fleet pepper 0123").unwrap()),
+    )
 }
 
 fn setup(
