@@ -65,6 +65,14 @@ fn ensure_wasm_bindgen(version: &str) -> Result<(), String> {
     run(cargo().args(["install", "wasm-bindgen-cli", "--version", version]))
 }
 
+/// Cargo's target directory (`CARGO_TARGET_DIR`, else `target/`).
+pub fn target_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { root().join(p) })
+        .unwrap_or_else(|| root().join("target"))
+}
+
 /// Builds `pdc-web/pkg`: the wasm in the `wasm` profile (opt-level "z",
 /// fat LTO) and its bindings for `--target web`, without the name and
 /// producers sections (wasm-opt -Oz made the result larger here).
@@ -89,7 +97,7 @@ pub fn build_pkg() -> Result<(), String> {
             "--out-dir",
             "pdc-web/pkg",
         ])
-        .arg("target/wasm32-unknown-unknown/wasm/pdc_web.wasm"))
+        .arg(target_dir().join("wasm32-unknown-unknown/wasm/pdc_web.wasm")))
 }
 
 /// Everything above; `pdc` is the binary the end-to-end test serves with.

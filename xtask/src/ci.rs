@@ -32,7 +32,7 @@ pub fn ci() -> Result<(), String> {
     wasm()?;
     // pdc-web in headless Chromium, against the `pdc` binary the tests
     // just built.
-    crate::browser::run_tests(&root().join("target/debug/pdc"))
+    crate::browser::run_tests(&crate::browser::target_dir().join("debug/pdc"))
 }
 
 /// Builds every pure crate present in the workspace for wasm32, and

@@ -52,7 +52,7 @@ fn main() -> ExitCode {
             .args(rest)),
         "fuzz" => ci::fuzz(rest),
         "wasm" => ci::wasm(),
-        "browser" => browser::run_tests(&root().join("target/debug/pdc")),
+        "browser" => browser::run_tests(&browser::target_dir().join("debug/pdc")),
         "fleet" => fleet::run_report(),
         "engine-figures" if rest.first().is_some_and(|a| a == "--build-store") => {
             match (rest.get(1).map(|n| n.parse::<usize>()), rest.get(2)) {
