@@ -110,13 +110,7 @@ fn index_row(item: &ItemRef) -> [u8; 13] {
 
 fn index_item(local_id: u64, row: &[u8]) -> Option<ItemRef> {
     let stream = u64::from_le_bytes(row.get(..8)?.try_into().ok()?);
-    let priority = match row.get(8)? {
-        0 => Priority::Low,
-        1 => Priority::Normal,
-        2 => Priority::High,
-        3 => Priority::Critical,
-        _ => return None,
-    };
+    let priority = Priority::from_index(usize::from(*row.get(8)?))?;
     let size = u32::from_le_bytes(row.get(9..13)?.try_into().ok()?);
     Some(ItemRef {
         local_id,

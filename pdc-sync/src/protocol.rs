@@ -140,6 +140,17 @@ impl Priority {
     pub fn index(self) -> usize {
         self as usize
     }
+
+    /// The class of an index written by [`Priority::index`].
+    pub fn from_index(index: usize) -> Option<Priority> {
+        match index {
+            0 => Some(Priority::Low),
+            1 => Some(Priority::Normal),
+            2 => Some(Priority::High),
+            3 => Some(Priority::Critical),
+            _ => None,
+        }
+    }
 }
 
 /// Items of one stream reach the server in local-id order. Hosts derive it

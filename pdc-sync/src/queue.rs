@@ -292,7 +292,7 @@ impl OutboxQueue {
         (0..4)
             .rev()
             .find(|&c| !self.ready[c].is_empty())
-            .map(class_priority)
+            .and_then(Priority::from_index)
     }
 
     /// When the oldest ready head was enqueued.
@@ -402,15 +402,6 @@ impl OutboxQueue {
             out[c] = (set.len(), oldest);
         }
         out
-    }
-}
-
-fn class_priority(c: usize) -> Priority {
-    match c {
-        3 => Priority::Critical,
-        2 => Priority::High,
-        1 => Priority::Normal,
-        _ => Priority::Low,
     }
 }
 

@@ -12,7 +12,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
 use crate::clock::BrowserClock;
-use crate::opfs::{open_opfs_store, OpenError};
+use crate::opfs::{js_text, open_opfs_store, OpenError};
 
 type Engine = OfflineEngine<HttpTransport, BrowserClock>;
 
@@ -107,6 +107,9 @@ fn engine_error(e: EngineError) -> JsValue {
     error(code, e)
 }
 
+/// The largest integer a JS number holds exactly (2^53 − 1).
+const SAFE: f64 = 9_007_199_254_740_991.0;
+
 fn get(obj: &JsValue, key: &str) -> Result<JsValue, JsValue> {
     js_sys::Reflect::get(obj, &JsValue::from_str(key))
 }
@@ -128,8 +131,6 @@ fn new_item(obj: &JsValue, clock: &BrowserClock) -> Result<NewItem, JsValue> {
             )),
         }
     };
-    // JS numbers are exact up to 2^53 - 1.
-    const SAFE: f64 = 9_007_199_254_740_991.0;
     let stream = int("stream", SAFE)?.ok_or_else(|| error("config", "stream is required"))?;
     let kind =
         int("kind", f64::from(u16::MAX))?.ok_or_else(|| error("config", "kind is required"))?;
@@ -369,7 +370,7 @@ impl WebEngine {
     pub fn reference(&self, dataset: String, id: f64) -> js_sys::Promise {
         let e = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
-            if !(id >= 0.0 && id.fract() == 0.0 && id <= 9_007_199_254_740_991.0) {
+            if !(id >= 0.0 && id.fract() == 0.0 && id <= SAFE) {
                 return Err(error("config", "id must be a non-negative integer"));
             }
             match e
@@ -511,13 +512,6 @@ impl WebEngine {
             serde_json::json!({ "type": kind, "detail": text }).to_string()
         })
     }
-}
-
-fn js_text(e: &JsValue) -> String {
-    e.dyn_ref::<js_sys::Error>()
-        .map(|e| format!("{}: {}", String::from(e.name()), String::from(e.message())))
-        .or_else(|| e.as_string())
-        .unwrap_or_else(|| format!("{e:?}"))
 }
 
 /// Asks the browser to keep this origin's storage; false if it will not

@@ -15,13 +15,16 @@ thread_local! {
     static HANDLES: RefCell<Vec<Option<FileSystemSyncAccessHandle>>> = const { RefCell::new(Vec::new()) };
 }
 
-fn js_error(what: &str, e: JsValue) -> io::Error {
-    let text = e
-        .dyn_ref::<js_sys::Error>()
-        .map(|e| String::from(e.message()))
+/// A JS exception as text: `Name: message` for an `Error`.
+pub(crate) fn js_text(e: &JsValue) -> String {
+    e.dyn_ref::<js_sys::Error>()
+        .map(|e| format!("{}: {}", String::from(e.name()), String::from(e.message())))
         .or_else(|| e.as_string())
-        .unwrap_or_else(|| format!("{e:?}"));
-    io::Error::other(format!("{what}: {text}"))
+        .unwrap_or_else(|| format!("{e:?}"))
+}
+
+fn js_error(what: &str, e: JsValue) -> io::Error {
+    io::Error::other(format!("{what}: {}", js_text(&e)))
 }
 
 /// A `redb::StorageBackend` over one OPFS file's
