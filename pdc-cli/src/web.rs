@@ -36,6 +36,11 @@ const FILES: &[(&str, &str, &str)] = &[
         include_str!("../../pdc-web/till/till.css"),
     ),
     (
+        "/sw.js",
+        "text/javascript",
+        include_str!("../../pdc-web/till/sw.js"),
+    ),
+    (
         "/js/client.js",
         "text/javascript",
         include_str!("../../pdc-web/js/client.js"),

@@ -45,6 +45,10 @@ pub struct Pulled {
     pub applied: DatasetDelta,
 }
 
+/// The dataset that holds the catalogue's products ([`pdc_codec::Product`]
+/// records by id), as pdc-server serves it.
+pub const PRODUCTS: &str = "products";
+
 /// The reference datasets of one terminal.
 pub struct Catalogue {
     store: Store,
@@ -52,6 +56,9 @@ pub struct Catalogue {
     loader: StoreLoader,
     datasets: Vec<String>,
     codec: Codec,
+    /// Barcode → product id, built from the store at the first barcode
+    /// lookup and dropped when a pull changes the products.
+    barcodes: std::sync::Mutex<Option<std::collections::HashMap<String, u64>>>,
 }
 
 impl std::fmt::Debug for Catalogue {
@@ -83,6 +90,7 @@ impl Catalogue {
             store,
             datasets,
             codec: Codec::new(),
+            barcodes: std::sync::Mutex::new(None),
         })
     }
 
@@ -148,6 +156,9 @@ impl Catalogue {
                 }
             }
             self.invalidate(&applied).await?;
+            if applied.dataset == PRODUCTS {
+                *self.barcodes.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
             pulled.push(Pulled { applied });
         }
         Ok((pulled, up, down))
@@ -189,6 +200,54 @@ impl Catalogue {
             Ok(l) => Ok(Some(l.value)),
             Err(pdc_cache::CacheError::Load(_)) => Ok(None),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A product by id, decoded from the [`PRODUCTS`] dataset (memory
+    /// first, as [`Catalogue::reference`]); `None` when there is no such
+    /// product, [`EngineError::Codec`] when its record does not decode,
+    /// [`EngineError::Cache`] when the catalogue does not follow
+    /// [`PRODUCTS`].
+    pub async fn product(
+        &self,
+        id: u64,
+        now_ms: u64,
+    ) -> Result<Option<pdc_codec::Product>, EngineError> {
+        match self.reference(PRODUCTS, id, now_ms).await? {
+            Some(bytes) => Ok(Some(self.codec.decode(&bytes)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A product by barcode (an exact match), through an index of the
+    /// products' barcodes built at the first call after a pull changed
+    /// them (one pass over the dataset; products that do not decode or
+    /// have no barcode are not in it; when two products share a barcode
+    /// the lower id wins).
+    pub async fn product_by_barcode(
+        &self,
+        barcode: &str,
+        now_ms: u64,
+    ) -> Result<Option<pdc_codec::Product>, EngineError> {
+        let id = {
+            let mut index = self.barcodes.lock().unwrap_or_else(|p| p.into_inner());
+            if index.is_none() {
+                let mut map = std::collections::HashMap::new();
+                // By id, ascending: the first product with a barcode keeps it.
+                for (id, body) in self.store.dataset(PRODUCTS)?.records {
+                    if let Ok(p) = self.codec.decode::<pdc_codec::Product>(&body) {
+                        if !p.barcode.is_empty() {
+                            map.entry(p.barcode).or_insert(id);
+                        }
+                    }
+                }
+                *index = Some(map);
+            }
+            index.as_ref().and_then(|m| m.get(barcode).copied())
+        };
+        match id {
+            Some(id) => self.product(id, now_ms).await,
+            None => Ok(None),
         }
     }
 

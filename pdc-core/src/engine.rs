@@ -303,6 +303,22 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             .await
     }
 
+    /// A product by id from the catalogue's `products` dataset
+    /// ([`Catalogue::product`]).
+    pub async fn product(&self, id: u64) -> Result<Option<pdc_codec::Product>, EngineError> {
+        self.catalogue.product(id, self.clock.wall_ms()).await
+    }
+
+    /// A product by barcode ([`Catalogue::product_by_barcode`]).
+    pub async fn product_by_barcode(
+        &self,
+        barcode: &str,
+    ) -> Result<Option<pdc_codec::Product>, EngineError> {
+        self.catalogue
+            .product_by_barcode(barcode, self.clock.wall_ms())
+            .await
+    }
+
     /// Loads a whole dataset from the store into the memory cache (the
     /// study's phase 2: after login, the catalogue is made ready for
     /// scanning). Returns how many records were loaded.

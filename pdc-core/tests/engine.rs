@@ -340,3 +340,65 @@ fn sync_started_and_alerts_become_events() {
         "{events:?}"
     );
 }
+
+/// Typed product lookups: by id and by barcode, both following a pull
+/// that changes a barcode; a record that is not a product is an error,
+/// not a silent miss.
+#[test]
+fn products_are_looked_up_by_id_and_by_barcode() {
+    let codec = pdc_codec::Codec::new();
+    let product = |id: u32, barcode: &str| pdc_codec::Product {
+        id,
+        name: format!("Product {id}"),
+        barcode: barcode.into(),
+        category: "Bakery".into(),
+        price_cents: 100 + i64::from(id),
+        tax_rate_bp: 700,
+        active: true,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let transport = LoopbackTransport::new();
+    let mut products = ServerDataset::new("products", 1000);
+    for id in 1..=300u32 {
+        let p = product(id, &format!("400000000{id:04}"));
+        products.upsert(u64::from(id), codec.encode(&p).unwrap());
+    }
+    products.upsert(999, b"not a product".to_vec());
+    transport
+        .server
+        .lock()
+        .unwrap()
+        .datasets
+        .insert("products".into(), products);
+    let engine = OfflineEngine::open(
+        config(&dir.path().join("t.pdc")),
+        transport.clone(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    let by_code = |code: &str| pollster::block_on(engine.product_by_barcode(code)).unwrap();
+    assert_eq!(by_code("4000000000042"), None, "nothing pulled yet");
+    pollster::block_on(engine.pull()).unwrap();
+    assert_eq!(
+        pollster::block_on(engine.product(42)).unwrap(),
+        Some(product(42, "4000000000042"))
+    );
+    assert_eq!(pollster::block_on(engine.product(301)).unwrap(), None);
+    assert_eq!(by_code("4000000000042"), Some(product(42, "4000000000042")));
+    assert_eq!(by_code("4000000009999"), None);
+    assert!(matches!(
+        pollster::block_on(engine.product(999)),
+        Err(pdc_core::EngineError::Codec(_))
+    ));
+    // The barcode moves to another product at the server.
+    {
+        let mut server = transport.server.lock().unwrap();
+        let ds = server.datasets.get_mut("products").unwrap();
+        ds.upsert(42, codec.encode(&product(42, "4000000000000")).unwrap());
+        ds.upsert(7, codec.encode(&product(7, "4000000000042")).unwrap());
+    }
+    pollster::block_on(engine.pull()).unwrap();
+    assert_eq!(by_code("4000000000042"), Some(product(7, "4000000000042")));
+    assert_eq!(by_code("4000000000000"), Some(product(42, "4000000000000")));
+    assert_eq!(by_code("4000000000007"), None, "the old barcode is gone");
+}

@@ -35,6 +35,17 @@ impl Store {
         Ok(ds)
     }
 
+    /// The version of a dataset as last applied (`None`: never pulled),
+    /// without reading its records.
+    pub fn dataset_version(&self, name: &str) -> Result<Option<u64>, StoreError> {
+        let rtx = self.db.begin_read()?;
+        match rtx.open_table(DS_VERSION) {
+            Ok(t) => Ok(t.get(name)?.map(|g| g.value())),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// What to send in a pull request for this dataset.
     pub fn dataset_state(&self, name: &str) -> Result<DatasetState, StoreError> {
         Ok(self.dataset(name)?.state())

@@ -226,6 +226,7 @@ fn datasets_apply_whole_check_digests_and_keep_local_changes() {
     use pdc_sync::ServerDataset;
     let (_dir, path) = fresh();
     let store = Store::open(&path).unwrap();
+    assert_eq!(store.dataset_version("products").unwrap(), None);
     let mut server = ServerDataset::new("products", 100);
     for id in 0..50 {
         server.upsert(id, format!("p{id}").into_bytes());
@@ -234,6 +235,12 @@ fn datasets_apply_whole_check_digests_and_keep_local_changes() {
         .apply_dataset(&server.answer(&store.dataset_state("products").unwrap()))
         .unwrap();
     assert_eq!(store.dataset("products").unwrap().records.len(), 50);
+    assert_eq!(
+        store.dataset_version("products").unwrap(),
+        store.dataset("products").unwrap().version
+    );
+    assert!(store.dataset_version("products").unwrap().is_some());
+    assert_eq!(store.dataset_version("users").unwrap(), None);
 
     // A local change survives a pull that touches the same record.
     store

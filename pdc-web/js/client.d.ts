@@ -58,6 +58,20 @@ export interface Status {
   bytesDown: number;
   /** Whether the browser promised to keep the storage. */
   persisted: boolean;
+  /** The held version of each followed dataset (null: never pulled). */
+  datasets: Record<string, number | null>;
+}
+
+/** The products on the page's thread, kept in step with the store; lookups are synchronous. */
+export class Catalogue {
+  /** The products dataset version this copy holds (null before the first pull). */
+  readonly version: number | null;
+  readonly size: number;
+  get(id: number): Product | undefined;
+  byBarcode(barcode: string): Product | undefined;
+  /** Active products whose name contains `text` (any case) or whose barcode starts with it. */
+  search(text: string, limit?: number): Product[];
+  onChange(cb: (catalogue: Catalogue) => void): () => void;
 }
 
 export interface Product {
@@ -73,6 +87,8 @@ export class PdcClient {
   recordMany(sales: Sale[]): Promise<number[]>;
   recordOrder(order: Order): Promise<{ localId: number; orderId: string; totalCents: number }>;
   products(): Promise<Product[]>;
+  /** The products on the page's thread, loaded once and kept up to date. */
+  catalogue(): Promise<Catalogue>;
   pending(): Promise<number>;
   status(): Promise<Status>;
   onStatus(cb: (status: Status) => void): () => void;
@@ -82,6 +98,10 @@ export class PdcClient {
   login(userId: string, pin: string): Promise<{ userId: string; role: string; token: string; expiresAtMs: number }>;
   enrol(userId: string, role: string, pin: string): Promise<void>;
   reference(dataset: string, id: number): Promise<Uint8Array | undefined>;
+  /** A product by id, or undefined. */
+  product(id: number): Promise<Product | undefined>;
+  /** A product by barcode (exact match), or undefined. */
+  productByBarcode(barcode: string): Promise<Product | undefined>;
   events(): Promise<{ type: string; detail: string }[]>;
   memoryBytes(): Promise<number>;
   close(): Promise<void>;

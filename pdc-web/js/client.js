@@ -10,12 +10,62 @@ export class PdcError extends Error {
   }
 }
 
+/**
+ * The catalogue's products on the page's own thread, for lookups that
+ * cannot wait for a worker round trip (a scanner, a search box): a copy of
+ * the store's `products` dataset that the client replaces whenever the
+ * worker reports a new version. Lookups are synchronous.
+ */
+export class Catalogue {
+  #byId = new Map();
+  #byBarcode = new Map();
+  #list = [];
+  #listeners = new Set();
+  /** The dataset version this copy holds (`null` before the first pull). */
+  version = null;
+
+  /** @internal */
+  replace(list, version) {
+    this.#list = list;
+    this.#byId = new Map(list.map((p) => [p.id, p]));
+    // Ascending ids: the first product with a barcode keeps it, as in the engine.
+    this.#byBarcode = new Map();
+    for (const p of list) if (p.barcode && !this.#byBarcode.has(p.barcode)) this.#byBarcode.set(p.barcode, p);
+    this.version = version;
+    for (const cb of this.#listeners) cb(this);
+  }
+
+  /** How many products. */
+  get size() { return this.#list.length; }
+  /** A product by id, or undefined. */
+  get(id) { return this.#byId.get(id); }
+  /** A product by barcode (exact match), or undefined. */
+  byBarcode(barcode) { return this.#byBarcode.get(barcode); }
+  /** Active products whose name contains `text` (any case) or whose barcode starts with it, by id. */
+  search(text, limit = 60) {
+    const q = text.trim().toLowerCase();
+    const out = [];
+    for (const p of this.#list) {
+      if (out.length >= limit) break;
+      if (p.active && (!q || p.name.toLowerCase().includes(q) || p.barcode.startsWith(q))) out.push(p);
+    }
+    return out;
+  }
+  /** Calls `cb(catalogue)` after every replacement; returns a function that stops it. */
+  onChange(cb) {
+    this.#listeners.add(cb);
+    return () => this.#listeners.delete(cb);
+  }
+}
+
 export class PdcClient {
   #worker;
   #next = 1;
   #waiting = new Map();
   #statusListeners = new Set();
   #lastStatus = null;
+  #catalogue = null;
+  #loading = null;
 
   constructor(worker) {
     this.#worker = worker;
@@ -38,6 +88,7 @@ export class PdcClient {
     if (data?.type === "status") {
       this.#lastStatus = data.status;
       for (const cb of this.#statusListeners) cb(data.status);
+      this.#follow(data.status).catch(() => {});
       return;
     }
     if (data?.type === "panic") {
@@ -90,14 +141,48 @@ export class PdcClient {
   }
   /** Runs a sync pass now; resolves to the status after it. */
   syncNow() { return this.#call("syncNow"); }
-  /** Pulls the reference datasets. */
-  pull() { return this.#call("pull"); }
+  /** Pulls the reference datasets (and brings the page's catalogue up to date). */
+  async pull() {
+    await this.#call("pull");
+    await this.#follow(await this.status());
+  }
+
+  /**
+   * The products on the page's thread ({@link Catalogue}), loaded at the
+   * first call and kept in step with the store from then on.
+   */
+  async catalogue() {
+    if (!this.#catalogue) {
+      this.#catalogue = new Catalogue();
+      await this.#follow(await this.status());
+    }
+    return this.#catalogue;
+  }
+
+  /** Reloads the page's catalogue when the store holds another products version. */
+  async #follow(status) {
+    const version = status?.datasets?.products ?? null;
+    if (!this.#catalogue || this.#catalogue.version === version) return;
+    if (this.#loading) return this.#loading;
+    this.#loading = (async () => {
+      try {
+        this.#catalogue.replace(await this.products(), version);
+      } finally {
+        this.#loading = null;
+      }
+    })();
+    return this.#loading;
+  }
   /** Tells the engine whether the network is up. */
   setOnline(online) { return this.#call("setOnline", online); }
   /** Offline PIN login; resolves to `{userId, role, token, expiresAtMs}`. */
   login(userId, pin) { return this.#call("login", userId, pin); }
   /** Enrols a PIN on this till. */
   enrol(userId, role, pin) { return this.#call("enrol", userId, role, pin); }
+  /** A product by id (`{id, name, barcode, category, priceCents, taxRateBp, active}`), or undefined. */
+  product(id) { return this.#call("product", id); }
+  /** A product by barcode (exact match), or undefined. */
+  productByBarcode(barcode) { return this.#call("productByBarcode", barcode); }
   /** A reference record (e.g. a product) by id, as bytes, or undefined. */
   reference(dataset, id) { return this.#call("reference", dataset, id); }
   /** The engine's events since the last call. */

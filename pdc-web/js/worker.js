@@ -149,6 +149,14 @@ const methods = {
   enrol(userId, role, pin) {
     engine.enrol(userId, role, pin);
   },
+  async product(id) {
+    const p = await engine.product(id);
+    return p === undefined ? undefined : JSON.parse(p);
+  },
+  async productByBarcode(barcode) {
+    const p = await engine.productByBarcode(barcode);
+    return p === undefined ? undefined : JSON.parse(p);
+  },
   async reference(dataset, id) {
     return await engine.reference(dataset, id);
   },

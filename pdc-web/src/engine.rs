@@ -273,7 +273,7 @@ impl WebEngine {
 
     /// The sync status as JSON: `{pending, online, byPriority: [low,
     /// normal, high, critical], inFlight, quarantined, halted, failures, lastSyncAtMs,
-    /// bytesUp, bytesDown, persisted}`.
+    /// bytesUp, bytesDown, persisted, datasets: {name: version | null}}`.
     pub fn status(&self) -> String {
         let h = self.inner.health();
         let clock = BrowserClock;
@@ -294,8 +294,24 @@ impl WebEngine {
             "bytesUp": h.bytes_up,
             "bytesDown": h.bytes_down,
             "persisted": self.persisted,
+            "datasets": self.dataset_versions(),
         })
         .to_string()
+    }
+
+    /// The held version of each followed dataset (`null`: never pulled,
+    /// or unreadable).
+    fn dataset_versions(&self) -> serde_json::Map<String, serde_json::Value> {
+        let store = self.inner.store();
+        self.inner
+            .catalogue()
+            .datasets()
+            .iter()
+            .map(|d| {
+                let v = store.dataset_version(d).ok().flatten();
+                (d.clone(), v.map_or(serde_json::Value::Null, Into::into))
+            })
+            .collect()
     }
 
     /// One sync pass (send what is due, commit the answers).
@@ -398,14 +414,32 @@ impl WebEngine {
         let list: Vec<serde_json::Value> = records
             .values()
             .filter_map(|b| codec.decode::<pdc_codec::Product>(b).ok())
-            .map(|p| {
-                serde_json::json!({
-                    "id": p.id, "name": p.name, "barcode": p.barcode, "category": p.category,
-                    "priceCents": p.price_cents, "taxRateBp": p.tax_rate_bp, "active": p.active,
-                })
-            })
+            .map(|p| product_json(&p))
             .collect();
         Ok(serde_json::Value::Array(list).to_string())
+    }
+
+    /// A product by id, as JSON in the shape of [`WebEngine::products`]'s
+    /// entries, or `undefined`.
+    pub fn product(&self, id: f64) -> js_sys::Promise {
+        let e = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            if !(id >= 0.0 && id.fract() == 0.0 && id <= SAFE) {
+                return Err(error("config", "id must be a non-negative integer"));
+            }
+            let p = e.product(id as u64).await.map_err(engine_error)?;
+            Ok(p.map_or(JsValue::UNDEFINED, |p| product_json(&p).to_string().into()))
+        })
+    }
+
+    /// A product by barcode (exact match), as [`WebEngine::product`].
+    #[wasm_bindgen(js_name = productByBarcode)]
+    pub fn product_by_barcode(&self, barcode: String) -> js_sys::Promise {
+        let e = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let p = e.product_by_barcode(&barcode).await.map_err(engine_error)?;
+            Ok(p.map_or(JsValue::UNDEFINED, |p| product_json(&p).to_string().into()))
+        })
     }
 
     /// Records a sale as a POS order (JSON `{cashierId, customerId?,
@@ -528,4 +562,12 @@ async fn persist() -> bool {
         .ok()
         .and_then(|v| v.as_bool())
         .unwrap_or(false)
+}
+
+/// A product as the JS API shows it.
+fn product_json(p: &pdc_codec::Product) -> serde_json::Value {
+    serde_json::json!({
+        "id": p.id, "name": p.name, "barcode": p.barcode, "category": p.category,
+        "priceCents": p.price_cents, "taxRateBp": p.tax_rate_bp, "active": p.active,
+    })
 }

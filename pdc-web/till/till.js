@@ -16,7 +16,7 @@ localStorage.setItem("pdc-till", JSON.stringify(settings));
 const money = (c) => (c / 100).toFixed(2);
 
 let till;
-let products = [];
+let catalogue = null;
 let cart = new Map();
 let cashier = null;
 
@@ -34,10 +34,7 @@ function showStatus(s) {
 }
 
 function renderProducts() {
-  const q = $("search").value.trim().toLowerCase();
-  const list = products
-    .filter((p) => p.active && (!q || p.name.toLowerCase().includes(q) || p.barcode.startsWith(q)))
-    .slice(0, 60);
+  const list = catalogue ? catalogue.search($("search").value, 60) : [];
   $("products").replaceChildren(...list.map((p) => {
     const b = document.createElement("button");
     b.className = "product";
@@ -133,7 +130,10 @@ async function login(ev) {
     $("cashier").textContent = `${l.userId} (${l.role})`;
     $("login").hidden = true;
     $("till").hidden = false;
-    products = await till.products();
+    if (!catalogue) {
+      catalogue = await till.catalogue();
+      catalogue.onChange(renderProducts);
+    }
     renderProducts();
     renderCart();
     $("search").focus();
@@ -146,10 +146,10 @@ async function login(ev) {
 
 $("login-form").onsubmit = login;
 $("search").oninput = renderProducts;
+// A scanner types the barcode and Enter: looked up on the page's copy.
 $("search").onkeydown = (e) => {
   if (e.key !== "Enter") return;
-  const code = $("search").value.trim();
-  const p = products.find((x) => x.barcode === code);
+  const p = catalogue?.byBarcode($("search").value.trim());
   if (p) { add(p); $("search").value = ""; renderProducts(); }
 };
 $("pay-cash").onclick = () => pay("cash");
@@ -157,6 +157,13 @@ $("pay-card").onclick = () => pay("card");
 $("receipt-close").onclick = () => { $("receipt").close(); $("search").focus(); };
 addEventListener("online", () => till?.setOnline(true));
 addEventListener("offline", () => till?.setOnline(false));
+
+// The shell for offline reloads (sw.js). A page without it still works
+// online; `window.tillShell` says whether the next reload can be offline.
+window.tillShell = "serviceWorker" in navigator
+  ? navigator.serviceWorker.register("/sw.js").then(() => navigator.serviceWorker.ready).then(() => "cached")
+    .catch((e) => `not cached: ${e.message}`)
+  : Promise.resolve("not cached: no service worker in this browser");
 
 try {
   till = await PdcClient.open({ ...settings, datasets: ["products", "users", "config"] });

@@ -8,6 +8,7 @@ use crate::{cargo, root, run, PURE_CRATES};
 
 /// Everything CI checks, in the order that fails fastest.
 pub fn ci() -> Result<(), String> {
+    check_lock_pins()?;
     ensure_wasm_target()?;
     ensure_postgres();
     run(cargo()
@@ -33,6 +34,21 @@ pub fn ci() -> Result<(), String> {
     // pdc-web in headless Chromium, against the `pdc` binary the tests
     // just built.
     crate::browser::run_tests(&crate::browser::target_dir().join("debug/pdc"))
+}
+
+/// Cargo.lock pins that a `cargo update` would silently undo: see the
+/// comment on `[profile.wasm]` in the workspace's Cargo.toml.
+fn check_lock_pins() -> Result<(), String> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock")).map_err(|e| e.to_string())?;
+    if lock.contains("name = \"idna_adapter\"\nversion = \"1.0.0\"") {
+        Ok(())
+    } else {
+        Err(
+            "Cargo.lock must pin idna_adapter to 1.0.0 (the browser bundle's size): \
+             cargo update -p idna_adapter --precise 1.0.0"
+                .into(),
+        )
+    }
 }
 
 /// Builds every pure crate present in the workspace for wasm32, and

@@ -1,8 +1,9 @@
-// End to end in headless Chromium against a real `pdc serve` on loopback
-// (PostgreSQL ledger, a catalogue and a cashier imported first), through
-// the web till page: 50 orders online; the server stops; 50 more offline;
-// the page reloads; the browser is SIGKILLed and started again on the same
-// profile; the cashier logs in by PIN in the page, offline; one more sale
+// End to end in headless Chromium against a real `pdc serve --web` on
+// loopback (PostgreSQL ledger, a catalogue and a cashier imported first),
+// through the web till page it serves on its own origin: 50 orders online;
+// the server stops; 50 more offline; the page reloads (from the service
+// worker's shell, the server being down); the browser is SIGKILLed and
+// started again on the same profile; the cashier logs in by PIN in the page, offline; one more sale
 // through the page's buttons; the server starts again; all 101 orders are
 // applied exactly once, counted in the server's ledger (SQL), not by the
 // page. A screenshot of the till is written to target/pdc-web-e2e.png.
@@ -14,15 +15,11 @@ import fs from "node:fs";
 import path from "node:path";
 import { spawn, execFileSync } from "node:child_process";
 import { chromium } from "playwright-core";
-import { serveFiles, startPdc, stopPdc, root, repo, PDC, CHROMIUM, CHROME_ARGS } from "./harness.mjs";
+import { startPdc, stopPdc, root, repo, PDC, CHROMIUM, CHROME_ARGS } from "./harness.mjs";
 
 const DB = process.env.DATABASE_URL ?? "postgres://postgres@127.0.0.1:5432/test";
 const terminal = `till-web-${process.pid}`;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// Static files (the till, the client, the worker, the wasm) on their own origin.
-const { server: files, origin } = await serveFiles();
-
 
 const token = execFileSync(PDC, ["terminal", "add", terminal, "--database-url", DB], { encoding: "utf8" })
   .trim().split(/\s+/)[1];
@@ -40,7 +37,7 @@ for (const name of ["products", "users"]) {
 }
 
 let serverUrl = null;
-const startServer = (listen) => startPdc(["--database-url", DB, "--listen", listen, "--cors-origin", origin,
+const startServer = (listen) => startPdc(["--database-url", DB, "--listen", listen,
   "--web", "--web-pkg", path.join(root, "pkg")]);
 const stopServer = stopPdc;
 
@@ -59,7 +56,8 @@ async function startBrowser() {
   return { proc, browser, page };
 }
 
-const tillUrl = () => `${origin}/till/index.html?server=${encodeURIComponent(serverUrl)}&terminal=${terminal}&token=${token}`;
+// The till talks to the origin that serves it.
+const tillUrl = () => `${serverUrl}/till/?terminal=${terminal}&token=${token}`;
 async function openTill(page) {
   await page.goto(tillUrl());
   await page.waitForFunction(() => window.tillReady || window.tillError, null, { timeout: 60_000 });
@@ -100,6 +98,11 @@ results.opened = await openTill(b.page);
 await b.page.evaluate(() => window.till.pull());
 results.online = await sell(b.page, 50, 1);
 results.afterOnlineSync = (await drain(b.page)).pending;
+// Headless Chromium does not grant persistent storage: the status says so
+// and the badge warns (an evictable store is reported, not silent).
+results.persisted = await b.page.evaluate(async () => (await window.till.status()).persisted);
+results.badgeWarns = await b.page.getAttribute("#badge", "title");
+results.shell = await b.page.evaluate(() => window.tillShell);
 await stopServer(server);
 results.offline = await sell(b.page, 50, 51);
 results.afterReload = await openTill(b.page);
@@ -126,6 +129,8 @@ await b.page.click("#pay-card");
 await b.page.waitForSelector("#receipt[open]");
 await b.page.screenshot({ path: path.join(repo, "target/pdc-web-e2e.png") });
 results.receipt = await b.page.textContent("#receipt-state");
+// Two croissants by search and a click, the olive oil by its barcode.
+results.receiptBody = await b.page.textContent("#receipt-body");
 await b.page.click("#receipt-close");
 results.beforeRestart = await b.page.evaluate(() => window.till.pending());
 server = await startServer(new URL(serverUrl).host);
@@ -133,7 +138,6 @@ results.afterRestartSync = (await drain(b.page)).pending;
 await b.browser.close().catch(() => {});
 b.proc.kill("SIGKILL");
 await stopServer(server);
-files.close();
 const count = execFileSync("psql", [DB, "-tAc",
   `SELECT count(*) || ' ' || count(*) FILTER (WHERE code IS NULL) FROM pdc_items WHERE terminal_id = '${terminal}'`], { encoding: "utf8" }).trim();
 results.ledger = count;
@@ -142,6 +146,8 @@ console.log(JSON.stringify(results));
 const ok = results.online <= 50 && results.afterOnlineSync === 0 && results.offline === 50
   && results.afterReload === 50 && results.afterKill === 50 && results.beforeRestart === 51
   && results.afterRestartSync === 0 && count === "101 101"
-  && results.servedTill === "200 200 application/wasm";
+  && results.servedTill === "200 200 application/wasm" && results.shell === "cached"
+  && /Croissant 1/.test(results.receiptBody) && /Olive oil 1/.test(results.receiptBody)
+  && results.persisted === false && /not persisted/.test(results.badgeWarns ?? "");
 console.log(ok ? "E2E OK" : "E2E FAILED");
 process.exit(ok ? 0 : 1);

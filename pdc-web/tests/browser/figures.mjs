@@ -80,7 +80,26 @@ const f = await page.evaluate(async (config) => {
   const look0 = performance.now();
   for (let i = 0; i < 2000; i++) await till.reference("products", 1 + ((i * 7919) % 5000));
   const lookMean = (performance.now() - look0) / 2000;
-  return { openMs, pending, loginMs, recP50: rec[250], recP99: rec[495], lookMean, memory: await till.memoryBytes() };
+  const prod0 = performance.now();
+  for (let i = 0; i < 2000; i++) await till.product(1 + ((i * 7919) % 5000));
+  const productMean = (performance.now() - prod0) / 2000;
+  await till.productByBarcode("4000000000000"); // builds the barcode index
+  const bar0 = performance.now();
+  for (let i = 0; i < 2000; i++) await till.productByBarcode(String(4000000000000 + ((i * 7919) % 5000)));
+  const barcodeMean = (performance.now() - bar0) / 2000;
+  // The page's own copy (PdcClient.catalogue): no round trip.
+  const cat = await till.catalogue();
+  let found = 0;
+  const cat0 = performance.now();
+  for (let i = 0; i < 200000; i++) found += cat.byBarcode(String(4000000000000 + ((i * 7919) % 5000))) ? 1 : 0;
+  const catalogueMean = (performance.now() - cat0) / 200000;
+  if (found !== 200000) throw new Error(`catalogue lookups found ${found}`);
+  // The floor: a round trip to the worker that does (almost) nothing.
+  const floor0 = performance.now();
+  for (let i = 0; i < 2000; i++) await till.pending();
+  const floorMean = (performance.now() - floor0) / 2000;
+  return { openMs, pending, loginMs, recP50: rec[250], recP99: rec[495], lookMean, productMean, barcodeMean, floorMean, catalogueMean, catalogueSize: cat.size,
+    memory: await till.memoryBytes() };
 }, config);
 await ctx.close();
 files.close();
@@ -88,6 +107,9 @@ const out = {
   wasmBytes: wasmBytes.length, wasmGzip: gz, openMs: +f.openMs.toFixed(1), pending: f.pending,
   loginMs: +f.loginMs.toFixed(1), openExclKdfMs: +(f.openMs - f.loginMs).toFixed(1),
   recordP50Ms: f.recP50, recordP99Ms: f.recP99, lookupMeanUs: +(f.lookMean * 1000).toFixed(0),
+  productMeanUs: +(f.productMean * 1000).toFixed(0), barcodeMeanUs: +(f.barcodeMean * 1000).toFixed(0),
+  roundTripFloorUs: +(f.floorMean * 1000).toFixed(0),
+  pageCatalogueLookupUs: +(f.catalogueMean * 1000).toFixed(3), pageCatalogueSize: f.catalogueSize,
   wasmMemoryMB: +(f.memory / 1048576).toFixed(1),
 };
 console.log(JSON.stringify(out));

@@ -19,7 +19,9 @@ const types = { ".js": "text/javascript", ".mjs": "text/javascript", ".html": "t
 /** Serves pdc-web's directory on 127.0.0.1; resolves to `{server, origin}`. */
 export async function serveFiles({ cacheable = false } = {}) {
   const server = http.createServer((req, res) => {
-    const file = path.join(root, decodeURIComponent(new URL(req.url, "http://x").pathname));
+    // The till's service worker is served at the root, as `pdc serve --web` does.
+    const pathname = decodeURIComponent(new URL(req.url, "http://x").pathname);
+    const file = path.join(root, pathname === "/sw.js" ? "till/sw.js" : pathname);
     if (!file.startsWith(root) || !fs.existsSync(file) || fs.statSync(file).isDirectory()) {
       res.writeHead(404).end();
       return;
