@@ -59,7 +59,7 @@ pub async fn terminal(args: &LedgerArgs, action: TerminalAction) -> Result<(), C
         }
         TerminalAction::List => {
             for t in ledger.terminals().await? {
-                println!(
+                outln!(
                     "{}\tadded {}\t{}",
                     t.terminal_id,
                     t.created_at_ms,
@@ -74,20 +74,21 @@ pub async fn terminal(args: &LedgerArgs, action: TerminalAction) -> Result<(), C
                 .into_iter()
                 .find(|t| t.terminal_id == id)
                 .ok_or_else(|| CliError::Msg(format!("no terminal {id:?}")))?;
-            println!("terminal\t{}", t.terminal_id);
-            println!("added\t{}", t.created_at_ms);
-            println!("status\t{}", if t.revoked { "revoked" } else { "active" });
+            outln!("terminal\t{}", t.terminal_id);
+            outln!("added\t{}", t.created_at_ms);
+            outln!("status\t{}", if t.revoked { "revoked" } else { "active" });
             let stores = ledger.terminal_stores(&id).await?;
-            println!("stores\t{}", stores.len());
+            outln!("stores\t{}", stores.len());
             for s in stores {
                 let legacy = if s.store_id == pdc_sync::StoreId::LEGACY {
                     " (legacy: created before store ids)"
                 } else {
                     ""
                 };
-                println!(
+                outln!(
                     "store\t{}\tfirst seen {}{legacy}",
-                    s.store_id, s.first_seen_ms
+                    s.store_id,
+                    s.first_seen_ms
                 );
             }
         }
@@ -95,7 +96,7 @@ pub async fn terminal(args: &LedgerArgs, action: TerminalAction) -> Result<(), C
             if !ledger.revoke_terminal(&id).await? {
                 return Err(CliError::Msg(format!("no terminal {id:?}")));
             }
-            println!("revoked {id}");
+            outln!("revoked {id}");
         }
     }
     Ok(())
@@ -124,12 +125,12 @@ pub async fn dataset(args: &LedgerArgs, action: DatasetAction) -> Result<(), Cli
                 pdc_server::records_from_json(&name, &json, pdc_auth::KdfParams::default())?;
             let n = records.len();
             let v = hub.replace(&name, records).await?;
-            println!("{name}: {n} records, version {v}");
+            outln!("{name}: {n} records, version {v}");
         }
         DatasetAction::Show => {
             for name in DEFAULT_DATASETS {
                 let (v, ids) = hub.ids(name).await.unwrap_or((0, vec![]));
-                println!("{name}\tversion {v}\t{} records", ids.len());
+                outln!("{name}\tversion {v}\t{} records", ids.len());
             }
         }
     }

@@ -552,12 +552,12 @@ pub async fn main(args: DemoArgs) -> Result<ExitCode, CliError> {
     let html = args.report.clone();
     let (report, samples) = run(args).await?;
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&report).map_err(|e| CliError::Msg(e.to_string()))?
         );
     } else {
-        print_report(&report);
+        print_report(&report)?;
     }
     if let Some(path) = html {
         std::fs::write(&path, crate::demo::html(&report, &samples))?;
@@ -1004,50 +1004,53 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
     Ok((report, samples))
 }
 
-fn print_report(r: &DemoReport) {
+fn print_report(r: &DemoReport) -> std::io::Result<()> {
     let kinds = r
         .recorded_by_kind
         .iter()
         .map(|(k, v)| format!("{v} {k}"))
         .collect::<Vec<_>>()
         .join(", ");
-    println!("pdc demo: {} terminals, {:.0} s session, 1 server outage, {} terminal(s) killed and reopened", r.terminals, r.session_s, r.kills);
-    println!();
-    println!(
+    outln!("pdc demo: {} terminals, {:.0} s session, 1 server outage, {} terminal(s) killed and reopened", r.terminals, r.session_s, r.kills);
+    outln!();
+    outln!(
         "  sales recorded         {:>10}   ({kinds})",
         r.sales_recorded
     );
-    println!("  applied on the server  {:>10}", r.sales_applied);
-    println!(
+    outln!("  applied on the server  {:>10}", r.sales_applied);
+    outln!(
         "  duplicates suppressed  {:>10}   (resends after lost answers, timeouts, kills)",
         r.duplicates_suppressed
     );
-    println!("  LOST                   {:>10}", r.lost);
-    println!("  applied twice          {:>10}", r.doubled);
-    println!(
+    outln!("  LOST                   {:>10}", r.lost);
+    outln!("  applied twice          {:>10}", r.doubled);
+    outln!(
         "  dead-lettered          {:>10}   {:?}",
-        r.dead_lettered, r.dead_letter_reasons
+        r.dead_lettered,
+        r.dead_letter_reasons
     );
-    println!();
-    println!(
+    outln!();
+    outln!(
         "  items as bare JSON     {:>10}   (each once, no HTTP: a lower bound for a JSON sync)",
         r.json_equivalent_bytes
     );
-    println!("  sync bodies            {:>10}   ({:.1}% of that: push requests and answers, resends included)", r.sync_body_bytes, r.body_vs_json * 100.0);
-    println!("  wire bytes             {:>10}   ({:.1}% of that: all HTTP incl. headers, pings, reports)", r.wire_bytes, r.wire_vs_json * 100.0);
-    println!(
+    outln!("  sync bodies            {:>10}   ({:.1}% of that: push requests and answers, resends included)", r.sync_body_bytes, r.body_vs_json * 100.0);
+    outln!("  wire bytes             {:>10}   ({:.1}% of that: all HTTP incl. headers, pings, reports)", r.wire_bytes, r.wire_vs_json * 100.0);
+    outln!(
         "  first catalogue load   {:>10}   (one snapshot per terminal, before trading)",
         r.initial_catalogue_bytes
     );
-    println!(
+    outln!(
         "  pull bytes             {:>10}   ({:.1}% of full snapshots: {})",
         r.pull_bytes,
         r.pull_bytes as f64 * 100.0 / r.pull_snapshot_bytes.max(1) as f64,
         r.pull_snapshot_bytes
     );
-    println!(
+    outln!(
         "  push latency           p50 {:.1} ms · p95 {:.1} ms · p99 {:.1} ms",
-        r.push_p50_ms, r.push_p95_ms, r.push_p99_ms
+        r.push_p50_ms,
+        r.push_p95_ms,
+        r.push_p99_ms
     );
     let bins: Vec<String> = r
         .push_latency_histogram
@@ -1062,25 +1065,28 @@ fn print_report(r: &DemoReport) {
             format!("{bound} {:.1}%", share * 100.0)
         })
         .collect();
-    println!("  push latency bins      {}", bins.join(" · "));
-    println!(
+    outln!("  push latency bins      {}", bins.join(" · "));
+    outln!(
         "  drains after outages   max {} ms over {} outages · final drain {} ms",
         r.max_drain_ms,
         r.drains.len(),
         r.final_drain_ms
     );
-    println!(
+    outln!(
         "  logins                 {} ({} offline, p95 {:.1} ms)",
-        r.logins, r.offline_logins, r.offline_login_p95_ms
+        r.logins,
+        r.offline_logins,
+        r.offline_login_p95_ms
     );
-    println!("  cache hit ratio        {:.3}", r.cache_hit_ratio);
-    println!("  responses lost         {}", r.lost_responses);
-    println!("  alerts fired           {}", r.alerts_fired);
-    println!("  catalogue version      {}", r.catalogue_version);
-    println!();
+    outln!("  cache hit ratio        {:.3}", r.cache_hit_ratio);
+    outln!("  responses lost         {}", r.lost_responses);
+    outln!("  alerts fired           {}", r.alerts_fired);
+    outln!("  catalogue version      {}", r.catalogue_version);
+    outln!();
     if r.lost == 0 && r.doubled == 0 {
-        println!("  every sale reached the server exactly once.");
+        outln!("  every sale reached the server exactly once.");
     }
+    Ok(())
 }
 
 /// Shares of pushes per latency bin (0.5 ms to 2 s, doubling), read from

@@ -60,12 +60,12 @@ pub fn inspect(path: &Path, as_json: bool) -> Result<(), CliError> {
         "cache": "the engine's reference cache is in memory; datasets above are its backing store",
     });
     if as_json {
-        println!("{report:#}");
+        outln!("{report:#}");
         return Ok(());
     }
-    println!("store          {}", path.display());
-    println!("next local id  {}", report["next_local_id"]);
-    println!(
+    outln!("store          {}", path.display());
+    outln!("next local id  {}", report["next_local_id"]);
+    outln!(
         "pending        {} ({})",
         pending.len(),
         by_priority
@@ -74,16 +74,19 @@ pub fn inspect(path: &Path, as_json: bool) -> Result<(), CliError> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("quarantined    {}", quarantined.len());
-    println!("dead letters   {}", dead.len());
+    outln!("quarantined    {}", quarantined.len());
+    outln!("dead letters   {}", dead.len());
     for d in &dead {
-        println!(
+        outln!(
             "  #{:<8} kind {:<4} {}: {}",
-            d.item.local_id, d.item.kind, d.code, d.message
+            d.item.local_id,
+            d.item.kind,
+            d.code,
+            d.message
         );
     }
     for d in report["datasets"].as_array().into_iter().flatten() {
-        println!(
+        outln!(
             "dataset        {:<9} version {} records {} local changes {}",
             d["dataset"].as_str().unwrap_or(""),
             d["version"],
@@ -91,10 +94,10 @@ pub fn inspect(path: &Path, as_json: bool) -> Result<(), CliError> {
             d["local_changes"]
         );
     }
-    println!("users          {}", report["users"]);
-    println!("lockouts       {}", lockouts.len());
+    outln!("users          {}", report["users"]);
+    outln!("lockouts       {}", lockouts.len());
     for l in &lockouts {
-        println!(
+        outln!(
             "  {} failures {}",
             l["key"].as_str().unwrap_or(""),
             l["failures"]
@@ -117,7 +120,7 @@ pub fn requeue(path: &Path, ids: &[u64]) -> Result<(), CliError> {
     let store = open(path)?;
     for &id in ids {
         let item = store.requeue_dead_letter(id)?;
-        println!("requeued {id} as {}", item.local_id);
+        outln!("requeued {id} as {}", item.local_id);
     }
     Ok(())
 }

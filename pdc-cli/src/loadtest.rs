@@ -287,35 +287,48 @@ fn is_loopback(url: &str) -> bool {
 pub async fn main(args: LoadArgs) -> Result<ExitCode, CliError> {
     let r = run(&args).await?;
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&r).map_err(|e| CliError::Msg(e.to_string()))?
         );
     } else {
-        println!(
+        outln!(
             "pdc loadtest: {} terminals, batches of {}, {:.1} s",
-            r.terminals, r.batch, r.seconds
+            r.terminals,
+            r.batch,
+            r.seconds
         );
-        println!(
+        outln!(
             "  pushes        {} ({:.0}/s, peak {:.0}/s)",
-            r.requests, r.requests_per_s, r.peak_requests_per_s
+            r.requests,
+            r.requests_per_s,
+            r.peak_requests_per_s
         );
-        println!(
+        outln!(
             "  items applied {} ({:.0}/s) · duplicates {} · rejected {} · retry-later {}",
-            r.applied, r.items_per_s, r.duplicates, r.rejected, r.retry_later
+            r.applied,
+            r.items_per_s,
+            r.duplicates,
+            r.rejected,
+            r.retry_later
         );
-        println!(
+        outln!(
             "  latency       p50 {:.2} ms · p90 {:.2} ms · p99 {:.2} ms · max {:.2} ms",
-            r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms
+            r.p50_ms,
+            r.p90_ms,
+            r.p99_ms,
+            r.max_ms
         );
         if let Some(d) = r.drain_ms {
-            println!("  storm drained in {d} ms");
+            outln!("  storm drained in {d} ms");
         }
-        println!(
+        outln!(
             "  non-200       {:?} · transport errors {} · pushes given up {}",
-            r.statuses, r.errors, r.failed
+            r.statuses,
+            r.errors,
+            r.failed
         );
-        println!(
+        outln!(
             "  server check  applied +{} · duplicates +{} → {}",
             r.server_applied_delta,
             r.server_duplicate_delta,

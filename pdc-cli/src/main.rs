@@ -7,6 +7,16 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `println!` that returns the write error (`?`) instead of panicking: a
+/// reader that closes the pipe (`pdc terminal list | head`) ends the verb
+/// quietly (see `main`).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?;
+    }};
+}
+
 mod admin;
 mod demo;
 mod error;
@@ -67,7 +77,7 @@ enum Command {
         #[arg(long)]
         burst: Option<u32>,
         /// An origin whose pages may call the API from a browser (CORS),
-        /// e.g. https://till.example.com; repeat for more.
+        /// e.g. `https://till.example.com`; repeat for more.
         #[arg(long = "cors-origin")]
         cors_origins: Vec<String>,
         /// Also serves the web till at / (same origin as the API).
@@ -173,6 +183,11 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_log)),
         )
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal (and never with NO_COLOR).
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -186,6 +201,8 @@ fn main() -> ExitCode {
     };
     match rt.block_on(run(cli.command)) {
         Ok(code) => code,
+        // The reader went away (`| head`): nothing left to say to anyone.
+        Err(CliError::Io(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -5,7 +5,7 @@
 //! `wasm32-unknown-unknown`.
 //!
 //! A value is encoded with [postcard] (varints, no field names), wrapped in a
-//! [frame](frame) that carries magic bytes, a format version, flags, the
+//! [frame] that carries magic bytes, a format version, flags, the
 //! record kind and schema version, lengths and an 8-byte XXH3-64 checksum,
 //! and compressed with lz4 when that actually saves bytes. Decoding checks
 //! magic, version, lengths, limits and checksum before it allocates or

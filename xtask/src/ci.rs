@@ -22,6 +22,11 @@ pub fn ci() -> Result<(), String> {
         "-D",
         "warnings",
     ]))?;
+    // The API docs build without a warning (broken links, bad code blocks).
+    run(cargo()
+        .current_dir(root())
+        .env("RUSTDOCFLAGS", "-D warnings")
+        .args(["doc", "--workspace", "--no-deps"]))?;
     // `cargo test` runs unit, integration and doc tests; the PostgreSQL
     // ledger suite runs against the machine's cluster.
     let pg = std::env::var("PDC_TEST_DATABASE_URL")

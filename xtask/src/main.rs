@@ -14,7 +14,7 @@
 //! * `engine-figures`: engine open time, lookups, resident memory.
 //!
 //! The tidy tests (architecture invariants of the workspace) live in
-//! [`tidy`] and run with `cargo test`.
+//! `tidy.rs` and run with `cargo test`.
 
 use std::process::{Command, ExitCode};
 
