@@ -18,6 +18,7 @@ macro_rules! outln {
 }
 
 mod admin;
+mod assets;
 mod demo;
 mod error;
 mod inspect;

@@ -1,6 +1,6 @@
 //! `pdc serve --web`: the web till on the API's origin. The page, its
-//! script and style, and the engine's JS client and worker are embedded in
-//! the binary; the engine's wasm and its bindings (a build output:
+//! script and style, its service worker, and the engine's JS client and
+//! worker are embedded in the binary (`crate::assets`); the engine's wasm and its bindings (a build output:
 //! `cargo xtask browser` or `wasm-bindgen --target web --out-dir
 //! pdc-web/pkg ...`) are read once at start from `--web-pkg`.
 
@@ -13,44 +13,6 @@ use axum::routing::get;
 use axum::Router;
 
 use crate::CliError;
-
-const FILES: &[(&str, &str, &str)] = &[
-    (
-        "/till/",
-        "text/html; charset=utf-8",
-        include_str!("../../pdc-web/till/index.html"),
-    ),
-    (
-        "/till/index.html",
-        "text/html; charset=utf-8",
-        include_str!("../../pdc-web/till/index.html"),
-    ),
-    (
-        "/till/till.js",
-        "text/javascript",
-        include_str!("../../pdc-web/till/till.js"),
-    ),
-    (
-        "/till/till.css",
-        "text/css",
-        include_str!("../../pdc-web/till/till.css"),
-    ),
-    (
-        "/sw.js",
-        "text/javascript",
-        include_str!("../../pdc-web/till/sw.js"),
-    ),
-    (
-        "/js/client.js",
-        "text/javascript",
-        include_str!("../../pdc-web/js/client.js"),
-    ),
-    (
-        "/js/worker.js",
-        "text/javascript",
-        include_str!("../../pdc-web/js/worker.js"),
-    ),
-];
 
 fn file(content_type: &'static str, body: Bytes) -> Response {
     (
@@ -78,9 +40,10 @@ pub fn routes(pkg: &Path) -> Result<Router, CliError> {
     let js = Bytes::from(read("pdc_web.js")?);
     let wasm = Bytes::from(read("pdc_web_bg.wasm")?);
     let mut router = Router::new().route("/", get(|| async { Redirect::temporary("/till/") }));
-    for &(path, content_type, body) in FILES {
+    for asset in crate::assets::TILL {
+        let (content_type, body) = (asset.content_type, asset.body);
         router = router.route(
-            path,
+            asset.path,
             get(move || async move { file(content_type, Bytes::from_static(body.as_bytes())) }),
         );
     }

@@ -3,7 +3,7 @@
 //! reopen, come back online and sync everything exactly once, through the
 //! in-memory loopback transport.
 //!
-//! `cargo run --example till -p pdc-core`
+//! `cargo run --example till -p pdc-engine`
 
 use std::time::Duration;
 

@@ -75,7 +75,7 @@ pub fn wasm() -> Result<(), String> {
         "--target",
         "wasm32-unknown-unknown",
         "-p",
-        "pdc-core",
+        "pdc-engine",
         "--no-default-features",
         "--features",
         "browser",

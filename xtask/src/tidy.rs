@@ -18,7 +18,7 @@ fn layer(krate: &str) -> Option<u8> {
         "pdc-clock" | "pdc-codec" => 0,
         "pdc-datasets" | "pdc-cache" | "pdc-sync" | "pdc-auth" | "pdc-monitor" => 1,
         "pdc-store" | "pdc-test" => 2,
-        "pdc-core" | "pdc-server" => 3,
+        "pdc-engine" | "pdc-server" => 3,
         "pdc-cli" | "pdc-web" => 4,
         _ => return None,
     })
@@ -209,4 +209,61 @@ fn the_layer_table_knows_every_library_crate() {
             assert!(layer(&name).is_some(), "{name} has no layer in tidy.rs");
         }
     }
+}
+
+/// Every crate that can be published carries what crates.io and a reader
+/// need (description, licence and both licence files, repository, readme,
+/// keywords, categories) and a version on every path dependency that is
+/// not a dev-dependency (cargo strips those): issue 18. `cargo publish
+/// --dry-run --workspace` is the full check; it takes minutes, so CI runs
+/// this instead.
+#[test]
+fn publishable_crates_carry_their_metadata() {
+    let meta = metadata();
+    let members: BTreeSet<&str> = meta["workspace_members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut checked = 0;
+    for p in meta["packages"].as_array().expect("packages") {
+        if !members.contains(p["id"].as_str().unwrap_or("")) {
+            continue;
+        }
+        // `publish = false` is an empty registry list.
+        if p["publish"].as_array().is_some_and(Vec::is_empty) {
+            continue;
+        }
+        let name = p["name"].as_str().expect("name");
+        let dir = PathBuf::from(p["manifest_path"].as_str().expect("path"));
+        let dir = dir.parent().expect("crate dir");
+        for field in ["description", "license", "repository", "readme"] {
+            assert!(
+                p[field].as_str().is_some_and(|v| !v.is_empty()),
+                "{name}: no {field}"
+            );
+        }
+        for field in ["keywords", "categories"] {
+            assert!(
+                p[field].as_array().is_some_and(|v| !v.is_empty()),
+                "{name}: no {field}"
+            );
+        }
+        for file in ["LICENSE-MIT", "LICENSE-APACHE"] {
+            assert!(dir.join(file).is_file(), "{name}: no {file}");
+        }
+        for dep in p["dependencies"].as_array().expect("deps") {
+            if dep["path"].is_string() && dep["kind"].as_str() != Some("dev") {
+                assert_ne!(
+                    dep["req"].as_str(),
+                    Some("*"),
+                    "{name}: path dependency {} has no version",
+                    dep["name"]
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked >= 10, "only {checked} publishable crates found");
 }

@@ -1,0 +1,1 @@
+../../pdc-web/js/client.js

@@ -1,0 +1,1 @@
+../../pdc-web/till/sw.js

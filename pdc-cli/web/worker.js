@@ -1,0 +1,1 @@
+../../pdc-web/js/worker.js
