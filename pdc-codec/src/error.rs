@@ -84,6 +84,15 @@ pub enum CodecError {
     /// format that needs them); nothing was written.
     #[error("cannot encode value: {0}")]
     Encode(String),
+    /// An order breaks one of the rules every till and server apply
+    /// ([`crate::Order::check`]).
+    #[error("invalid order ({}): {detail}", rule.code())]
+    InvalidOrder {
+        /// Which rule.
+        rule: crate::OrderRule,
+        /// What broke it, for a person.
+        detail: String,
+    },
 }
 
 impl From<postcard::Error> for CodecError {

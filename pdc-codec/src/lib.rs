@@ -65,7 +65,7 @@ mod record;
 pub use error::CodecError;
 pub use frame::{Codec, Compression, Frame, Limits};
 pub use pos::{
-    Order, OrderColumns, OrderLine, Payment, PaymentMethod, Product, Transaction,
+    Order, OrderColumns, OrderLine, OrderRule, Payment, PaymentMethod, Product, Transaction,
     TransactionColumns, TxKind, TxStatus,
 };
 pub use record::{Record, RecordKind};

@@ -223,6 +223,86 @@ impl Order {
     }
 }
 
+/// The rules of [`Order::check`], each with the stable code the server
+/// answers a refused order with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OrderRule {
+    /// The order id is above 2^63 − 1 (what the wire and the orders tables
+    /// hold).
+    IdOutOfRange,
+    /// The order has no line.
+    Empty,
+    /// A line has a negative unit price or is worth less than zero.
+    NegativeLine,
+    /// A line, the total or the payments overflow 64 bits.
+    Overflow,
+    /// The payments do not add up to the lines' total.
+    TotalMismatch,
+}
+
+impl OrderRule {
+    /// The rule's stable code (`out_of_range`, `empty_order`,
+    /// `negative_line`, `overflow`, `total_mismatch`).
+    pub fn code(self) -> &'static str {
+        match self {
+            OrderRule::IdOutOfRange => "out_of_range",
+            OrderRule::Empty => "empty_order",
+            OrderRule::NegativeLine => "negative_line",
+            OrderRule::Overflow => "overflow",
+            OrderRule::TotalMismatch => "total_mismatch",
+        }
+    }
+}
+
+impl Order {
+    /// The rules every order must keep, checked by the till before it
+    /// saves a sale and by pdc-server's `PosApply` before it applies one
+    /// (one function, so that they cannot disagree): an id below 2^63, at
+    /// least one line, no negative unit price, no line worth less than
+    /// zero, no overflow, and payments that add up to the total exactly.
+    /// Returns the total in cents.
+    pub fn check(&self) -> Result<i64, CodecError> {
+        let fail = |rule, detail: String| CodecError::InvalidOrder { rule, detail };
+        if self.id > i64::MAX as u64 {
+            return Err(fail(
+                OrderRule::IdOutOfRange,
+                format!("order id {} is above 2^63-1", self.id),
+            ));
+        }
+        if self.lines.is_empty() {
+            return Err(fail(OrderRule::Empty, "an order needs a line".into()));
+        }
+        let mut total: i64 = 0;
+        for (n, l) in self.lines.iter().enumerate() {
+            let amount = i64::from(l.quantity)
+                .checked_mul(l.unit_price_cents)
+                .and_then(|g| g.checked_sub(l.discount_cents))
+                .ok_or_else(|| fail(OrderRule::Overflow, format!("line {n} overflows")))?;
+            if amount < 0 || l.unit_price_cents < 0 {
+                return Err(fail(
+                    OrderRule::NegativeLine,
+                    format!("line {n} is worth {amount} cents"),
+                ));
+            }
+            total = total
+                .checked_add(amount)
+                .ok_or_else(|| fail(OrderRule::Overflow, "order total overflows".into()))?;
+        }
+        let paid = self
+            .payments
+            .iter()
+            .try_fold(0i64, |acc, p| acc.checked_add(p.amount_cents))
+            .ok_or_else(|| fail(OrderRule::Overflow, "payments overflow".into()))?;
+        if paid != total {
+            return Err(fail(
+                OrderRule::TotalMismatch,
+                format!("lines total {total} cents, payments {paid} cents"),
+            ));
+        }
+        Ok(total)
+    }
+}
+
 impl Record for Order {
     const KIND: RecordKind = RecordKind::ORDER;
     const SCHEMA: u8 = 1;
@@ -898,6 +978,108 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// The rules of `Order::check` in unbounded arithmetic (i128 cannot
+    /// overflow on these inputs), as the reference.
+    fn model(o: &Order) -> Result<i64, OrderRule> {
+        if o.id > i64::MAX as u64 {
+            return Err(OrderRule::IdOutOfRange);
+        }
+        if o.lines.is_empty() {
+            return Err(OrderRule::Empty);
+        }
+        let mut total: i128 = 0;
+        for l in &o.lines {
+            let amount = i128::from(l.quantity) * i128::from(l.unit_price_cents)
+                - i128::from(l.discount_cents);
+            if i64::try_from(i128::from(l.quantity) * i128::from(l.unit_price_cents)).is_err()
+                || i64::try_from(amount).is_err()
+            {
+                return Err(OrderRule::Overflow);
+            }
+            if amount < 0 || l.unit_price_cents < 0 {
+                return Err(OrderRule::NegativeLine);
+            }
+            total += amount;
+            if i64::try_from(total).is_err() {
+                return Err(OrderRule::Overflow);
+            }
+        }
+        let mut paid: i128 = 0;
+        for p in &o.payments {
+            paid += i128::from(p.amount_cents);
+            if i64::try_from(paid).is_err() {
+                return Err(OrderRule::Overflow);
+            }
+        }
+        if paid != total {
+            return Err(OrderRule::TotalMismatch);
+        }
+        Ok(total as i64)
+    }
+
+    fn arb_order() -> impl Strategy<Value = Order> {
+        let price = prop_oneof![-5i64..5_000, Just(i64::MAX / 2), Just(i64::MIN / 3)];
+        let line = (
+            0u32..50,
+            price,
+            prop_oneof![Just(0i64), -10i64..200, Just(i64::MIN)],
+        )
+            .prop_map(|(quantity, unit_price_cents, discount_cents)| OrderLine {
+                product_id: 1,
+                quantity,
+                unit_price_cents,
+                discount_cents,
+                tax_rate_bp: 700,
+            });
+        (
+            prop_oneof![0u64..1_000, Just(i64::MAX as u64), Just(u64::MAX)],
+            prop::collection::vec(line, 0..4),
+            prop::collection::vec(-100i64..100_000, 0..3),
+            any::<bool>(),
+        )
+            .prop_map(|(id, lines, extra, exact)| {
+                // Half the orders pay their exact total, the rest at random.
+                let total = lines
+                    .iter()
+                    .fold(0i64, |a, l: &OrderLine| a.wrapping_add(l.amount_cents()));
+                let payments = if exact {
+                    vec![Payment {
+                        method: PaymentMethod::Cash,
+                        amount_cents: total,
+                    }]
+                } else {
+                    extra
+                        .into_iter()
+                        .map(|amount_cents| Payment {
+                            method: PaymentMethod::Card,
+                            amount_cents,
+                        })
+                        .collect()
+                };
+                Order {
+                    id,
+                    terminal_id: 7,
+                    cashier_id: 1,
+                    customer_id: None,
+                    created_at_ms: 0,
+                    lines,
+                    payments,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn order_check_agrees_with_the_model(o in arb_order()) {
+            let got = o.check().map_err(|e| match e {
+                CodecError::InvalidOrder { rule, .. } => rule,
+                other => panic!("unexpected error {other}"),
+            });
+            prop_assert_eq!(got, model(&o));
+        }
+    }
 
     #[test]
     fn seed_baseline_payload_is_at_most_25_bytes() {

@@ -49,6 +49,8 @@ pub struct EngineConfig {
     /// Alert rules evaluated over the engine's metrics (default: the
     /// study's, [`AlertRule::defaults`]).
     pub alert_rules: Vec<AlertRule>,
+    /// How [`OfflineEngine::sell`] writes receipt numbers.
+    pub receipt_format: crate::ReceiptFormat,
 }
 
 impl EngineConfig {
@@ -69,6 +71,7 @@ impl EngineConfig {
             },
             seed: None,
             alert_rules: AlertRule::defaults(),
+            receipt_format: crate::ReceiptFormat::default(),
         }
     }
 }
@@ -91,6 +94,7 @@ pub struct OfflineEngine<T: SyncTransport, C: Clock + Clone + 'static> {
     catalogue: Catalogue,
     logins: Logins<C>,
     telemetry: Telemetry,
+    receipt_format: crate::ReceiptFormat,
 }
 
 impl<T: SyncTransport, C: Clock + Clone + 'static> std::fmt::Debug for OfflineEngine<T, C> {
@@ -156,6 +160,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             catalogue,
             logins,
             telemetry,
+            receipt_format: config.receipt_format,
         })
     }
 
@@ -183,17 +188,81 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
     /// queued for sync. The only way sales enter the engine. On `Err` the
     /// sale was not saved: nothing is saved that the sync machine or the
     /// server's published limits would refuse.
+    ///
+    /// An item of kind 2 ([`pdc_codec::RecordKind::ORDER`]) must be a
+    /// [`pdc_codec::Order`] frame that passes [`pdc_codec::Order::check`]
+    /// (the server's rules): a sale the server would refuse is refused
+    /// here, before it is saved. Prefer [`OfflineEngine::sell`], which
+    /// also numbers it.
     pub fn record(&self, item: NewItem) -> Result<u64, EngineError> {
         let started = self.clock.now();
+        self.check_order_item(&item)?;
         let id = self.outbox.record(item, &self.clock, &self.telemetry)?;
         let us = (self.clock.now() - started).as_secs_f64() * 1e6;
         self.telemetry.observe("pdc_record_us", us);
         Ok(id)
     }
 
+    /// Sells: checks `sale` with the server's rules
+    /// ([`pdc_codec::Order::check`]: `EngineError::InvalidSale`, nothing
+    /// saved), then saves it as an order whose id and receipt number come
+    /// from the store's sale counter in the same durable commit (see
+    /// [`crate::sale`]). When this returns, the sale survives a crash and
+    /// the receipt can be printed.
+    pub fn sell(&self, sale: &crate::Sale) -> Result<crate::Receipt, EngineError> {
+        use crate::sale::{order_id_base, store_tag, terminal_number};
+        let started = self.clock.now();
+        let total_cents = sale.check()?;
+        let now = self.clock.wall_ms();
+        let number = terminal_number(&self.terminal_id);
+        let store_id = self.store().store_id();
+        let base = order_id_base(&store_id);
+        let item_for = |id: u64| -> Result<NewItem, pdc_codec::CodecError> {
+            Ok(NewItem {
+                stream: pdc_sync::StreamKey(id),
+                priority: pdc_sync::Priority::High,
+                kind: u16::from(pdc_codec::RecordKind::ORDER.0),
+                created_at_ms: now,
+                payload: self.codec.encode(&sale.order(id, number, now))?,
+            })
+        };
+        // The largest id encodes longest: the size check holds for any.
+        let probe = item_for(i64::MAX as u64)?;
+        let (local_id, seq) = self.outbox.record_numbered(
+            probe,
+            |seq| Ok(item_for(base + seq)?),
+            &self.clock,
+            &self.telemetry,
+        )?;
+        let us = (self.clock.now() - started).as_secs_f64() * 1e6;
+        self.telemetry.observe("pdc_record_us", us);
+        Ok(crate::Receipt {
+            local_id,
+            seq,
+            number: self
+                .receipt_format
+                .format(&self.terminal_id, store_tag(&store_id), seq),
+            order: sale.order(base + seq, number, now),
+            total_cents,
+        })
+    }
+
     /// Records many sales in one durable commit (bulk import).
     pub fn record_many(&self, items: Vec<NewItem>) -> Result<Vec<u64>, EngineError> {
+        for item in &items {
+            self.check_order_item(item)?;
+        }
         self.outbox.record_many(items, &self.clock, &self.telemetry)
+    }
+
+    /// An order item must decode and keep the server's rules.
+    fn check_order_item(&self, item: &NewItem) -> Result<(), EngineError> {
+        if item.kind == u16::from(pdc_codec::RecordKind::ORDER.0) {
+            self.codec
+                .decode::<pdc_codec::Order>(&item.payload)?
+                .check()?;
+        }
+        Ok(())
     }
 
     /// Items waiting to reach the server.

@@ -22,5 +22,28 @@ pub enum EngineError {
     Monitor(#[from] pdc_monitor::MonitorError),
     /// A message could not be encoded or decoded.
     #[error(transparent)]
-    Codec(#[from] pdc_codec::CodecError),
+    Codec(pdc_codec::CodecError),
+    /// A sale breaks a rule the server would refuse it for (nothing was
+    /// saved): `rule.code()` is the server's refusal code.
+    #[error("sale refused ({}): {detail}", rule.code())]
+    InvalidSale {
+        /// Which rule.
+        rule: pdc_codec::OrderRule,
+        /// What broke it.
+        detail: String,
+    },
+    /// A configuration value is refused.
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+impl From<pdc_codec::CodecError> for EngineError {
+    fn from(e: pdc_codec::CodecError) -> Self {
+        match e {
+            pdc_codec::CodecError::InvalidOrder { rule, detail } => {
+                EngineError::InvalidSale { rule, detail }
+            }
+            other => EngineError::Codec(other),
+        }
+    }
 }

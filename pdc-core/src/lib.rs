@@ -16,10 +16,10 @@
 //! ([`OfflineEngine::with_store`]).
 //!
 //! ```
-//! use pdc_core::{EngineConfig, OfflineEngine};
+//! use pdc_core::{EngineConfig, OfflineEngine, Sale};
 //! use pdc_clock::SystemClock;
-//! use pdc_store::NewItem;
-//! use pdc_sync::{LoopbackTransport, Priority, StreamKey};
+//! use pdc_codec::{PaymentMethod, Product};
+//! use pdc_sync::LoopbackTransport;
 //!
 //! let dir = tempfile::tempdir().unwrap();
 //! let mut config = EngineConfig::new("till-1", dir.path().join("till.pdc"));
@@ -27,10 +27,16 @@
 //! config.sync.linger = std::time::Duration::ZERO;
 //! let transport = LoopbackTransport::new();
 //! let engine = OfflineEngine::open(config, transport.clone(), SystemClock::new())?;
-//! let id = engine.record(NewItem { stream: StreamKey(1), priority: Priority::High, kind: 2,
-//!                                  created_at_ms: 0, payload: b"sale".to_vec() })?;
+//! // A product as `engine.product(id)` / `engine.product_by_barcode(..)` return it.
+//! let espresso = Product { id: 7001, name: "Espresso".into(), barcode: "4006381333900".into(),
+//!                          category: "Drinks".into(), price_cents: 240, tax_rate_bp: 700,
+//!                          active: true };
+//! let sale = Sale::new(1).add(&espresso, 2).pay_rest(PaymentMethod::Cash);
+//! let receipt = engine.sell(&sale)?; // durable, numbered: print it
+//! assert_eq!(receipt.seq, 1);
+//! assert_eq!(receipt.total_cents, 480);
 //! pollster::block_on(engine.sync_once())?;
-//! assert!(transport.server.lock().unwrap().has("till-1", id));
+//! assert!(transport.server.lock().unwrap().has("till-1", receipt.local_id));
 //! assert_eq!(engine.pending(), 0);
 //! # Ok::<(), pdc_core::EngineError>(())
 //! ```
@@ -46,6 +52,7 @@ mod error;
 mod http;
 pub mod logins;
 pub mod outbox;
+pub mod sale;
 pub mod telemetry;
 
 #[cfg(feature = "tokio")]
@@ -54,3 +61,4 @@ pub use engine::{EngineConfig, EngineEvent, OfflineEngine, MAX_EVENTS};
 pub use error::EngineError;
 #[cfg(feature = "http")]
 pub use http::{HttpOptions, HttpTransport};
+pub use sale::{Receipt, ReceiptFormat, Sale};

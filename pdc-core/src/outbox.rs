@@ -146,6 +146,25 @@ impl Outbox {
         Ok(id)
     }
 
+    /// Records one item numbered by the store's sale counter in its own
+    /// commit ([`Store::append_numbered`]): `probe` is the item at its
+    /// largest encoded size, checked against the limits before anything is
+    /// written; `make(n)` builds the item for sale number `n`. Returns the
+    /// local id and the number.
+    pub fn record_numbered(
+        &self,
+        probe: NewItem,
+        make: impl FnOnce(u64) -> Result<NewItem, pdc_store::StoreError>,
+        clock: &impl Clock,
+        telemetry: &Telemetry,
+    ) -> Result<(u64, u64), EngineError> {
+        check_new_item(&lock(&self.machine), probe)?;
+        let (stored, number) = self.store.append_numbered(make)?;
+        let id = stored.local_id;
+        self.enqueue(vec![stored.to_ref()], clock, telemetry);
+        Ok((id, number))
+    }
+
     /// Records many sales in one durable commit (bulk import); all or
     /// none are saved.
     pub fn record_many(

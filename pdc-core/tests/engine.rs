@@ -48,7 +48,11 @@ fn offline_sales_survive_restart_and_sync_exactly_once() {
     engine.set_online(false);
     let mut ids = Vec::new();
     for i in 0..25 {
-        ids.push(engine.record(sale(i, if i == 13 { 9 } else { 2 })).unwrap());
+        ids.push(
+            engine
+                .record(sale(i, if i == 13 { 9 } else { 100 }))
+                .unwrap(),
+        );
     }
     pollster::block_on(engine.sync_once()).unwrap();
     assert_eq!(
@@ -173,7 +177,7 @@ fn the_tokio_driver_syncs_in_the_background() {
             SystemClock::new(),
         );
         for i in 0..10 {
-            engine.record(sale(i, 2)).unwrap();
+            engine.record(sale(i, 100)).unwrap();
             poke.notify_one();
         }
         for _ in 0..200 {
@@ -299,7 +303,7 @@ fn an_engine_over_an_in_memory_store_backend() {
         SystemClock::new(),
     )
     .unwrap();
-    let id = engine.record(sale(1, 2)).unwrap();
+    let id = engine.record(sale(1, 100)).unwrap();
     pollster::block_on(engine.sync_once()).unwrap();
     assert!(transport.server.lock().unwrap().has("till-1", id));
     assert_eq!(engine.pending(), 0);
@@ -322,7 +326,7 @@ fn sync_started_and_alerts_become_events() {
     }];
     let engine = OfflineEngine::open(c, transport, SystemClock::new()).unwrap();
     assert!(engine.check_alerts().is_empty(), "nothing recorded yet");
-    engine.record(sale(1, 2)).unwrap();
+    engine.record(sale(1, 100)).unwrap();
     let fired = engine.check_alerts();
     assert_eq!(fired.len(), 1, "{fired:?}");
     pollster::block_on(engine.sync_once()).unwrap();
@@ -401,4 +405,90 @@ fn products_are_looked_up_by_id_and_by_barcode() {
     assert_eq!(by_code("4000000000042"), Some(product(7, "4000000000042")));
     assert_eq!(by_code("4000000000000"), Some(product(42, "4000000000000")));
     assert_eq!(by_code("4000000000007"), None, "the old barcode is gone");
+}
+
+/// The typed sale: built from a looked-up product, checked with the
+/// server's rules before anything is saved, numbered from the store's
+/// counter (gapless across a refused sale and a reopen), and stored as the
+/// order the receipt shows.
+#[test]
+fn sales_are_checked_numbered_and_stored_as_their_receipt_shows() {
+    use pdc_codec::{OrderRule, PaymentMethod};
+    use pdc_core::{EngineError, Sale};
+    let codec = pdc_codec::Codec::new();
+    let espresso = pdc_codec::Product {
+        id: 7001,
+        name: "Espresso".into(),
+        barcode: "4006381333900".into(),
+        category: "Drinks".into(),
+        price_cents: 240,
+        tax_rate_bp: 700,
+        active: true,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.pdc");
+    let mut cfg = config(&path);
+    cfg.terminal_id = "till-7".into();
+    let engine = OfflineEngine::open(cfg, LoopbackTransport::new(), SystemClock::new()).unwrap();
+    engine.set_online(false);
+    let sale = Sale::new(3)
+        .add(&espresso, 2)
+        .add_discounted(&espresso, 1, 40)
+        .pay(PaymentMethod::Voucher, 500)
+        .pay_rest(PaymentMethod::Card);
+    assert_eq!(sale.total_cents(), 680);
+    let first = engine.sell(&sale).unwrap();
+    assert_eq!(first.seq, 1);
+    assert_eq!(first.total_cents, 680);
+    let store_tag = &format!(
+        "{:02X}{:02X}{:02X}{:02X}",
+        engine.store().store_id().0[0],
+        engine.store().store_id().0[1],
+        engine.store().store_id().0[2],
+        engine.store().store_id().0[3]
+    );
+    assert_eq!(first.number, format!("till-7-{store_tag}-000001"));
+    assert_eq!(first.order.terminal_id, 7);
+    assert_eq!(first.order.cashier_id, 3);
+    // What was stored is the receipt's order.
+    let stored = engine.store().load(&[first.local_id]).unwrap();
+    let pdc_sync::Loaded::Item(item) = &stored[0] else {
+        panic!("sale not stored: {stored:?}")
+    };
+    assert_eq!(item.kind, 2);
+    assert_eq!(
+        codec.decode::<pdc_codec::Order>(&item.payload).unwrap(),
+        first.order
+    );
+
+    // A sale the server would refuse is refused here, and uses no number.
+    let short = Sale::new(3).add(&espresso, 1).pay(PaymentMethod::Cash, 100);
+    assert!(matches!(
+        engine.sell(&short),
+        Err(EngineError::InvalidSale {
+            rule: OrderRule::TotalMismatch,
+            ..
+        })
+    ));
+    assert!(matches!(
+        engine.sell(&Sale::new(3)),
+        Err(EngineError::InvalidSale {
+            rule: OrderRule::Empty,
+            ..
+        })
+    ));
+    assert_eq!(engine.pending(), 1);
+    let cash = Sale::new(3).add(&espresso, 1).pay_rest(PaymentMethod::Cash);
+    let second = engine.sell(&cash).unwrap();
+    assert_eq!(second.seq, 2);
+    assert_eq!(second.order.id, first.order.id + 1);
+    drop(engine);
+
+    // Reopened: the numbering continues.
+    let mut cfg = config(&path);
+    cfg.terminal_id = "till-7".into();
+    let engine = OfflineEngine::open(cfg, LoopbackTransport::new(), SystemClock::new()).unwrap();
+    let third = engine.sell(&cash).unwrap();
+    assert_eq!((third.seq, third.number.ends_with("-000003")), (3, true));
+    assert_eq!(engine.pending(), 3);
 }

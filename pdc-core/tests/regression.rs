@@ -21,7 +21,7 @@ fn sale(bytes: usize) -> NewItem {
     NewItem {
         stream: StreamKey(1),
         priority: Priority::High,
-        kind: 2,
+        kind: 100, // opaque: kind 2 must be a valid order
         created_at_ms: 1,
         payload: vec![7; bytes],
     }
@@ -196,7 +196,7 @@ fn outcomes_are_forgotten_before_they_are_persisted() {
         .unwrap()
     };
     let engine = open();
-    for kind in [2, 9, 2] {
+    for kind in [100, 9, 100] {
         engine.record(NewItem { kind, ..sale(10) }).unwrap();
     }
     disk.fail(true);
@@ -320,4 +320,62 @@ fn memory_grows_with_the_queue() {
         pollster::block_on(engine.sync_once()).unwrap();
     }
     assert_eq!(transport.server.lock().unwrap().applied_count(), items);
+}
+
+/// Issue 18: the till saved an order the server refuses (here, payments
+/// short of the total; before that, the crate's own example recorded
+/// `b"sale"` as an order): it only failed at the server, as a dead letter.
+/// `record` of an order item now applies the server's rules first.
+#[test]
+fn an_order_the_server_refuses_is_saved_at_the_till() {
+    use pdc_codec::{Order, OrderLine, Payment, PaymentMethod};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = OfflineEngine::open(
+        config(&dir.path().join("t.pdc"), 1 << 20),
+        LoopbackTransport::new(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    let order = |paid: i64| Order {
+        id: 1,
+        terminal_id: 1,
+        cashier_id: 1,
+        customer_id: None,
+        created_at_ms: 1,
+        lines: vec![OrderLine {
+            product_id: 7,
+            quantity: 2,
+            unit_price_cents: 150,
+            discount_cents: 0,
+            tax_rate_bp: 700,
+        }],
+        payments: vec![Payment {
+            method: PaymentMethod::Cash,
+            amount_cents: paid,
+        }],
+    };
+    let item = |payload: Vec<u8>| NewItem {
+        stream: StreamKey(1),
+        priority: Priority::High,
+        kind: 2,
+        created_at_ms: 1,
+        payload,
+    };
+    let codec = pdc_codec::Codec::new();
+    assert!(matches!(
+        engine.record(item(codec.encode(&order(200)).unwrap())),
+        Err(pdc_core::EngineError::InvalidSale { .. })
+    ));
+    assert!(engine.record(item(b"sale".to_vec())).is_err());
+    assert!(engine
+        .record_many(vec![
+            item(codec.encode(&order(300)).unwrap()),
+            item(b"sale".to_vec())
+        ])
+        .is_err());
+    assert_eq!(engine.pending(), 0, "nothing was saved");
+    engine
+        .record(item(codec.encode(&order(300)).unwrap()))
+        .unwrap();
+    assert_eq!(engine.pending(), 1);
 }

@@ -155,42 +155,13 @@ impl PosApply {
     }
 
     fn check_order(&self, o: &Order) -> Result<(), Rejection> {
-        if o.id > pdc_sync::MAX_WIRE_INT {
-            return Err(Rejection::new(
-                "out_of_range",
-                format!("order id {} is above 2^63-1", o.id),
-            ));
-        }
-        if o.lines.is_empty() {
-            return Err(Rejection::new("empty_order", "an order needs a line"));
-        }
-        let mut total: i64 = 0;
-        for (n, l) in o.lines.iter().enumerate() {
-            let amount = i64::from(l.quantity)
-                .checked_mul(l.unit_price_cents)
-                .and_then(|g| g.checked_sub(l.discount_cents))
-                .ok_or_else(|| Rejection::new("overflow", format!("line {n} overflows")))?;
-            if amount < 0 || l.unit_price_cents < 0 {
-                return Err(Rejection::new(
-                    "negative_line",
-                    format!("line {n} is worth {amount} cents"),
-                ));
+        // The rules the till checks too (one function in pdc-codec).
+        o.check().map_err(|e| match e {
+            pdc_codec::CodecError::InvalidOrder { rule, detail } => {
+                Rejection::new(rule.code(), detail)
             }
-            total = total
-                .checked_add(amount)
-                .ok_or_else(|| Rejection::new("overflow", "order total overflows"))?;
-        }
-        let paid = o
-            .payments
-            .iter()
-            .try_fold(0i64, |acc, p| acc.checked_add(p.amount_cents))
-            .ok_or_else(|| Rejection::new("overflow", "payments overflow"))?;
-        if paid != total {
-            return Err(Rejection::new(
-                "total_mismatch",
-                format!("lines total {total} cents, payments {paid} cents"),
-            ));
-        }
+            other => Rejection::new("invalid_order", other.to_string()),
+        })?;
         let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
         if let Some(known) = catalog.as_ref() {
             if let Some(l) = o.lines.iter().find(|l| !known.contains(&l.product_id)) {

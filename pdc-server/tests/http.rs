@@ -447,8 +447,10 @@ async fn pull_metrics_and_business_rejections_over_http() {
         .unwrap();
     assert_eq!(codec.decode::<pdc_codec::Product>(&p).unwrap(), catalog[3]);
 
-    // An order for an unknown product and one whose payments do not add up
-    // are rejected for good and dead-lettered; a good one is applied.
+    // An order for an unknown product is rejected for good and
+    // dead-lettered; one whose payments do not add up is refused at the
+    // till already (the same rules: pdc_codec::Order::check); a good one is
+    // applied.
     let mut good = pdc_datasets::orders(1, 1).remove(0);
     good.lines.truncate(1);
     good.lines[0].product_id = catalog[0].id;
@@ -461,22 +463,28 @@ async fn pull_metrics_and_business_rejections_over_http() {
     unknown.lines[0].product_id = 999_999;
     let mut short = good.clone();
     short.payments[0].amount_cents -= 1;
-    for o in [&good, &unknown, &short] {
-        engine
-            .record(NewItem {
-                stream: StreamKey(1),
-                priority: Priority::High,
-                kind: 2,
-                created_at_ms: 1,
-                payload: codec.encode(o).unwrap(),
-            })
-            .unwrap();
+    let order_item = |o: &pdc_codec::Order| NewItem {
+        stream: StreamKey(1),
+        priority: Priority::High,
+        kind: 2,
+        created_at_ms: 1,
+        payload: codec.encode(o).unwrap(),
+    };
+    for o in [&good, &unknown] {
+        engine.record(order_item(o)).unwrap();
     }
+    assert!(matches!(
+        engine.record(order_item(&short)),
+        Err(pdc_core::EngineError::InvalidSale {
+            rule: pdc_codec::OrderRule::TotalMismatch,
+            ..
+        })
+    ));
     engine.sync_once().await.unwrap();
     assert_eq!(engine.pending(), 0);
     let dead = engine.store().dead_letters().unwrap();
     let reasons: Vec<&str> = dead.iter().map(|d| d.code.as_str()).collect();
-    assert_eq!(reasons, ["unknown_product", "total_mismatch"]);
+    assert_eq!(reasons, ["unknown_product"]);
     assert_eq!(f.applied().await, 1);
 
     // A catalogue change reaches the terminal as a delta.
@@ -522,7 +530,7 @@ async fn pull_metrics_and_business_rejections_over_http() {
         "{text}"
     );
     assert!(
-        text.contains("pdc_server_items_total{result=\"rejected\"} 2"),
+        text.contains("pdc_server_items_total{result=\"rejected\"} 1"),
         "{text}"
     );
     assert!(text.contains("pdc_server_terminals_seen_5m 1"), "{text}");

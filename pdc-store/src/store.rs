@@ -358,34 +358,70 @@ impl Store {
     /// returns `Ok`, the items survive a crash; if `Err`, none was saved.
     pub fn append_many(&self, items: Vec<NewItem>) -> Result<Vec<OutboxItem>, StoreError> {
         let tx = self.db.begin_write()?;
-        let mut out = Vec::with_capacity(items.len());
-        {
-            let mut meta = tx.open_table(META)?;
-            let mut next = meta
-                .get("next_local_id")?
-                .and_then(|g| g.value().try_into().ok().map(u64::from_le_bytes))
-                .ok_or_else(|| StoreError::Corrupt("local id counter missing".into()))?;
-            let mut outbox = tx.open_table(OUTBOX)?;
-            let mut index = tx.open_table(OUTBOX_INDEX)?;
-            for n in items {
-                let item = OutboxItem {
-                    local_id: next,
-                    stream: n.stream,
-                    priority: n.priority,
-                    kind: n.kind,
-                    created_at_ms: n.created_at_ms,
-                    payload: n.payload,
-                };
-                let frame = self.codec.encode_value(KIND_OUTBOX, 1, &item)?;
-                outbox.insert(next, frame.as_slice())?;
-                index.insert(next, index_row(&item.to_ref()).as_slice())?;
-                next += 1;
-                out.push(item);
-            }
-            // The counter moves in the same commit: ids never repeat.
-            meta.insert("next_local_id", next.to_le_bytes().as_slice())?;
-        }
+        let out = self.append_in(&tx, items)?;
         tx.commit()?;
+        Ok(out)
+    }
+
+    /// Appends one item built from the store's next **sale number**, in
+    /// the commit that uses it: `make(n)` builds the item for number `n`
+    /// (1, 2, 3, … per store). Numbers are gapless: a number is used
+    /// exactly when its commit lands — a failed commit, an `Err` from
+    /// `make` or a crash before the commit leaves it for the next sale —
+    /// and never repeat within the store. Returns the item and its number.
+    pub fn append_numbered(
+        &self,
+        make: impl FnOnce(u64) -> Result<NewItem, StoreError>,
+    ) -> Result<(OutboxItem, u64), StoreError> {
+        let tx = self.db.begin_write()?;
+        let number = read_counter(&tx.open_table(META)?, "next_sale_number")?.unwrap_or(1);
+        // An `Err` here drops the transaction: nothing is written.
+        let item = make(number)?;
+        let mut out = self.append_in(&tx, vec![item])?;
+        tx.open_table(META)?
+            .insert("next_sale_number", (number + 1).to_le_bytes().as_slice())?;
+        tx.commit()?;
+        let item = out
+            .pop()
+            .ok_or_else(|| StoreError::Storage("append produced no item".into()))?;
+        Ok((item, number))
+    }
+
+    /// The number [`Store::append_numbered`] gives the next sale.
+    pub fn next_sale_number(&self) -> Result<u64, StoreError> {
+        let rtx = self.db.begin_read()?;
+        Ok(read_counter(&rtx.open_table(META)?, "next_sale_number")?.unwrap_or(1))
+    }
+
+    /// Appends `items` in `tx` (not committed here).
+    fn append_in(
+        &self,
+        tx: &redb::WriteTransaction,
+        items: Vec<NewItem>,
+    ) -> Result<Vec<OutboxItem>, StoreError> {
+        let mut out = Vec::with_capacity(items.len());
+        let mut meta = tx.open_table(META)?;
+        let mut next = read_counter(&meta, "next_local_id")?
+            .ok_or_else(|| StoreError::Corrupt("local id counter missing".into()))?;
+        let mut outbox = tx.open_table(OUTBOX)?;
+        let mut index = tx.open_table(OUTBOX_INDEX)?;
+        for n in items {
+            let item = OutboxItem {
+                local_id: next,
+                stream: n.stream,
+                priority: n.priority,
+                kind: n.kind,
+                created_at_ms: n.created_at_ms,
+                payload: n.payload,
+            };
+            let frame = self.codec.encode_value(KIND_OUTBOX, 1, &item)?;
+            outbox.insert(next, frame.as_slice())?;
+            index.insert(next, index_row(&item.to_ref()).as_slice())?;
+            next += 1;
+            out.push(item);
+        }
+        // The counter moves in the same commit: ids never repeat.
+        meta.insert("next_local_id", next.to_le_bytes().as_slice())?;
         Ok(out)
     }
 
@@ -710,4 +746,20 @@ impl Store {
 
 fn has_foreign_tables(tx: &redb::WriteTransaction) -> Result<bool, StoreError> {
     Ok(tx.list_tables()?.any(|t| t.name() != "pdc_meta"))
+}
+
+/// A little-endian u64 counter from the meta table (`None`: not set yet;
+/// a value of another size is corruption).
+fn read_counter(
+    meta: &impl redb::ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+) -> Result<Option<u64>, StoreError> {
+    match meta.get(key)? {
+        None => Ok(None),
+        Some(g) => g
+            .value()
+            .try_into()
+            .map(|b| Some(u64::from_le_bytes(b)))
+            .map_err(|_| StoreError::Corrupt(format!("counter {key} is not 8 bytes"))),
+    }
 }

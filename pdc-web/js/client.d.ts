@@ -4,7 +4,9 @@
 export class PdcError extends Error {
   readonly code:
     | "open_in_another_tab" | "locked_store" | "not_open" | "already_open" | "panic" | "worker"
-    | "item_too_large" | "out_of_range" | "payment_mismatch" | "config" | "auth" | "offline"
+    | "item_too_large" | "out_of_range" | "config" | "auth" | "offline"
+    // A sale the server would refuse (Order::check): nothing saved.
+    | "total_mismatch" | "empty_order" | "negative_line" | "overflow"
     | "transport" | "store" | "sync" | "cache" | "codec" | "monitor" | "engine" | string;
 }
 
@@ -85,7 +87,8 @@ export class PdcClient {
   static open(config: OpenConfig, options?: { workerUrl?: URL | string }): Promise<PdcClient>;
   record(sale: Sale): Promise<number>;
   recordMany(sales: Sale[]): Promise<number[]>;
-  recordOrder(order: Order): Promise<{ localId: number; orderId: string; totalCents: number }>;
+  /** Sells: checked with the server's rules, numbered in the same durable commit. */
+  recordOrder(order: Order): Promise<{ localId: number; orderId: string; seq: number; receiptNumber: string; totalCents: number }>;
   products(): Promise<Product[]>;
   /** The products on the page's thread, loaded once and kept up to date. */
   catalogue(): Promise<Catalogue>;

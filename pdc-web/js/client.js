@@ -121,8 +121,9 @@ export class PdcClient {
   recordMany(sales) { return this.#call("recordMany", sales); }
   /**
    * Records a POS order `{cashierId, lines: [{productId, quantity, unitPriceCents, taxRateBp}],
-   * payments: [{method, amountCents}]}`; payments must equal the total (`payment_mismatch`).
-   * Resolves to `{localId, orderId, totalCents}` once durable.
+   * payments: [{method, amountCents}]}`; payments must equal the total.
+   * Resolves to `{localId, orderId, seq, receiptNumber, totalCents}` once durable; a sale
+   * the server would refuse is refused first (the error code is the rule's, e.g. `total_mismatch`).
    */
   recordOrder(order) { return this.#call("recordOrder", order); }
   /** The pulled catalogue: `[{id, name, barcode, category, priceCents, taxRateBp, active}]`. */

@@ -49,8 +49,6 @@ struct SaleInput {
     cashier_id: u32,
     #[serde(default)]
     customer_id: Option<u32>,
-    #[serde(default)]
-    terminal_number: u32,
     lines: Vec<LineInput>,
     payments: Vec<PaymentInput>,
 }
@@ -102,6 +100,8 @@ fn engine_error(e: EngineError) -> JsValue {
         EngineError::Cache(_) => "cache",
         EngineError::Codec(_) => "codec",
         EngineError::Monitor(_) => "monitor",
+        EngineError::InvalidSale { rule, .. } => rule.code(),
+        EngineError::Config(_) => "config",
         _ => "engine",
     };
     error(code, e)
@@ -442,83 +442,43 @@ impl WebEngine {
         })
     }
 
-    /// Records a sale as a POS order (JSON `{cashierId, customerId?,
-    /// lines: [{productId, quantity, unitPriceCents, taxRateBp,
-    /// discountCents?}], payments: [{method: "cash" | "card" | "voucher",
-    /// amountCents}]}`): the payments must add up to the lines' total
-    /// (`payment_mismatch` otherwise, nothing saved). The order gets a
-    /// random 63-bit id; resolves to `{localId, orderId, totalCents}`.
+    /// Sells (pdc-core's `OfflineEngine::sell`): JSON `{cashierId,
+    /// customerId?, lines: [{productId, quantity, unitPriceCents,
+    /// taxRateBp, discountCents?}], payments: [{method: "cash" | "card" |
+    /// "voucher", amountCents}]}`. The server's rules are checked first
+    /// (an error whose code is the rule's, e.g. `total_mismatch`, nothing
+    /// saved); the order id and the receipt number come from the store's
+    /// sale counter in the same durable commit. Resolves to `{localId,
+    /// orderId, seq, receiptNumber, totalCents}`.
     #[wasm_bindgen(js_name = recordOrder)]
     pub fn record_order(&self, order: String) -> Result<String, JsValue> {
         let o: SaleInput = serde_json::from_str(&order).map_err(|e| error("config", e))?;
-        if o.lines.is_empty() {
-            return Err(error("config", "an order needs at least one line"));
+        let mut sale = pdc_core::Sale::new(o.cashier_id);
+        if let Some(c) = o.customer_id {
+            sale = sale.customer(c);
         }
-        let lines: Vec<pdc_codec::OrderLine> = o
-            .lines
-            .iter()
-            .map(|l| pdc_codec::OrderLine {
+        for l in &o.lines {
+            sale = sale.line(pdc_codec::OrderLine {
                 product_id: l.product_id,
                 quantity: l.quantity,
                 unit_price_cents: l.unit_price_cents,
                 discount_cents: l.discount_cents,
                 tax_rate_bp: l.tax_rate_bp,
-            })
-            .collect();
-        let payments = o
-            .payments
-            .iter()
-            .map(|p| {
-                let method = match p.method.as_str() {
-                    "cash" => pdc_codec::PaymentMethod::Cash,
-                    "card" => pdc_codec::PaymentMethod::Card,
-                    "voucher" => pdc_codec::PaymentMethod::Voucher,
-                    m => return Err(error("config", format!("payment method {m:?}"))),
-                };
-                Ok(pdc_codec::Payment {
-                    method,
-                    amount_cents: p.amount_cents,
-                })
-            })
-            .collect::<Result<Vec<_>, JsValue>>()?;
-        let mut bytes = [0u8; 8];
-        getrandom::getrandom(&mut bytes).map_err(|e| error("engine", e))?;
-        let id = u64::from_le_bytes(bytes) & pdc_sync::MAX_WIRE_INT;
-        let order = pdc_codec::Order {
-            id,
-            terminal_id: o.terminal_number,
-            cashier_id: o.cashier_id,
-            customer_id: o.customer_id,
-            created_at_ms: BrowserClock.wall_ms(),
-            lines,
-            payments,
-        };
-        let total = order.total_cents();
-        let paid = order
-            .payments
-            .iter()
-            .fold(0i64, |a, p| a.saturating_add(p.amount_cents));
-        if paid != total {
-            return Err(error(
-                "payment_mismatch",
-                format!("paid {paid} cents for a total of {total}"),
-            ));
+            });
         }
-        let payload = pdc_codec::Codec::new()
-            .encode(&order)
-            .map_err(|e| error("codec", e))?;
-        let local_id = self
-            .inner
-            .record(NewItem {
-                stream: StreamKey(id),
-                priority: Priority::High,
-                kind: u16::from(pdc_codec::RecordKind::ORDER.0),
-                created_at_ms: order.created_at_ms,
-                payload,
-            })
-            .map_err(engine_error)?;
+        for p in &o.payments {
+            let method = match p.method.as_str() {
+                "cash" => pdc_codec::PaymentMethod::Cash,
+                "card" => pdc_codec::PaymentMethod::Card,
+                "voucher" => pdc_codec::PaymentMethod::Voucher,
+                m => return Err(error("config", format!("payment method {m:?}"))),
+            };
+            sale = sale.pay(method, p.amount_cents);
+        }
+        let r = self.inner.sell(&sale).map_err(engine_error)?;
         Ok(serde_json::json!({
-            "localId": local_id, "orderId": id.to_string(), "totalCents": total,
+            "localId": r.local_id, "orderId": r.order.id.to_string(), "seq": r.seq,
+            "receiptNumber": r.number, "totalCents": r.total_cents,
         })
         .to_string())
     }

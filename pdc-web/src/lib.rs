@@ -24,7 +24,9 @@
 //! import { PdcClient } from "./pdc-web/js/client.js";
 //! const till = await PdcClient.open({ terminalId: "till-7", serverUrl: location.origin,
 //!                                     token, datasets: ["products", "users"] });
-//! const id = await till.record({ stream: 1, priority: "high", kind: 2, payload: bytes });
+//! const r = await till.recordOrder({ cashierId: 1,
+//!   lines: [{ productId: 7001, quantity: 2, unitPriceCents: 240, taxRateBp: 700 }],
+//!   payments: [{ method: "cash", amountCents: 480 }] }); // r.receiptNumber
 //! await till.syncNow();
 //! ```
 #![deny(missing_docs)]

@@ -96,7 +96,7 @@ async function pay(method) {
       .map((l) => `${String(l.quantity).padStart(3)} ${l.product.name.padEnd(24).slice(0, 24)} ${money(l.quantity * l.product.priceCents).padStart(9)}`)
       .join("\n");
     $("receipt-body").textContent =
-      `Order ${r.orderId}\nCashier ${cashier.userId}\n${new Date().toLocaleString()}\n\n${body}\n\n` +
+      `Receipt ${r.receiptNumber}\nCashier ${cashier.userId}\n${new Date().toLocaleString()}\n\n${body}\n\n` +
       `${"TOTAL".padEnd(28)} ${money(r.totalCents).padStart(9)}\nPaid by ${method}`;
     const s = await till.status();
     $("receipt-state").textContent = s.pending

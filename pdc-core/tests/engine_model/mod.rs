@@ -31,6 +31,8 @@ use pdc_test::FlakyBackend;
 const TERMINAL: &str = "till-1";
 const REJECTED: u16 = 9;
 const POISON: u16 = 66;
+/// An opaque kind (kind 2 is an order, checked at the till).
+const OPAQUE: u16 = 100;
 const SERVER_ITEM_LIMIT: u64 = 2_000;
 const TILL_ITEM_LIMIT: usize = 8_000;
 
@@ -346,14 +348,14 @@ pub fn run(script: &[u8]) -> Result<Summary, String> {
         step += 1;
         let arg = bytes.next().unwrap_or(0);
         let r = match op % 14 {
-            0..=2 => w.record(2, 40 + usize::from(arg), arg, &mut summary),
+            0..=2 => w.record(OPAQUE, 40 + usize::from(arg), arg, &mut summary),
             3 => w.record(REJECTED, 40, arg, &mut summary),
             4 => w.record(POISON, 40, arg, &mut summary),
-            5 => w.record(2, SERVER_ITEM_LIMIT as usize + 500, arg, &mut summary),
-            6 => w.record(2, TILL_ITEM_LIMIT + 1, arg, &mut summary),
+            5 => w.record(OPAQUE, SERVER_ITEM_LIMIT as usize + 500, arg, &mut summary),
+            6 => w.record(OPAQUE, TILL_ITEM_LIMIT + 1, arg, &mut summary),
             7 => {
                 let items = (0..=arg % 5)
-                    .map(|i| w.sale(2, 30, arg.wrapping_add(i)))
+                    .map(|i| w.sale(OPAQUE, 30, arg.wrapping_add(i)))
                     .collect();
                 let engine = w.engine()?;
                 let sid = engine.store().store_id();

@@ -129,7 +129,9 @@ await b.page.click("#pay-card");
 await b.page.waitForSelector("#receipt[open]");
 await b.page.screenshot({ path: path.join(repo, "target/pdc-web-e2e.png") });
 results.receipt = await b.page.textContent("#receipt-state");
-// Two croissants by search and a click, the olive oil by its barcode.
+// Two croissants by search and a click, the olive oil by its barcode; the
+// receipt carries the store's sale number (100 sales before it: 000101).
+results.receiptNumber = /Receipt (\S+)/.exec(await b.page.textContent("#receipt-body"))?.[1];
 results.receiptBody = await b.page.textContent("#receipt-body");
 await b.page.click("#receipt-close");
 results.beforeRestart = await b.page.evaluate(() => window.till.pending());
@@ -147,6 +149,7 @@ const ok = results.online <= 50 && results.afterOnlineSync === 0 && results.offl
   && results.afterReload === 50 && results.afterKill === 50 && results.beforeRestart === 51
   && results.afterRestartSync === 0 && count === "101 101"
   && results.servedTill === "200 200 application/wasm" && results.shell === "cached"
+  && /^till-web-\d+-[0-9A-F]{8}-000101$/.test(results.receiptNumber ?? "")
   && /Croissant 1/.test(results.receiptBody) && /Olive oil 1/.test(results.receiptBody)
   && results.persisted === false && /not persisted/.test(results.badgeWarns ?? "");
 console.log(ok ? "E2E OK" : "E2E FAILED");

@@ -1,0 +1,336 @@
+//! Typed sales: a [`Sale`] built from looked-up products and tenders,
+//! checked at the till with the rules the server applies
+//! ([`pdc_codec::Order::check`]), and saved by
+//! [`crate::OfflineEngine::sell`] with an order id and a receipt number
+//! issued in the same durable commit.
+//!
+//! **Receipt numbers** are per store file: `1, 2, 3, …` with no gap (a
+//! number is used exactly when its sale's commit lands) and no repeat
+//! (the counter moves in that commit, so a crash cannot hand a number out
+//! twice). A terminal whose store is replaced — a reinstalled app, a
+//! swapped disk — starts a new store with a new random 128-bit id, and its
+//! numbers start again at 1; the receipt number therefore carries the
+//! store's identity (`{store}`, the first 32 bits of the store id in hex),
+//! so that two receipts of one terminal never read the same. That choice
+//! keeps numbering working offline from the first sale; a server-assigned
+//! range would need the server before a new till could sell.
+//!
+//! **Order ids** are `base + number`, with `base` taken from the store id
+//! (62 random bits): unique per store, and two stores of one terminal
+//! collide only if their ranges overlap (about `n / 2^62` for `n` sales).
+
+use pdc_codec::{Order, OrderLine, Payment, PaymentMethod, Product};
+
+use crate::EngineError;
+
+/// A sale being put together at the till: lines from products, tenders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sale {
+    cashier_id: u32,
+    customer_id: Option<u32>,
+    lines: Vec<OrderLine>,
+    payments: Vec<Payment>,
+}
+
+impl Sale {
+    /// An empty sale rung up by `cashier_id` (the numeric id of the logged
+    /// in user, `Login::id`).
+    pub fn new(cashier_id: u32) -> Self {
+        Sale {
+            cashier_id,
+            customer_id: None,
+            lines: Vec::new(),
+            payments: Vec::new(),
+        }
+    }
+
+    /// Adds `quantity` of `product` at its catalogue price and tax rate.
+    pub fn add(self, product: &Product, quantity: u32) -> Self {
+        self.add_discounted(product, quantity, 0)
+    }
+
+    /// Adds `quantity` of `product` with `discount_cents` off the line.
+    pub fn add_discounted(self, product: &Product, quantity: u32, discount_cents: i64) -> Self {
+        self.line(OrderLine {
+            product_id: product.id,
+            quantity,
+            unit_price_cents: product.price_cents,
+            discount_cents,
+            tax_rate_bp: product.tax_rate_bp,
+        })
+    }
+
+    /// Adds a line as is (a price override, an open-price item).
+    pub fn line(mut self, line: OrderLine) -> Self {
+        self.lines.push(line);
+        self
+    }
+
+    /// The loyalty customer.
+    pub fn customer(mut self, customer_id: u32) -> Self {
+        self.customer_id = Some(customer_id);
+        self
+    }
+
+    /// A tender: `amount_cents` paid by `method` (split tenders: call it
+    /// once per tender).
+    pub fn pay(mut self, method: PaymentMethod, amount_cents: i64) -> Self {
+        self.payments.push(Payment {
+            method,
+            amount_cents,
+        });
+        self
+    }
+
+    /// Pays the rest of the total (total − tenders so far) by `method`;
+    /// nothing when it is already paid.
+    pub fn pay_rest(self, method: PaymentMethod) -> Self {
+        let paid = self
+            .payments
+            .iter()
+            .fold(0i64, |a, p| a.saturating_add(p.amount_cents));
+        let rest = self.total_cents().saturating_sub(paid);
+        if rest > 0 {
+            self.pay(method, rest)
+        } else {
+            self
+        }
+    }
+
+    /// The lines' total in cents (saturating; [`Sale::check`] reports an
+    /// overflow).
+    pub fn total_cents(&self) -> i64 {
+        self.lines
+            .iter()
+            .fold(0i64, |a, l| a.saturating_add(l.amount_cents()))
+    }
+
+    /// The lines.
+    pub fn lines(&self) -> &[OrderLine] {
+        &self.lines
+    }
+
+    /// The tenders.
+    pub fn payments(&self) -> &[Payment] {
+        &self.payments
+    }
+
+    /// The cashier.
+    pub fn cashier_id(&self) -> u32 {
+        self.cashier_id
+    }
+
+    /// Checks the sale with the server's rules without saving it (what
+    /// [`crate::OfflineEngine::sell`] does first); returns the total.
+    pub fn check(&self) -> Result<i64, EngineError> {
+        Ok(self.order(0, 0, 0).check()?)
+    }
+
+    /// The order this sale becomes.
+    pub(crate) fn order(&self, id: u64, terminal_number: u32, created_at_ms: u64) -> Order {
+        Order {
+            id,
+            terminal_id: terminal_number,
+            cashier_id: self.cashier_id,
+            customer_id: self.customer_id,
+            created_at_ms,
+            lines: self.lines.clone(),
+            payments: self.payments.clone(),
+        }
+    }
+}
+
+/// How receipt numbers read: a template with `{terminal}` (the terminal
+/// id), `{store}` (the store's identity, 8 hex digits: required, see the
+/// module docs) and `{seq}` or `{seq:N}` (the number, zero-padded to `N`
+/// digits; required). Default: `{terminal}-{store}-{seq:6}`, e.g.
+/// `till-7-3FA9C1D2-000123`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptFormat {
+    template: String,
+}
+
+impl Default for ReceiptFormat {
+    fn default() -> Self {
+        ReceiptFormat {
+            template: "{terminal}-{store}-{seq:6}".into(),
+        }
+    }
+}
+
+impl ReceiptFormat {
+    /// A format from a template; refused (`EngineError::Config`) without
+    /// `{seq}` / `{seq:N}` or without `{store}`, or with another
+    /// placeholder.
+    pub fn new(template: &str) -> Result<Self, EngineError> {
+        let f = ReceiptFormat {
+            template: template.to_owned(),
+        };
+        let mut seq = false;
+        let mut store = false;
+        for part in f.placeholders() {
+            match part {
+                Placeholder::Terminal => {}
+                Placeholder::Store => store = true,
+                Placeholder::Seq(_) => seq = true,
+                Placeholder::Unknown(p) => {
+                    return Err(EngineError::Config(format!(
+                        "receipt format {template:?}: unknown placeholder {{{p}}}"
+                    )))
+                }
+            }
+        }
+        if !seq || !store {
+            return Err(EngineError::Config(format!(
+                "receipt format {template:?} needs {{seq}} and {{store}} \
+                 (without the store a replaced store would repeat numbers)"
+            )));
+        }
+        Ok(f)
+    }
+
+    fn placeholders(&self) -> impl Iterator<Item = Placeholder<'_>> {
+        self.template
+            .split('{')
+            .skip(1)
+            .filter_map(|s| s.split_once('}').map(|(p, _)| p))
+            .map(Placeholder::parse)
+    }
+
+    /// The receipt number of sale `seq` of store `store` on `terminal`.
+    pub fn format(&self, terminal: &str, store: u32, seq: u64) -> String {
+        let mut out = String::with_capacity(self.template.len() + 16);
+        let mut rest = self.template.as_str();
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            match after.split_once('}') {
+                Some((p, tail)) => {
+                    match Placeholder::parse(p) {
+                        Placeholder::Terminal => out.push_str(terminal),
+                        Placeholder::Store => out.push_str(&format!("{store:08X}")),
+                        Placeholder::Seq(w) => out.push_str(&format!("{seq:0w$}")),
+                        Placeholder::Unknown(_) => {
+                            out.push('{');
+                            out.push_str(p);
+                            out.push('}');
+                        }
+                    }
+                    rest = tail;
+                }
+                None => {
+                    out.push_str(&rest[open..]);
+                    rest = "";
+                }
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+enum Placeholder<'a> {
+    Terminal,
+    Store,
+    Seq(usize),
+    Unknown(&'a str),
+}
+
+impl<'a> Placeholder<'a> {
+    fn parse(p: &'a str) -> Self {
+        match p {
+            "terminal" => Placeholder::Terminal,
+            "store" => Placeholder::Store,
+            "seq" => Placeholder::Seq(1),
+            _ => match p.strip_prefix("seq:").map(str::parse::<usize>) {
+                Some(Ok(w)) if (1..=20).contains(&w) => Placeholder::Seq(w),
+                _ => Placeholder::Unknown(p),
+            },
+        }
+    }
+}
+
+/// A saved sale: what to print and what was stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The outbox item's local id.
+    pub local_id: u64,
+    /// The store's sale number (1, 2, 3, … gapless per store).
+    pub seq: u64,
+    /// The receipt number as formatted by the engine's [`ReceiptFormat`].
+    pub number: String,
+    /// The order as stored and sent.
+    pub order: Order,
+    /// The order's total in cents.
+    pub total_cents: i64,
+}
+
+/// The store identity shown in receipt numbers: the first 32 bits of the
+/// store id.
+pub(crate) fn store_tag(store: &pdc_sync::StoreId) -> u32 {
+    u32::from_be_bytes([store.0[0], store.0[1], store.0[2], store.0[3]])
+}
+
+/// The base of this store's order ids: 62 bits of the store id (the
+/// order id `base + seq` stays below 2^63 for any `seq` below 2^62).
+pub(crate) fn order_id_base(store: &pdc_sync::StoreId) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&store.0[8..16]);
+    u64::from_le_bytes(b) & ((1 << 62) - 1)
+}
+
+/// A terminal's number in the order record: the digits that end its id
+/// (`till-7` → 7), else 0. The server keys orders by the authenticated
+/// terminal id, not by this.
+pub(crate) fn terminal_number(terminal_id: &str) -> u32 {
+    let digits: String = terminal_id
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits.parse().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receipt_formats_fill_their_placeholders() {
+        let f = ReceiptFormat::default();
+        assert_eq!(
+            f.format("till-7", 0x3fa9_c1d2, 123),
+            "till-7-3FA9C1D2-000123"
+        );
+        let f = ReceiptFormat::new("S014-T07-{store}/{seq:8}").unwrap();
+        assert_eq!(f.format("x", 1, 42), "S014-T07-00000001/00000042");
+        assert_eq!(
+            f.format("x", 1, 123_456_789_012),
+            "S014-T07-00000001/123456789012"
+        );
+        assert!(ReceiptFormat::new("T07-{seq:6}").is_err(), "no store");
+        assert!(ReceiptFormat::new("{store}").is_err(), "no seq");
+        assert!(
+            ReceiptFormat::new("{store}-{seq}-{date}").is_err(),
+            "unknown"
+        );
+        assert!(ReceiptFormat::new("{store}-{seq:0}").is_err(), "zero width");
+    }
+
+    #[test]
+    fn terminal_numbers_come_from_the_trailing_digits() {
+        assert_eq!(terminal_number("till-7"), 7);
+        assert_eq!(terminal_number("S014-T07"), 7);
+        assert_eq!(terminal_number("front"), 0);
+        assert_eq!(terminal_number("till-99999999999"), 0, "too large");
+    }
+
+    #[test]
+    fn order_ids_stay_below_2_63() {
+        let id = pdc_sync::StoreId([0xff; 16]);
+        assert!(order_id_base(&id) + (1 << 40) <= i64::MAX as u64);
+    }
+}
