@@ -125,12 +125,12 @@ impl Catalogue {
         let resp: PullResponse = self.codec.decode(&resp_bytes)?;
         let mut pulled = Vec::new();
         for delta in &resp.datasets {
-            let unchanged = matches!(&delta.change,
-                DatasetChange::Delta { upserts, deletes }
-                    if upserts.is_empty() && deletes.is_empty())
-                && states
-                    .iter()
-                    .any(|s| s.dataset == delta.dataset && s.version == Some(delta.version));
+            // The held version is the server's: nothing changed, whatever
+            // form the answer takes (an older server may send an empty
+            // snapshot rather than an empty delta).
+            let unchanged = states
+                .iter()
+                .any(|s| s.dataset == delta.dataset && s.version == Some(delta.version));
             if unchanged {
                 // Nothing new: no write, no invalidation, no event.
                 continue;

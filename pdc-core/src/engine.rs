@@ -136,7 +136,8 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let machine_rng = StdRng::seed_from_u64(rand::RngCore::next_u64(&mut rng));
         let (outbox, opened) =
             Outbox::open(store.clone(), config.sync, Box::new(machine_rng), &clock)?;
-        let telemetry = Telemetry::new(ConnectionState::Online, clock.now(), config.alert_rules);
+        // Nothing is known of the link until a probe answers or fails.
+        let telemetry = Telemetry::new(ConnectionState::Unknown, clock.now(), config.alert_rules);
         for e in opened {
             telemetry.event(e);
         }

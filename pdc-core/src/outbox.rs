@@ -366,12 +366,20 @@ impl Outbox {
             telemetry.event(ev);
         }
         let after = self.health(clock);
-        telemetry.event(EngineEvent::SyncCompleted {
-            acked: acked_total,
-            dead_lettered: dead,
-            bytes_up: after.bytes_up - before.bytes_up,
-            bytes_down: after.bytes_down - before.bytes_down,
-        });
+        let (bytes_up, bytes_down) = (
+            after.bytes_up - before.bytes_up,
+            after.bytes_down - before.bytes_down,
+        );
+        // A pass that moved nothing is not news (and would push real
+        // events out of the bounded queue).
+        if acked_total > 0 || dead > 0 || bytes_up > 0 || bytes_down > 0 {
+            telemetry.event(EngineEvent::SyncCompleted {
+                acked: acked_total,
+                dead_lettered: dead,
+                bytes_up,
+                bytes_down,
+            });
+        }
         Ok(())
     }
 }

@@ -189,13 +189,7 @@ impl Telemetry {
         now: Instant,
     ) -> (std::collections::BTreeMap<String, u64>, u64) {
         let h = lock(&self.history);
-        let states = [
-            ConnectionState::Online,
-            ConnectionState::Offline,
-            ConnectionState::Slow,
-            ConnectionState::Metered,
-            ConnectionState::OfflineSync,
-        ];
+        let states = ConnectionState::ALL;
         (
             states
                 .iter()

@@ -379,3 +379,92 @@ fn an_order_the_server_refuses_is_saved_at_the_till() {
         .unwrap();
     assert_eq!(engine.pending(), 1);
 }
+
+/// Issue 18: every pull emitted `DatasetUpdated` for a dataset that had
+/// not changed (here an empty one): a UI reloading on that event reloaded
+/// on every pull.
+#[test]
+fn an_unchanged_dataset_is_reported_updated_on_every_pull() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = LoopbackTransport::new();
+    transport
+        .server
+        .lock()
+        .unwrap()
+        .datasets
+        .insert("config".into(), pdc_sync::ServerDataset::new("config", 100));
+    let mut cfg = config(&dir.path().join("t.pdc"), 1 << 20);
+    cfg.datasets = vec!["config".into()];
+    let engine = OfflineEngine::open(cfg, transport, SystemClock::new()).unwrap();
+    let updates = |engine: &OfflineEngine<LoopbackTransport, SystemClock>| {
+        std::iter::from_fn(|| engine.poll_event())
+            .filter(|e| matches!(e, pdc_core::EngineEvent::DatasetUpdated { .. }))
+            .count()
+    };
+    pollster::block_on(engine.pull()).unwrap();
+    assert!(
+        updates(&engine) <= 1,
+        "the first pull may bring the dataset"
+    );
+    for _ in 0..3 {
+        pollster::block_on(engine.pull()).unwrap();
+    }
+    assert_eq!(updates(&engine), 0, "nothing changed");
+}
+
+/// Issue 18: an engine started `Online` and reported Online → Offline
+/// without ever having reached a server.
+#[test]
+fn a_fresh_engine_claims_to_have_been_online() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = OfflineEngine::open(
+        config(&dir.path().join("t.pdc"), 1 << 20),
+        LoopbackTransport::new(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    engine.set_online(false);
+    let switches: Vec<_> = std::iter::from_fn(|| engine.poll_event())
+        .filter_map(|e| match e {
+            pdc_core::EngineEvent::ModeSwitch { from, to } => Some((from, to)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        switches,
+        [(
+            pdc_monitor::ConnectionState::Unknown,
+            pdc_monitor::ConnectionState::Offline
+        )]
+    );
+}
+
+/// Issue 18: a sync pass that moved nothing still queued a
+/// `SyncCompleted { acked: 0, .. }`; a driver polling every few seconds
+/// filled the bounded event queue with them and pushed real events out.
+#[test]
+fn empty_sync_passes_evict_real_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = OfflineEngine::open(
+        config(&dir.path().join("t.pdc"), 1 << 20),
+        LoopbackTransport::new(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    engine.record(sale(10)).unwrap();
+    pollster::block_on(engine.sync_once()).unwrap();
+    for _ in 0..2 * pdc_core::MAX_EVENTS {
+        pollster::block_on(engine.sync_once()).unwrap();
+    }
+    let completed: Vec<usize> = std::iter::from_fn(|| engine.poll_event())
+        .filter_map(|e| match e {
+            pdc_core::EngineEvent::SyncCompleted { acked, .. } => Some(acked),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        completed,
+        [1],
+        "the real pass is kept, the empty ones are not queued"
+    );
+}

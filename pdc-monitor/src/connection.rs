@@ -20,16 +20,20 @@ pub enum ConnectionState {
     Metered,
     /// Back online, draining the outbox.
     OfflineSync,
+    /// Not known yet: no probe has answered or failed since the start.
+    /// (Last, so that reports written before it decode unchanged.)
+    Unknown,
 }
 
 impl ConnectionState {
     /// All states, in index order.
-    pub const ALL: [ConnectionState; 5] = [
+    pub const ALL: [ConnectionState; 6] = [
         ConnectionState::Online,
         ConnectionState::Offline,
         ConnectionState::Slow,
         ConnectionState::Metered,
         ConnectionState::OfflineSync,
+        ConnectionState::Unknown,
     ];
 
     fn index(self) -> usize {
@@ -44,6 +48,7 @@ impl ConnectionState {
             ConnectionState::Slow => "slow",
             ConnectionState::Metered => "metered",
             ConnectionState::OfflineSync => "offline_sync",
+            ConnectionState::Unknown => "unknown",
         }
     }
 }
@@ -64,7 +69,7 @@ pub struct Transition {
 pub struct ConnectionHistory {
     current: ConnectionState,
     since: Instant,
-    time_in: [Duration; 5],
+    time_in: [Duration; ConnectionState::ALL.len()],
     switches: u64,
     transitions: VecDeque<Transition>,
     keep: usize,
@@ -77,7 +82,7 @@ impl ConnectionHistory {
         ConnectionHistory {
             current: state,
             since: now,
-            time_in: [Duration::ZERO; 5],
+            time_in: [Duration::ZERO; ConnectionState::ALL.len()],
             switches: 0,
             transitions: VecDeque::new(),
             keep,

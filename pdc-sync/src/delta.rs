@@ -336,7 +336,12 @@ impl ServerDataset {
             }
             _ => self.snapshot(),
         };
-        let change = if matches!(change, DatasetChange::Snapshot { .. }) {
+        // A terminal that is up to date gets the empty delta, even where an
+        // (empty) snapshot would be a byte smaller: it must read "nothing
+        // changed".
+        let change = if matches!(change, DatasetChange::Snapshot { .. })
+            || state.version == Some(self.version)
+        {
             change
         } else if self.snapshot_size() < Self::change_size(&change) {
             self.snapshot()
