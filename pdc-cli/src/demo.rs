@@ -299,7 +299,7 @@ impl Demo {
                 pull_every: Duration::from_secs(3),
                 report_every: Duration::from_secs(5),
                 alert_every: Duration::from_secs(1),
-                store_id: "demo-store",
+                store_id: "demo-store".into(),
             },
         );
         *lock(&till.store_id) = engine.store().store_id();

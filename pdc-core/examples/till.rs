@@ -8,10 +8,15 @@
 use std::time::Duration;
 
 use pdc_clock::SystemClock;
-use pdc_codec::Codec;
-use pdc_core::{EngineConfig, EngineEvent, OfflineEngine};
-use pdc_store::NewItem;
-use pdc_sync::{LoopbackTransport, Priority, ServerDataset, StreamKey};
+use pdc_codec::{Codec, PaymentMethod};
+use pdc_core::{EngineConfig, EngineEvent, OfflineEngine, Sale};
+use pdc_sync::{LoopbackTransport, ServerDataset};
+
+/// The cashier's number on the orders (the users dataset's record id in a
+/// real deployment; alice is enrolled locally here).
+fn login_id() -> u32 {
+    1
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = std::env::temp_dir().join(format!("pdc-till-example-{}", std::process::id()));
@@ -41,25 +46,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let engine = OfflineEngine::open(config(), transport.clone(), SystemClock::new())?;
     engine.enrol("alice", "cashier", "2580")?;
     pollster::block_on(engine.pull())?;
-    let product = pollster::block_on(engine.reference("products", 42))?.ok_or("product 42")?;
-    let product: pdc_codec::Product = codec.decode(&product)?;
+    let product = pollster::block_on(engine.product(42))?.ok_or("product 42")?;
     println!(
         "catalogue pulled; product 42 is {:?} at {} cents",
         product.name, product.price_cents
     );
+    // A scanned barcode finds the same product.
+    let scanned = pollster::block_on(engine.product_by_barcode(&product.barcode))?;
+    assert_eq!(scanned.as_ref().map(|p| p.id), Some(42));
 
-    let orders = pdc_datasets::orders(60, 7);
-    let sale = |o: &pdc_codec::Order| -> Result<NewItem, pdc_codec::CodecError> {
-        Ok(NewItem {
-            stream: StreamKey(o.id),
-            priority: Priority::High,
-            kind: 2,
-            created_at_ms: o.created_at_ms,
-            payload: codec.encode(o)?,
-        })
+    // A sale: one or two products, paid in cash or by card; checked with
+    // the server's rules, then saved and numbered in one durable commit.
+    let sell = |n: u32| -> Result<pdc_core::Receipt, Box<dyn std::error::Error>> {
+        let first =
+            pollster::block_on(engine.product(u64::from(1 + n * 37 % 5_000)))?.ok_or("product")?;
+        let mut sale = Sale::new(login_id()).add(&first, 1 + n % 3);
+        if n % 2 == 0 {
+            sale = sale.add(&product, 1);
+        }
+        let method = if n % 3 == 0 {
+            PaymentMethod::Cash
+        } else {
+            PaymentMethod::Card
+        };
+        Ok(engine.sell(&sale.pay_rest(method))?)
     };
-    for o in &orders[..20] {
-        engine.record(sale(o)?)?;
+    for n in 0..20 {
+        let receipt = sell(n)?;
+        if n == 0 {
+            println!(
+                "first receipt {} for {} cents",
+                receipt.number, receipt.total_cents
+            );
+        }
     }
     pollster::block_on(engine.sync_once())?;
     println!(
@@ -68,8 +87,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
 
     engine.set_online(false);
-    for o in &orders[20..50] {
-        engine.record(sale(o)?)?;
+    for n in 20..50 {
+        sell(n)?;
     }
     pollster::block_on(engine.sync_once())?; // offline: sends nothing
     let login = engine.login("alice", "2580")?;
@@ -86,8 +105,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "reopened after a crash: {} pending restored from the store",
         engine.pending()
     );
-    for o in &orders[50..] {
-        engine.record(sale(o)?)?;
+    let sell = |n: u32| -> Result<pdc_core::Receipt, Box<dyn std::error::Error>> {
+        let p = pollster::block_on(engine.product(u64::from(1 + n)))?.ok_or("product")?;
+        Ok(engine.sell(
+            &Sale::new(login_id())
+                .add(&p, 1)
+                .pay_rest(PaymentMethod::Cash),
+        )?)
+    };
+    for n in 50..60 {
+        let receipt = sell(n)?;
+        if n == 59 {
+            println!(
+                "last receipt {} (numbering survived the crash)",
+                receipt.number
+            );
+        }
     }
 
     engine.set_online(true);

@@ -95,6 +95,41 @@ pub struct OfflineEngine<T: SyncTransport, C: Clock + Clone + 'static> {
     logins: Logins<C>,
     telemetry: Telemetry,
     receipt_format: crate::ReceiptFormat,
+    on_record: std::sync::Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+}
+
+/// A snapshot of sync ([`OfflineEngine::status`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncStatus {
+    /// The link as last observed; `Unknown` until a probe answers or fails.
+    pub connection: ConnectionState,
+    /// Sales not yet acknowledged by the server (waiting or in flight).
+    pub pending: usize,
+    /// Waiting sales per priority (low, normal, high, critical).
+    pub pending_by_priority: [usize; 4],
+    /// Sales in a request now.
+    pub in_flight: usize,
+    /// Sales held back after failing alone too often.
+    pub quarantined: usize,
+    /// How long the oldest waiting sale has waited.
+    pub oldest_pending: Option<Duration>,
+    /// Wall time (ms since the epoch) of the last push the server answered
+    /// in full.
+    pub last_success_ms: Option<u64>,
+    /// The latest failure (`"push: ..."`, `"ping: ..."`), until that
+    /// operation succeeds again.
+    pub last_error: Option<String>,
+    /// When the next attempt is due, while sales wait.
+    pub next_retry_in: Option<Duration>,
+    /// Why sending is halted (a whole-request refusal), if it is.
+    pub halted: Option<String>,
+}
+
+impl SyncStatus {
+    /// Nothing waits or is in flight.
+    pub fn is_synced(&self) -> bool {
+        self.pending == 0 && self.in_flight == 0
+    }
 }
 
 impl<T: SyncTransport, C: Clock + Clone + 'static> std::fmt::Debug for OfflineEngine<T, C> {
@@ -162,6 +197,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             logins,
             telemetry,
             receipt_format: config.receipt_format,
+            on_record: std::sync::Mutex::new(None),
         })
     }
 
@@ -201,6 +237,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let id = self.outbox.record(item, &self.clock, &self.telemetry)?;
         let us = (self.clock.now() - started).as_secs_f64() * 1e6;
         self.telemetry.observe("pdc_record_us", us);
+        self.recorded();
         Ok(id)
     }
 
@@ -237,6 +274,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         )?;
         let us = (self.clock.now() - started).as_secs_f64() * 1e6;
         self.telemetry.observe("pdc_record_us", us);
+        self.recorded();
         Ok(crate::Receipt {
             local_id,
             seq,
@@ -253,7 +291,11 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         for item in &items {
             self.check_order_item(item)?;
         }
-        self.outbox.record_many(items, &self.clock, &self.telemetry)
+        let ids = self
+            .outbox
+            .record_many(items, &self.clock, &self.telemetry)?;
+        self.recorded();
+        Ok(ids)
     }
 
     /// An order item must decode and keep the server's rules.
@@ -323,10 +365,20 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         } else {
             None
         };
-        let (pulled, up, down) = self
+        let (pulled, up, down) = match self
             .catalogue
             .pull(&self.transport, &self.terminal_id)
-            .await?;
+            .await
+        {
+            Ok(r) => {
+                self.telemetry.succeeded("pull");
+                r
+            }
+            Err(e) => {
+                self.telemetry.failed("pull", e.to_string());
+                return Err(e);
+            }
+        };
         for p in &pulled {
             if let (true, Some(before)) = (p.applied.dataset == "users", &users_before) {
                 self.logins.follow_users(&p.applied, before)?;
@@ -371,6 +423,20 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         self.catalogue
             .reference(dataset, id, self.clock.wall_ms())
             .await
+    }
+
+    /// The numeric id of a pulled user (its record id in the server's
+    /// users dataset, e.g. `id` in `pdc dataset import users`): the
+    /// `cashier_id` of the sales it rings up. `None` for a user enrolled
+    /// only on this till, or one the till has not pulled. Ids above
+    /// `u32::MAX` are refused (`EngineError::Config`).
+    pub fn cashier_id(&self, user_id: &str) -> Result<Option<u32>, EngineError> {
+        match self.logins.user_number(user_id)? {
+            None => Ok(None),
+            Some(n) => u32::try_from(n)
+                .map(Some)
+                .map_err(|_| EngineError::Config(format!("user {user_id} has id {n} above 2^32"))),
+        }
     }
 
     /// A product by id from the catalogue's `products` dataset
@@ -438,6 +504,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let rtt = self.clock.now() - t;
         match r {
             Ok(limits) => {
+                self.telemetry.succeeded("ping");
                 self.outbox.record_latency(rtt);
                 if let Some(l) = limits {
                     self.outbox.apply_server_limits(l);
@@ -446,10 +513,58 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
                 Ok(rtt)
             }
             Err(e) => {
+                self.telemetry.failed("ping", e.to_string());
                 self.set_online(false);
                 Err(e.into())
             }
         }
+    }
+
+    /// A snapshot of sync for a UI: connection, what waits by priority and
+    /// since when, the last success as a wall time, the last failure, the
+    /// next retry, a halt.
+    pub fn status(&self) -> SyncStatus {
+        let h = self.outbox.health(&self.clock);
+        let now = self.clock.now();
+        let wall = self.clock.wall_ms();
+        let pending_by_priority = h.pending.map(|(n, _)| n);
+        let pending: usize = pending_by_priority.iter().sum::<usize>() + h.in_flight_items;
+        SyncStatus {
+            connection: self.telemetry.connection(),
+            pending,
+            pending_by_priority,
+            in_flight: h.in_flight_items,
+            quarantined: h.quarantined,
+            oldest_pending: h.pending.iter().filter_map(|(_, age)| *age).max(),
+            last_success_ms: h.last_push_ok.map(|t| {
+                wall.saturating_sub(u64::try_from((now - t).as_millis()).unwrap_or(u64::MAX))
+            }),
+            last_error: self.telemetry.last_error(),
+            next_retry_in: (pending > 0)
+                .then(|| {
+                    self.next_wakeup()
+                        .map(|at| at.saturating_duration_since(now))
+                })
+                .flatten(),
+            halted: h.halted,
+        }
+    }
+
+    /// Calls `hook` after every saved sale (the driver wakes on it); one
+    /// hook, replacing any earlier one.
+    pub fn on_record(&self, hook: impl Fn() + Send + Sync + 'static) {
+        *crate::telemetry::lock(&self.on_record) = Some(Box::new(hook));
+    }
+
+    fn recorded(&self) {
+        if let Some(hook) = crate::telemetry::lock(&self.on_record).as_ref() {
+            hook();
+        }
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
     }
 
     /// The sync queue's health now (depth, age, bytes moved).

@@ -35,6 +35,9 @@ pub enum EngineError {
     /// A configuration value is refused.
     #[error("configuration: {0}")]
     Config(String),
+    /// A wait ran out (e.g. `DriverHandle::wait_synced`).
+    #[error("timed out: {0}")]
+    Timeout(String),
 }
 
 impl From<pdc_codec::CodecError> for EngineError {

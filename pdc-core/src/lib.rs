@@ -45,7 +45,7 @@
 
 pub mod catalogue;
 #[cfg(feature = "tokio")]
-mod driver;
+pub mod driver;
 mod engine;
 mod error;
 #[cfg(feature = "http")]
@@ -56,8 +56,8 @@ pub mod sale;
 pub mod telemetry;
 
 #[cfg(feature = "tokio")]
-pub use driver::{spawn_driver, spawn_driver_with, DriverConfig};
-pub use engine::{EngineConfig, EngineEvent, OfflineEngine, MAX_EVENTS};
+pub use driver::{spawn_driver, spawn_driver_with, DriverConfig, DriverHandle};
+pub use engine::{EngineConfig, EngineEvent, OfflineEngine, SyncStatus, MAX_EVENTS};
 pub use error::EngineError;
 #[cfg(feature = "http")]
 pub use http::{HttpOptions, HttpTransport};

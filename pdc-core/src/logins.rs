@@ -84,6 +84,20 @@ impl<C: Clock + Clone + 'static> Logins<C> {
             .collect())
     }
 
+    /// The users dataset's record id of `user_id` (the numeric id the
+    /// server's user import gave it), if the pulled users have it.
+    pub fn user_number(&self, user_id: &str) -> Result<Option<u64>, EngineError> {
+        Ok(self
+            .store
+            .dataset("users")?
+            .records
+            .iter()
+            .find(|(_, b)| {
+                postcard::from_bytes::<pdc_auth::UserRecord>(b).is_ok_and(|u| u.user_id == user_id)
+            })
+            .map(|(id, _)| *id))
+    }
+
     /// Follows a pulled change of the users dataset (postcard
     /// [`pdc_auth::UserRecord`]s with PIN credentials hashed by the
     /// server): its users are installed, and the users of `before` (the

@@ -313,6 +313,10 @@ impl Outbox {
             let result = transport.push(batch.request).await;
             let now = clock.now();
             telemetry.observe("pdc_sync_push_ms", (now - sent).as_secs_f64() * 1000.0);
+            if let Err(e) = &result {
+                telemetry.failed("push", e.to_string());
+            }
+            let answered = result.is_ok();
             let (events, outcome) = {
                 let mut m = lock(&self.machine);
                 let outcome = match result {
@@ -334,6 +338,17 @@ impl Outbox {
                         message: e.to_string(),
                     });
                 }
+            }
+            // An answer that puts the batch back (busy, retry later) is a
+            // failure for the status too.
+            match events.iter().find_map(|e| match e {
+                SyncEvent::BatchRetried { reason, .. } => Some(reason.clone()),
+                _ => None,
+            }) {
+                // (A transport error was noted above, with its own text.)
+                Some(reason) if answered => telemetry.failed("push", reason),
+                None if answered => telemetry.succeeded("push"),
+                _ => {}
             }
             let (outcomes, later) = settlement(events, clock.wall_ms());
             if !outcomes.is_empty() {

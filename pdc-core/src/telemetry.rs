@@ -113,6 +113,16 @@ pub enum EngineEvent {
         /// Its new version.
         version: u64,
     },
+    /// An operation against the server failed (`push`, `ping`, `pull`,
+    /// `report`). Queued when the failure is new — the first after a
+    /// success, or another message — not on every retry; the status's
+    /// `last_error` always holds the latest.
+    Failed {
+        /// Which operation.
+        operation: &'static str,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -128,6 +138,9 @@ pub struct Telemetry {
     history: Mutex<ConnectionHistory>,
     alerts: Mutex<AlertEngine>,
     events: Mutex<VecDeque<EngineEvent>>,
+    /// The latest failure (operation, message), until that operation
+    /// succeeds.
+    last_error: Mutex<Option<(&'static str, String)>>,
 }
 
 impl Telemetry {
@@ -138,7 +151,40 @@ impl Telemetry {
             history: Mutex::new(ConnectionHistory::new(state, now, 100)),
             alerts: Mutex::new(AlertEngine::new(rules)),
             events: Mutex::new(VecDeque::new()),
+            last_error: Mutex::new(None),
         }
+    }
+
+    /// Notes a failure of `operation`: the status's last error, and an
+    /// [`EngineEvent::Failed`] when it is news.
+    pub fn failed(&self, operation: &'static str, message: String) {
+        let mut last = lock(&self.last_error);
+        let news = last.as_ref() != Some(&(operation, message.clone()));
+        *last = Some((operation, message.clone()));
+        drop(last);
+        if news {
+            self.event(EngineEvent::Failed { operation, message });
+        }
+    }
+
+    /// Notes a success of `operation`: clears its failure.
+    pub fn succeeded(&self, operation: &'static str) {
+        let mut last = lock(&self.last_error);
+        if last.as_ref().is_some_and(|(op, _)| *op == operation) {
+            *last = None;
+        }
+    }
+
+    /// The latest failure, as `"operation: message"`.
+    pub fn last_error(&self) -> Option<String> {
+        lock(&self.last_error)
+            .as_ref()
+            .map(|(op, m)| format!("{op}: {m}"))
+    }
+
+    /// The connection state now.
+    pub fn connection(&self) -> ConnectionState {
+        lock(&self.history).current()
     }
 
     /// Queues a UI event; the oldest are dropped past [`MAX_EVENTS`] so

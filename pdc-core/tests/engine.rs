@@ -222,6 +222,9 @@ fn users_pulled_from_the_server_log_in_online_and_then_offline() {
     let (login, fresh) = pollster::block_on(engine.login_online("ann", "4826")).unwrap();
     assert!(fresh);
     assert_eq!(login.session.user_id, "ann");
+    // Her number on the orders is her record id in the users dataset.
+    assert_eq!(engine.cashier_id("ann").unwrap(), Some(1));
+    assert_eq!(engine.cashier_id("nobody").unwrap(), None);
     // The PIN changes at the server; the next online login sees it.
     transport
         .server
@@ -491,4 +494,75 @@ fn sales_are_checked_numbered_and_stored_as_their_receipt_shows() {
     let third = engine.sell(&cash).unwrap();
     assert_eq!((third.seq, third.number.ends_with("-000003")), (3, true));
     assert_eq!(engine.pending(), 3);
+}
+
+/// The driver as one handle: the status before any probe is `Unknown`; a
+/// sale wakes the driver; a failing server shows in the status and as one
+/// `Failed` event (not one per retry); `wait_synced` times out while it
+/// fails and returns once everything is sent; `shutdown` stops it.
+#[test]
+fn the_driver_handle_reports_status_waits_until_synced_and_shuts_down() {
+    use pdc_monitor::ConnectionState;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let transport = LoopbackTransport::new();
+        let engine = Arc::new(
+            OfflineEngine::open(
+                config(&dir.path().join("t.pdc")),
+                transport.clone(),
+                SystemClock::new(),
+            )
+            .unwrap(),
+        );
+        transport.server.lock().unwrap().overloaded = Some(Duration::from_millis(20));
+        let driver = engine.start(pdc_core::DriverConfig {
+            ping_online: Duration::from_millis(200),
+            ping_recovering: Duration::from_millis(50),
+            ..pdc_core::DriverConfig::default()
+        });
+        assert_eq!(
+            driver.status().borrow().connection,
+            ConnectionState::Unknown
+        );
+        for i in 0..5 {
+            engine.record(sale(i, 100)).unwrap();
+        }
+        let err = driver
+            .wait_synced(Duration::from_millis(400))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, pdc_core::EngineError::Timeout(_)), "{err}");
+        let status = driver.status().borrow().clone();
+        assert_eq!(status.pending, 5, "{status:?}");
+        assert!(status.last_error.is_some(), "{status:?}");
+        let push_failures = std::iter::from_fn(|| engine.poll_event())
+            .filter(|e| {
+                matches!(
+                    e,
+                    EngineEvent::Failed {
+                        operation: "push",
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(
+            push_failures, 1,
+            "one event for a failure, not one per retry"
+        );
+
+        transport.server.lock().unwrap().overloaded = None;
+        let synced = driver.wait_synced(Duration::from_secs(20)).await.unwrap();
+        assert!(synced.is_synced());
+        assert_eq!(transport.server.lock().unwrap().applied_count(), 5);
+        assert!(synced.last_success_ms.is_some());
+        driver.shutdown().await.unwrap();
+        let after = engine.status();
+        assert_eq!(after.last_error, None, "{after:?}");
+        assert_eq!(after.connection, ConnectionState::Online);
+    });
 }

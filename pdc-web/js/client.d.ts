@@ -62,6 +62,10 @@ export interface Status {
   persisted: boolean;
   /** The held version of each followed dataset (null: never pulled). */
   datasets: Record<string, number | null>;
+  /** The link as last observed ("unknown" until a probe answers or fails). */
+  connection: "unknown" | "online" | "offline" | "slow" | "metered" | "offline_sync";
+  /** The latest failure ("push: ...", "ping: ..."), until that operation succeeds. */
+  lastError: string | null;
 }
 
 /** The products on the page's thread, kept in step with the store; lookups are synchronous. */

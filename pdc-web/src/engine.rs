@@ -273,7 +273,8 @@ impl WebEngine {
 
     /// The sync status as JSON: `{pending, online, byPriority: [low,
     /// normal, high, critical], inFlight, quarantined, halted, failures, lastSyncAtMs,
-    /// bytesUp, bytesDown, persisted, datasets: {name: version | null}}`.
+    /// bytesUp, bytesDown, persisted, datasets: {name: version | null},
+    /// connection: "unknown" | "online" | "offline" | ..., lastError}`.
     pub fn status(&self) -> String {
         let h = self.inner.health();
         let clock = BrowserClock;
@@ -295,6 +296,8 @@ impl WebEngine {
             "bytesDown": h.bytes_down,
             "persisted": self.persisted,
             "datasets": self.dataset_versions(),
+            "connection": self.inner.status().connection.name(),
+            "lastError": self.inner.status().last_error,
         })
         .to_string()
     }

@@ -267,3 +267,18 @@ fn publishable_crates_carry_their_metadata() {
     }
     assert!(checked >= 10, "only {checked} publishable crates found");
 }
+
+/// The README's "Your first till" is the example that CI compiles.
+#[test]
+fn the_readme_first_till_is_the_compiled_example() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README");
+    let example = std::fs::read_to_string(root().join("pdc-core/examples/first_till.rs"))
+        .expect("first_till.rs");
+    let body = &example[example.find("use std::").expect("the example's first use")..];
+    assert!(
+        readme.contains(body),
+        "README.md's \"Your first till\" differs from pdc-core/examples/first_till.rs"
+    );
+    let lines = body.lines().filter(|l| !l.trim().is_empty()).count();
+    assert!(lines <= 40, "the first till is {lines} lines (40 at most)");
+}
