@@ -54,6 +54,14 @@ pub struct Limits {
     pub burst: u32,
     /// Requests taking longer are answered 408.
     pub request_timeout_ms: u64,
+    /// A connection that has not sent a whole request head within this
+    /// time is closed: it bounds a client that trickles its headers, one
+    /// that sends nothing, and an idle keep-alive connection (the timer
+    /// restarts while a connection waits for its next request).
+    pub header_timeout_ms: u64,
+    /// Connections served at once; one more is closed as soon as it is
+    /// accepted (counted in `pdc_server_connections_refused_total`).
+    pub max_connections: usize,
     /// Origins whose pages may call the API from a browser (CORS, e.g.
     /// `https://till.example.com`); empty (the default): only pages of the
     /// server's own origin.
@@ -69,6 +77,8 @@ impl Default for Limits {
             rate_per_sec: 50,
             burst: 100,
             request_timeout_ms: 15_000,
+            header_timeout_ms: 10_000,
+            max_connections: 1_024,
             cors_origins: Vec::new(),
         }
     }
@@ -889,12 +899,13 @@ pub async fn spawn_with_routes(
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(Arc::clone(&state)).merge(extra);
     let janitor = spawn_retention(Arc::clone(&state), retention);
+    let limits = ConnLimits {
+        header_timeout: Duration::from_millis(state.limits.header_timeout_ms.max(1)),
+        max_connections: state.limits.max_connections.max(1),
+    };
+    let counts = Arc::clone(&state);
     let task = tokio::spawn(async move {
-        let r = axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await;
+        let r = serve(listener, app, limits, counts, stopped).await;
         janitor.abort();
         r
     });
@@ -904,6 +915,73 @@ pub async fn spawn_with_routes(
         stop: Some(stop),
         task,
     })
+}
+
+/// What the accept loop enforces per connection.
+#[derive(Debug, Clone, Copy)]
+struct ConnLimits {
+    header_timeout: Duration,
+    max_connections: usize,
+}
+
+/// The accept loop: HTTP/1.1 with a header read timeout (which also closes
+/// idle keep-alive connections) and a cap on connections served at once;
+/// on `stopped`, stops accepting and lets open connections finish their
+/// requests (up to 30 s).
+async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    state: Arc<AppState>,
+    mut stopped: oneshot::Receiver<()>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    // Out of file descriptors and the like: wait, go on.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                    state.count("pdc_server_connections_refused_total", &[], 1);
+                    drop(stream);
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(
+                    app.clone().into_service::<hyper::body::Incoming>(),
+                );
+                let mut builder = hyper::server::conn::http1::Builder::new();
+                builder
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout)
+                    .keep_alive(true);
+                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    // A closed or timed-out connection ends here; nothing to report.
+                    let _ = conn.await;
+                    drop(slot);
+                });
+            }
+            _ = &mut stopped => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(Duration::from_secs(30), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 30 s after shutdown; closing them");
+    }
+    Ok(())
 }
 
 /// Deletes items older than `retention`, in chunks of 10,000, once at

@@ -363,3 +363,128 @@ async fn a_malformed_chunk_size_answers_413() {
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 400"), "{head}");
 }
+
+/// Reads from `s` until the server closes it (`Ok(bytes read)`), or
+/// `Err` if it is still open after `bound`.
+async fn closed_within(s: &mut tokio::net::TcpStream, bound: Duration) -> Result<usize, ()> {
+    use tokio::io::AsyncReadExt;
+    let mut total = 0;
+    let mut buf = [0u8; 1024];
+    let read_all = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    tokio::time::timeout(bound, read_all).await.map_err(|_| ())
+}
+
+/// Issue 16, weakness 2: connections that trickle their headers, send
+/// nothing, or sit idle after a request stayed open indefinitely (the
+/// request timeout starts only once the headers are parsed). Now the
+/// header timeout closes all three (the bound below is 10× the timeout,
+/// not a latency figure), and a valid push is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_keep_connections_open_forever() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        header_timeout_ms: 300,
+        ..Limits::default()
+    };
+    let server = start(&dir.path().join("l.redb"), limits, any_port()).await;
+    let token = add_terminal(&*server.state.ledger, "till-1").await.unwrap();
+    let connect = || tokio::net::TcpStream::connect(server.addr);
+    let mut silent = connect().await.unwrap();
+    let mut trickler = connect().await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for b in b"POST /v1/push HTTP/1.1\r\nhost: x\r\ncontent-type: appl" {
+            if trickler.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        closed_within(&mut trickler, Duration::from_secs(3)).await
+    });
+    let mut idle = connect().await.unwrap();
+    idle.write_all(b"GET /v1/ping HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    // Meanwhile a till pushes and is answered.
+    let engine = engine_at(server.addr, &token, &dir.path().join("till.pdc"));
+    engine
+        .record(NewItem {
+            stream: StreamKey(1),
+            priority: Priority::High,
+            kind: 2,
+            created_at_ms: 1,
+            payload: Codec::new().encode(&order(1, 2)).unwrap(),
+        })
+        .unwrap();
+    drain(&engine).await;
+
+    let bound = Duration::from_secs(3);
+    assert!(
+        closed_within(&mut silent, bound).await.is_ok(),
+        "silent connection still open"
+    );
+    assert!(
+        trickle.await.unwrap().is_ok(),
+        "trickling connection still open"
+    );
+    let answered = closed_within(&mut idle, bound).await;
+    assert!(
+        answered.is_ok_and(|n| n > 0),
+        "idle keep-alive connection: {answered:?}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Issue 16, weakness 2: connections were accepted without a limit. Now a
+/// connection beyond `max_connections` is closed at once, counted, and a
+/// slot freed by a closed connection serves the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_accepted_without_a_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_connections: 3,
+        header_timeout_ms: 60_000,
+        ..Limits::default()
+    };
+    let server = start(&dir.path().join("l.redb"), limits, any_port()).await;
+    let connect = || tokio::net::TcpStream::connect(server.addr);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect().await.unwrap());
+    }
+    // Give the server a moment to accept the three.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut extra = connect().await.unwrap();
+    let _ = extra
+        .write_all(b"GET /v1/ping HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await;
+    let n = closed_within(&mut extra, Duration::from_secs(3)).await;
+    assert_eq!(n, Ok(0), "the fourth connection is closed unanswered");
+    let refused = server.state.metrics().counter(
+        &pdc_monitor::MetricKey::new("pdc_server_connections_refused_total", &[]).unwrap(),
+    );
+    assert!(refused >= 1, "{refused}");
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut next = connect().await.unwrap();
+    next.write_all(b"GET /v1/ping HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(3), next.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    drop(held);
+    server.shutdown().await.unwrap();
+}
