@@ -51,6 +51,8 @@ pub struct EngineConfig {
     pub alert_rules: Vec<AlertRule>,
     /// How [`OfflineEngine::sell`] writes receipt numbers.
     pub receipt_format: crate::ReceiptFormat,
+    /// Limits on card payments taken offline.
+    pub offline_cards: crate::OfflineCardLimits,
 }
 
 impl EngineConfig {
@@ -72,6 +74,7 @@ impl EngineConfig {
             seed: None,
             alert_rules: AlertRule::defaults(),
             receipt_format: crate::ReceiptFormat::default(),
+            offline_cards: crate::OfflineCardLimits::default(),
         }
     }
 }
@@ -95,6 +98,7 @@ pub struct OfflineEngine<T: SyncTransport, C: Clock + Clone + 'static> {
     logins: Logins<C>,
     telemetry: Telemetry,
     receipt_format: crate::ReceiptFormat,
+    offline_cards: crate::OfflineCardLimits,
     on_record: std::sync::Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
@@ -123,6 +127,10 @@ pub struct SyncStatus {
     pub next_retry_in: Option<Duration>,
     /// Why sending is halted (a whole-request refusal), if it is.
     pub halted: Option<String>,
+    /// Card payments taken offline and not yet at the server (cents).
+    pub offline_card_cents: i64,
+    /// How long ago the oldest of them was taken.
+    pub oldest_offline_card: Option<Duration>,
 }
 
 impl SyncStatus {
@@ -197,6 +205,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             logins,
             telemetry,
             receipt_format: config.receipt_format,
+            offline_cards: config.offline_cards,
             on_record: std::sync::Mutex::new(None),
         })
     }
@@ -264,11 +273,13 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
                 payload: self.codec.encode(&sale.order(id, number, now))?,
             })
         };
+        let offline_card = self.check_offline_card(sale, now)?;
         // The largest id encodes longest: the size check holds for any.
         let probe = item_for(i64::MAX as u64)?;
         let (local_id, seq) = self.outbox.record_numbered(
             probe,
             |seq| Ok(item_for(base + seq)?),
+            offline_card,
             &self.clock,
             &self.telemetry,
         )?;
@@ -284,6 +295,66 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             order: sale.order(base + seq, number, now),
             total_cents,
         })
+    }
+
+    /// A card payment of `sale` taken offline, checked against the
+    /// limits: `Some((cents, now))` to store with the sale.
+    fn check_offline_card(
+        &self,
+        sale: &crate::Sale,
+        now_ms: u64,
+    ) -> Result<Option<(i64, u64)>, EngineError> {
+        use crate::OfflineLimit;
+        let card: i64 = sale
+            .payments()
+            .iter()
+            .filter(|p| p.method == pdc_codec::PaymentMethod::Card)
+            .fold(0i64, |a, p| a.saturating_add(p.amount_cents));
+        let online = !matches!(
+            self.telemetry.connection(),
+            ConnectionState::Offline | ConnectionState::Unknown
+        );
+        if card <= 0 || online {
+            return Ok(None);
+        }
+        let limits = self.offline_cards;
+        let refuse = |limit, detail: String| Err(EngineError::OfflineCardLimit { limit, detail });
+        if card > limits.per_sale_cents {
+            return refuse(
+                OfflineLimit::PerSale,
+                format!(
+                    "{card} cents by card, {} allowed per sale offline",
+                    limits.per_sale_cents
+                ),
+            );
+        }
+        let stored = self.store().offline_cards()?;
+        let max_age = u64::try_from(limits.max_age.as_millis()).unwrap_or(u64::MAX);
+        if let Some(oldest) = stored.iter().map(|(_, _, at)| *at).min() {
+            if now_ms.saturating_sub(oldest) > max_age {
+                return refuse(
+                    OfflineLimit::Age,
+                    format!(
+                        "the oldest offline card payment is {} min old ({} allowed)",
+                        now_ms.saturating_sub(oldest) / 60_000,
+                        max_age / 60_000
+                    ),
+                );
+            }
+        }
+        let total = stored
+            .iter()
+            .fold(0i64, |a, (_, c, _)| a.saturating_add(*c));
+        if total.saturating_add(card) > limits.total_cents {
+            return refuse(
+                OfflineLimit::Total,
+                format!(
+                    "{total} cents stored offline + {card} is over {}",
+                    limits.total_cents
+                ),
+            );
+        }
+        Ok(Some((card, now_ms)))
     }
 
     /// Records many sales in one durable commit (bulk import).
@@ -528,6 +599,8 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let now = self.clock.now();
         let wall = self.clock.wall_ms();
         let pending_by_priority = h.pending.map(|(n, _)| n);
+        // Unreadable card rows are a store error elsewhere; the status shows none.
+        let cards = self.store().offline_cards().unwrap_or_default();
         let pending: usize = pending_by_priority.iter().sum::<usize>() + h.in_flight_items;
         SyncStatus {
             connection: self.telemetry.connection(),
@@ -547,6 +620,11 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
                 })
                 .flatten(),
             halted: h.halted,
+            offline_card_cents: cards.iter().fold(0i64, |a, (_, c, _)| a.saturating_add(*c)),
+            oldest_offline_card: cards
+                .iter()
+                .map(|(_, _, at)| Duration::from_millis(wall.saturating_sub(*at)))
+                .max(),
         }
     }
 

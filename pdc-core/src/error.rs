@@ -35,6 +35,16 @@ pub enum EngineError {
     /// A configuration value is refused.
     #[error("configuration: {0}")]
     Config(String),
+    /// A card payment taken offline would break an offline card limit
+    /// ([`crate::OfflineCardLimits`]); nothing was saved. Take cash, or
+    /// wait for the connection.
+    #[error("offline card payment refused ({limit:?}): {detail}")]
+    OfflineCardLimit {
+        /// Which limit.
+        limit: crate::OfflineLimit,
+        /// The figures, for a person.
+        detail: String,
+    },
     /// A wait ran out (e.g. `DriverHandle::wait_synced`).
     #[error("timed out: {0}")]
     Timeout(String),

@@ -61,4 +61,4 @@ pub use engine::{EngineConfig, EngineEvent, OfflineEngine, SyncStatus, MAX_EVENT
 pub use error::EngineError;
 #[cfg(feature = "http")]
 pub use http::{HttpOptions, HttpTransport};
-pub use sale::{Receipt, ReceiptFormat, Sale};
+pub use sale::{OfflineCardLimits, OfflineLimit, Receipt, ReceiptFormat, Sale};

@@ -155,11 +155,12 @@ impl Outbox {
         &self,
         probe: NewItem,
         make: impl FnOnce(u64) -> Result<NewItem, pdc_store::StoreError>,
+        offline_card: Option<(i64, u64)>,
         clock: &impl Clock,
         telemetry: &Telemetry,
     ) -> Result<(u64, u64), EngineError> {
         check_new_item(&lock(&self.machine), probe)?;
-        let (stored, number) = self.store.append_numbered(make)?;
+        let (stored, number) = self.store.append_numbered(make, offline_card)?;
         let id = stored.local_id;
         self.enqueue(vec![stored.to_ref()], clock, telemetry);
         Ok((id, number))

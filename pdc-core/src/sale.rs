@@ -250,6 +250,50 @@ impl<'a> Placeholder<'a> {
     }
 }
 
+/// Limits on card payments taken while the till is offline
+/// (store-and-forward): the card is charged when the sale reaches the
+/// back office, so the merchant carries the risk of a declined card until
+/// then. [`crate::OfflineEngine::sell`] refuses a card payment taken
+/// offline beyond any of them (`EngineError::OfflineCardLimit`); a sale
+/// paid without a card is never refused for them.
+///
+/// Defaults follow what card SDKs publish for offline mode: a per-sale
+/// limit, a total stored limit, and forwarding within 24 hours (set the
+/// amounts to your acquirer's terms). "Offline" is the engine's connection
+/// state: anything but online (including `Unknown`, before the first probe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfflineCardLimits {
+    /// The most a card may pay in one sale while offline (cents).
+    pub per_sale_cents: i64,
+    /// The most card payments taken offline may add up to before they
+    /// reach the server (cents).
+    pub total_cents: i64,
+    /// No more offline card payments once the oldest stored one is this
+    /// old (it must be forwarded first).
+    pub max_age: std::time::Duration,
+}
+
+impl Default for OfflineCardLimits {
+    fn default() -> Self {
+        OfflineCardLimits {
+            per_sale_cents: 10_000,
+            total_cents: 50_000,
+            max_age: std::time::Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Which offline card limit a sale would break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflineLimit {
+    /// [`OfflineCardLimits::per_sale_cents`].
+    PerSale,
+    /// [`OfflineCardLimits::total_cents`].
+    Total,
+    /// [`OfflineCardLimits::max_age`].
+    Age,
+}
+
 /// A saved sale: what to print and what was stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {

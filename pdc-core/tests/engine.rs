@@ -566,3 +566,87 @@ fn the_driver_handle_reports_status_waits_until_synced_and_shuts_down() {
         assert_eq!(after.connection, ConnectionState::Online);
     });
 }
+
+/// Offline card payments (store-and-forward): limited per sale, in total
+/// and in age while offline, never for cash; the stored total survives a
+/// restart, shows in the status, and is cleared as the sales reach the
+/// server.
+#[test]
+fn offline_card_payments_are_limited_and_forwarded() {
+    use pdc_codec::PaymentMethod::{Card, Cash};
+    use pdc_core::{EngineError, OfflineCardLimits, OfflineLimit, Sale};
+    let item = pdc_codec::Product {
+        id: 1,
+        name: "Headphones".into(),
+        barcode: "4000000000017".into(),
+        category: "Audio".into(),
+        price_cents: 4_000,
+        tax_rate_bp: 1_900,
+        active: true,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.pdc");
+    let clock = pdc_clock::ManualClock::new(1_764_000_000_000);
+    let transport = LoopbackTransport::new();
+    let open = || {
+        let mut c = config(&path);
+        c.offline_cards = OfflineCardLimits {
+            per_sale_cents: 10_000,
+            total_cents: 15_000,
+            max_age: Duration::from_secs(24 * 3600),
+        };
+        OfflineEngine::open(c, transport.clone(), clock.clone()).unwrap()
+    };
+    let limit = |r: Result<pdc_core::Receipt, EngineError>| match r {
+        Err(EngineError::OfflineCardLimit { limit, .. }) => Some(limit),
+        Ok(_) => None,
+        Err(e) => panic!("unexpected {e}"),
+    };
+    let engine = open();
+    engine.set_online(false);
+    let card = |n: u32| Sale::new(1).add(&item, n).pay_rest(Card);
+    assert_eq!(limit(engine.sell(&card(3))), Some(OfflineLimit::PerSale));
+    assert_eq!(limit(engine.sell(&card(2))), None);
+    assert_eq!(limit(engine.sell(&card(1))), None);
+    assert_eq!(engine.status().offline_card_cents, 12_000);
+    assert_eq!(limit(engine.sell(&card(1))), Some(OfflineLimit::Total));
+    // Cash is never refused; split tenders count only the card part.
+    assert_eq!(
+        limit(engine.sell(&Sale::new(1).add(&item, 9).pay_rest(Cash))),
+        None
+    );
+    let split = Sale::new(1).add(&item, 2).pay(Card, 3_000).pay_rest(Cash);
+    assert_eq!(limit(engine.sell(&split)), None);
+    assert_eq!(engine.status().offline_card_cents, 15_000);
+    drop(engine);
+
+    // A day later, still offline, after a restart: the stored payments are
+    // too old to add to, even below the total.
+    clock.advance(Duration::from_secs(25 * 3600));
+    let engine = open();
+    engine.set_online(false);
+    let status = engine.status();
+    assert_eq!(status.offline_card_cents, 15_000);
+    assert!(status.oldest_offline_card.unwrap() >= Duration::from_secs(25 * 3600));
+    assert_eq!(
+        limit(engine.sell(&Sale::new(1).add(&item, 1).pay(Card, 100).pay_rest(Cash))),
+        Some(OfflineLimit::Age)
+    );
+
+    // Online again: the sales reach the server and the total is cleared;
+    // card payments online are not limited.
+    engine.set_online(true);
+    clock.advance(Duration::from_secs(5));
+    for _ in 0..20 {
+        pollster::block_on(engine.sync_once()).unwrap();
+        clock.advance(Duration::from_secs(1));
+    }
+    assert_eq!(engine.pending(), 0);
+    let status = engine.status();
+    assert_eq!(
+        (status.offline_card_cents, status.oldest_offline_card),
+        (0, None)
+    );
+    assert_eq!(limit(engine.sell(&card(3))), None);
+    assert_eq!(engine.status().offline_card_cents, 0);
+}

@@ -32,6 +32,11 @@ pub(crate) const ATTEMPTS: TableDefinition<'static, u64, u32> =
     TableDefinition::new("outbox_attempts");
 pub(crate) const DEAD: TableDefinition<'static, u64, &'static [u8]> =
     TableDefinition::new("dead_letters");
+/// Card payments taken while offline, by the outbox item that carries
+/// them: amount in cents (8 bytes LE, signed), taken at (8 bytes LE, wall
+/// ms). Written with the item, removed when its outcome is settled.
+pub(crate) const OFFLINE_CARDS: TableDefinition<'static, u64, &'static [u8]> =
+    TableDefinition::new("offline_cards");
 pub(crate) const QUARANTINE: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("quarantine");
 
@@ -369,9 +374,14 @@ impl Store {
     /// exactly when its commit lands — a failed commit, an `Err` from
     /// `make` or a crash before the commit leaves it for the next sale —
     /// and never repeat within the store. Returns the item and its number.
+    ///
+    /// `offline_card` (amount in cents, taken at wall ms) records a card
+    /// payment taken while offline with the item, in the same commit; it
+    /// leaves [`Store::offline_cards`] when the item's outcome is settled.
     pub fn append_numbered(
         &self,
         make: impl FnOnce(u64) -> Result<NewItem, StoreError>,
+        offline_card: Option<(i64, u64)>,
     ) -> Result<(OutboxItem, u64), StoreError> {
         let tx = self.db.begin_write()?;
         let number = read_counter(&tx.open_table(META)?, "next_sale_number")?.unwrap_or(1);
@@ -380,11 +390,46 @@ impl Store {
         let mut out = self.append_in(&tx, vec![item])?;
         tx.open_table(META)?
             .insert("next_sale_number", (number + 1).to_le_bytes().as_slice())?;
-        tx.commit()?;
         let item = out
             .pop()
             .ok_or_else(|| StoreError::Storage("append produced no item".into()))?;
+        if let Some((cents, at_ms)) = offline_card {
+            let mut row = [0u8; 16];
+            row[..8].copy_from_slice(&cents.to_le_bytes());
+            row[8..].copy_from_slice(&at_ms.to_le_bytes());
+            tx.open_table(OFFLINE_CARDS)?
+                .insert(item.local_id, row.as_slice())?;
+        }
+        tx.commit()?;
         Ok((item, number))
+    }
+
+    /// The card payments taken offline whose sales are not settled yet:
+    /// (local id, amount in cents, taken at wall ms), by local id.
+    pub fn offline_cards(&self) -> Result<Vec<(u64, i64, u64)>, StoreError> {
+        let rtx = self.db.begin_read()?;
+        let table = match rtx.open_table(OFFLINE_CARDS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for row in table.range::<u64>(..)? {
+            let (k, v) = row?;
+            let v = v.value();
+            let (Ok(cents), Ok(at)) = (
+                <[u8; 8]>::try_from(v.get(..8).unwrap_or_default()),
+                <[u8; 8]>::try_from(v.get(8..16).unwrap_or_default()),
+            ) else {
+                return Err(StoreError::Corrupt(format!(
+                    "offline card row {} is {} bytes",
+                    k.value(),
+                    v.len()
+                )));
+            };
+            out.push((k.value(), i64::from_le_bytes(cents), u64::from_le_bytes(at)));
+        }
+        Ok(out)
     }
 
     /// The number [`Store::append_numbered`] gives the next sale.
@@ -598,13 +643,16 @@ impl Store {
             let mut attempts = tx.open_table(ATTEMPTS)?;
             let mut dead_letters = tx.open_table(DEAD)?;
             let mut held = tx.open_table(HELD)?;
+            let mut cards = tx.open_table(OFFLINE_CARDS)?;
             for &id in &outcomes.acked {
+                cards.remove(id)?;
                 outbox.remove(id)?;
                 index.remove(id)?;
                 attempts.remove(id)?;
                 held.remove(id)?;
             }
             for r in &outcomes.refused {
+                cards.remove(r.local_id)?;
                 let raw = outbox.remove(r.local_id)?.map(|g| g.value().to_vec());
                 index.remove(r.local_id)?;
                 attempts.remove(r.local_id)?;

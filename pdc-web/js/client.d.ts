@@ -7,6 +7,8 @@ export class PdcError extends Error {
     | "item_too_large" | "out_of_range" | "config" | "auth" | "offline"
     // A sale the server would refuse (Order::check): nothing saved.
     | "total_mismatch" | "empty_order" | "negative_line" | "overflow"
+    // A card payment offline beyond a limit (take cash, or wait for the link).
+    | "offline_card_limit"
     | "transport" | "store" | "sync" | "cache" | "codec" | "monitor" | "engine" | string;
 }
 
@@ -66,6 +68,8 @@ export interface Status {
   connection: "unknown" | "online" | "offline" | "slow" | "metered" | "offline_sync";
   /** The latest failure ("push: ...", "ping: ..."), until that operation succeeds. */
   lastError: string | null;
+  /** Card payments taken offline and not yet at the server, in cents. */
+  offlineCardCents: number;
 }
 
 /** The products on the page's thread, kept in step with the store; lookups are synchronous. */

@@ -102,6 +102,7 @@ fn engine_error(e: EngineError) -> JsValue {
         EngineError::Monitor(_) => "monitor",
         EngineError::InvalidSale { rule, .. } => rule.code(),
         EngineError::Config(_) => "config",
+        EngineError::OfflineCardLimit { .. } => "offline_card_limit",
         _ => "engine",
     };
     error(code, e)
@@ -274,8 +275,10 @@ impl WebEngine {
     /// The sync status as JSON: `{pending, online, byPriority: [low,
     /// normal, high, critical], inFlight, quarantined, halted, failures, lastSyncAtMs,
     /// bytesUp, bytesDown, persisted, datasets: {name: version | null},
-    /// connection: "unknown" | "online" | "offline" | ..., lastError}`.
+    /// connection: "unknown" | "online" | "offline" | ..., lastError,
+    /// offlineCardCents}`.
     pub fn status(&self) -> String {
+        let status = self.inner.status();
         let h = self.inner.health();
         let clock = BrowserClock;
         let last = h.last_push_ok.map(|t| {
@@ -296,8 +299,9 @@ impl WebEngine {
             "bytesDown": h.bytes_down,
             "persisted": self.persisted,
             "datasets": self.dataset_versions(),
-            "connection": self.inner.status().connection.name(),
-            "lastError": self.inner.status().last_error,
+            "connection": status.connection.name(),
+            "lastError": status.last_error,
+            "offlineCardCents": status.offline_card_cents,
         })
         .to_string()
     }
