@@ -144,6 +144,10 @@ pub struct AppState {
     stores: Mutex<std::collections::HashSet<(String, StoreId)>>,
     tokens: Mutex<HashMap<TokenDigest, (String, Instant)>>,
     limiter: DefaultKeyedRateLimiter<String>,
+    /// The ledger's totals for `/metrics`, with when they were read: a
+    /// scrape reads the ledger at most every 30 s (on PostgreSQL it is a
+    /// count over the items table).
+    ledger_totals: Mutex<Option<(pdc_clock::Instant, crate::LedgerTotals)>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -203,6 +207,7 @@ impl AppState {
             stores: Mutex::new(std::collections::HashSet::new()),
             tokens: Mutex::new(HashMap::new()),
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            ledger_totals: Mutex::new(None),
         });
         state.refresh_catalog().await;
         Ok(state)
@@ -798,9 +803,42 @@ async fn prometheus(State(s): State<Arc<AppState>>) -> Response {
     if let Ok(k) = MetricKey::new("pdc_fleet_reports_total", &[]) {
         reg.count(&k, fleet.terminals);
     }
+    // What the ledger holds survives restarts and is the same on every
+    // server process over one database (the counters above are this
+    // process's since it started).
+    if let Some(t) = s.ledger_totals().await {
+        for (result, n) in [("applied", t.applied), ("rejected", t.rejected)] {
+            if let Ok(k) = MetricKey::new("pdc_ledger_items", &[("result", result)]) {
+                reg.gauge(&k, n as f64);
+            }
+        }
+    }
     let mut text = pdc_monitor::prometheus(&reg);
     text.push_str(&pdc_monitor::prometheus(&fleet.registry));
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+impl AppState {
+    /// The ledger's totals, read at most every 30 s; `None` (logged) when
+    /// the ledger cannot answer.
+    async fn ledger_totals(&self) -> Option<crate::LedgerTotals> {
+        let fresh = |at: pdc_clock::Instant| self.clock.now() - at < Duration::from_secs(30);
+        if let Some((at, t)) = *lock(&self.ledger_totals) {
+            if fresh(at) {
+                return Some(t);
+            }
+        }
+        match self.ledger.totals().await {
+            Ok(t) => {
+                *lock(&self.ledger_totals) = Some((self.clock.now(), t));
+                Some(t)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ledger totals for /metrics");
+                None
+            }
+        }
+    }
 }
 
 /// The service's routes over a state.

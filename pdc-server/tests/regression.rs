@@ -488,3 +488,42 @@ async fn connections_are_accepted_without_a_limit() {
     drop(held);
     server.shutdown().await.unwrap();
 }
+
+/// Issue 18: `/metrics` counters restarted from zero with the process, so
+/// after a restart (or on another process over the same PostgreSQL) the
+/// server appeared to hold nothing. The ledger's own totals are now in
+/// `/metrics` as `pdc_ledger_items{result=…}`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_restart_from_zero_with_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger_path = dir.path().join("l.redb");
+    let server = start(&ledger_path, Limits::default(), any_port()).await;
+    let token = add_terminal(&*server.state.ledger, "till-1").await.unwrap();
+    let engine = engine_at(server.addr, &token, &dir.path().join("till.pdc"));
+    for id in 1..=3 {
+        engine
+            .record(NewItem {
+                stream: StreamKey(id),
+                priority: Priority::High,
+                kind: 2,
+                created_at_ms: 1,
+                payload: Codec::new().encode(&order(id, 1)).unwrap(),
+            })
+            .unwrap();
+    }
+    drain(&engine).await;
+    let addr = server.addr;
+    server.shutdown().await.unwrap();
+    let server = start(&ledger_path, Limits::default(), addr).await;
+    let text = reqwest::get(format!("http://{}/metrics", server.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("pdc_ledger_items{result=\"applied\"} 3"),
+        "{text}"
+    );
+    server.shutdown().await.unwrap();
+}
