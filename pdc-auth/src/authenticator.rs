@@ -19,8 +19,12 @@ use crate::{
 pub struct AuthConfig {
     /// PIN shape rules.
     pub pin_policy: PinPolicy,
-    /// Delay schedule after failures.
+    /// Delay schedule after a user's failures.
     pub lockout: LockoutPolicy,
+    /// Delay schedule after a terminal's failures, any user
+    /// ([`LockoutPolicy::terminal_default`]).
+    #[serde(default = "LockoutPolicy::terminal_default")]
+    pub terminal_lockout: LockoutPolicy,
     /// Offline session lifetime (default 7 days, the study's session_data).
     pub session_ttl: Duration,
 }
@@ -30,6 +34,7 @@ impl Default for AuthConfig {
         AuthConfig {
             pin_policy: PinPolicy::default(),
             lockout: LockoutPolicy::default(),
+            terminal_lockout: LockoutPolicy::terminal_default(),
             session_ttl: Duration::from_secs(7 * 24 * 3600),
         }
     }
@@ -159,11 +164,18 @@ impl<S: AuthStore, C: Clock> Authenticator<S, C> {
     }
 
     /// The lock state of `key` now: `Ok` if a login may be tried.
+    fn policy(&self, key: &LockKey) -> &LockoutPolicy {
+        match key {
+            LockKey::User(_) => &self.config.lockout,
+            LockKey::Terminal(_) => &self.config.terminal_lockout,
+        }
+    }
+
     fn check(&mut self, key: &LockKey) -> Result<(), AuthError> {
         let Some(mut st) = self.store.lockout(key)? else {
             return Ok(());
         };
-        if st.failures >= self.config.lockout.hard_limit {
+        if st.failures >= self.policy(key).hard_limit {
             return Err(AuthError::LockedUntilOnline);
         }
         let wall = self.clock.wall_ms();
@@ -171,7 +183,7 @@ impl<S: AuthStore, C: Clock> Authenticator<S, C> {
             st.last_seen_ms = wall;
             self.store.put_lockout(key, &st)?;
         }
-        let delay = self.config.lockout.delay_after(st.failures);
+        let delay = self.policy(key).delay_after(st.failures);
         if delay.is_zero() {
             return Ok(());
         }

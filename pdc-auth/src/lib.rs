@@ -19,12 +19,15 @@
 //!   is useless;
 //! * verifies the study's **legacy** hex SHA-256 and returns an upgraded
 //!   credential to store;
-//! * **locks out** per user and per terminal: 4 free failures, then 1, 5,
-//!   15, 30, 90, 243 minutes, ×3 after, and after 20 failures only an online
-//!   login or an administrator unlocks ([`LockoutPolicy`]). The counters are
-//!   persisted ([`AuthStore`]) and a clock set back does not shorten a lock.
-//!   So an attacker at the till gets at most 19 guesses per account over
-//!   more than a month: 0.19% of the 4-digit space;
+//! * **locks out** per user: 4 free failures, then 1, 5, 15, 30, 90, 243
+//!   minutes, ×3 after, and after 20 failures only an online login or an
+//!   administrator unlocks ([`LockoutPolicy`]); per terminal (wrong PINs of
+//!   any user at one till) the same schedule starts after 15 free failures
+//!   and the hard limit is 100 ([`LockoutPolicy::terminal_default`]), so a
+//!   few wrong PINs over several cashiers lock nobody else out. The counters
+//!   are persisted ([`AuthStore`]) and a clock set back does not shorten a
+//!   lock. So an attacker at the till gets at most 20 guesses per account
+//!   over more than five months: 0.20% of the 4-digit space;
 //! * compares in constant time (`subtle`), zeroises PINs and tokens
 //!   (`zeroize`), and verifies an unknown user against a dummy credential so
 //!   both paths cost one KDF run;
@@ -41,11 +44,11 @@
 //!
 //! Online at the till with the default lockout: 4 guesses free, then 1, 5,
 //! 15, 30, 90, 243, 729, 2187, 6561, 19683 minutes, then 30 days each; the
-//! 20th failure locks until an online login. 19 guesses take at least
-//! 202,344 minutes (about 140 days) and cover 19/10,000 = 0.19% of the
+//! 20th failure locks until an online login. The 20 guesses take at least
+//! 245,544 minutes (about 170 days) and cover 20/10,000 = 0.20% of the
 //! 4-digit space; all 10,000 are out of reach (without the hard limit they
 //! would take about 820 years). Cycling users at one terminal hits the
-//! terminal's counter the same way.
+//! terminal's counter, with its higher threshold.
 //!
 //! ```
 //! use pdc_auth::{AuthConfig, AuthError, Authenticator, KdfParams, MemoryAuthStore, Pepper, PinHasher};

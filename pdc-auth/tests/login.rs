@@ -189,15 +189,19 @@ fn a_terminal_cycling_users_is_locked_too() {
     let clock = ManualClock::new(T0);
     let mut a = enrolled(&clock);
     let mut r = rng();
-    for i in 0..5 {
-        let user = ["alice", "bob", "carol", "dave", "eve"][i];
+    // The terminal's counter starts delays after 15 failures (each user's
+    // after 4): 16 wrong PINs cycling five users (3 or 4 each) lock the
+    // terminal while no single account is locked yet.
+    let free = pdc_auth::LockoutPolicy::terminal_default().free_failures as usize;
+    for i in 0..=free {
+        let user = ["alice", "bob", "carol", "dave", "eve"][i % 5];
         let _ = a.login(user, "t1", "0001", &mut r);
     }
     assert!(matches!(
         a.login("bob", "t1", "3691", &mut r),
         Err(AuthError::Locked { .. })
     ));
-    // Another terminal is not affected for bob (1 failure on his account).
+    // Another terminal is not affected for bob (3 failures on his account).
     a.login("bob", "t2", "3691", &mut r).unwrap();
 }
 
