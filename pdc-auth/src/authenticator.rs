@@ -178,29 +178,28 @@ impl<S: AuthStore, C: Clock> Authenticator<S, C> {
         if st.failures >= self.policy(key).hard_limit {
             return Err(AuthError::LockedUntilOnline);
         }
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let full = ms(self.policy(key).delay_after(st.failures));
+        // The lock is served on the monotonic clock, only while observed:
+        // from this process's last observation of the key (its failure, or
+        // its first check after a start) to now. The wall clock is not read
+        // for it, so neither a jump forward nor a restart shortens it, and a
+        // jump back cannot lengthen it past the policy.
+        let mut remaining = st.remaining_ms.unwrap_or(full).min(full);
+        let now = self.clock.now();
+        if let Some(&seen) = self.mono.get(key) {
+            remaining = remaining.saturating_sub(ms(now.saturating_duration_since(seen)));
+        }
+        self.mono.insert(key.clone(), now);
         let wall = self.clock.wall_ms();
-        if wall > st.last_seen_ms {
-            st.last_seen_ms = wall;
+        if st.remaining_ms != Some(remaining) || wall > st.last_seen_ms {
+            st.remaining_ms = Some(remaining);
+            st.last_seen_ms = st.last_seen_ms.max(wall);
             self.store.put_lockout(key, &st)?;
         }
-        let delay = self.policy(key).delay_after(st.failures);
-        if delay.is_zero() {
-            return Ok(());
-        }
-        let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-        let wall_until = st.last_failure_ms.saturating_add(delay_ms);
-        // Wall time never goes back for the lock (last_seen), and while this
-        // process runs, monotonic time must have passed too.
-        let mono_left = self
-            .mono
-            .get(key)
-            .map(|&at| (at + delay).saturating_duration_since(self.clock.now()))
-            .unwrap_or(Duration::ZERO);
-        let wall_left = wall_until.saturating_sub(st.last_seen_ms);
-        let mono_left_ms = u64::try_from(mono_left.as_millis()).unwrap_or(u64::MAX);
-        if wall_left > 0 || mono_left_ms > 0 {
+        if remaining > 0 {
             return Err(AuthError::Locked {
-                until_ms: st.last_seen_ms.saturating_add(wall_left.max(mono_left_ms)),
+                until_ms: wall.saturating_add(remaining),
             });
         }
         Ok(())
@@ -212,6 +211,10 @@ impl<S: AuthStore, C: Clock> Authenticator<S, C> {
         st.failures = st.failures.saturating_add(1);
         st.last_failure_ms = wall;
         st.last_seen_ms = wall;
+        st.remaining_ms = Some(
+            u64::try_from(self.policy(key).delay_after(st.failures).as_millis())
+                .unwrap_or(u64::MAX),
+        );
         self.store.put_lockout(key, &st)?;
         self.mono.insert(key.clone(), self.clock.now());
         Ok(st.failures)

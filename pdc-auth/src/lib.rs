@@ -25,8 +25,10 @@
 //!   any user at one till) the same schedule starts after 15 free failures
 //!   and the hard limit is 100 ([`LockoutPolicy::terminal_default`]), so a
 //!   few wrong PINs over several cashiers lock nobody else out. The counters
-//!   are persisted ([`AuthStore`]) and a clock set back does not shorten a
-//!   lock. So an attacker at the till gets at most 20 guesses per account
+//!   are persisted ([`AuthStore`]) with the lock time still owed, which is
+//!   served on the monotonic clock only while the app runs: no wall-clock
+//!   change and no restart shortens a lock (time while the app is closed
+//!   does not count), and none lengthens it past the policy. So an attacker at the till gets at most 20 guesses per account
 //!   over more than five months: 0.20% of the 4-digit space;
 //! * compares in constant time (`subtle`), zeroises PINs and tokens
 //!   (`zeroize`), and verifies an unknown user against a dummy credential so

@@ -20,9 +20,15 @@ pub struct LockoutState {
     pub failures: u32,
     /// Wall time of the last failure (ms since the epoch).
     pub last_failure_ms: u64,
-    /// Latest wall time this counter has seen: setting the clock back
-    /// does not move the lockout's notion of "now" back.
+    /// Latest wall time this counter has seen (for display; the lock
+    /// itself does not read the wall clock).
     pub last_seen_ms: u64,
+    /// Lock time still to be served, in ms: counted down on the monotonic
+    /// clock only while a process observes it (time while the app is closed
+    /// does not count, and no wall-clock jump moves it), never above the
+    /// policy's delay. `None` for a counter stored before this field
+    /// existed: the policy's full delay.
+    pub remaining_ms: Option<u64>,
 }
 
 /// The delay schedule.

@@ -124,6 +124,7 @@ pub fn conformance<S: AuthStore>(mut make: impl FnMut() -> S) {
         failures: 3,
         last_failure_ms: 10,
         last_seen_ms: 12,
+        remaining_ms: Some(45_000),
     };
     assert_eq!(s.lockout(&ku).ok(), Some(None));
     ok(s.put_lockout(&ku, &st));

@@ -109,3 +109,44 @@ fn wrong_pins_spread_over_users_lock_the_whole_till() {
     }
     auth.login("user5", "till-1", "2580", &mut rng).unwrap();
 }
+
+/// Issue 16, defect 5: the lockout could be waited out by restarting the
+/// app and moving the wall clock forward — all 20 guesses ran in 2 s of
+/// real time. Now a restart with the clock a year ahead still owes the
+/// whole delay, served on the monotonic clock.
+#[test]
+fn the_lockout_can_be_waited_out_by_restarting_and_moving_the_clock() {
+    use std::time::Duration;
+    const T0: u64 = 1_704_067_200_000;
+    let clock = pdc_clock::ManualClock::new(T0);
+    let (mut auth, mut rng) = authenticator(clock);
+    auth.enrol("alice", "cashier", "2580", &mut rng).unwrap();
+    let mut store = Some(auth.into_store());
+    let mut guesses = 0;
+    let mut wall = T0;
+    // Each "restart": a new process (a fresh monotonic clock) whose wall
+    // clock is set a year ahead of the last one.
+    for _ in 0..40 {
+        wall += 365 * 86_400_000;
+        let clock = pdc_clock::ManualClock::new(wall);
+        use rand_chacha::rand_core::SeedableRng;
+        let mut auth = pdc_auth::Authenticator::new(
+            store.take().unwrap(),
+            clock.clone(),
+            pdc_auth::PinHasher::new(pdc_auth::KdfParams::INSECURE_TEST, None),
+            pdc_auth::AuthConfig::default(),
+            &mut rand_chacha::ChaCha8Rng::seed_from_u64(1),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            if let Err(AuthError::WrongPin { .. }) = auth.login("alice", "till-1", "1111", &mut rng)
+            {
+                guesses += 1;
+            }
+            clock.advance(Duration::from_millis(50));
+        }
+        store = Some(auth.into_store());
+    }
+    // The 4 free failures, and the fifth (which starts the first delay).
+    assert_eq!(guesses, 5, "restarts and clock jumps bought guesses");
+}

@@ -73,10 +73,7 @@ impl Store {
             let (k, v) = row?;
             let key: LockKey = postcard::from_bytes(k.value())
                 .map_err(|e| StoreError::Corrupt(format!("lockout key: {e}")))?;
-            let (_, state) = self
-                .codec
-                .decode_value::<LockoutState>(KIND_LOCK, v.value())?;
-            out.push((key, state));
+            out.push((key, decode_lockout(&self.codec, v.value())?));
         }
         Ok(out)
     }
@@ -135,19 +132,15 @@ impl AuthStore for Store {
 
     fn lockout(&self, key: &LockKey) -> Result<Option<LockoutState>, AuthError> {
         let raw = self.get_raw(LOCKOUTS, &lock_key(key)?).map_err(err)?;
-        raw.map(|r| {
-            self.codec
-                .decode_value::<LockoutState>(KIND_LOCK, &r)
-                .map(|(_, s)| s)
-        })
-        .transpose()
-        .map_err(|e| AuthError::Storage(e.to_string()))
+        raw.map(|r| decode_lockout(&self.codec, &r))
+            .transpose()
+            .map_err(|e| AuthError::Storage(e.to_string()))
     }
 
     fn put_lockout(&mut self, key: &LockKey, state: &LockoutState) -> Result<(), AuthError> {
         let frame = self
             .codec
-            .encode_value(KIND_LOCK, 1, state)
+            .encode_value(KIND_LOCK, LOCK_SCHEMA, state)
             .map_err(|e| err(e.into()))?;
         self.put_raw(LOCKOUTS, &lock_key(key)?, Some(&frame))
             .map_err(err)
@@ -179,5 +172,73 @@ impl AuthStore for Store {
 
     fn remove_session(&mut self, token_hash: &[u8; 32]) -> Result<(), AuthError> {
         self.put_raw(SESSIONS, token_hash, None).map_err(err)
+    }
+}
+
+/// The lockout frame's schema: 2 added `remaining_ms`.
+const LOCK_SCHEMA: u8 = 2;
+
+/// A lockout counter as schema 1 stored it.
+#[derive(serde::Deserialize)]
+struct LockoutV1 {
+    failures: u32,
+    last_failure_ms: u64,
+    last_seen_ms: u64,
+}
+
+/// Decodes a lockout frame of either schema (a schema-1 counter has no
+/// remaining time: the policy's full delay applies).
+fn decode_lockout(codec: &pdc_codec::Codec, raw: &[u8]) -> Result<LockoutState, StoreError> {
+    let frame = codec.open(raw)?;
+    frame.expect(KIND_LOCK, false)?;
+    let bad = |e: postcard::Error| StoreError::Corrupt(format!("lockout: {e}"));
+    match frame.schema {
+        1 => {
+            let v1: LockoutV1 = postcard::from_bytes(&frame.payload).map_err(bad)?;
+            Ok(LockoutState {
+                failures: v1.failures,
+                last_failure_ms: v1.last_failure_ms,
+                last_seen_ms: v1.last_seen_ms,
+                remaining_ms: None,
+            })
+        }
+        LOCK_SCHEMA => postcard::from_bytes(&frame.payload).map_err(bad),
+        schema => Err(StoreError::Codec(
+            pdc_codec::CodecError::UnsupportedSchema {
+                kind: KIND_LOCK,
+                schema,
+            },
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A counter written by schema 1 (before `remaining_ms`) still reads,
+    /// with no remaining time recorded (the policy's full delay applies).
+    #[test]
+    fn a_schema_1_lockout_counter_still_reads() {
+        let store = Store::open_with_backend(redb::backends::InMemoryBackend::new()).unwrap();
+        let key = LockKey::User("alice".into());
+        let v1 = store
+            .codec
+            .encode_value(KIND_LOCK, 1, &(3u32, 10u64, 12u64))
+            .unwrap();
+        store
+            .put_raw(LOCKOUTS, &lock_key(&key).unwrap(), Some(&v1))
+            .unwrap();
+        assert_eq!(
+            AuthStore::lockout(&store, &key).unwrap(),
+            Some(LockoutState {
+                failures: 3,
+                last_failure_ms: 10,
+                last_seen_ms: 12,
+                remaining_ms: None,
+            })
+        );
+        assert_eq!(store.lockouts().unwrap().len(), 1);
     }
 }
