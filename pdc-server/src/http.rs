@@ -164,10 +164,93 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// A JSON error answer: `{"error": code, "message": …}`.
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({"error": code, "message": message.into()});
-    (status, axum::Json(body)).into_response()
+/// An error answer, the one type every handler answers errors with
+/// (axum's `IntoResponse` pattern): a JSON body `{"error": code, "message":
+/// …}`. A client error says what was wrong with the request; an internal
+/// one (the ledger, an encoder) is logged with a fresh request id and
+/// answered with a generic message and that id — never its own text, which
+/// can name tables, hosts or paths.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// For an internal error: what is logged (not sent).
+    internal: Option<String>,
+    retry_after: Option<&'static str>,
+}
+
+impl ApiError {
+    /// A refusal of the request, with a message for its sender.
+    pub(crate) fn client(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            internal: None,
+            retry_after: None,
+        }
+    }
+
+    /// A failure on the server's side: `detail` goes to the log only.
+    pub(crate) fn internal(
+        status: StatusCode,
+        code: &'static str,
+        detail: impl std::fmt::Display,
+    ) -> Self {
+        ApiError {
+            status,
+            code,
+            message: String::new(),
+            internal: Some(detail.to_string()),
+            retry_after: None,
+        }
+    }
+
+    /// With a `Retry-After` (seconds).
+    pub(crate) fn retry_after(mut self, seconds: &'static str) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut request_id = None;
+        let message = match &self.internal {
+            None => self.message,
+            Some(detail) => {
+                let id = format!("{:016x}", rand::random::<u64>());
+                tracing::warn!(request_id = %id, code = self.code, error = %detail, "internal error");
+                let m =
+                    format!("internal error (request id {id}); the server's log has the details");
+                request_id = Some(id);
+                m
+            }
+        };
+        let mut body = serde_json::json!({"error": self.code, "message": message});
+        if let Some(id) = &request_id {
+            body["request_id"] = serde_json::Value::String(id.clone());
+        }
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(s));
+        }
+        if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
+            r.headers_mut().insert("x-request-id", id);
+        }
+        r
+    }
+}
+
+/// A client error answer (see [`ApiError`]).
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    ApiError::client(status, code, message).into_response()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -462,7 +545,10 @@ impl AppState {
                 let n = b.len();
                 (([(header::CONTENT_TYPE, ctype)], b).into_response(), n)
             }
-            Err(e) => (error(StatusCode::INTERNAL_SERVER_ERROR, "encode", e), 0),
+            Err(e) => (
+                ApiError::internal(StatusCode::INTERNAL_SERVER_ERROR, "encode", e).into_response(),
+                0,
+            ),
         }
     }
 
@@ -579,15 +665,9 @@ impl AppState {
 }
 
 fn unavailable(e: &ServerError) -> Response {
-    tracing::warn!(error = %e, "ledger unavailable");
-    let mut r = error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        e.to_string(),
-    );
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    r
+    ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e)
+        .retry_after("1")
+        .into_response()
 }
 
 async fn push(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {

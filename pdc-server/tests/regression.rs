@@ -527,3 +527,181 @@ async fn metrics_restart_from_zero_with_the_process() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// Issue 16, weakness 4: a ledger failure was answered with the
+/// database's own error text (table and schema names). Now it is a generic
+/// message with a request id, also in `x-request-id`, and the text stays
+/// in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_echo_internal_error_text_to_clients() {
+    use pdc_server::{AppState, DatasetHub};
+    let Some((ledger, schema)) = pg(Arc::new(PosApply::new())).await else {
+        return;
+    };
+    let ledger: Arc<dyn Ledger> = Arc::new(ledger);
+    let token = add_terminal(&*ledger, "till-1").await.unwrap();
+    let hub = Arc::new(
+        DatasetHub::load(ledger.clone(), &pdc_server::DEFAULT_DATASETS, 1000)
+            .await
+            .unwrap(),
+    );
+    let state = AppState::new(ledger, hub, None, Limits::default())
+        .await
+        .unwrap();
+    let server = pdc_server::spawn(any_port(), state, Duration::from_secs(86_400))
+        .await
+        .unwrap();
+    // The database loses its tables under the running server.
+    drop_schema(&schema).await;
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/pull", server.addr))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body(r#"{"schema":1,"terminal_id":"till-1","datasets":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "unavailable");
+    assert_eq!(body["request_id"], id.as_str());
+    let text = body.to_string();
+    for leak in [
+        schema.as_str(),
+        "does not exist",
+        "relation",
+        "pdc_terminals",
+    ] {
+        assert!(!text.contains(leak), "the answer leaks {leak:?}: {text}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// Issue 16, weakness 4: every class of malformed request answers its own
+/// 4xx with a JSON error code (table-driven).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_answer_the_wrong_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = Limits {
+        max_items: 2,
+        max_body_bytes: 4_096,
+        max_item_bytes: 64,
+        ..Limits::default()
+    };
+    let server = start(&dir.path().join("l.redb"), limits, any_port()).await;
+    let token = add_terminal(&*server.state.ledger, "till-1").await.unwrap();
+    let item = |id: u64, bytes: usize| {
+        serde_json::json!({"local_id": id, "stream": 1, "priority": "High", "kind": 70,
+            "created_at_ms": 1, "payload": vec![7u8; bytes]})
+    };
+    let push = |items: Vec<serde_json::Value>| {
+        serde_json::json!({"schema": 2, "terminal_id": "till-1", "store_id": "07070707070707070707070707070707",
+            "batch_id": 1, "items": items})
+        .to_string()
+    };
+    let auth = format!("Bearer {token}");
+    // (what, path, authorization, content-type, body, status, code)
+    let cases: Vec<(&str, &str, &str, &str, String, u16, &str)> = vec![
+        (
+            "no token",
+            "/v1/push",
+            "",
+            "application/json",
+            push(vec![item(1, 4)]),
+            401,
+            "unauthorized",
+        ),
+        (
+            "wrong token",
+            "/v1/push",
+            "Bearer nope",
+            "application/json",
+            push(vec![item(1, 4)]),
+            401,
+            "unauthorized",
+        ),
+        (
+            "media type",
+            "/v1/push",
+            &auth,
+            "text/plain",
+            push(vec![item(1, 4)]),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "not JSON",
+            "/v1/push",
+            &auth,
+            "application/json",
+            "{".into(),
+            400,
+            "malformed",
+        ),
+        (
+            "body too large",
+            "/v1/push",
+            &auth,
+            "application/json",
+            "x".repeat(5_000),
+            413,
+            "body_too_large",
+        ),
+        (
+            "too many items",
+            "/v1/push",
+            &auth,
+            "application/json",
+            push(vec![item(1, 4), item(2, 4), item(3, 4)]),
+            413,
+            "too_many_items",
+        ),
+        (
+            "item too large",
+            "/v1/push",
+            &auth,
+            "application/json",
+            push(vec![item(1, 100)]),
+            413,
+            "item_too_large",
+        ),
+        (
+            "same id twice",
+            "/v1/push",
+            &auth,
+            "application/json",
+            push(vec![item(1, 4), item(1, 4)]),
+            400,
+            "malformed_item",
+        ),
+        (
+            "another terminal",
+            "/v1/pull",
+            &auth,
+            "application/json",
+            r#"{"schema":1,"terminal_id":"till-2","datasets":[]}"#.into(),
+            403,
+            "forbidden",
+        ),
+    ];
+    let client = reqwest::Client::new();
+    for (what, path, authz, ctype, body, status, code) in cases {
+        let mut req = client
+            .post(format!("http://{}{path}", server.addr))
+            .header("content-type", ctype)
+            .body(body);
+        if !authz.is_empty() {
+            req = req.header("authorization", authz);
+        }
+        let r = req.send().await.unwrap();
+        let got = r.status().as_u16();
+        let v: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(
+            (got, &v["error"]),
+            (status, &serde_json::json!(code)),
+            "{what}: {v}"
+        );
+    }
+    server.shutdown().await.unwrap();
+}
