@@ -150,7 +150,7 @@ fn ensure_postgres() {
 }
 
 /// The cargo-fuzz targets in `fuzz/fuzz_targets`.
-const FUZZ_TARGETS: &[&str] = &["frame_decode", "protocol_decode", "engine_model"];
+const FUZZ_TARGETS: &[&str] = &["frame_decode", "protocol_decode", "engine_model", "request"];
 
 /// Runs each fuzz target for a bounded time (default 60 s each).
 pub fn fuzz(args: &[String]) -> Result<(), String> {
