@@ -54,7 +54,10 @@ pub async fn terminal(args: &LedgerArgs, action: TerminalAction) -> Result<(), C
                         path.display()
                     );
                 }
-                None => print!("{lines}"),
+                None => {
+                    use std::io::Write as _;
+                    write!(std::io::stdout(), "{lines}")?;
+                }
             }
         }
         TerminalAction::List => {
@@ -98,6 +101,10 @@ pub async fn terminal(args: &LedgerArgs, action: TerminalAction) -> Result<(), C
             }
             outln!("revoked {id}");
         }
+        TerminalAction::Rotate { id } => match pdc_server::rotate_terminal(&*ledger, &id).await? {
+            Some(token) => outln!("{id} {token}"),
+            None => return Err(CliError::Msg(format!("no terminal {id:?}"))),
+        },
     }
     Ok(())
 }

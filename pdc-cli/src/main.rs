@@ -152,8 +152,15 @@ enum TerminalAction {
         /// Terminal id.
         id: String,
     },
-    /// Revokes a terminal's token.
+    /// Revokes a terminal's token (running servers on the same database
+    /// refuse it within 1 s).
     Revoke {
+        /// Terminal id.
+        id: String,
+    },
+    /// Gives a terminal a new token and prints it (shown once); the old
+    /// one stops working within 1 s on every server on the same database.
+    Rotate {
         /// Terminal id.
         id: String,
     },

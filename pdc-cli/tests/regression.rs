@@ -70,3 +70,134 @@ fn serve_colours_its_log_when_it_is_not_a_terminal() {
         "colour codes in a piped log: {log:?}"
     );
 }
+
+/// A `pdc serve` child, killed on drop; its URL from its first line.
+struct Serve(std::process::Child, String);
+
+impl Serve {
+    fn start(url: &str) -> Serve {
+        let mut child = pdc()
+            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line.split_whitespace().nth(2).unwrap().to_owned();
+        Serve(child, addr)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The HTTP status of a pull by `till-1` with `token`.
+fn pull_status(rt: &tokio::runtime::Runtime, url: &str, token: &str) -> u16 {
+    rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{url}/v1/pull"))
+            .header("content-type", "application/json")
+            .bearer_auth(token)
+            .body(r#"{"schema":1,"terminal_id":"till-1","datasets":[]}"#)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
+/// Issue 16, weakness 3: a token revoked with `pdc terminal revoke` while
+/// servers ran kept working for about 10 s (each process's token cache),
+/// and a token could not be rotated. Two `pdc serve` processes on one
+/// PostgreSQL: a revocation and a rotation through the CLI take effect on
+/// both within the 1 s bound (`pdc_server::TOKEN_CACHE_TTL`; the wait below
+/// is that bound plus a margin, not a latency figure).
+#[test]
+fn a_revoked_token_keeps_working_for_10_s_on_running_servers() {
+    let Ok(base) = std::env::var("PDC_TEST_DATABASE_URL") else {
+        eprintln!("*** skipped: PDC_TEST_DATABASE_URL is not set ***");
+        return;
+    };
+    let schema = format!("pdc_revoke_{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (client, conn) = rt
+        .block_on(tokio_postgres::connect(&base, tokio_postgres::NoTls))
+        .unwrap();
+    rt.spawn(conn);
+    rt.block_on(client.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+    )))
+    .unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let cli = |args: &[&str]| {
+        let out = pdc()
+            .args(args)
+            .args(["--database-url", &url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let token = cli(&["terminal", "add", "till-1"])
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let servers = [Serve::start(&url), Serve::start(&url)];
+    for s in &servers {
+        assert_eq!(pull_status(&rt, &s.1, &token), 200);
+    }
+    let bound = pdc_server::TOKEN_CACHE_TTL + std::time::Duration::from_millis(300);
+
+    cli(&["terminal", "revoke", "till-1"]);
+    std::thread::sleep(bound);
+    for s in &servers {
+        assert_eq!(
+            pull_status(&rt, &s.1, &token),
+            401,
+            "revoked token on {}",
+            s.1
+        );
+    }
+
+    let rotated = cli(&["terminal", "rotate", "till-1"]);
+    let new_token = rotated.split_whitespace().nth(1).unwrap().to_owned();
+    assert_ne!(new_token, token);
+    for s in &servers {
+        assert_eq!(
+            pull_status(&rt, &s.1, &new_token),
+            200,
+            "new token on {}",
+            s.1
+        );
+    }
+    cli(&["terminal", "rotate", "till-1"]);
+    std::thread::sleep(bound);
+    for s in &servers {
+        assert_eq!(
+            pull_status(&rt, &s.1, &new_token),
+            401,
+            "rotated-out token on {}",
+            s.1
+        );
+    }
+    drop(servers);
+    rt.block_on(client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")))
+        .unwrap();
+}

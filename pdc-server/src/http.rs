@@ -121,7 +121,25 @@ pub async fn add_terminal(ledger: &dyn Ledger, terminal_id: &str) -> Result<Stri
     Ok(token)
 }
 
-const TOKEN_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Gives a new token to `terminal_id` and returns it (shown once); the old
+/// token stops working: at once in a process that shares this ledger
+/// object, within [`TOKEN_CACHE_TTL`] in every other server process on the
+/// same database. `None` when there is no such terminal.
+pub async fn rotate_terminal(
+    ledger: &dyn Ledger,
+    terminal_id: &str,
+) -> Result<Option<String>, ServerError> {
+    let token = new_token();
+    Ok(ledger
+        .rotate_terminal(terminal_id, &token_digest(&token))
+        .await?
+        .then_some(token))
+}
+
+/// How long a server process trusts a token it looked up: a revocation or
+/// rotation from another process (the CLI, another node) takes effect
+/// within this bound. One indexed lookup per active terminal per second.
+pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// Shared state of the HTTP service.
 pub struct AppState {

@@ -43,7 +43,8 @@ pub use config::ServerConfig;
 pub use datasets::{config_id, records_from_json, DatasetHub, DEFAULT_DATASETS};
 pub use error::ServerError;
 pub use http::{
-    add_terminal, spawn, spawn_with_routes, token_digest, AppState, Limits, ServerHandle,
+    add_terminal, rotate_terminal, spawn, spawn_with_routes, token_digest, AppState, Limits,
+    ServerHandle, TOKEN_CACHE_TTL,
 };
 pub use ledger::{
     check_item, conformance, payload_digest, transient, valid_terminal_id, Ledger, LedgerTotals,

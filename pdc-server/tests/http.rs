@@ -610,6 +610,13 @@ impl Ledger for Flaky {
     async fn revoke_terminal(&self, id: &str) -> Result<bool, pdc_server::ServerError> {
         self.inner.revoke_terminal(id).await
     }
+    async fn rotate_terminal(
+        &self,
+        id: &str,
+        token: &pdc_server::TokenDigest,
+    ) -> Result<bool, pdc_server::ServerError> {
+        self.inner.rotate_terminal(id, token).await
+    }
     async fn terminals(&self) -> Result<Vec<pdc_server::TerminalInfo>, pdc_server::ServerError> {
         self.inner.terminals().await
     }

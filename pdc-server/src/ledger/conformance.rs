@@ -464,6 +464,28 @@ pub async fn terminals(ledger: &dyn Ledger) {
     assert_eq!(ledger.terminal_for_token(&tok).await.unwrap(), None);
     let list = ledger.terminals().await.unwrap();
     assert!(list.iter().any(|t| t.terminal_id == "conf-t1" && t.revoked));
+    // Rotation: a new token works (the revoked terminal is active again),
+    // the old one does not; an unknown terminal is `false`.
+    assert!(ledger.rotate_terminal("conf-t1", &[6u8; 32]).await.unwrap());
+    assert_eq!(
+        ledger
+            .terminal_for_token(&[6u8; 32])
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("conf-t1")
+    );
+    assert_eq!(ledger.terminal_for_token(&tok).await.unwrap(), None);
+    assert!(ledger.rotate_terminal("conf-t1", &[5u8; 32]).await.unwrap());
+    assert_eq!(ledger.terminal_for_token(&[6u8; 32]).await.unwrap(), None);
+    assert!(!ledger
+        .rotate_terminal("conf-none", &[4u8; 32])
+        .await
+        .unwrap());
+    let list = ledger.terminals().await.unwrap();
+    assert!(list
+        .iter()
+        .any(|t| t.terminal_id == "conf-t1" && !t.revoked));
     assert_eq!(
         ledger
             .terminal_for_token(&[9u8; 32])

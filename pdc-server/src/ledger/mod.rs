@@ -156,6 +156,15 @@ pub trait Ledger: Send + Sync + 'static {
     /// Revokes a terminal's token; `false` if there is no such terminal.
     async fn revoke_terminal(&self, terminal_id: &str) -> Result<bool, ServerError>;
 
+    /// Replaces a terminal's token (a revoked terminal is active again
+    /// with the new one); the old token stops working at once. `false` if
+    /// there is no such terminal.
+    async fn rotate_terminal(
+        &self,
+        terminal_id: &str,
+        token: &TokenDigest,
+    ) -> Result<bool, ServerError>;
+
     /// All registered terminals, by id.
     async fn terminals(&self) -> Result<Vec<TerminalInfo>, ServerError>;
 

@@ -850,6 +850,21 @@ impl Ledger for PgLedger {
         Ok(n > 0)
     }
 
+    async fn rotate_terminal(
+        &self,
+        terminal_id: &str,
+        token: &TokenDigest,
+    ) -> Result<bool, ServerError> {
+        let client = self.pool.get().await?;
+        let n = client
+            .execute(
+                "UPDATE pdc_terminals SET token_digest = $2, revoked = false WHERE terminal_id = $1",
+                &[&terminal_id, &token.as_slice()],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
     async fn terminals(&self) -> Result<Vec<TerminalInfo>, ServerError> {
         let client = self.pool.get().await?;
         let rows = client

@@ -795,6 +795,44 @@ impl Ledger for RedbLedger {
         .await
     }
 
+    async fn rotate_terminal(
+        &self,
+        terminal_id: &str,
+        token: &TokenDigest,
+    ) -> Result<bool, ServerError> {
+        let id = terminal_id.to_owned();
+        let token = *token;
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let found = {
+                let mut terminals = tx.open_table(TERMINALS)?;
+                let row = terminals
+                    .get(id.as_str())?
+                    .map(|r| postcard::from_bytes::<TerminalRow>(r.value()))
+                    .transpose()
+                    .map_err(storage)?;
+                match row {
+                    None => false,
+                    Some(mut row) => {
+                        let mut tokens = tx.open_table(TOKENS)?;
+                        tokens.remove(row.token.as_slice())?;
+                        tokens.insert(token.as_slice(), id.as_str())?;
+                        row.token = token.to_vec();
+                        row.revoked = false;
+                        terminals.insert(
+                            id.as_str(),
+                            postcard::to_allocvec(&row).map_err(storage)?.as_slice(),
+                        )?;
+                        true
+                    }
+                }
+            };
+            tx.commit()?;
+            Ok(found)
+        })
+        .await
+    }
+
     async fn terminals(&self) -> Result<Vec<TerminalInfo>, ServerError> {
         self.blocking(|db| {
             let tx = db.begin_read()?;
