@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use pdc_server::{DatasetHub, Ledger, PosApply, ServerConfig, DEFAULT_DATASETS};
 
-use crate::{CliError, DatasetAction, LedgerArgs, TerminalAction};
+use crate::{CliError, DatasetAction, LedgerAction, LedgerArgs, TerminalAction};
 
 /// The server configuration from the file and the flags.
 pub fn config(args: &LedgerArgs) -> Result<ServerConfig, CliError> {
@@ -121,6 +121,77 @@ fn open_private(path: &std::path::Path) -> Result<std::fs::File, CliError> {
 }
 
 /// `pdc dataset …`.
+/// `pdc ledger show`.
+pub async fn ledger_cmd(args: &LedgerArgs, action: LedgerAction) -> Result<(), CliError> {
+    let ledger = ledger(args).await?;
+    match action {
+        LedgerAction::Show {
+            terminal,
+            limit,
+            json,
+        } => {
+            let known = ledger
+                .terminals()
+                .await?
+                .into_iter()
+                .find(|t| t.terminal_id == terminal);
+            let Some(info) = known else {
+                return Err(CliError::Msg(format!("no terminal {terminal:?}")));
+            };
+            let items = ledger.terminal_items(&terminal, limit).await?;
+            let row = |i: &pdc_server::LedgerItem| match &i.result {
+                pdc_sync::ItemResult::Applied { server_seq } => {
+                    serde_json::json!({"store": i.store.to_string(), "local_id": i.local_id,
+                        "result": "applied", "server_seq": server_seq, "recorded_at_ms": i.recorded_at_ms})
+                }
+                pdc_sync::ItemResult::Rejected { code, message } => {
+                    serde_json::json!({"store": i.store.to_string(), "local_id": i.local_id,
+                        "result": "rejected", "code": code, "message": message,
+                        "recorded_at_ms": i.recorded_at_ms})
+                }
+                other => serde_json::json!({"store": i.store.to_string(), "local_id": i.local_id,
+                    "result": format!("{other:?}"), "recorded_at_ms": i.recorded_at_ms}),
+            };
+            if json {
+                let v = serde_json::json!({
+                    "terminal": terminal, "revoked": info.revoked,
+                    "items": items.iter().map(row).collect::<Vec<_>>(),
+                });
+                outln!("{v}");
+            } else {
+                outln!(
+                    "terminal\t{terminal}\t{}\t{} item(s) shown",
+                    if info.revoked { "revoked" } else { "active" },
+                    items.len()
+                );
+                for i in &items {
+                    match &i.result {
+                        pdc_sync::ItemResult::Applied { server_seq } => outln!(
+                            "{}\t{}\tapplied seq {server_seq}\t{}",
+                            i.store,
+                            i.local_id,
+                            i.recorded_at_ms
+                        ),
+                        pdc_sync::ItemResult::Rejected { code, message } => outln!(
+                            "{}\t{}\trejected {code}: {message}\t{}",
+                            i.store,
+                            i.local_id,
+                            i.recorded_at_ms
+                        ),
+                        other => outln!(
+                            "{}\t{}\t{other:?}\t{}",
+                            i.store,
+                            i.local_id,
+                            i.recorded_at_ms
+                        ),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub async fn dataset(args: &LedgerArgs, action: DatasetAction) -> Result<(), CliError> {
     let ledger = ledger(args).await?;
     let hub = DatasetHub::load(ledger, &DEFAULT_DATASETS, 10_000).await?;

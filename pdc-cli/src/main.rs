@@ -97,6 +97,14 @@ enum Command {
         #[command(subcommand)]
         action: TerminalAction,
     },
+    /// What the server's ledger holds (read-only; with the embedded
+    /// ledger, run it while the server is stopped).
+    Ledger {
+        #[command(flatten)]
+        ledger: LedgerArgs,
+        #[command(subcommand)]
+        action: LedgerAction,
+    },
     /// Imports reference data (products, users, config) from JSON; bumps
     /// the dataset's version so terminals pull the change.
     Dataset {
@@ -163,6 +171,23 @@ enum TerminalAction {
     Rotate {
         /// Terminal id.
         id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerAction {
+    /// A terminal's items as the ledger recorded them: store, local id,
+    /// server sequence or refusal, time; the last `--limit` (default 100).
+    Show {
+        /// Terminal id.
+        #[arg(long)]
+        terminal: String,
+        /// How many of the latest items.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -253,6 +278,7 @@ async fn run(command: Command) -> Result<ExitCode, CliError> {
         }
         Command::Terminal { ledger, action } => admin::terminal(&ledger, action).await?,
         Command::Dataset { ledger, action } => admin::dataset(&ledger, action).await?,
+        Command::Ledger { ledger, action } => admin::ledger_cmd(&ledger, action).await?,
         Command::Demo(args) => return demo::main(args).await,
         Command::Loadtest(args) => return loadtest::main(args).await,
         Command::Inspect { store, json } => inspect::inspect(&store, json)?,

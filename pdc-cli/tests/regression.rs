@@ -76,8 +76,13 @@ struct Serve(std::process::Child, String);
 
 impl Serve {
     fn start(url: &str) -> Serve {
+        Serve::with(&["--database-url", url])
+    }
+
+    fn with(args: &[&str]) -> Serve {
         let mut child = pdc()
-            .args(["serve", "--listen", "127.0.0.1:0", "--database-url", url])
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
             .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .spawn()
@@ -200,4 +205,96 @@ fn a_revoked_token_keeps_working_for_10_s_on_running_servers() {
     drop(servers);
     rt.block_on(client.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")))
         .unwrap();
+}
+
+/// Issue 18: there was no way to see what the ledger holds for a terminal
+/// (`pdc inspect` refuses a ledger file). `pdc ledger show --terminal ID`
+/// lists its items with their sequences or refusals.
+#[test]
+fn nothing_shows_what_the_ledger_holds_for_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("l.redb");
+    let ledger = ledger.to_str().unwrap();
+    let out = pdc()
+        .args(["terminal", "add", "till-1", "--ledger", ledger])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let server = Serve::with(&["--ledger", ledger]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let items: Vec<serde_json::Value> = (1..=3)
+        .map(|i| {
+            serde_json::json!({"local_id": i, "stream": 1, "priority": "High", "kind": 70,
+            "created_at_ms": 1, "payload": [1, 2, 3]})
+        })
+        .collect();
+    let body = serde_json::json!({"schema": 2, "terminal_id": "till-1",
+        "store_id": "07070707070707070707070707070707", "batch_id": 1, "items": items});
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/v1/push", server.1))
+            .header("content-type", "application/json")
+            .bearer_auth(&token)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    drop(server);
+    let out = pdc()
+        .args([
+            "ledger",
+            "show",
+            "--terminal",
+            "till-1",
+            "--json",
+            "--ledger",
+            ledger,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shown = v["items"].as_array().unwrap();
+    assert_eq!(shown.len(), 3, "{v}");
+    assert!(
+        shown
+            .iter()
+            .all(|i| i["result"] == "applied" && i["server_seq"].is_u64()),
+        "{v}"
+    );
+    assert_eq!(shown[2]["local_id"], 3);
+    assert_eq!(shown[0]["store"], "07070707070707070707070707070707");
+    let text = pdc()
+        .args([
+            "ledger",
+            "show",
+            "--terminal",
+            "till-1",
+            "--limit",
+            "1",
+            "--ledger",
+            ledger,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("1 item(s) shown") && text.contains("\t3\tapplied seq"),
+        "{text}"
+    );
 }

@@ -617,6 +617,13 @@ impl Ledger for Flaky {
     ) -> Result<bool, pdc_server::ServerError> {
         self.inner.rotate_terminal(id, token).await
     }
+    async fn terminal_items(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<pdc_server::LedgerItem>, pdc_server::ServerError> {
+        self.inner.terminal_items(id, limit).await
+    }
     async fn terminals(&self) -> Result<Vec<pdc_server::TerminalInfo>, pdc_server::ServerError> {
         self.inner.terminals().await
     }

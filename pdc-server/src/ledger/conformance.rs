@@ -198,6 +198,21 @@ pub async fn rejections_are_remembered(ledger: &dyn Ledger) {
     let after = ledger.totals().await.unwrap();
     assert_eq!(after.applied, before.applied + 2);
     assert_eq!(after.rejected, before.rejected + 1);
+    // What the ledger holds for the terminal, oldest first, and the last
+    // `limit` of it.
+    let held = ledger.terminal_items("conf-r", 10).await.unwrap();
+    let ids: Vec<u64> = held.iter().map(|i| i.local_id).collect();
+    assert_eq!(ids, [1, 2, 3]);
+    assert_eq!(held[0].result, r[0]);
+    assert_eq!(held[1].result, r[1]);
+    assert!(held.iter().all(|i| i.store == S));
+    let last = ledger.terminal_items("conf-r", 2).await.unwrap();
+    assert_eq!(last.iter().map(|i| i.local_id).collect::<Vec<_>>(), [2, 3]);
+    assert!(ledger
+        .terminal_items("conf-nobody", 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// A replaced store (new store id, local ids from 1 again) never collides

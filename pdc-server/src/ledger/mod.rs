@@ -61,6 +61,20 @@ pub struct StoreSeen {
     pub first_seen_ms: u64,
 }
 
+/// One item a ledger holds for a terminal (`pdc ledger show`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerItem {
+    /// The till store it came from.
+    pub store: StoreId,
+    /// Its local id in that store.
+    pub local_id: u64,
+    /// `Applied { server_seq }`, or `Rejected { code, message }` as first
+    /// decided.
+    pub result: ItemResult,
+    /// When the ledger recorded it, ms since the Unix epoch.
+    pub recorded_at_ms: u64,
+}
+
 /// A registered terminal (never its token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TerminalInfo {
@@ -137,6 +151,15 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// The stores a terminal pushed from, oldest first.
     async fn terminal_stores(&self, terminal_id: &str) -> Result<Vec<StoreSeen>, ServerError>;
+
+    /// The last `limit` items the ledger holds for a terminal (every store),
+    /// oldest first by server sequence (rejected items, which take a
+    /// sequence too, included).
+    async fn terminal_items(
+        &self,
+        terminal_id: &str,
+        limit: usize,
+    ) -> Result<Vec<LedgerItem>, ServerError>;
 
     /// Counts of what the ledger holds.
     async fn totals(&self) -> Result<LedgerTotals, ServerError>;
@@ -240,6 +263,20 @@ pub(crate) struct Recorded {
 }
 
 impl Recorded {
+    /// What the ledger decided for the item, as [`LedgerItem::result`].
+    pub(crate) fn outcome(&self) -> ItemResult {
+        if self.status == STATUS_APPLIED {
+            ItemResult::Applied {
+                server_seq: self.seq,
+            }
+        } else {
+            ItemResult::Rejected {
+                code: self.code.clone(),
+                message: self.message.clone(),
+            }
+        }
+    }
+
     /// The answer to a resend whose payload has `digest`: a conflict when
     /// the recorded digest differs, else the original rejection or a
     /// duplicate of the original sequence. Shared by the backends so that

@@ -27,8 +27,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use super::{
-    check_item, payload_digest, transient, Bisect, Ledger, LedgerTotals, PayloadDigest, Recorded,
-    StoreSeen, StoredDataset, StoredRecord, TerminalInfo, TokenDigest, STATUS_APPLIED,
+    check_item, payload_digest, transient, Bisect, Ledger, LedgerItem, LedgerTotals, PayloadDigest,
+    Recorded, StoreSeen, StoredDataset, StoredRecord, TerminalInfo, TokenDigest, STATUS_APPLIED,
     STATUS_REJECTED, STORAGE_REJECTION,
 };
 use crate::apply::{Accepted, Apply, Rejection};
@@ -765,6 +765,43 @@ impl Ledger for PgLedger {
             )
             .await?;
         Ok(n == 1)
+    }
+
+    async fn terminal_items(
+        &self,
+        terminal_id: &str,
+        limit: usize,
+    ) -> Result<Vec<LedgerItem>, ServerError> {
+        let client = self.pool.get().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
+                "SELECT store_id, local_id, server_seq, status, code, message, applied_at_ms                  FROM (SELECT * FROM pdc_items WHERE terminal_id = $1                        ORDER BY server_seq DESC LIMIT $2) last ORDER BY server_seq",
+                &[&terminal_id, &limit],
+            )
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let id: Vec<u8> = r.get(0);
+                let store: [u8; 16] = id
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| ServerError::Storage(format!("store id of {} bytes", id.len())))?;
+                let recorded = Recorded {
+                    status: r.get(3),
+                    seq: r.get::<_, i64>(2) as u64,
+                    code: r.get::<_, Option<String>>(4).unwrap_or_default(),
+                    message: r.get::<_, Option<String>>(5).unwrap_or_default(),
+                    digest: None,
+                };
+                Ok(LedgerItem {
+                    store: StoreId(store),
+                    local_id: r.get::<_, i64>(1) as u64,
+                    result: recorded.outcome(),
+                    recorded_at_ms: r.get::<_, i64>(6) as u64,
+                })
+            })
+            .collect()
     }
 
     async fn terminal_stores(&self, terminal_id: &str) -> Result<Vec<StoreSeen>, ServerError> {

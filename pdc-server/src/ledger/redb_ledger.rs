@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::{
-    check_item, payload_digest, transient, Bisect, Ledger, LedgerTotals, PayloadDigest, Recorded,
-    StoreSeen, StoredDataset, StoredRecord, TerminalInfo, TokenDigest, STATUS_APPLIED,
+    check_item, payload_digest, transient, Bisect, Ledger, LedgerItem, LedgerTotals, PayloadDigest,
+    Recorded, StoreSeen, StoredDataset, StoredRecord, TerminalInfo, TokenDigest, STATUS_APPLIED,
     STATUS_REJECTED, STORAGE_REJECTION,
 };
 use crate::apply::{Accepted, Apply, Rejection};
@@ -615,6 +615,40 @@ impl Ledger for RedbLedger {
                     Ok(Some(row.recorded().answer(id, None)))
                 })
                 .collect()
+        })
+        .await
+    }
+
+    async fn terminal_items(
+        &self,
+        terminal_id: &str,
+        limit: usize,
+    ) -> Result<Vec<LedgerItem>, ServerError> {
+        let terminal = terminal_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let items = tx.open_table(ITEMS)?;
+            let range = (terminal.as_str(), 0u128, 0u64)..=(terminal.as_str(), u128::MAX, u64::MAX);
+            let mut out = Vec::new();
+            for row in items.range(range)? {
+                let (k, v) = row?;
+                let (_, store, local_id) = k.value();
+                let row: ItemRow = postcard::from_bytes(v.value()).map_err(storage)?;
+                let at = row.at_ms;
+                let seq = row.seq;
+                out.push((
+                    seq,
+                    LedgerItem {
+                        store: StoreId::from_u128(store),
+                        local_id,
+                        result: row.recorded().outcome(),
+                        recorded_at_ms: at,
+                    },
+                ));
+            }
+            out.sort_by_key(|(seq, _)| *seq);
+            let skip = out.len().saturating_sub(limit);
+            Ok(out.into_iter().skip(skip).map(|(_, i)| i).collect())
         })
         .await
     }
