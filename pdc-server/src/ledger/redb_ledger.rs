@@ -138,6 +138,51 @@ fn storage(e: impl std::fmt::Display) -> ServerError {
 }
 
 impl RedbLedger {
+    /// Revokes a terminal's token (`token: None`) or replaces it (and
+    /// reactivates the terminal), in one transaction; `false` when there
+    /// is no such terminal.
+    async fn update_terminal(
+        &self,
+        terminal_id: &str,
+        token: Option<TokenDigest>,
+    ) -> Result<bool, ServerError> {
+        let id = terminal_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let found = {
+                let mut terminals = tx.open_table(TERMINALS)?;
+                let row = terminals
+                    .get(id.as_str())?
+                    .map(|r| postcard::from_bytes::<TerminalRow>(r.value()))
+                    .transpose()
+                    .map_err(storage)?;
+                match row {
+                    None => false,
+                    Some(mut row) => {
+                        let mut tokens = tx.open_table(TOKENS)?;
+                        tokens.remove(row.token.as_slice())?;
+                        match token {
+                            None => row.revoked = true,
+                            Some(new) => {
+                                tokens.insert(new.as_slice(), id.as_str())?;
+                                row.token = new.to_vec();
+                                row.revoked = false;
+                            }
+                        }
+                        terminals.insert(
+                            id.as_str(),
+                            postcard::to_allocvec(&row).map_err(storage)?.as_slice(),
+                        )?;
+                        true
+                    }
+                }
+            };
+            tx.commit()?;
+            Ok(found)
+        })
+        .await
+    }
+
     /// Opens (or creates) the ledger file. A file that is not a pdc ledger,
     /// is damaged, is of a newer schema, or is open in another process is
     /// a clear error.
@@ -800,33 +845,7 @@ impl Ledger for RedbLedger {
     }
 
     async fn revoke_terminal(&self, terminal_id: &str) -> Result<bool, ServerError> {
-        let id = terminal_id.to_owned();
-        self.blocking(move |db| {
-            let tx = db.begin_write()?;
-            let found = {
-                let mut terminals = tx.open_table(TERMINALS)?;
-                let row = terminals
-                    .get(id.as_str())?
-                    .map(|r| postcard::from_bytes::<TerminalRow>(r.value()))
-                    .transpose()
-                    .map_err(storage)?;
-                match row {
-                    None => false,
-                    Some(mut row) => {
-                        tx.open_table(TOKENS)?.remove(row.token.as_slice())?;
-                        row.revoked = true;
-                        terminals.insert(
-                            id.as_str(),
-                            postcard::to_allocvec(&row).map_err(storage)?.as_slice(),
-                        )?;
-                        true
-                    }
-                }
-            };
-            tx.commit()?;
-            Ok(found)
-        })
-        .await
+        self.update_terminal(terminal_id, None).await
     }
 
     async fn rotate_terminal(
@@ -834,37 +853,7 @@ impl Ledger for RedbLedger {
         terminal_id: &str,
         token: &TokenDigest,
     ) -> Result<bool, ServerError> {
-        let id = terminal_id.to_owned();
-        let token = *token;
-        self.blocking(move |db| {
-            let tx = db.begin_write()?;
-            let found = {
-                let mut terminals = tx.open_table(TERMINALS)?;
-                let row = terminals
-                    .get(id.as_str())?
-                    .map(|r| postcard::from_bytes::<TerminalRow>(r.value()))
-                    .transpose()
-                    .map_err(storage)?;
-                match row {
-                    None => false,
-                    Some(mut row) => {
-                        let mut tokens = tx.open_table(TOKENS)?;
-                        tokens.remove(row.token.as_slice())?;
-                        tokens.insert(token.as_slice(), id.as_str())?;
-                        row.token = token.to_vec();
-                        row.revoked = false;
-                        terminals.insert(
-                            id.as_str(),
-                            postcard::to_allocvec(&row).map_err(storage)?.as_slice(),
-                        )?;
-                        true
-                    }
-                }
-            };
-            tx.commit()?;
-            Ok(found)
-        })
-        .await
+        self.update_terminal(terminal_id, Some(*token)).await
     }
 
     async fn terminals(&self) -> Result<Vec<TerminalInfo>, ServerError> {
