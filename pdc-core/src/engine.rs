@@ -601,7 +601,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let pending_by_priority = h.pending.map(|(n, _)| n);
         // Unreadable card rows are a store error elsewhere; the status shows none.
         let cards = self.store().offline_cards().unwrap_or_default();
-        let pending: usize = pending_by_priority.iter().sum::<usize>() + h.in_flight_items;
+        let pending = self.outbox.pending();
         SyncStatus {
             connection: self.telemetry.connection(),
             pending,

@@ -147,13 +147,26 @@ impl Sale {
 /// `till-7-3FA9C1D2-000123`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceiptFormat {
-    template: String,
+    /// The template, parsed once.
+    parts: Vec<Part>,
 }
+
+/// A piece of a receipt template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    Terminal,
+    Store,
+    Seq(usize),
+}
+
+const DEFAULT_RECEIPT_FORMAT: &str = "{terminal}-{store}-{seq:6}";
 
 impl Default for ReceiptFormat {
     fn default() -> Self {
+        // The default template is valid (unit test below).
         ReceiptFormat {
-            template: "{terminal}-{store}-{seq:6}".into(),
+            parts: parse_template(DEFAULT_RECEIPT_FORMAT).unwrap_or_default(),
         }
     }
 }
@@ -163,91 +176,63 @@ impl ReceiptFormat {
     /// `{seq}` / `{seq:N}` or without `{store}`, or with another
     /// placeholder.
     pub fn new(template: &str) -> Result<Self, EngineError> {
-        let f = ReceiptFormat {
-            template: template.to_owned(),
-        };
-        let mut seq = false;
-        let mut store = false;
-        for part in f.placeholders() {
-            match part {
-                Placeholder::Terminal => {}
-                Placeholder::Store => store = true,
-                Placeholder::Seq(_) => seq = true,
-                Placeholder::Unknown(p) => {
-                    return Err(EngineError::Config(format!(
-                        "receipt format {template:?}: unknown placeholder {{{p}}}"
-                    )))
-                }
-            }
-        }
-        if !seq || !store {
+        let parts = parse_template(template).map_err(|p| {
+            EngineError::Config(format!(
+                "receipt format {template:?}: unknown placeholder {{{p}}}"
+            ))
+        })?;
+        let seq = parts.iter().any(|p| matches!(p, Part::Seq(_)));
+        if !seq || !parts.contains(&Part::Store) {
             return Err(EngineError::Config(format!(
                 "receipt format {template:?} needs {{seq}} and {{store}} \
                  (without the store a replaced store would repeat numbers)"
             )));
         }
-        Ok(f)
-    }
-
-    fn placeholders(&self) -> impl Iterator<Item = Placeholder<'_>> {
-        self.template
-            .split('{')
-            .skip(1)
-            .filter_map(|s| s.split_once('}').map(|(p, _)| p))
-            .map(Placeholder::parse)
+        Ok(ReceiptFormat { parts })
     }
 
     /// The receipt number of sale `seq` of store `store` on `terminal`.
     pub fn format(&self, terminal: &str, store: u32, seq: u64) -> String {
-        let mut out = String::with_capacity(self.template.len() + 16);
-        let mut rest = self.template.as_str();
-        while let Some(open) = rest.find('{') {
-            out.push_str(&rest[..open]);
-            let after = &rest[open + 1..];
-            match after.split_once('}') {
-                Some((p, tail)) => {
-                    match Placeholder::parse(p) {
-                        Placeholder::Terminal => out.push_str(terminal),
-                        Placeholder::Store => out.push_str(&format!("{store:08X}")),
-                        Placeholder::Seq(w) => out.push_str(&format!("{seq:0w$}")),
-                        Placeholder::Unknown(_) => {
-                            out.push('{');
-                            out.push_str(p);
-                            out.push('}');
-                        }
-                    }
-                    rest = tail;
-                }
-                None => {
-                    out.push_str(&rest[open..]);
-                    rest = "";
-                }
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Terminal => out.push_str(terminal),
+                Part::Store => out.push_str(&format!("{store:08X}")),
+                Part::Seq(w) => out.push_str(&format!("{seq:0w$}")),
             }
         }
-        out.push_str(rest);
         out
     }
 }
 
-enum Placeholder<'a> {
-    Terminal,
-    Store,
-    Seq(usize),
-    Unknown(&'a str),
-}
-
-impl<'a> Placeholder<'a> {
-    fn parse(p: &'a str) -> Self {
-        match p {
-            "terminal" => Placeholder::Terminal,
-            "store" => Placeholder::Store,
-            "seq" => Placeholder::Seq(1),
-            _ => match p.strip_prefix("seq:").map(str::parse::<usize>) {
-                Some(Ok(w)) if (1..=20).contains(&w) => Placeholder::Seq(w),
-                _ => Placeholder::Unknown(p),
-            },
+/// The template's parts; `Err` with the first unknown placeholder. Text
+/// without a closing `}` is kept as text.
+fn parse_template(template: &str) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some((name, tail)) = rest[open + 1..].split_once('}') else {
+            break;
+        };
+        if open > 0 {
+            parts.push(Part::Text(rest[..open].to_owned()));
         }
+        parts.push(match name {
+            "terminal" => Part::Terminal,
+            "store" => Part::Store,
+            "seq" => Part::Seq(1),
+            _ => match name.strip_prefix("seq:").map(str::parse::<usize>) {
+                Some(Ok(w)) if (1..=20).contains(&w) => Part::Seq(w),
+                _ => return Err(name.to_owned()),
+            },
+        });
+        rest = tail;
     }
+    if !rest.is_empty() {
+        parts.push(Part::Text(rest.to_owned()));
+    }
+    Ok(parts)
 }
 
 /// Limits on card payments taken while the till is offline
@@ -327,15 +312,10 @@ pub(crate) fn order_id_base(store: &pdc_sync::StoreId) -> u64 {
 /// (`till-7` → 7), else 0. The server keys orders by the authenticated
 /// terminal id, not by this.
 pub(crate) fn terminal_number(terminal_id: &str) -> u32 {
-    let digits: String = terminal_id
-        .chars()
-        .rev()
-        .take_while(char::is_ascii_digit)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    digits.parse().unwrap_or(0)
+    let prefix = terminal_id
+        .trim_end_matches(|c: char| c.is_ascii_digit())
+        .len();
+    terminal_id[prefix..].parse().unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -362,6 +342,14 @@ mod tests {
             "unknown"
         );
         assert!(ReceiptFormat::new("{store}-{seq:0}").is_err(), "zero width");
+        assert_eq!(
+            ReceiptFormat::new(DEFAULT_RECEIPT_FORMAT).unwrap(),
+            f_default()
+        );
+    }
+
+    fn f_default() -> ReceiptFormat {
+        ReceiptFormat::default()
     }
 
     #[test]

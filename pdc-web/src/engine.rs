@@ -279,22 +279,17 @@ impl WebEngine {
     /// offlineCardCents}`.
     pub fn status(&self) -> String {
         let status = self.inner.status();
+        // Only what `SyncStatus` does not carry.
         let h = self.inner.health();
-        let clock = BrowserClock;
-        let last = h.last_push_ok.map(|t| {
-            clock
-                .wall_ms()
-                .saturating_sub((clock.now() - t).as_millis() as u64)
-        });
         serde_json::json!({
-            "pending": self.inner.pending(),
+            "pending": status.pending,
             "online": self.inner.outbox().connectivity() == pdc_sync::Connectivity::Online,
-            "byPriority": h.pending.iter().map(|(n, _)| n).collect::<Vec<_>>(),
-            "inFlight": h.in_flight_items,
-            "quarantined": h.quarantined,
-            "halted": h.halted,
+            "byPriority": status.pending_by_priority,
+            "inFlight": status.in_flight,
+            "quarantined": status.quarantined,
+            "halted": status.halted,
             "failures": h.failures,
-            "lastSyncAtMs": last,
+            "lastSyncAtMs": status.last_success_ms,
             "bytesUp": h.bytes_up,
             "bytesDown": h.bytes_down,
             "persisted": self.persisted,

@@ -53,7 +53,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-fn workspace_crates(meta: &Value) -> Vec<(String, PathBuf)> {
+/// The workspace's own packages in `cargo metadata`.
+fn workspace_packages(meta: &Value) -> Vec<&Value> {
     let members: BTreeSet<&str> = meta["workspace_members"]
         .as_array()
         .expect("members")
@@ -65,6 +66,12 @@ fn workspace_crates(meta: &Value) -> Vec<(String, PathBuf)> {
         .expect("packages")
         .iter()
         .filter(|p| members.contains(p["id"].as_str().unwrap_or("")))
+        .collect()
+}
+
+fn workspace_crates(meta: &Value) -> Vec<(String, PathBuf)> {
+    workspace_packages(meta)
+        .into_iter()
         .map(|p| {
             let manifest = PathBuf::from(p["manifest_path"].as_str().expect("path"));
             (
@@ -220,17 +227,8 @@ fn the_layer_table_knows_every_library_crate() {
 #[test]
 fn publishable_crates_carry_their_metadata() {
     let meta = metadata();
-    let members: BTreeSet<&str> = meta["workspace_members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
     let mut checked = 0;
-    for p in meta["packages"].as_array().expect("packages") {
-        if !members.contains(p["id"].as_str().unwrap_or("")) {
-            continue;
-        }
+    for p in workspace_packages(&meta) {
         // `publish = false` is an empty registry list.
         if p["publish"].as_array().is_some_and(Vec::is_empty) {
             continue;
