@@ -298,3 +298,29 @@ fn nothing_shows_what_the_ledger_holds_for_a_terminal() {
         "{text}"
     );
 }
+
+/// Issue 18 (same defect as the listing verbs): `pdc terminal add` printed
+/// its token with `print!`, which panics when the reader has closed the
+/// pipe. It ends quietly now; the terminal is added all the same.
+#[test]
+fn terminal_add_panics_on_a_closed_pipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("l.redb");
+    let mut child = pdc()
+        .args(["terminal", "add", "till-1", "--ledger"])
+        .arg(&ledger)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.is_empty(), "{stderr}");
+    let list = pdc()
+        .args(["terminal", "list", "--ledger"])
+        .arg(&ledger)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).contains("till-1"));
+}

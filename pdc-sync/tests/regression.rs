@@ -164,3 +164,33 @@ fn an_item_over_the_servers_limit_dead_letters_the_queue() {
     assert_eq!(applied.len(), 19);
     assert!(m.health(now).halted.is_none());
 }
+
+/// Issue 18: a terminal already holding a dataset's version got an (empty)
+/// snapshot instead of an empty delta whenever the snapshot encoded a byte
+/// smaller — e.g. an empty dataset — so "nothing changed" never read as
+/// such. An up-to-date terminal always gets the empty delta.
+#[test]
+fn an_up_to_date_terminal_is_sent_a_snapshot() {
+    use pdc_sync::{DatasetChange, DatasetState, ServerDataset};
+    let mut empty = ServerDataset::new("config", 100);
+    let mut one = ServerDataset::new("products", 100);
+    one.upsert(1, b"espresso".to_vec());
+    for (name, ds) in [("config", &mut empty), ("products", &mut one)] {
+        let first = ds.answer(&DatasetState {
+            dataset: name.into(),
+            version: None,
+            buckets: vec![],
+        });
+        let again = ds.answer(&DatasetState {
+            dataset: name.into(),
+            version: Some(first.version),
+            buckets: vec![],
+        });
+        assert!(
+            matches!(&again.change, DatasetChange::Delta { upserts, deletes }
+                if upserts.is_empty() && deletes.is_empty()),
+            "{name}: {:?}",
+            again.change
+        );
+    }
+}
