@@ -65,5 +65,44 @@ fn append(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, append);
+/// Encryption at rest, without the disk: durable appends and outbox loads on
+/// redb's in-memory backend, plain beside sealed (XChaCha20-Poly1305), so
+/// the figure is the sealing cost itself; the durable figure with fsync is
+/// `cargo xtask engine-figures --encryption`.
+fn sealing(c: &mut Criterion) {
+    use pdc_store::{StoreKey, StoreOptions};
+    let open = |keys: Vec<StoreKey>| {
+        Store::open_backend(
+            redb::backends::InMemoryBackend::new(),
+            StoreOptions {
+                cache_bytes: None,
+                keys,
+            },
+        )
+        .unwrap()
+    };
+    let plain = open(Vec::new());
+    let sealed = open(vec![StoreKey::from_bytes([9; 32])]);
+    let mut g = c.benchmark_group("store_sealing");
+    g.throughput(Throughput::Elements(1));
+    for (name, store) in [("plain", &plain), ("sealed", &sealed)] {
+        let mut i = 0u64;
+        g.bench_function(format!("append_{name}"), |b| {
+            b.iter(|| {
+                i += 1;
+                store.append(sale(i)).unwrap()
+            })
+        });
+    }
+    g.throughput(Throughput::Elements(100));
+    for (name, store) in [("plain", &plain), ("sealed", &sealed)] {
+        let ids: Vec<u64> = (1..=100).collect();
+        g.bench_function(format!("load100_{name}"), |b| {
+            b.iter(|| store.load(&ids).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, append, sealing);
 criterion_main!(benches);

@@ -53,6 +53,11 @@ pub struct EngineConfig {
     pub receipt_format: crate::ReceiptFormat,
     /// Limits on card payments taken offline.
     pub offline_cards: crate::OfflineCardLimits,
+    /// The store's keys (encryption at rest, see `pdc_store::seal`): empty
+    /// for a plain store; the key from the platform's keystore for an
+    /// encrypted one (a new store is created encrypted under the first);
+    /// during an interrupted rotation the previous key too.
+    pub store_keys: Vec<pdc_store::StoreKey>,
 }
 
 impl EngineConfig {
@@ -75,6 +80,7 @@ impl EngineConfig {
             alert_rules: AlertRule::defaults(),
             receipt_format: crate::ReceiptFormat::default(),
             offline_cards: crate::OfflineCardLimits::default(),
+            store_keys: Vec::new(),
         }
     }
 }
@@ -159,7 +165,13 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
     /// sync machine (payloads stay on disk), and what login needs. Nothing
     /// is fetched.
     pub fn open(config: EngineConfig, transport: T, clock: C) -> Result<Self, EngineError> {
-        let store = Store::open(&config.store_path)?;
+        let store = Store::open_with_options(
+            &config.store_path,
+            pdc_store::StoreOptions {
+                cache_bytes: None,
+                keys: config.store_keys.clone(),
+            },
+        )?;
         Self::with_store(config, store, transport, clock)
     }
 

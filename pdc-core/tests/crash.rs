@@ -109,13 +109,20 @@ fn product() -> pdc_codec::Product {
     }
 }
 
+/// The selling child's store key: the receipt test runs with encryption
+/// at rest on (the plain store is the other tests').
+fn sell_key() -> pdc_store::StoreKey {
+    pdc_store::StoreKey::from_bytes([0x3C; 32])
+}
+
 #[test]
 fn sell_crash_child() {
     let Ok(path) = std::env::var(SELL_CHILD_ENV) else {
         return;
     };
-    let engine =
-        OfflineEngine::open(config(&path), LoopbackTransport::new(), SystemClock::new()).unwrap();
+    let mut c = config(&path);
+    c.store_keys = vec![sell_key()];
+    let engine = OfflineEngine::open(c, LoopbackTransport::new(), SystemClock::new()).unwrap();
     engine.set_online(false);
     let mut out = std::io::stdout().lock();
     for i in 0u32.. {
@@ -128,7 +135,8 @@ fn sell_crash_child() {
     }
 }
 
-/// Receipt numbers under SIGKILL: after each reopen the stored orders
+/// Receipt numbers under SIGKILL, on an encrypted store: after each reopen
+/// (which needs the key) the stored orders
 /// carry sale numbers 1..=n with no gap and no repeat, every number a
 /// `sell` returned is among them, and the next sale continues at n + 1.
 #[test]
@@ -146,7 +154,15 @@ fn receipt_numbers_survive_sigkill_without_a_gap_or_a_repeat() {
         &path,
         kills,
         |round, confirmed| {
-            let store = pdc_store::Store::open(&path).unwrap();
+            assert!(matches!(
+                pdc_store::Store::open(&path),
+                Err(pdc_store::StoreError::KeyRequired)
+            ));
+            let store = pdc_store::Store::open_with_options(
+                &path,
+                pdc_store::StoreOptions::encrypted(sell_key()),
+            )
+            .unwrap();
             let ids: Vec<u64> = store
                 .pending()
                 .unwrap()

@@ -195,7 +195,8 @@ pub(crate) struct ApiError {
     message: String,
     /// For an internal error: what is logged (not sent).
     internal: Option<String>,
-    retry_after: Option<&'static str>,
+    /// `Retry-After`, seconds.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -230,7 +231,7 @@ impl ApiError {
     }
 
     /// With a `Retry-After` (seconds).
-    pub(crate) fn retry_after(mut self, seconds: &'static str) -> Self {
+    pub(crate) fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
         self
     }
@@ -257,7 +258,7 @@ impl IntoResponse for ApiError {
         let mut r = (self.status, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after {
             r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(s));
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         if let Some(id) = request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
             r.headers_mut().insert("x-request-id", id);
@@ -266,9 +267,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A client error answer (see [`ApiError`]).
-fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
-    ApiError::client(status, code, message).into_response()
+/// A client error (see [`ApiError`]).
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::client(status, code, message)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -371,7 +372,7 @@ impl AppState {
     }
 
     /// The terminal behind the request's bearer token.
-    async fn authenticate(&self, headers: &HeaderMap) -> Result<String, Response> {
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<String, ApiError> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -412,22 +413,18 @@ impl AppState {
         lock(&self.tokens).clear();
     }
 
-    fn rate_limit(&self, terminal: &str) -> Result<(), Response> {
+    fn rate_limit(&self, terminal: &str) -> Result<(), ApiError> {
         match self.limiter.check_key(&terminal.to_owned()) {
             Ok(()) => Ok(()),
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 let ms = wait.as_millis().max(1) as u64;
-                let mut r = error(
+                Err(error(
                     StatusCode::TOO_MANY_REQUESTS,
                     "rate_limited",
                     format!("terminal {terminal} over its request rate; retry in {ms} ms"),
-                );
-                let secs = ms.div_ceil(1000).max(1);
-                if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
-                    r.headers_mut().insert(header::RETRY_AFTER, v);
-                }
-                Err(r)
+                )
+                .retry_after(ms.div_ceil(1000).max(1)))
             }
         }
     }
@@ -437,7 +434,7 @@ impl AppState {
         &self,
         headers: &HeaderMap,
         body: Body,
-    ) -> Result<(Format, Vec<u8>), Response> {
+    ) -> Result<(Format, Vec<u8>), ApiError> {
         let ctype = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -514,7 +511,7 @@ impl AppState {
         Ok((format, bytes))
     }
 
-    fn decode<T: Record + DeserializeOwned>(&self, f: Format, bytes: &[u8]) -> Result<T, Response> {
+    fn decode<T: Record + DeserializeOwned>(&self, f: Format, bytes: &[u8]) -> Result<T, ApiError> {
         match f {
             Format::Binary => self.request_codec.decode(bytes).map_err(|e| match e {
                 // The frame says it decodes past the body limit.
@@ -534,7 +531,11 @@ impl AppState {
     }
 
     /// The response and its body's size.
-    fn encode_sized<T: Record + Serialize>(&self, f: Format, value: &T) -> (Response, usize) {
+    fn encode_sized<T: Record + Serialize>(
+        &self,
+        f: Format,
+        value: &T,
+    ) -> Result<(Response, usize), ApiError> {
         self.encode_sized_as(f, value, T::SCHEMA)
     }
 
@@ -545,7 +546,7 @@ impl AppState {
         f: Format,
         value: &T,
         schema: u8,
-    ) -> (Response, usize) {
+    ) -> Result<(Response, usize), ApiError> {
         let (ctype, body) = match f {
             Format::Binary => (
                 "application/x-pdc",
@@ -558,16 +559,10 @@ impl AppState {
                 serde_json::to_vec(value).map_err(|e| e.to_string()),
             ),
         };
-        match body {
-            Ok(b) => {
-                let n = b.len();
-                (([(header::CONTENT_TYPE, ctype)], b).into_response(), n)
-            }
-            Err(e) => (
-                ApiError::internal(StatusCode::INTERNAL_SERVER_ERROR, "encode", e).into_response(),
-                0,
-            ),
-        }
+        let b =
+            body.map_err(|e| ApiError::internal(StatusCode::INTERNAL_SERVER_ERROR, "encode", e))?;
+        let n = b.len();
+        Ok((([(header::CONTENT_TYPE, ctype)], b).into_response(), n))
     }
 
     fn seen(&self, terminal: &str) {
@@ -575,7 +570,7 @@ impl AppState {
         lock(&self.seen).insert(terminal.to_owned(), now);
     }
 
-    fn check_push(&self, req: &PushRequest, terminal: &str) -> Result<(), Response> {
+    fn check_push(&self, req: &PushRequest, terminal: &str) -> Result<(), ApiError> {
         if !(1..=PROTOCOL_VERSION).contains(&req.schema) {
             return Err(error(
                 StatusCode::BAD_REQUEST,
@@ -682,42 +677,27 @@ impl AppState {
     }
 }
 
-fn unavailable(e: &ServerError) -> Response {
-    ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e)
-        .retry_after("1")
-        .into_response()
+fn unavailable(e: &ServerError) -> ApiError {
+    ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e).retry_after(1)
 }
 
 async fn push(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let r = push_inner(&s, &headers, body).await;
+    let r = push_inner(&s, &headers, body).await.into_response();
     s.answer("push", r)
 }
 
-async fn push_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Response {
+async fn push_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
     let started = Instant::now();
-    let terminal = match s.authenticate(headers).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    if let Err(r) = s.rate_limit(&terminal) {
-        return r;
-    }
-    let (format, bytes) = match s.read_body(headers, body).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    let terminal = s.authenticate(headers).await?;
+    s.rate_limit(&terminal)?;
+    let (format, bytes) = s.read_body(headers, body).await?;
     s.count(
         "pdc_server_push_bytes_total",
         &[("direction", "in")],
         bytes.len() as u64,
     );
-    let req: PushRequest = match s.decode(format, &bytes) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    if let Err(r) = s.check_push(&req, &terminal) {
-        return r;
-    }
+    let req: PushRequest = s.decode(format, &bytes)?;
+    s.check_push(&req, &terminal)?;
     s.seen(&terminal);
     s.note_store(&terminal, req.store_id).await;
     let n = req.items.len();
@@ -756,7 +736,7 @@ async fn push_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Response {
             }
         }
         Err(ServerError::InvalidItem(m)) => {
-            return error(StatusCode::BAD_REQUEST, "malformed_item", m);
+            return Err(error(StatusCode::BAD_REQUEST, "malformed_item", m));
         }
         Err(e) => {
             tracing::warn!(error = %e, terminal, "push not applied; answering retry-later");
@@ -776,16 +756,16 @@ async fn push_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Response {
         started.elapsed().as_secs_f64() * 1000.0,
     );
     let (r, sent) = if schema < PROTOCOL_VERSION {
-        s.encode_sized_as(format, &resp.for_schema_1(), schema)
+        s.encode_sized_as(format, &resp.for_schema_1(), schema)?
     } else {
-        s.encode_sized(format, &resp)
+        s.encode_sized(format, &resp)?
     };
     s.count(
         "pdc_server_push_bytes_total",
         &[("direction", "out")],
         sent as u64,
     );
-    r
+    Ok(r)
 }
 
 async fn pull(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
@@ -822,7 +802,7 @@ async fn pull(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
         }
         s.seen(&terminal);
         let resp = s.datasets.answer(&req).await;
-        let (r, sent) = s.encode_sized(format, &resp);
+        let (r, sent) = s.encode_sized(format, &resp)?;
         // What this answer weighs against full snapshots of the same
         // datasets: the delta pull's saving, on /metrics.
         let mut snapshot = 0;
@@ -834,7 +814,7 @@ async fn pull(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
         Ok(r)
     }
     .await
-    .unwrap_or_else(|r| r);
+    .into_response();
     s.answer("pull", r)
 }
 
@@ -871,7 +851,7 @@ async fn metrics_report(
         Ok(StatusCode::NO_CONTENT.into_response())
     }
     .await
-    .unwrap_or_else(|r| r);
+    .into_response();
     s.answer("metrics", r)
 }
 

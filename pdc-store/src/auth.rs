@@ -6,11 +6,11 @@ use redb::TableDefinition;
 
 use crate::{Store, StoreError};
 
-const USERS: TableDefinition<'static, &'static str, &'static [u8]> =
+pub(crate) const USERS: TableDefinition<'static, &'static str, &'static [u8]> =
     TableDefinition::new("auth_users");
-const LOCKOUTS: TableDefinition<'static, &'static [u8], &'static [u8]> =
+pub(crate) const LOCKOUTS: TableDefinition<'static, &'static [u8], &'static [u8]> =
     TableDefinition::new("auth_lockouts");
-const SESSIONS: TableDefinition<'static, &'static [u8], &'static [u8]> =
+pub(crate) const SESSIONS: TableDefinition<'static, &'static [u8], &'static [u8]> =
     TableDefinition::new("auth_sessions");
 const KIND_USER: RecordKind = RecordKind(43);
 const KIND_LOCK: RecordKind = RecordKind(44);
@@ -23,7 +23,7 @@ fn err(e: StoreError) -> AuthError {
 impl Store {
     fn put_raw(
         &self,
-        table: TableDefinition<'_, &[u8], &[u8]>,
+        table: TableDefinition<'static, &'static [u8], &'static [u8]>,
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), StoreError> {
@@ -32,7 +32,7 @@ impl Store {
             let mut t = tx.open_table(table)?;
             match value {
                 Some(v) => {
-                    t.insert(key, v)?;
+                    t.insert(key, &*self.seal_row(table, &key, v)?)?;
                 }
                 None => {
                     t.remove(key)?;
@@ -45,7 +45,7 @@ impl Store {
 
     fn get_raw(
         &self,
-        table: TableDefinition<'_, &[u8], &[u8]>,
+        table: TableDefinition<'static, &'static [u8], &'static [u8]>,
         key: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let rtx = self.db.begin_read()?;
@@ -54,7 +54,12 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        Ok(t.get(key)?.map(|g| g.value().to_vec()))
+        t.get(key)?
+            .map(|g| {
+                self.open_row(table, &key, g.value())
+                    .map(|v| v.into_owned())
+            })
+            .transpose()
     }
 }
 
@@ -71,9 +76,11 @@ impl Store {
         let mut out = Vec::new();
         for row in t.iter()? {
             let (k, v) = row?;
-            let key: LockKey = postcard::from_bytes(k.value())
+            let value = self.open_row(LOCKOUTS, &k.value(), v.value())?;
+            let (key, frame) = self.split_lockout(k.value(), &value)?;
+            let key: LockKey = postcard::from_bytes(key)
                 .map_err(|e| StoreError::Corrupt(format!("lockout key: {e}")))?;
-            out.push((key, decode_lockout(&self.codec, v.value())?));
+            out.push((key, decode_lockout(&self.codec, frame)?));
         }
         Ok(out)
     }
@@ -94,6 +101,61 @@ fn lock_key(k: &LockKey) -> Result<Vec<u8>, AuthError> {
     postcard::to_allocvec(k).map_err(|e| AuthError::Storage(e.to_string()))
 }
 
+impl Store {
+    /// The row key of a user: the id itself, blinded in an encrypted store.
+    fn user_row<'a>(&self, user_id: &'a str) -> std::borrow::Cow<'a, str> {
+        self.sealer.blind("auth_users", user_id)
+    }
+
+    /// The row key of a lockout counter, blinded in an encrypted store
+    /// (where the value then starts with the encoded key, for
+    /// [`Store::lockouts`]).
+    fn lockout_row(&self, key: &LockKey) -> Result<Vec<u8>, AuthError> {
+        let encoded = lock_key(key)?;
+        Ok(self
+            .sealer
+            .blind_bytes("auth_lockouts", &encoded)
+            .map_or(encoded, |mac| mac.to_vec()))
+    }
+
+    /// A lockout row's value: the frame, prefixed by the encoded key
+    /// (2 bytes LE length, then the key) in an encrypted store.
+    fn lockout_value(&self, key: &LockKey, frame: &[u8]) -> Result<Vec<u8>, AuthError> {
+        if !self.sealer.encrypted() {
+            return Ok(frame.to_vec());
+        }
+        let encoded = lock_key(key)?;
+        let len = u16::try_from(encoded.len())
+            .map_err(|_| AuthError::Storage("lockout key over 64 KiB".into()))?;
+        let mut v = Vec::with_capacity(2 + encoded.len() + frame.len());
+        v.extend_from_slice(&len.to_le_bytes());
+        v.extend_from_slice(&encoded);
+        v.extend_from_slice(frame);
+        Ok(v)
+    }
+
+    /// (encoded key, frame) of a lockout row.
+    fn split_lockout<'a>(
+        &self,
+        row_key: &'a [u8],
+        value: &'a [u8],
+    ) -> Result<(&'a [u8], &'a [u8]), StoreError> {
+        if !self.sealer.encrypted() {
+            return Ok((row_key, value));
+        }
+        let short = || StoreError::Corrupt("lockout row shorter than its key".into());
+        let len = u16::from_le_bytes(
+            value
+                .get(..2)
+                .ok_or_else(short)?
+                .try_into()
+                .map_err(|_| short())?,
+        );
+        let end = 2 + usize::from(len);
+        Ok((value.get(2..end).ok_or_else(short)?, &value[end..]))
+    }
+}
+
 impl AuthStore for Store {
     fn user(&self, user_id: &str) -> Result<Option<UserRecord>, AuthError> {
         let raw = (|| -> Result<Option<Vec<u8>>, StoreError> {
@@ -103,7 +165,14 @@ impl AuthStore for Store {
                 Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
                 Err(e) => return Err(e.into()),
             };
-            Ok(t.get(user_id)?.map(|g| g.value().to_vec()))
+            let row = self.user_row(user_id);
+            let row = row.as_ref();
+            t.get(row)?
+                .map(|g| {
+                    self.open_row(USERS, &row, g.value())
+                        .map(|v| v.into_owned())
+                })
+                .transpose()
         })()
         .map_err(err)?;
         raw.map(|r| {
@@ -122,8 +191,10 @@ impl AuthStore for Store {
             .map_err(|e| err(e.into()))?;
         (|| -> Result<(), StoreError> {
             let tx = self.db.begin_write()?;
+            let row = self.user_row(&user.user_id);
+            let key = row.as_ref();
             tx.open_table(USERS)?
-                .insert(user.user_id.as_str(), frame.as_slice())?;
+                .insert(key, &*self.seal_row(USERS, &key, &frame)?)?;
             tx.commit()?;
             Ok(())
         })()
@@ -131,10 +202,14 @@ impl AuthStore for Store {
     }
 
     fn lockout(&self, key: &LockKey) -> Result<Option<LockoutState>, AuthError> {
-        let raw = self.get_raw(LOCKOUTS, &lock_key(key)?).map_err(err)?;
-        raw.map(|r| decode_lockout(&self.codec, &r))
-            .transpose()
-            .map_err(|e| AuthError::Storage(e.to_string()))
+        let row = self.lockout_row(key)?;
+        let raw = self.get_raw(LOCKOUTS, &row).map_err(err)?;
+        raw.map(|r| {
+            let (_, frame) = self.split_lockout(&row, &r)?;
+            decode_lockout(&self.codec, frame)
+        })
+        .transpose()
+        .map_err(|e| AuthError::Storage(e.to_string()))
     }
 
     fn put_lockout(&mut self, key: &LockKey, state: &LockoutState) -> Result<(), AuthError> {
@@ -142,12 +217,14 @@ impl AuthStore for Store {
             .codec
             .encode_value(KIND_LOCK, LOCK_SCHEMA, state)
             .map_err(|e| err(e.into()))?;
-        self.put_raw(LOCKOUTS, &lock_key(key)?, Some(&frame))
+        let value = self.lockout_value(key, &frame)?;
+        self.put_raw(LOCKOUTS, &self.lockout_row(key)?, Some(&value))
             .map_err(err)
     }
 
     fn clear_lockout(&mut self, key: &LockKey) -> Result<(), AuthError> {
-        self.put_raw(LOCKOUTS, &lock_key(key)?, None).map_err(err)
+        self.put_raw(LOCKOUTS, &self.lockout_row(key)?, None)
+            .map_err(err)
     }
 
     fn session(&self, token_hash: &[u8; 32]) -> Result<Option<Session>, AuthError> {

@@ -10,7 +10,8 @@ use redb::{ReadableTable, TableDefinition};
 
 use crate::{Store, StoreError};
 
-const CACHE: TableDefinition<'static, &'static str, &'static [u8]> = TableDefinition::new("cache");
+pub(crate) const CACHE: TableDefinition<'static, &'static str, &'static [u8]> =
+    TableDefinition::new("cache");
 const CACHE_EXP: TableDefinition<'static, (u64, &'static str), ()> =
     TableDefinition::new("cache_by_expiry");
 const KIND_CACHE: RecordKind = RecordKind(42);
@@ -66,10 +67,13 @@ impl RedbTier {
         Ok(tier)
     }
 
-    fn decode(&self, raw: &[u8]) -> Option<TierEntry> {
+    /// The entry stored under `key` (`None`: damaged, or sealed under a
+    /// key the store no longer holds: a miss either way).
+    fn decode(&self, key: &str, raw: &[u8]) -> Option<TierEntry> {
+        let frame = self.store.open_row(CACHE, &key, raw).ok()?;
         self.store
             .codec
-            .decode_value::<TierEntry>(KIND_CACHE, raw)
+            .decode_value::<TierEntry>(KIND_CACHE, &frame)
             .ok()
             .map(|(_, e)| e)
     }
@@ -132,7 +136,7 @@ impl RedbTier {
         let mut out = Vec::new();
         for row in t.range::<&str>(..)? {
             let (k, v) = row?;
-            match self.decode(v.value()) {
+            match self.decode(k.value(), v.value()) {
                 Some(e) if pred(&e) => out.push((k.value().to_owned(), e.expires_at_ms)),
                 Some(_) => {}
                 // Undecodable entries go with any invalidation: they are misses anyway.
@@ -161,7 +165,7 @@ impl CacheTier for RedbTier {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return Ok(None);
         };
-        match self.decode(&raw) {
+        match self.decode(key, &raw) {
             Some(e) if e.expires_at_ms > now_ms => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(e))
@@ -190,6 +194,13 @@ impl CacheTier for RedbTier {
             .codec
             .encode_value(KIND_CACHE, 1, &entry)
             .map_err(|e| err(e.into()))?;
+        // Sealed here, outside the write: a value sealed under a key that a
+        // rotation retires meanwhile is read as a miss, which a cache may.
+        let frame = self
+            .store
+            .seal_row(CACHE, &key, &frame)
+            .map_err(&err)?
+            .into_owned();
         let size = (key.len() + frame.len()) as u64;
         if size > self.max_bytes {
             return Ok(());
@@ -291,7 +302,7 @@ impl RedbTier {
         let rtx = self.store.db.begin_read()?;
         let t = rtx.open_table(CACHE)?;
         Ok(t.get(key)?
-            .map(|g| self.decode(g.value()).map_or(0, |e| e.expires_at_ms)))
+            .map(|g| self.decode(key, g.value()).map_or(0, |e| e.expires_at_ms)))
     }
 
     /// Evicts cache entries to free at least `bytes` (used when the disk is

@@ -10,9 +10,9 @@ use redb::TableDefinition;
 
 use crate::{Store, StoreError};
 
-const DS_RECORDS: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
+pub(crate) const DS_RECORDS: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
     TableDefinition::new("dataset_records");
-const DS_LOCAL: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
+pub(crate) const DS_LOCAL: TableDefinition<'static, (&'static str, u64), &'static [u8]> =
     TableDefinition::new("dataset_local_changes");
 const DS_VERSION: TableDefinition<'static, &'static str, u64> =
     TableDefinition::new("dataset_versions");
@@ -30,7 +30,8 @@ impl Store {
         let t = rtx.open_table(DS_RECORDS)?;
         for row in t.range((name, 0u64)..=(name, u64::MAX))? {
             let (k, v) = row?;
-            ds.records.insert(k.value().1, v.value().to_vec());
+            let body = self.open_row(DS_RECORDS, &k.value(), v.value())?;
+            ds.records.insert(k.value().1, body.into_owned());
         }
         Ok(ds)
     }
@@ -73,7 +74,8 @@ impl Store {
             }
             for (id, body) in &after.records {
                 if before.records.get(id) != Some(body) {
-                    t.insert((name, *id), body.as_slice())?;
+                    let key = (name, *id);
+                    t.insert(key, &*self.seal_row(DS_RECORDS, &key, body)?)?;
                 }
             }
             tx.open_table(DS_VERSION)?.insert(name, delta.version)?;
@@ -91,7 +93,9 @@ impl Store {
             match rtx.open_table(table) {
                 Ok(t) => {
                     if let Some(v) = t.get((name, id))? {
-                        return Ok(Some(v.value().to_vec()));
+                        return Ok(Some(
+                            self.open_row(table, &(name, id), v.value())?.into_owned(),
+                        ));
                     }
                 }
                 Err(redb::TableError::TableDoesNotExist(_)) => {}
@@ -105,7 +109,9 @@ impl Store {
     /// at the till); pulls will not overwrite it until acknowledged.
     pub fn dataset_put_local(&self, name: &str, id: u64, body: &[u8]) -> Result<(), StoreError> {
         let tx = self.db.begin_write()?;
-        tx.open_table(DS_LOCAL)?.insert((name, id), body)?;
+        let key = (name, id);
+        tx.open_table(DS_LOCAL)?
+            .insert(key, &*self.seal_row(DS_LOCAL, &key, body)?)?;
         tx.commit()?;
         Ok(())
     }
@@ -129,7 +135,8 @@ impl Store {
         let mut out = BTreeMap::new();
         for row in t.range((name, 0u64)..=(name, u64::MAX))? {
             let (k, v) = row?;
-            out.insert(k.value().1, v.value().to_vec());
+            let body = self.open_row(DS_LOCAL, &k.value(), v.value())?;
+            out.insert(k.value().1, body.into_owned());
         }
         Ok(out)
     }

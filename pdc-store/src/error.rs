@@ -31,6 +31,26 @@ pub enum StoreError {
     /// A value could not be encoded.
     #[error(transparent)]
     Codec(#[from] pdc_codec::CodecError),
+    /// The store is encrypted and was opened without a key.
+    #[error("the store is encrypted: open it with its key")]
+    KeyRequired,
+    /// No key given opens the store's current key generation.
+    #[error("wrong key: none of the keys given opens this store")]
+    WrongKey,
+    /// A key rotation ([`crate::Store::rekey`]) was interrupted: the store
+    /// still holds values sealed by an earlier key, which was not given.
+    #[error("a key rotation was interrupted: open the store with the previous key (generation {0}) too, then rekey again")]
+    KeyRotationUnfinished(u32),
+    /// Keys were given for a store created without encryption.
+    #[error("the store was created without encryption: it cannot be opened with a key")]
+    NotEncrypted,
+    /// A key is not 32 bytes.
+    #[error("bad store key: {0}")]
+    BadKey(String),
+    /// A sealed value failed to open: damaged, or moved from another row
+    /// or store.
+    #[error("a sealed value does not open: {0}")]
+    Unsealed(String),
     /// Any other storage engine error.
     #[error("storage: {0}")]
     Storage(String),

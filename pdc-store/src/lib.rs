@@ -14,6 +14,12 @@
 //!   full: the cache goes before any sale).
 //! * **Auth state**: `Store` implements pdc-auth's `AuthStore` and passes
 //!   its conformance suite.
+//! * **Encryption at rest** ([`seal`]): opened with a [`StoreKey`]
+//!   ([`Store::open_with_options`], [`Store::open_backend`]), sales, dead
+//!   letters, credentials, reference records and cache entries are sealed
+//!   with XChaCha20-Poly1305 under the store id, table and row as
+//!   associated data; a missing or wrong key is an error at open;
+//!   [`Store::rekey`] rotates the key in bounded batches.
 //! * **Safety**: a schema version in the file (a newer one is an error); a
 //!   file that is not a pdc store, or is damaged, is an error at open, never
 //!   a panic; an outbox record that fails its checksum is quarantined and
@@ -35,6 +41,24 @@
 //! assert!(quarantined.is_empty());
 //! # Ok::<(), pdc_store::StoreError>(())
 //! ```
+//!
+//! Encrypted, with a key the host keeps in its platform keystore:
+//!
+//! ```
+//! use pdc_store::{Store, StoreError, StoreKey, StoreOptions};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let path = dir.path().join("till.pdc");
+//! let key = StoreKey::generate()?; // once, then kept by the host
+//! let store = Store::open_with_options(&path, StoreOptions::encrypted(key.clone()))?;
+//! assert!(store.is_encrypted());
+//! drop(store);
+//! assert!(matches!(Store::open(&path), Err(StoreError::KeyRequired)));
+//! let next = StoreKey::generate()?;
+//! let store = Store::open_with_options(&path, StoreOptions::encrypted(key))?;
+//! store.rekey(&next, 1_000)?; // from now on `next` alone opens it
+//! # Ok::<(), pdc_store::StoreError>(())
+//! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -43,9 +67,13 @@ mod cache_tier;
 mod create;
 mod datasets;
 mod error;
+pub mod seal;
 mod store;
 
 pub use cache_tier::RedbTier;
 pub use create::{create_atomically, creating_path};
 pub use error::StoreError;
-pub use store::{DeadLetter, NewItem, Quarantined, Refusal, Settlement, Store, SCHEMA_VERSION};
+pub use seal::{StoreKey, StoreOptions};
+pub use store::{
+    DeadLetter, NewItem, Quarantined, Refusal, RekeyReport, Settlement, Store, SCHEMA_VERSION,
+};

@@ -8,12 +8,15 @@ use pdc_sync::{ItemRef, Loaded, OutboxItem, Priority, StoreId, StreamKey};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 
+use crate::seal::{Sealer, StoreKey, StoreOptions, BLIND_KEY, CHECK_PREFIX, GEN_KEY};
 use crate::StoreError;
 
 /// Schema version this build writes: 2 adds the store id, 3 the outbox
 /// index (what the sync machine schedules by, without payloads) and the
-/// held (quarantined) items.
-pub const SCHEMA_VERSION: u64 = 3;
+/// held (quarantined) items, 4 encryption at rest (optional: a plain store
+/// migrates to 4 unchanged; a build that reads only 3 must not mistake
+/// sealed values for damaged ones).
+pub const SCHEMA_VERSION: u64 = 4;
 const MAGIC: &[u8] = b"pdc-store";
 
 pub(crate) const META: TableDefinition<'static, &'static str, &'static [u8]> =
@@ -155,6 +158,7 @@ pub struct Store {
     pub(crate) db: Arc<Database>,
     pub(crate) codec: Codec,
     store_id: StoreId,
+    pub(crate) sealer: Arc<Sealer>,
 }
 
 impl std::fmt::Debug for Store {
@@ -190,14 +194,35 @@ impl Store {
     /// under `<path>.creating`, synced, then renamed into place, so a kill
     /// at any instant of a first open leaves no store or a complete one.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Store::open_with_options(path, StoreOptions::default())
+    }
+
+    /// [`Store::open`] with options: a page-cache bound, and the keys of an
+    /// encrypted store ([`StoreOptions::keys`]; see [`crate::seal`]). A new
+    /// store is created encrypted when a key is given. An encrypted store
+    /// opened without a key is [`StoreError::KeyRequired`], with a wrong
+    /// one [`StoreError::WrongKey`]; a key given for a plain store is
+    /// [`StoreError::NotEncrypted`]. Nothing is read or written before the
+    /// keys are checked.
+    pub fn open_with_options(
+        path: impl AsRef<Path>,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
         let path = path.as_ref();
+        let keys = options.keys.as_slice();
+        let cache_bytes = options.cache_bytes;
+        let build = || {
+            let mut builder = Database::builder();
+            if let Some(bytes) = cache_bytes {
+                builder.set_cache_size(bytes);
+            }
+            builder
+        };
         crate::create_atomically(path, |tmp| {
-            let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                Database::create(tmp)
-            }))
-            .map_err(|_| StoreError::Storage(format!("{}: redb panicked", tmp.display())))??;
+            let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build().create(tmp)))
+                .map_err(|_| StoreError::Storage(format!("{}: redb panicked", tmp.display())))??;
             // Dropped at once: the file is closed before the rename.
-            Store::init_or_check(db, tmp, false).map(drop)
+            Store::init_or_check(db, tmp, false, keys).map(drop)
         })?;
         let existed = path.exists()
             && std::fs::metadata(path)
@@ -206,7 +231,7 @@ impl Store {
         // redb 2.6 asserts (panics) on some truncated files instead of
         // returning an error; a damaged file must be an error here.
         let opened =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Database::create(path)))
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| build().create(path)))
                 .map_err(|_| {
                     StoreError::Corrupt(format!("{} is truncated or damaged", path.display()))
                 })?;
@@ -235,14 +260,14 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
-        Store::init_or_check(db, path, existed)
+        Store::init_or_check(db, path, existed, keys)
     }
 
     /// Opens a store over any redb storage backend: an in-memory one
     /// (`redb::backends::InMemoryBackend`) for a browser or tests, or a
     /// fault-injecting one to test what happens when the disk fails.
     pub fn open_with_backend(backend: impl redb::StorageBackend) -> Result<Self, StoreError> {
-        Store::open_with_backend_and_cache(backend, None)
+        Store::open_backend(backend, StoreOptions::default())
     }
 
     /// [`Store::open_with_backend`] with redb's page cache bounded to
@@ -257,6 +282,22 @@ impl Store {
         backend: impl redb::StorageBackend,
         cache_bytes: Option<usize>,
     ) -> Result<Self, StoreError> {
+        Store::open_backend(
+            backend,
+            StoreOptions {
+                cache_bytes,
+                keys: Vec::new(),
+            },
+        )
+    }
+
+    /// [`Store::open_with_backend_and_cache`] with every option, the keys
+    /// of an encrypted store included (see [`Store::open_with_options`]).
+    pub fn open_backend(
+        backend: impl redb::StorageBackend,
+        options: StoreOptions,
+    ) -> Result<Self, StoreError> {
+        let cache_bytes = options.cache_bytes;
         const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
         let len = backend
             .len()
@@ -285,7 +326,7 @@ impl Store {
         }))
         .map_err(|_| StoreError::Corrupt("backend holds a truncated or damaged store".into()))?;
         let db = opened.map_err(StoreError::from)?;
-        Store::init_or_check(db, Path::new("<backend>"), existed)
+        Store::init_or_check(db, Path::new("<backend>"), existed, &options.keys)
     }
 
     /// This store's random identity (made with the store; sent with every
@@ -295,9 +336,20 @@ impl Store {
         self.store_id
     }
 
-    fn init_or_check(db: Database, path: &Path, existed: bool) -> Result<Store, StoreError> {
+    /// Whether the store's values are sealed (it was created with a key).
+    pub fn is_encrypted(&self) -> bool {
+        self.sealer.encrypted()
+    }
+
+    fn init_or_check(
+        db: Database,
+        path: &Path,
+        existed: bool,
+        keys: &[StoreKey],
+    ) -> Result<Store, StoreError> {
         let tx = db.begin_write()?;
         let store_id;
+        let sealer;
         {
             let mut meta = tx.open_table(META)?;
             let magic = meta.get("magic")?.map(|g| g.value().to_vec());
@@ -330,6 +382,7 @@ impl Store {
                         .and_then(|g| <[u8; 16]>::try_from(g.value()).ok())
                         .map(StoreId)
                         .ok_or_else(|| StoreError::Corrupt("store id missing".into()))?;
+                    sealer = existing_sealer(&meta, store_id.0, keys)?;
                 }
                 Some(_) => return Err(foreign(path)),
                 None => {
@@ -341,6 +394,19 @@ impl Store {
                     meta.insert("schema_version", SCHEMA_VERSION.to_le_bytes().as_slice())?;
                     meta.insert("store_id", store_id.0.as_slice())?;
                     meta.insert("next_local_id", 1u64.to_le_bytes().as_slice())?;
+                    sealer = match keys.first() {
+                        None => Sealer::plain(store_id.0),
+                        Some(key) => {
+                            let check = Sealer::check_record(&store_id.0, key, 1)?;
+                            meta.insert(format!("{CHECK_PREFIX}1").as_str(), check.as_slice())?;
+                            meta.insert(GEN_KEY, 1u32.to_le_bytes().as_slice())?;
+                            let mut sealer =
+                                Sealer::with_keys(store_id.0, 1, &[(1, check)], &keys[..1])?;
+                            let blind = sealer.new_blind_key(key, 1)?;
+                            meta.insert(BLIND_KEY, blind.as_slice())?;
+                            sealer
+                        }
+                    };
                 }
             }
             tx.open_table(OUTBOX)?;
@@ -355,7 +421,31 @@ impl Store {
             db: Arc::new(db),
             codec: Codec::new(),
             store_id,
+            sealer: Arc::new(sealer),
         })
+    }
+
+    /// `plain` as stored in `table` under `key`: sealed in an encrypted
+    /// store, as is in a plain one.
+    pub(crate) fn seal_row<'p, K: redb::Key + 'static>(
+        &self,
+        table: TableDefinition<'_, K, &'static [u8]>,
+        key: &K::SelfType<'_>,
+        plain: &'p [u8],
+    ) -> Result<std::borrow::Cow<'p, [u8]>, StoreError> {
+        self.sealer
+            .seal(table.name(), K::as_bytes(key).as_ref(), plain)
+    }
+
+    /// The plain frame of `stored`, read from `table` under `key`.
+    pub(crate) fn open_row<'s, K: redb::Key + 'static>(
+        &self,
+        table: TableDefinition<'_, K, &'static [u8]>,
+        key: &K::SelfType<'_>,
+        stored: &'s [u8],
+    ) -> Result<std::borrow::Cow<'s, [u8]>, StoreError> {
+        self.sealer
+            .open(table.name(), K::as_bytes(key).as_ref(), stored)
     }
 
     /// Appends items in one durable commit (group commit) and returns them
@@ -460,7 +550,7 @@ impl Store {
                 payload: n.payload,
             };
             let frame = self.codec.encode_value(KIND_OUTBOX, 1, &item)?;
-            outbox.insert(next, frame.as_slice())?;
+            outbox.insert(next, &*self.seal_row(OUTBOX, &next, &frame)?)?;
             index.insert(next, index_row(&item.to_ref()).as_slice())?;
             next += 1;
             out.push(item);
@@ -488,11 +578,8 @@ impl Store {
             let outbox = rtx.open_table(OUTBOX)?;
             for row in outbox.range::<u64>(..)? {
                 let (k, v) = row?;
-                match self
-                    .codec
-                    .decode_value::<OutboxItem>(KIND_OUTBOX, v.value())
-                {
-                    Ok((_, item)) if item.local_id == k.value() => items.push(item),
+                match self.decode_outbox(k.value(), v.value()) {
+                    Ok(item) if item.local_id == k.value() => items.push(item),
                     Ok(_) => bad.push((
                         k.value(),
                         v.value().to_vec(),
@@ -550,11 +637,8 @@ impl Store {
                     });
                     continue;
                 };
-                match self
-                    .codec
-                    .decode_value::<OutboxItem>(KIND_OUTBOX, raw.value())
-                {
-                    Ok((_, item)) if item.local_id == id => out.push(Loaded::Item(item)),
+                match self.decode_outbox(id, raw.value()) {
+                    Ok(item) if item.local_id == id => out.push(Loaded::Item(item)),
                     Ok(_) => {
                         let reason = "local id does not match its key".to_owned();
                         bad.push((id, raw.value().to_vec(), reason.clone()));
@@ -571,6 +655,15 @@ impl Store {
         }
         self.quarantine_outbox(bad)?;
         Ok(out)
+    }
+
+    /// An outbox row's item: opened (if sealed), checksummed, decoded.
+    fn decode_outbox(&self, local_id: u64, stored: &[u8]) -> Result<OutboxItem, StoreError> {
+        let frame = self.open_row(OUTBOX, &local_id, stored)?;
+        Ok(self
+            .codec
+            .decode_value::<OutboxItem>(KIND_OUTBOX, &frame)?
+            .1)
     }
 
     fn quarantine_outbox(
@@ -660,7 +753,7 @@ impl Store {
                 // An item already gone (acknowledged by an earlier answer)
                 // has nothing to move.
                 let Some(raw) = raw else { continue };
-                let (_, item) = self.codec.decode_value::<OutboxItem>(KIND_OUTBOX, &raw)?;
+                let item = self.decode_outbox(r.local_id, &raw)?;
                 let frame = self.codec.encode_value(
                     KIND_DEAD,
                     1,
@@ -671,7 +764,7 @@ impl Store {
                         at_ms: r.at_ms,
                     },
                 )?;
-                dead_letters.insert(r.local_id, frame.as_slice())?;
+                dead_letters.insert(r.local_id, &*self.seal_row(DEAD, &r.local_id, &frame)?)?;
             }
             for (id, reason) in &outcomes.held {
                 if outbox.get(*id)?.is_some() {
@@ -741,12 +834,9 @@ impl Store {
         let t = rtx.open_table(DEAD)?;
         let mut out = Vec::new();
         for row in t.range::<u64>(..)? {
-            let (_, v) = row?;
-            out.push(
-                self.codec
-                    .decode_value::<DeadLetter>(KIND_DEAD, v.value())?
-                    .1,
-            );
+            let (k, v) = row?;
+            let frame = self.open_row(DEAD, &k.value(), v.value())?;
+            out.push(self.codec.decode_value::<DeadLetter>(KIND_DEAD, &frame)?.1);
         }
         Ok(out)
     }
@@ -761,15 +851,129 @@ impl Store {
                 .remove(local_id)?
                 .map(|g| g.value().to_vec())
                 .ok_or(StoreError::NotFound(local_id))?;
-            let dl: DeadLetter = self.codec.decode_value(KIND_DEAD, &raw)?.1;
+            let dl: DeadLetter = self
+                .codec
+                .decode_value(KIND_DEAD, &self.open_row(DEAD, &local_id, &raw)?)?
+                .1;
             let frame = self.codec.encode_value(KIND_OUTBOX, 1, &dl.item)?;
-            tx.open_table(OUTBOX)?.insert(local_id, frame.as_slice())?;
+            tx.open_table(OUTBOX)?
+                .insert(local_id, &*self.seal_row(OUTBOX, &local_id, &frame)?)?;
             tx.open_table(OUTBOX_INDEX)?
                 .insert(local_id, index_row(&dl.item.to_ref()).as_slice())?;
             dl.item
         };
         tx.commit()?;
         Ok(item)
+    }
+
+    /// Rotates the store's key: every sealed value is re-sealed under
+    /// `new`, in write transactions of at most `batch_rows` values each
+    /// (sales and syncs go on between them; values written meanwhile are
+    /// sealed under `new` already). Returns once the previous key is no
+    /// longer needed: from then on the store opens with `new` alone.
+    ///
+    /// The host must keep both keys until this returns: a crash in the
+    /// middle leaves values under both, and the store then opens only with
+    /// both ([`StoreError::KeyRotationUnfinished`] names the missing
+    /// generation); call `rekey` again (with `new` or yet another key) to
+    /// finish. A plain store is [`StoreError::NotEncrypted`].
+    pub fn rekey(&self, new: &StoreKey, batch_rows: usize) -> Result<RekeyReport, StoreError> {
+        if !self.sealer.encrypted() {
+            return Err(StoreError::NotEncrypted);
+        }
+        let batch = batch_rows.max(1);
+        let mut report = RekeyReport::default();
+        let generation = {
+            let tx = self.db.begin_write()?;
+            let generation = self
+                .sealer
+                .generations()
+                .into_iter()
+                .max()
+                .unwrap_or(0)
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Corrupt("key generations exhausted".into()))?;
+            let check = Sealer::check_record(&self.store_id.0, new, generation)?;
+            {
+                let mut meta = tx.open_table(META)?;
+                meta.insert(
+                    format!("{CHECK_PREFIX}{generation}").as_str(),
+                    check.as_slice(),
+                )?;
+                meta.insert(GEN_KEY, generation.to_le_bytes().as_slice())?;
+                let blind = self.sealer.sealed_blind_key(new, generation)?;
+                meta.insert(BLIND_KEY, blind.as_slice())?;
+            }
+            tx.commit()?;
+            self.sealer.add_current(generation, new);
+            generation
+        };
+        report.generation = generation;
+        report.transactions += 1;
+        reseal_table(self, OUTBOX, generation, batch, &mut report)?;
+        reseal_table(self, DEAD, generation, batch, &mut report)?;
+        reseal_table(self, crate::auth::USERS, generation, batch, &mut report)?;
+        reseal_table(self, crate::auth::LOCKOUTS, generation, batch, &mut report)?;
+        reseal_table(self, crate::auth::SESSIONS, generation, batch, &mut report)?;
+        reseal_table(
+            self,
+            crate::datasets::DS_RECORDS,
+            generation,
+            batch,
+            &mut report,
+        )?;
+        reseal_table(
+            self,
+            crate::datasets::DS_LOCAL,
+            generation,
+            batch,
+            &mut report,
+        )?;
+        reseal_table(
+            self,
+            crate::cache_tier::CACHE,
+            generation,
+            batch,
+            &mut report,
+        )?;
+        // The last pass, in one transaction: what a writer sealed under
+        // the old key while the first step committed, then the old checks
+        // go. Nothing but such stragglers and unreadable rows is left.
+        let tx = self.db.begin_write()?;
+        {
+            let mut last = |r: (u64, u64)| {
+                report.resealed += r.0;
+                report.unreadable += r.1;
+            };
+            last(final_pass(self, &tx, OUTBOX, generation)?);
+            last(final_pass(self, &tx, DEAD, generation)?);
+            last(final_pass(self, &tx, crate::auth::USERS, generation)?);
+            last(final_pass(self, &tx, crate::auth::LOCKOUTS, generation)?);
+            last(final_pass(self, &tx, crate::auth::SESSIONS, generation)?);
+            last(final_pass(
+                self,
+                &tx,
+                crate::datasets::DS_RECORDS,
+                generation,
+            )?);
+            last(final_pass(
+                self,
+                &tx,
+                crate::datasets::DS_LOCAL,
+                generation,
+            )?);
+            last(final_pass(self, &tx, crate::cache_tier::CACHE, generation)?);
+            let mut meta = tx.open_table(META)?;
+            for old in self.sealer.generations() {
+                if old != generation {
+                    meta.remove(format!("{CHECK_PREFIX}{old}").as_str())?;
+                }
+            }
+        }
+        tx.commit()?;
+        report.transactions += 1;
+        self.sealer.retire_old();
+        Ok(report)
     }
 
     /// The oldest pending outbox item's local id, and how many are
@@ -789,6 +993,189 @@ impl Store {
         meta.get("next_local_id")?
             .and_then(|g| g.value().try_into().ok().map(u64::from_le_bytes))
             .ok_or_else(|| StoreError::Corrupt("local id counter missing".into()))
+    }
+}
+
+/// The sealer of an existing store: plain if it has no key generation
+/// (then no key may be given), else every generation's check record must
+/// open with one of `keys`.
+fn existing_sealer(
+    meta: &redb::Table<'_, &'static str, &'static [u8]>,
+    store_id: [u8; 16],
+    keys: &[StoreKey],
+) -> Result<Sealer, StoreError> {
+    let Some(current) = meta.get(GEN_KEY)? else {
+        return if keys.is_empty() {
+            Ok(Sealer::plain(store_id))
+        } else {
+            Err(StoreError::NotEncrypted)
+        };
+    };
+    let current = <[u8; 4]>::try_from(current.value())
+        .map(u32::from_le_bytes)
+        .map_err(|_| StoreError::Corrupt("key generation is not 4 bytes".into()))?;
+    if keys.is_empty() {
+        return Err(StoreError::KeyRequired);
+    }
+    let mut checks = Vec::new();
+    for row in meta.range(CHECK_PREFIX..)? {
+        let (k, v) = row?;
+        let Some(generation) = k.value().strip_prefix(CHECK_PREFIX) else {
+            break;
+        };
+        let generation = generation
+            .parse::<u32>()
+            .map_err(|_| StoreError::Corrupt(format!("meta key {}", k.value())))?;
+        checks.push((generation, v.value().to_vec()));
+    }
+    let mut sealer = Sealer::with_keys(store_id, current, &checks, keys)?;
+    let blind = meta
+        .get(BLIND_KEY)?
+        .ok_or_else(|| StoreError::Corrupt("blinding key missing".into()))?;
+    sealer.load_blind_key(blind.value())?;
+    Ok(sealer)
+}
+
+/// A table key the rekey cursor can hold between transactions.
+pub(crate) trait SealedKey: redb::Key + 'static {
+    /// The key, owned.
+    type Owned;
+    fn own(k: &Self::SelfType<'_>) -> Self::Owned;
+    fn borrow(o: &Self::Owned) -> Self::SelfType<'_>;
+}
+
+impl SealedKey for u64 {
+    type Owned = u64;
+    fn own(k: &u64) -> u64 {
+        *k
+    }
+    fn borrow(o: &u64) -> u64 {
+        *o
+    }
+}
+
+impl SealedKey for &'static str {
+    type Owned = String;
+    fn own(k: &&str) -> String {
+        (*k).to_owned()
+    }
+    fn borrow(o: &String) -> &str {
+        o
+    }
+}
+
+impl SealedKey for &'static [u8] {
+    type Owned = Vec<u8>;
+    fn own(k: &&[u8]) -> Vec<u8> {
+        k.to_vec()
+    }
+    fn borrow(o: &Vec<u8>) -> &[u8] {
+        o
+    }
+}
+
+impl SealedKey for (&'static str, u64) {
+    type Owned = (String, u64);
+    fn own(k: &(&str, u64)) -> (String, u64) {
+        (k.0.to_owned(), k.1)
+    }
+    fn borrow(o: &(String, u64)) -> (&str, u64) {
+        (o.0.as_str(), o.1)
+    }
+}
+
+/// What [`Store::rekey`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RekeyReport {
+    /// The new key's generation.
+    pub generation: u32,
+    /// Values re-sealed under it.
+    pub resealed: u64,
+    /// Values that did not open under any key (damaged before the
+    /// rotation): left as they were; reading them fails as it did before.
+    pub unreadable: u64,
+    /// Write transactions used.
+    pub transactions: u64,
+}
+
+/// One pass over `def`: re-seals up to `limit` values not sealed by
+/// `generation`, after `after`; returns (re-sealed, unreadable, the last
+/// key examined when the limit stopped the pass).
+fn reseal_batch<K: SealedKey>(
+    store: &Store,
+    tx: &redb::WriteTransaction,
+    def: TableDefinition<'static, K, &'static [u8]>,
+    generation: u32,
+    after: Option<&K::Owned>,
+    limit: usize,
+) -> Result<(u64, u64, Option<K::Owned>), StoreError> {
+    use std::ops::Bound;
+    let mut table = tx.open_table(def)?;
+    let mut todo: Vec<(K::Owned, Vec<u8>)> = Vec::new();
+    let mut stopped_at = None;
+    {
+        let rows = match after {
+            Some(a) => {
+                table.range::<K::SelfType<'_>>((Bound::Excluded(K::borrow(a)), Bound::Unbounded))?
+            }
+            None => table.range::<K::SelfType<'_>>(..)?,
+        };
+        for row in rows {
+            let (k, v) = row?;
+            if crate::seal::generation_of(v.value()) != Some(generation) {
+                todo.push((K::own(&k.value()), v.value().to_vec()));
+                if todo.len() >= limit {
+                    stopped_at = Some(K::own(&k.value()));
+                    break;
+                }
+            }
+        }
+    }
+    let (mut resealed, mut unreadable) = (0, 0);
+    for (k, stored) in &todo {
+        let key = K::borrow(k);
+        let Ok(plain) = store.open_row(def, &key, stored) else {
+            unreadable += 1;
+            continue;
+        };
+        let sealed = store.seal_row(def, &key, &plain)?.into_owned();
+        table.insert(key, sealed.as_slice())?;
+        resealed += 1;
+    }
+    Ok((resealed, unreadable, stopped_at))
+}
+
+/// The whole of `def` in `tx`: (re-sealed, unreadable).
+fn final_pass<K: SealedKey>(
+    store: &Store,
+    tx: &redb::WriteTransaction,
+    def: TableDefinition<'static, K, &'static [u8]>,
+    generation: u32,
+) -> Result<(u64, u64), StoreError> {
+    let (resealed, unreadable, _) = reseal_batch(store, tx, def, generation, None, usize::MAX)?;
+    Ok((resealed, unreadable))
+}
+
+/// Re-seals `def` in transactions of at most `batch` values.
+fn reseal_table<K: SealedKey>(
+    store: &Store,
+    def: TableDefinition<'static, K, &'static [u8]>,
+    generation: u32,
+    batch: usize,
+    report: &mut RekeyReport,
+) -> Result<(), StoreError> {
+    let mut cursor: Option<K::Owned> = None;
+    loop {
+        let tx = store.db.begin_write()?;
+        let (resealed, _, stopped_at) =
+            reseal_batch(store, &tx, def, generation, cursor.as_ref(), batch)?;
+        tx.commit()?;
+        report.resealed += resealed;
+        report.transactions += 1;
+        match stopped_at {
+            Some(k) => cursor = Some(k),
+            None => return Ok(()),
+        }
     }
 }
 

@@ -91,6 +91,27 @@ fn the_auth_store_passes_the_shared_conformance_suite() {
     });
 }
 
+/// An encrypted store in memory (the conformance suites on sealed values).
+fn encrypted() -> Store {
+    Store::open_backend(
+        redb::backends::InMemoryBackend::new(),
+        pdc_store::StoreOptions::encrypted(pdc_store::StoreKey::from_bytes([0x42; 32])),
+    )
+    .unwrap()
+}
+
+#[test]
+fn the_cache_tier_passes_the_shared_conformance_suite_encrypted() {
+    pollster::block_on(pdc_cache::conformance(|| {
+        RedbTier::new(encrypted(), "l3", 10 << 20).unwrap()
+    }));
+}
+
+#[test]
+fn the_auth_store_passes_the_shared_conformance_suite_encrypted() {
+    pdc_auth::conformance(encrypted);
+}
+
 #[test]
 fn cache_tier_enforces_its_byte_budget_and_sheds() {
     use pdc_cache::{CacheTier, TierEntry};
@@ -155,15 +176,15 @@ fn foreign_damaged_and_newer_files_are_clear_errors() {
         let tx = db.begin_write().unwrap();
         tx.open_table(TableDefinition::<&str, &[u8]>::new("pdc_meta"))
             .unwrap()
-            .insert("schema_version", 4u64.to_le_bytes().as_slice())
+            .insert("schema_version", 5u64.to_le_bytes().as_slice())
             .unwrap();
         tx.commit().unwrap();
     }
     assert!(matches!(
         Store::open(&path),
         Err(StoreError::NewerSchema {
-            found: 4,
-            supported: 3
+            found: 5,
+            supported: 4
         })
     ));
 
@@ -381,6 +402,8 @@ mod outbox_model {
         },
         Release(usize),
         Reopen,
+        /// Rotate the key (encrypted runs) in batches of this many rows.
+        Rekey(usize),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -390,15 +413,26 @@ mod outbox_model {
             3 => (picks(), picks(), picks()).prop_map(|(ack, refuse, hold)| Op::Settle { ack, refuse, hold }),
             1 => any::<usize>().prop_map(Op::Release),
             1 => Just(Op::Reopen),
+            1 => (1usize..5).prop_map(Op::Rekey),
         ]
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         #[test]
-        fn outbox_index_and_payloads_follow_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        fn outbox_index_and_payloads_follow_the_model(
+            ops in proptest::collection::vec(op(), 1..40),
+            encrypted in any::<bool>(),
+        ) {
+            use pdc_store::{StoreKey, StoreOptions};
             let (_dir, path) = fresh();
-            let mut store = Store::open(&path).unwrap();
+            let mut key = StoreKey::from_bytes([0; 32]);
+            let mut rotations = 0u8;
+            let open = |key: &StoreKey| {
+                let keys = if encrypted { vec![key.clone()] } else { Vec::new() };
+                Store::open_with_options(&path, StoreOptions { cache_bytes: None, keys }).unwrap()
+            };
+            let mut store = open(&key);
             // local id -> (item, held reason)
             let mut model: BTreeMap<u64, (OutboxItem, Option<String>)> = BTreeMap::new();
             let mut dead: BTreeMap<u64, String> = BTreeMap::new();
@@ -442,7 +476,17 @@ mod outbox_model {
                     }
                     Op::Reopen => {
                         drop(store);
-                        store = Store::open(&path).unwrap();
+                        store = open(&key);
+                    }
+                    Op::Rekey(batch) => {
+                        if encrypted {
+                            rotations += 1;
+                            key = StoreKey::from_bytes([rotations; 32]);
+                            let r = store.rekey(&key, batch).unwrap();
+                            prop_assert_eq!(r.resealed, (model.len() + dead.len()) as u64);
+                        } else {
+                            prop_assert!(store.rekey(&key, batch).is_err());
+                        }
                     }
                 }
                 let (refs, held) = store.pending_refs().unwrap();

@@ -5,6 +5,8 @@ export class PdcError extends Error {
   readonly code:
     | "open_in_another_tab" | "locked_store" | "not_open" | "already_open" | "panic" | "worker"
     | "item_too_large" | "out_of_range" | "config" | "auth" | "offline"
+    // An encrypted store opened without its key, or with a wrong one.
+    | "key_required" | "wrong_key"
     // A sale the server would refuse (Order::check): nothing saved.
     | "total_mismatch" | "empty_order" | "negative_line" | "overflow"
     // A card payment offline beyond a limit (take cash, or wait for the link).
@@ -26,6 +28,14 @@ export interface OpenConfig {
   maxItemBytes?: number;
   /** redb's page cache, bytes (default 16 MiB). */
   cacheBytes?: number;
+  /**
+   * The store's 256-bit key, 64 hex digits: the store is encrypted at rest
+   * (created so if new; an encrypted store opens only with its key). The
+   * host keeps the key as it chooses; pdc never writes it.
+   */
+  storeKey?: string;
+  /** The previous key, while a key rotation is unfinished. */
+  previousStoreKey?: string;
 }
 
 export type Priority = "low" | "normal" | "high" | "critical";

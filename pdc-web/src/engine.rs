@@ -40,6 +40,34 @@ struct OpenConfig {
     /// redb's page cache (default 16 MiB; wasm memory never shrinks).
     #[serde(default)]
     cache_bytes: Option<usize>,
+    /// The store's 256-bit key as 64 hex digits: the store is encrypted
+    /// at rest (a new store is created so; an encrypted one opens only
+    /// with it). The host keeps it as it chooses; pdc never writes it.
+    #[serde(default)]
+    store_key: Option<String>,
+    /// The previous key while a rotation is unfinished (see
+    /// `pdc_store::Store::rekey`).
+    #[serde(default)]
+    previous_store_key: Option<String>,
+}
+
+/// A store key from 64 hex digits.
+fn hex_key(what: &str, hex: &str) -> Result<pdc_store::StoreKey, JsValue> {
+    let digits = hex.as_bytes();
+    if digits.len() != 64 {
+        return Err(error(
+            "config",
+            format!("{what}: 64 hex digits, not {}", digits.len()),
+        ));
+    }
+    let mut key = [0u8; 32];
+    for (i, pair) in digits.chunks(2).enumerate() {
+        let text =
+            std::str::from_utf8(pair).map_err(|_| error("config", format!("{what}: not hex")))?;
+        key[i] = u8::from_str_radix(text, 16)
+            .map_err(|_| error("config", format!("{what}: not hex")))?;
+    }
+    Ok(pdc_store::StoreKey::from_bytes(key))
 }
 
 /// A POS order from JS.
@@ -90,6 +118,10 @@ fn engine_error(e: EngineError) -> JsValue {
     use pdc_sync::{SyncError, TransportError};
     let code = match &e {
         EngineError::Store(pdc_store::StoreError::Locked) => "locked_store",
+        EngineError::Store(pdc_store::StoreError::KeyRequired) => "key_required",
+        EngineError::Store(
+            pdc_store::StoreError::WrongKey | pdc_store::StoreError::KeyRotationUnfinished(_),
+        ) => "wrong_key",
         EngineError::Store(_) => "store",
         EngineError::Sync(SyncError::ItemTooLarge { .. }) => "item_too_large",
         EngineError::Sync(SyncError::OutOfRange { .. }) => "out_of_range",
@@ -189,7 +221,8 @@ impl WebEngine {
     /// the storage (`navigator.storage.persist()`); its answer is
     /// [`WebEngine::persisted`]. `config` is JSON: `{terminalId, serverUrl,
     /// token, datasets?, storeName?, timeoutMs?, maxItemBytes?,
-    /// cacheBytes?}`.
+    /// cacheBytes?, storeKey?, previousStoreKey?}` (`storeKey`: 64 hex
+    /// digits; with it the store is encrypted at rest).
     pub async fn open(config: String) -> Result<WebEngine, JsValue> {
         install_panic_hook();
         let c: OpenConfig = serde_json::from_str(&config).map_err(|e| error("config", e))?;
@@ -204,13 +237,22 @@ impl WebEngine {
             ));
         }
         let persisted = persist().await;
-        let store = open_opfs_store(&name, Some(c.cache_bytes.unwrap_or(16 << 20)))
-            .await
-            .map_err(|e| match e {
-                OpenError::Js(e) => error("store", js_text(&e)),
-                OpenError::Locked(e) => error("locked_store", js_text(&e)),
-                OpenError::Store(e) => engine_error(e.into()),
-            })?;
+        let mut keys = Vec::new();
+        if let Some(k) = &c.store_key {
+            keys.push(hex_key("storeKey", k)?);
+        }
+        if let Some(k) = &c.previous_store_key {
+            keys.push(hex_key("previousStoreKey", k)?);
+        }
+        let options = pdc_store::StoreOptions {
+            cache_bytes: Some(c.cache_bytes.unwrap_or(16 << 20)),
+            keys,
+        };
+        let store = open_opfs_store(&name, options).await.map_err(|e| match e {
+            OpenError::Js(e) => error("store", js_text(&e)),
+            OpenError::Locked(e) => error("locked_store", js_text(&e)),
+            OpenError::Store(e) => engine_error(e.into()),
+        })?;
         let transport = HttpTransport::new(
             &c.server_url,
             &c.token,

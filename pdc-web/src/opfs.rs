@@ -190,10 +190,11 @@ impl redb::StorageBackend for OpfsBackend {
 /// made and initialised in `<name>.creating`, closed (flushed), then
 /// renamed into place, so a tab killed at any instant of the very first
 /// open leaves no store or a complete one; a leftover `.creating` file is
-/// removed. `cache_bytes` bounds redb's page cache.
+/// removed. `options` bound redb's page cache and carry the store's keys
+/// (a new store is created encrypted under the first key).
 pub async fn open_opfs_store(
     name: &str,
-    cache_bytes: Option<usize>,
+    options: pdc_store::StoreOptions,
 ) -> Result<pdc_store::Store, OpenError> {
     let js = OpenError::Js;
     if !opfs_file_exists(name).await.map_err(js)? {
@@ -201,14 +202,11 @@ pub async fn open_opfs_store(
         remove_opfs_file(&tmp).await.map_err(js)?;
         let backend = open_opfs_file(&tmp).await.map_err(js)?;
         // Dropped at once: the handle is flushed and closed before the rename.
-        drop(
-            pdc_store::Store::open_with_backend_and_cache(backend, cache_bytes)
-                .map_err(OpenError::Store)?,
-        );
+        drop(pdc_store::Store::open_backend(backend, options.clone()).map_err(OpenError::Store)?);
         rename_opfs_file(&tmp, name).await.map_err(js)?;
     }
     let backend = open_opfs_file(name).await.map_err(OpenError::Locked)?;
-    pdc_store::Store::open_with_backend_and_cache(backend, cache_bytes).map_err(OpenError::Store)
+    pdc_store::Store::open_backend(backend, options).map_err(OpenError::Store)
 }
 
 /// Why [`open_opfs_store`] failed.

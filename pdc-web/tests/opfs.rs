@@ -82,6 +82,77 @@ async fn the_outbox_survives_a_reopen_of_the_same_file() {
     assert!(open_opfs_file(&name).await.is_err());
 }
 
+/// Encryption at rest in the browser: a store created with a key shows
+/// none of a sale's bytes in its OPFS file, refuses to open without the
+/// key or with another, and opens whole with it; the shared conformance
+/// suites pass on sealed values.
+#[wasm_bindgen_test]
+async fn an_encrypted_store_shows_no_sale_bytes_in_its_opfs_file() {
+    use pdc_store::{StoreError, StoreKey, StoreOptions};
+    use redb::StorageBackend as _;
+    const SALE: &[u8] = b"customer 4711-0815-2342 bought 3 x espresso beans";
+    let key = StoreKey::from_bytes([0x77; 32]);
+    let name = format!("sealed-{}.pdc", js_sys::Date::now() as u64);
+    {
+        let store = pdc_web::open_opfs_store(&name, StoreOptions::encrypted(key.clone()))
+            .await
+            .unwrap();
+        for i in 0..50 {
+            store
+                .append(NewItem {
+                    stream: StreamKey(1),
+                    priority: Priority::High,
+                    kind: 100,
+                    created_at_ms: i,
+                    payload: SALE.to_vec(),
+                })
+                .unwrap();
+        }
+    }
+    {
+        let file = open_opfs_file(&name).await.unwrap();
+        let raw = file.read(0, file.len().unwrap() as usize).unwrap();
+        assert!(
+            !raw.windows(12).any(|w| w == &SALE[..12]),
+            "sale bytes in the file"
+        );
+    }
+    assert!(matches!(
+        pdc_web::open_opfs_store(&name, StoreOptions::default()).await,
+        Err(pdc_web::OpenError::Store(StoreError::KeyRequired))
+    ));
+    assert!(matches!(
+        pdc_web::open_opfs_store(
+            &name,
+            StoreOptions::encrypted(StoreKey::from_bytes([1; 32]))
+        )
+        .await,
+        Err(pdc_web::OpenError::Store(StoreError::WrongKey))
+    ));
+    let store = pdc_web::open_opfs_store(&name, StoreOptions::encrypted(key.clone()))
+        .await
+        .unwrap();
+    let (pending, quarantined) = store.pending().unwrap();
+    assert!(quarantined.is_empty());
+    assert_eq!(pending.len(), 50);
+    assert!(pending.iter().all(|i| i.payload == SALE));
+    drop(store);
+    let files = RefCell::new(fresh("sealed-tier", 24).await);
+    pdc_cache::conformance(|| {
+        let backend = files
+            .borrow_mut()
+            .pop()
+            .expect("enough files for the suite");
+        RedbTier::new(
+            Store::open_backend(backend, StoreOptions::encrypted(key.clone())).unwrap(),
+            "l3",
+            10 << 20,
+        )
+        .unwrap()
+    })
+    .await;
+}
+
 /// A first open creates the store beside its name and renames it into
 /// place; a partial file left by a killed creation is removed, never
 /// opened (issue 14's atomic creation, in the browser).
@@ -95,9 +166,15 @@ async fn a_first_open_creates_the_store_atomically() {
         partial.set_len(4096).unwrap();
         partial.write(0, b"redb, half written").unwrap();
     }
-    let store = pdc_web::open_opfs_store(&name, Some(1 << 20))
-        .await
-        .unwrap();
+    let store = pdc_web::open_opfs_store(
+        &name,
+        pdc_store::StoreOptions {
+            cache_bytes: Some(1 << 20),
+            keys: Vec::new(),
+        },
+    )
+    .await
+    .unwrap();
     assert!(!pdc_web::opfs_file_exists(&tmp).await.unwrap());
     store
         .append(NewItem {
@@ -110,7 +187,9 @@ async fn a_first_open_creates_the_store_atomically() {
         .unwrap();
     let id = store.store_id();
     drop(store);
-    let again = pdc_web::open_opfs_store(&name, None).await.unwrap();
+    let again = pdc_web::open_opfs_store(&name, pdc_store::StoreOptions::default())
+        .await
+        .unwrap();
     assert_eq!(again.store_id(), id, "the same store, not a new one");
     assert_eq!(again.pending_refs().unwrap().0.len(), 1);
 }

@@ -80,7 +80,9 @@ fn main() -> ExitCode {
                     v.parse::<usize>()
                         .map_err(|e| format!("--pending {v}: {e}"))
                 });
-            if rest.iter().any(|a| a == "--http") {
+            if rest.iter().any(|a| a == "--encryption") {
+                engine_figures::encryption()
+            } else if rest.iter().any(|a| a == "--http") {
                 pending.and_then(engine_figures::http)
             } else if rss {
                 pending.and_then(engine_figures::rss)
@@ -92,7 +94,7 @@ fn main() -> ExitCode {
         "cache-ratio" => cache_ratio::run(rest.iter().any(|a| a == "--json")),
         "server-load" => server_load::run_report(rest),
         _ => {
-            eprintln!("usage: cargo xtask <ci | browser | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss | --http] [--pending N] [--streams N] | server-load [--postgres URL]>");
+            eprintln!("usage: cargo xtask <ci | browser | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss | --http | --encryption] [--pending N] [--streams N] | server-load [--postgres URL]>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {
