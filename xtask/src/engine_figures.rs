@@ -144,18 +144,7 @@ pub fn run(pending: usize) -> Result<(), String> {
     let hit = t.elapsed() / (5_000 * rounds);
     let rss = rss_kib("VmRSS:");
     let hwm = rss_kib("VmHWM:");
-    let codec = Codec::new();
-    let sales: Vec<NewItem> = pdc_datasets::orders(22_000, 11)
-        .iter()
-        .map(|o| NewItem {
-            stream: StreamKey(o.id),
-            priority: Priority::High,
-            kind: 2,
-            created_at_ms: o.created_at_ms,
-            payload: codec.encode(o).unwrap_or_default(),
-        })
-        .collect();
-    let mut sales = sales.into_iter();
+    let mut sales = order_items(22_000, 11).into_iter();
     let mut lat = Vec::with_capacity(2_000);
     for sale in sales.by_ref().take(2_000) {
         let t = Instant::now();
@@ -275,6 +264,22 @@ pub fn http(pending: usize) -> Result<(), String> {
     Ok(())
 }
 
+/// `n` of pdc-datasets' orders (seed `seed`) as outbox items, one stream
+/// per order.
+fn order_items(n: usize, seed: u64) -> Vec<NewItem> {
+    let codec = Codec::new();
+    pdc_datasets::orders(n, seed)
+        .iter()
+        .map(|o| NewItem {
+            stream: StreamKey(o.id),
+            priority: Priority::High,
+            kind: 2,
+            created_at_ms: o.created_at_ms,
+            payload: codec.encode(o).unwrap_or_default(),
+        })
+        .collect()
+}
+
 /// `engine-figures --encryption`: durable `record` latency with and
 /// without encryption at rest, interleaved sale by sale on two engines
 /// (two files in one directory), so both see the same disk moments. Two
@@ -284,17 +289,7 @@ pub fn encryption() -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let dir = std::env::temp_dir().join(format!("pdc-encryption-figures-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|x| e(&x))?;
-    let codec = Codec::new();
-    let orders: Vec<NewItem> = pdc_datasets::orders(3_000, 17)
-        .iter()
-        .map(|o| NewItem {
-            stream: StreamKey(o.id),
-            priority: Priority::High,
-            kind: 2,
-            created_at_ms: o.created_at_ms,
-            payload: codec.encode(o).unwrap_or_default(),
-        })
-        .collect();
+    let orders = order_items(3_000, 17);
     let opaque: Vec<NewItem> = (0..3_000u64)
         .map(|i| NewItem {
             stream: StreamKey(i % 16),
