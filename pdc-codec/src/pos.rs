@@ -212,6 +212,41 @@ pub struct Order {
     pub lines: Vec<OrderLine>,
     /// How it was paid.
     pub payments: Vec<Payment>,
+    /// The receipt number printed for it (schema 2; at most
+    /// [`MAX_RECEIPT_LEN`] bytes), e.g. `till-7-3FA9C1D2-000123`; `None`
+    /// in orders written by schema 1.
+    pub receipt: Option<String>,
+}
+
+/// The longest receipt number an order may carry, in bytes.
+pub const MAX_RECEIPT_LEN: usize = 64;
+
+/// An order as schema 1 wrote it (no receipt number).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct OrderV1 {
+    id: u64,
+    terminal_id: u32,
+    cashier_id: u32,
+    customer_id: Option<u32>,
+    created_at_ms: u64,
+    lines: Vec<OrderLine>,
+    payments: Vec<Payment>,
+}
+
+impl From<OrderV1> for Order {
+    fn from(o: OrderV1) -> Order {
+        Order {
+            id: o.id,
+            terminal_id: o.terminal_id,
+            cashier_id: o.cashier_id,
+            customer_id: o.customer_id,
+            created_at_ms: o.created_at_ms,
+            lines: o.lines,
+            payments: o.payments,
+            receipt: None,
+        }
+    }
 }
 
 impl Order {
@@ -238,11 +273,13 @@ pub enum OrderRule {
     Overflow,
     /// The payments do not add up to the lines' total.
     TotalMismatch,
+    /// The receipt number is empty or longer than [`MAX_RECEIPT_LEN`].
+    BadReceipt,
 }
 
 impl OrderRule {
     /// The rule's stable code (`out_of_range`, `empty_order`,
-    /// `negative_line`, `overflow`, `total_mismatch`).
+    /// `negative_line`, `overflow`, `total_mismatch`, `bad_receipt`).
     pub fn code(self) -> &'static str {
         match self {
             OrderRule::IdOutOfRange => "out_of_range",
@@ -250,6 +287,7 @@ impl OrderRule {
             OrderRule::NegativeLine => "negative_line",
             OrderRule::Overflow => "overflow",
             OrderRule::TotalMismatch => "total_mismatch",
+            OrderRule::BadReceipt => "bad_receipt",
         }
     }
 }
@@ -259,10 +297,22 @@ impl Order {
     /// saves a sale and by pdc-server's `PosApply` before it applies one
     /// (one function, so that they cannot disagree): an id below 2^63, at
     /// least one line, no negative unit price, no line worth less than
-    /// zero, no overflow, and payments that add up to the total exactly.
+    /// zero, no overflow, payments that add up to the total exactly, and
+    /// a receipt number, if any, of 1 to [`MAX_RECEIPT_LEN`] bytes.
     /// Returns the total in cents.
     pub fn check(&self) -> Result<i64, CodecError> {
         let fail = |rule, detail: String| CodecError::InvalidOrder { rule, detail };
+        if let Some(r) = &self.receipt {
+            if r.is_empty() || r.len() > MAX_RECEIPT_LEN {
+                return Err(fail(
+                    OrderRule::BadReceipt,
+                    format!(
+                        "receipt number of {} bytes (1 to {MAX_RECEIPT_LEN})",
+                        r.len()
+                    ),
+                ));
+            }
+        }
         if self.id > i64::MAX as u64 {
             return Err(fail(
                 OrderRule::IdOutOfRange,
@@ -305,7 +355,20 @@ impl Order {
 
 impl Record for Order {
     const KIND: RecordKind = RecordKind::ORDER;
-    const SCHEMA: u8 = 1;
+    /// 2 added the receipt number.
+    const SCHEMA: u8 = 2;
+
+    fn take_older(schema: u8, bytes: &[u8]) -> Result<(Self, &[u8]), CodecError> {
+        match schema {
+            1 => postcard::take_from_bytes::<OrderV1>(bytes)
+                .map(|(o, rest)| (o.into(), rest))
+                .map_err(|e| CodecError::Malformed(format!("order (schema 1): {e}"))),
+            _ => Err(CodecError::UnsupportedSchema {
+                kind: Self::KIND,
+                schema,
+            }),
+        }
+    }
 }
 
 /// A catalogue product as the server sends it as reference data.
@@ -625,17 +688,83 @@ pub struct OrderColumns {
     payment_methods: Vec<u8>,
     /// Amount minus what was still due before this payment.
     payment_residuals: Sparse<i64>,
+    /// Receipt numbers of the orders that have one (schema 2).
+    receipts: Vec<String>,
+}
+
+/// The columns as schema 1 wrote them: the same, without receipts.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct OrderColumnsV1 {
+    id_deltas: Col<i64>,
+    terminal_ids: Col<u32>,
+    cashier_ids: Col<u32>,
+    headers: Vec<u8>,
+    customers: Col<u32>,
+    created_deltas: Col<i64>,
+    long_line_counts: Col<u32>,
+    long_payment_counts: Col<u32>,
+    product_ids: Col<u32>,
+    dict_prices: Col<i64>,
+    dict_tax_index: Col<u32>,
+    tax_rates: Col<u16>,
+    quantities: Quantities,
+    price_overrides: Sparse<i64>,
+    tax_overrides: Sparse<u16>,
+    discounts: Sparse<i64>,
+    payment_methods: Vec<u8>,
+    payment_residuals: Sparse<i64>,
+}
+
+impl From<OrderColumnsV1> for OrderColumns {
+    fn from(c: OrderColumnsV1) -> OrderColumns {
+        OrderColumns {
+            id_deltas: c.id_deltas,
+            terminal_ids: c.terminal_ids,
+            cashier_ids: c.cashier_ids,
+            headers: c.headers,
+            customers: c.customers,
+            created_deltas: c.created_deltas,
+            long_line_counts: c.long_line_counts,
+            long_payment_counts: c.long_payment_counts,
+            product_ids: c.product_ids,
+            dict_prices: c.dict_prices,
+            dict_tax_index: c.dict_tax_index,
+            tax_rates: c.tax_rates,
+            quantities: c.quantities,
+            price_overrides: c.price_overrides,
+            tax_overrides: c.tax_overrides,
+            discounts: c.discounts,
+            payment_methods: c.payment_methods,
+            payment_residuals: c.payment_residuals,
+            receipts: Vec::new(),
+        }
+    }
 }
 
 impl Record for OrderColumns {
     const KIND: RecordKind = RecordKind::ORDER_COLUMNS;
-    const SCHEMA: u8 = 1;
+    /// 2 added the receipt numbers.
+    const SCHEMA: u8 = 2;
+
+    fn take_older(schema: u8, bytes: &[u8]) -> Result<(Self, &[u8]), CodecError> {
+        match schema {
+            1 => postcard::take_from_bytes::<OrderColumnsV1>(bytes)
+                .map(|(c, rest)| (c.into(), rest))
+                .map_err(|e| CodecError::Malformed(format!("order columns (schema 1): {e}"))),
+            _ => Err(CodecError::UnsupportedSchema {
+                kind: Self::KIND,
+                schema,
+            }),
+        }
+    }
 }
 
 const LINES_ESCAPE: u8 = 15;
 const HAS_CUSTOMER: u8 = 1 << 4;
 const PAYMENTS_SHIFT: u8 = 5;
 const PAYMENTS_ESCAPE: u8 = 3;
+const HAS_RECEIPT: u8 = 1 << 7;
 
 fn method_code(m: PaymentMethod) -> u8 {
     match m {
@@ -702,6 +831,10 @@ impl OrderColumns {
             if let Some(customer) = o.customer_id {
                 header |= HAS_CUSTOMER;
                 c.customers.push(customer);
+            }
+            if let Some(receipt) = &o.receipt {
+                header |= HAS_RECEIPT;
+                c.receipts.push(receipt.clone());
             }
             if o.payments.len() < PAYMENTS_ESCAPE as usize {
                 header |= (o.payments.len() as u8) << PAYMENTS_SHIFT;
@@ -788,6 +921,7 @@ impl OrderColumns {
             size("discounts", &self.discounts),
             size("payment_methods", &self.payment_methods),
             size("payment_residuals", &self.payment_residuals),
+            size("receipts", &self.receipts),
         ]
     }
 
@@ -811,10 +945,9 @@ impl OrderColumns {
             self.long_payment_counts.iter(),
         );
         let (mut total_lines, mut total_payments, mut with_customer) = (0usize, 0usize, 0usize);
+        let mut with_receipt = 0usize;
         for &h in &self.headers {
-            if h >> 7 != 0 {
-                return Err(malformed("unknown order header bit"));
-            }
+            with_receipt += usize::from(h & HAS_RECEIPT != 0);
             let lines = match h & LINES_ESCAPE {
                 LINES_ESCAPE => *long_lines
                     .next()
@@ -845,6 +978,10 @@ impl OrderColumns {
         if with_customer != self.customers.len() {
             return Err(malformed("customer column does not match the headers"));
         }
+        if with_receipt != self.receipts.len() {
+            return Err(malformed("receipt column does not match the headers"));
+        }
+        let mut receipts = self.receipts.into_iter();
         if self.product_ids.len() != total_lines {
             return Err(malformed("product ids do not match the line counts"));
         }
@@ -927,6 +1064,11 @@ impl OrderColumns {
                 created_at_ms: ts,
                 lines,
                 payments,
+                receipt: if self.headers[i] & HAS_RECEIPT != 0 {
+                    receipts.next()
+                } else {
+                    None
+                },
             });
         }
         if next_dict != self.dict_prices.len() {
@@ -979,6 +1121,78 @@ impl Codec {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Orders and order columns written by schema 1 (before receipt
+    /// numbers) still decode, with no receipt.
+    #[test]
+    fn schema_1_orders_and_columns_still_decode() {
+        let codec = Codec::new();
+        let line = |product_id, quantity| OrderLine {
+            product_id,
+            quantity,
+            unit_price_cents: 240,
+            discount_cents: 0,
+            tax_rate_bp: 700,
+        };
+        let orders: Vec<Order> = (1..=3u64)
+            .map(|i| Order {
+                id: 100 + i,
+                terminal_id: 7,
+                cashier_id: 2,
+                customer_id: (i == 2).then_some(4711),
+                created_at_ms: 1_704_067_200_000 + i,
+                lines: vec![line(7001, i as u32), line(7002, 1)],
+                payments: vec![Payment {
+                    method: PaymentMethod::Cash,
+                    amount_cents: 240 * (i as i64 + 1),
+                }],
+                receipt: None,
+            })
+            .collect();
+        let v1 = |o: &Order| OrderV1 {
+            id: o.id,
+            terminal_id: o.terminal_id,
+            cashier_id: o.cashier_id,
+            customer_id: o.customer_id,
+            created_at_ms: o.created_at_ms,
+            lines: o.lines.clone(),
+            payments: o.payments.clone(),
+        };
+        for o in &orders {
+            let frame = codec.encode_value(RecordKind::ORDER, 1, &v1(o)).unwrap();
+            assert_eq!(codec.decode::<Order>(&frame).unwrap(), *o);
+        }
+        let c = OrderColumns::from_records(&orders);
+        let old = OrderColumnsV1 {
+            id_deltas: c.id_deltas,
+            terminal_ids: c.terminal_ids,
+            cashier_ids: c.cashier_ids,
+            headers: c.headers,
+            customers: c.customers,
+            created_deltas: c.created_deltas,
+            long_line_counts: c.long_line_counts,
+            long_payment_counts: c.long_payment_counts,
+            product_ids: c.product_ids,
+            dict_prices: c.dict_prices,
+            dict_tax_index: c.dict_tax_index,
+            tax_rates: c.tax_rates,
+            quantities: c.quantities,
+            price_overrides: c.price_overrides,
+            tax_overrides: c.tax_overrides,
+            discounts: c.discounts,
+            payment_methods: c.payment_methods,
+            payment_residuals: c.payment_residuals,
+        };
+        let frame = codec
+            .encode_value(RecordKind::ORDER_COLUMNS, 1, &old)
+            .unwrap();
+        assert_eq!(codec.decode_orders(&frame).unwrap(), orders);
+        // And a receipt survives the columns of schema 2.
+        let mut with = orders.clone();
+        with[1].receipt = Some("till-7-3FA9C1D2-000002".into());
+        let frame = codec.encode_orders(&with).unwrap();
+        assert_eq!(codec.decode_orders(&frame).unwrap(), with);
+    }
 
     /// The rules of `Order::check` in unbounded arithmetic (i128 cannot
     /// overflow on these inputs), as the reference.
@@ -1059,6 +1273,7 @@ mod tests {
                         .collect()
                 };
                 Order {
+                    receipt: None,
                     id,
                     terminal_id: 7,
                     cashier_id: 1,
@@ -1125,6 +1340,7 @@ mod tests {
         c.ref_number_deltas[0] = 12345;
         assert!(matches!(c.into_records(), Err(CodecError::Malformed(_))));
         let o = Order {
+            receipt: None,
             id: 1,
             terminal_id: 1,
             cashier_id: 1,

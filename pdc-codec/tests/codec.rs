@@ -93,9 +93,10 @@ fn order() -> impl Strategy<Value = Order> {
         any::<u64>(),
         proptest::collection::vec(line, 0..20),
         proptest::collection::vec(payment, 0..5),
+        proptest::option::of("[A-Za-z0-9-]{1,40}"),
     )
         .prop_map(
-            |(id, terminal_id, cashier_id, customer_id, created_at_ms, lines, payments)| Order {
+            |(
                 id,
                 terminal_id,
                 cashier_id,
@@ -103,6 +104,18 @@ fn order() -> impl Strategy<Value = Order> {
                 created_at_ms,
                 lines,
                 payments,
+                receipt,
+            )| {
+                Order {
+                    id,
+                    terminal_id,
+                    cashier_id,
+                    customer_id,
+                    created_at_ms,
+                    lines,
+                    payments,
+                    receipt,
+                }
             },
         )
 }

@@ -222,6 +222,20 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         })
     }
 
+    /// Closes the engine: when this returns `Ok` the store file is
+    /// released (it can be opened again at once, by this process or
+    /// another). There is nothing to flush: every saved sale was durable
+    /// when its call returned. Like `Arc::try_unwrap`, it gives the engine
+    /// back while something else holds it — a running driver
+    /// ([`crate::DriverHandle::shutdown`] it first) or another clone of
+    /// the `Arc`.
+    pub fn close(self: Arc<Self>) -> Result<(), Arc<Self>> {
+        let engine = Arc::try_unwrap(self)?;
+        // The hook may hold the driver's wake-up; it goes with the engine.
+        drop(engine);
+        Ok(())
+    }
+
     /// The store (operators: dead letters, quarantine).
     pub fn store(&self) -> &Store {
         self.outbox.store()
@@ -276,21 +290,30 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let number = terminal_number(&self.terminal_id);
         let store_id = self.store().store_id();
         let base = order_id_base(&store_id);
-        let item_for = |id: u64| -> Result<NewItem, pdc_codec::CodecError> {
+        let tag = store_tag(&store_id);
+        // The order carries its receipt number to the server (schema 2).
+        let order_for = |id: u64, seq: u64| {
+            let receipt = self.receipt_format.format(&self.terminal_id, tag, seq);
+            sale.order(id, number, now, Some(receipt))
+        };
+        let item_for = |order: &pdc_codec::Order| -> Result<NewItem, pdc_codec::CodecError> {
             Ok(NewItem {
-                stream: pdc_sync::StreamKey(id),
+                stream: pdc_sync::StreamKey(order.id),
                 priority: pdc_sync::Priority::High,
                 kind: u16::from(pdc_codec::RecordKind::ORDER.0),
                 created_at_ms: now,
-                payload: self.codec.encode(&sale.order(id, number, now))?,
+                payload: self.codec.encode(order)?,
             })
         };
         let offline_card = self.check_offline_card(sale, now)?;
-        // The largest id encodes longest: the size check holds for any.
-        let probe = item_for(i64::MAX as u64)?;
+        // The largest id and number encode longest: the size check, and
+        // the receipt's length rule, hold for any.
+        let longest = order_for(i64::MAX as u64, i64::MAX as u64);
+        longest.check()?;
+        let probe = item_for(&longest)?;
         let (local_id, seq) = self.outbox.record_numbered(
             probe,
-            |seq| Ok(item_for(base + seq)?),
+            |seq| Ok(item_for(&order_for(base + seq, seq))?),
             offline_card,
             &self.clock,
             &self.telemetry,
@@ -301,10 +324,8 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         Ok(crate::Receipt {
             local_id,
             seq,
-            number: self
-                .receipt_format
-                .format(&self.terminal_id, store_tag(&store_id), seq),
-            order: sale.order(base + seq, number, now),
+            number: self.receipt_format.format(&self.terminal_id, tag, seq),
+            order: order_for(base + seq, seq),
             total_cents,
         })
     }

@@ -123,12 +123,19 @@ impl Sale {
     /// Checks the sale with the server's rules without saving it (what
     /// [`crate::OfflineEngine::sell`] does first); returns the total.
     pub fn check(&self) -> Result<i64, EngineError> {
-        Ok(self.order(0, 0, 0).check()?)
+        Ok(self.order(0, 0, 0, None).check()?)
     }
 
     /// The order this sale becomes.
-    pub(crate) fn order(&self, id: u64, terminal_number: u32, created_at_ms: u64) -> Order {
+    pub(crate) fn order(
+        &self,
+        id: u64,
+        terminal_number: u32,
+        created_at_ms: u64,
+        receipt: Option<String>,
+    ) -> Order {
         Order {
+            receipt,
             id,
             terminal_id: terminal_number,
             cashier_id: self.cashier_id,

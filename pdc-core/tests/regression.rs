@@ -337,6 +337,7 @@ fn an_order_the_server_refuses_is_saved_at_the_till() {
     )
     .unwrap();
     let order = |paid: i64| Order {
+        receipt: None,
         id: 1,
         terminal_id: 1,
         cashier_id: 1,
@@ -467,4 +468,42 @@ fn empty_sync_passes_evict_real_events() {
         [1],
         "the real pass is kept, the empty ones are not queued"
     );
+}
+
+/// Issue 18, lifecycle: there was no way to close an engine — the store
+/// stayed locked until every clone of the `Arc` was dropped somewhere,
+/// and the demo's restarted till retried its open in a loop while the
+/// aborted driver let go of the file. `close` releases the file when it
+/// returns `Ok`, and gives the engine back while a driver still runs.
+#[test]
+fn there_is_no_way_to_close_an_engine() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("till.pdc");
+        let open = || {
+            OfflineEngine::open(
+                config(&path, 1 << 20),
+                LoopbackTransport::new(),
+                SystemClock::new(),
+            )
+        };
+        let engine = std::sync::Arc::new(open().unwrap());
+        engine.record(sale(10)).unwrap();
+        let driver = engine.start(pdc_core::DriverConfig::default());
+        // A driver holds the engine: close refuses and gives it back.
+        let engine = engine.close().unwrap_err();
+        assert!(matches!(
+            open(),
+            Err(pdc_core::EngineError::Store(pdc_store::StoreError::Locked))
+        ));
+        driver.shutdown().await.unwrap();
+        engine.close().unwrap();
+        // Released at once: no retry loop.
+        let again = open().unwrap();
+        assert_eq!(again.store().next_local_id().unwrap(), 2, "the same store");
+    });
 }

@@ -265,6 +265,7 @@ pub fn orders(n: usize, seed: u64) -> Vec<Order> {
                 created_at_ms: ts,
                 lines,
                 payments,
+                receipt: None,
             }
         })
         .collect()

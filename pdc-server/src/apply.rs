@@ -116,6 +116,11 @@ pub type OrderRow = (u64, u32, u64, i64, u32);
 pub const REDB_ORDERS: TableDefinition<'static, (&str, u64), OrderRow> =
     TableDefinition::new("pos_orders");
 
+/// The receipt numbers of the orders in [`REDB_ORDERS`] that carry one
+/// (order schema 2), by (terminal, order id).
+pub const REDB_RECEIPTS: TableDefinition<'static, (&str, u64), &str> =
+    TableDefinition::new("pos_receipts");
+
 /// The default hook for the POS records of pdc-codec:
 ///
 /// * an order (kind 2) must decode, have an id below 2^63 (what the orders
@@ -198,6 +203,7 @@ CREATE TABLE IF NOT EXISTS pos_orders (
     lines int NOT NULL,
     PRIMARY KEY (terminal_id, order_id)
 );
+ALTER TABLE pos_orders ADD COLUMN IF NOT EXISTS receipt text;
 CREATE TABLE IF NOT EXISTS pos_order_lines (
     terminal_id text NOT NULL,
     order_id bigint NOT NULL,
@@ -218,10 +224,10 @@ CREATE INDEX IF NOT EXISTS pos_order_lines_product ON pos_order_lines (product_i
 /// are (joined on the ledger sequence); the statement returns the
 /// sequences of the inserted orders, so the others are refused.
 const INSERT_ORDERS: &str = "WITH o AS (INSERT INTO pos_orders (terminal_id, order_id, \
-     server_seq, cashier_id, customer_id, created_at, total_cents, lines) \
-     SELECT t, o, s, c, cu, to_timestamp(a / 1000.0), tot, n FROM UNNEST($1::text[], \
+     server_seq, cashier_id, customer_id, created_at, total_cents, lines, receipt) \
+     SELECT t, o, s, c, cu, to_timestamp(a / 1000.0), tot, n, rc FROM UNNEST($1::text[], \
      $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], \
-     $8::int[]) AS x(t, o, s, c, cu, a, tot, n) \
+     $8::int[], $18::text[]) AS x(t, o, s, c, cu, a, tot, n, rc) \
      ON CONFLICT (terminal_id, order_id) DO NOTHING RETURNING server_seq), \
      l AS (INSERT INTO pos_order_lines (terminal_id, order_id, line_no, product_id, quantity, \
      unit_price_cents, discount_cents, tax_rate_bp) \
@@ -266,6 +272,7 @@ impl Apply for PosApply {
         items: &[Accepted<'_>],
     ) -> Result<Refusals, ServerError> {
         let mut table = tx.open_table(REDB_ORDERS)?;
+        let mut receipts = tx.open_table(REDB_RECEIPTS)?;
         let mut refused = Vec::new();
         for (n, a, o) in self.orders(items) {
             let lines = u32::try_from(o.lines.len()).unwrap_or(u32::MAX);
@@ -282,6 +289,9 @@ impl Apply for PosApply {
                         lines,
                     ),
                 )?;
+                if let Some(r) = &o.receipt {
+                    receipts.insert((a.terminal_id, o.id), r.as_str())?;
+                }
             }
         }
         Ok(refused)
@@ -311,9 +321,9 @@ impl Apply for PosApply {
         let stmt = tx.prepare_cached(INSERT_ORDERS).await?;
         let o = &o_cols;
         let l = &l_cols;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 17] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
             &o.term, &o.oid, &o.seq, &o.cashier, &o.cust, &o.at, &o.total, &o.nlines, &l.seq,
-            &l.term, &l.oid, &l.no, &l.prod, &l.qty, &l.price, &l.disc, &l.tax,
+            &l.term, &l.oid, &l.no, &l.prod, &l.qty, &l.price, &l.disc, &l.tax, &o.receipt,
         ];
         let inserted: HashSet<i64> = tx
             .query(&stmt, &params)
@@ -342,10 +352,12 @@ struct OrderColumns<'a> {
     at: Vec<i64>,
     total: Vec<i64>,
     nlines: Vec<i32>,
+    receipt: Vec<Option<&'a str>>,
 }
 
 impl<'a> OrderColumns<'a> {
-    fn push(&mut self, a: &Accepted<'a>, o: &Order) {
+    fn push(&mut self, a: &Accepted<'a>, o: &'a Order) {
+        self.receipt.push(o.receipt.as_deref());
         self.term.push(a.terminal_id);
         self.oid.push(o.id as i64);
         self.seq.push(a.server_seq as i64);
@@ -405,6 +417,7 @@ mod tests {
 
     fn order(paid: i64) -> Order {
         Order {
+            receipt: None,
             id: 7,
             terminal_id: 1,
             cashier_id: 2,

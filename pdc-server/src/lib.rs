@@ -38,7 +38,9 @@ mod error;
 pub mod http;
 mod ledger;
 
-pub use apply::{AcceptAll, Accepted, Apply, OrderRow, PosApply, Refusals, Rejection, REDB_ORDERS};
+pub use apply::{
+    AcceptAll, Accepted, Apply, OrderRow, PosApply, Refusals, Rejection, REDB_ORDERS, REDB_RECEIPTS,
+};
 pub use config::ServerConfig;
 pub use datasets::{config_id, records_from_json, DatasetHub, DEFAULT_DATASETS};
 pub use error::ServerError;

@@ -705,3 +705,95 @@ async fn malformed_requests_answer_the_wrong_status() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// Issue 18, receipt numbers: the till printed a receipt number the
+/// server never saw — the order carried no number, so the back office
+/// could not find a sale by its receipt. A sale sold through the engine
+/// now carries its receipt number (order schema 2) and both ledgers store
+/// it with the order (`pos_receipts` on the embedded ledger, the
+/// `receipt` column of `pos_orders` on PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_numbers_are_not_stored_with_the_order_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    // The till: a sale, its order as saved in the outbox.
+    let till = OfflineEngine::open(
+        {
+            let mut c = EngineConfig::new("till-1", dir.path().join("till.pdc"));
+            c.kdf = pdc_auth::KdfParams::INSECURE_TEST;
+            c
+        },
+        pdc_sync::LoopbackTransport::new(),
+        pdc_clock::SystemClock::new(),
+    )
+    .unwrap();
+    let product = pdc_codec::Product {
+        id: 7001,
+        name: "Espresso".into(),
+        barcode: "4006381333900".into(),
+        category: "Drinks".into(),
+        price_cents: 240,
+        tax_rate_bp: 700,
+        active: true,
+    };
+    let receipt = till
+        .sell(
+            &pdc_core::Sale::new(1)
+                .add(&product, 2)
+                .pay_rest(pdc_codec::PaymentMethod::Cash),
+        )
+        .unwrap();
+    assert_eq!(
+        receipt.order.receipt.as_deref(),
+        Some(receipt.number.as_str())
+    );
+    let (pending, _) = till.store().pending().unwrap();
+    let item = pending.into_iter().next().unwrap();
+    let stored: pdc_codec::Order = Codec::new().decode(&item.payload).unwrap();
+    assert_eq!(stored.receipt.as_deref(), Some(receipt.number.as_str()));
+    let order_id = stored.id;
+
+    // The embedded ledger.
+    let path = dir.path().join("ledger.redb");
+    {
+        let ledger =
+            RedbLedger::open(&path, Arc::new(PosApply::new()), RedbOptions::default()).unwrap();
+        let r = ledger
+            .push("till-1", S, vec![item.clone()], 1)
+            .await
+            .unwrap();
+        assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
+    }
+    let db = loop {
+        match redb::Database::open(&path) {
+            Ok(db) => break db,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let tx = db.begin_read().unwrap();
+    let receipts = tx.open_table(pdc_server::REDB_RECEIPTS).unwrap();
+    assert_eq!(
+        receipts
+            .get(("till-1", order_id))
+            .unwrap()
+            .map(|g| g.value().to_owned()),
+        Some(receipt.number.clone())
+    );
+
+    // PostgreSQL.
+    let Some((ledger, schema)) = pg(Arc::new(PosApply::new())).await else {
+        return;
+    };
+    let r = ledger.push("till-1", S, vec![item], 1).await.unwrap();
+    assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
+    let c = sql(&schema).await;
+    let stored: Option<String> = c
+        .query_one(
+            "SELECT receipt FROM pos_orders WHERE terminal_id = 'till-1' AND order_id = $1",
+            &[&(order_id as i64)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, Some(receipt.number));
+    drop_schema(&schema).await;
+}

@@ -77,6 +77,7 @@ pub async fn drop_schema(schema: &str) {
 /// A valid order with this id and `lines` lines of product 5 at 1.50.
 pub fn order(id: u64, lines: usize) -> Order {
     Order {
+        receipt: None,
         id,
         terminal_id: 1,
         cashier_id: 2,
