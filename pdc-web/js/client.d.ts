@@ -8,7 +8,7 @@ export class PdcError extends Error {
     // An encrypted store opened without its key, or with a wrong one.
     | "key_required" | "wrong_key"
     // A sale the server would refuse (Order::check): nothing saved.
-    | "total_mismatch" | "empty_order" | "negative_line" | "overflow"
+    | "total_mismatch" | "empty_order" | "negative_line" | "overflow" | "bad_receipt"
     // A card payment offline beyond a limit (take cash, or wait for the link).
     | "offline_card_limit"
     | "transport" | "store" | "sync" | "cache" | "codec" | "monitor" | "engine" | string;
