@@ -301,56 +301,71 @@ impl Order {
     /// a receipt number, if any, of 1 to [`MAX_RECEIPT_LEN`] bytes.
     /// Returns the total in cents.
     pub fn check(&self) -> Result<i64, CodecError> {
-        let fail = |rule, detail: String| CodecError::InvalidOrder { rule, detail };
-        if let Some(r) = &self.receipt {
-            if r.is_empty() || r.len() > MAX_RECEIPT_LEN {
-                return Err(fail(
-                    OrderRule::BadReceipt,
-                    format!(
-                        "receipt number of {} bytes (1 to {MAX_RECEIPT_LEN})",
-                        r.len()
-                    ),
-                ));
-            }
-        }
-        if self.id > i64::MAX as u64 {
-            return Err(fail(
-                OrderRule::IdOutOfRange,
-                format!("order id {} is above 2^63-1", self.id),
-            ));
-        }
-        if self.lines.is_empty() {
-            return Err(fail(OrderRule::Empty, "an order needs a line".into()));
-        }
-        let mut total: i64 = 0;
-        for (n, l) in self.lines.iter().enumerate() {
-            let amount = i64::from(l.quantity)
-                .checked_mul(l.unit_price_cents)
-                .and_then(|g| g.checked_sub(l.discount_cents))
-                .ok_or_else(|| fail(OrderRule::Overflow, format!("line {n} overflows")))?;
-            if amount < 0 || l.unit_price_cents < 0 {
-                return Err(fail(
-                    OrderRule::NegativeLine,
-                    format!("line {n} is worth {amount} cents"),
-                ));
-            }
-            total = total
-                .checked_add(amount)
-                .ok_or_else(|| fail(OrderRule::Overflow, "order total overflows".into()))?;
-        }
-        let paid = self
-            .payments
-            .iter()
-            .try_fold(0i64, |acc, p| acc.checked_add(p.amount_cents))
-            .ok_or_else(|| fail(OrderRule::Overflow, "payments overflow".into()))?;
-        if paid != total {
-            return Err(fail(
-                OrderRule::TotalMismatch,
-                format!("lines total {total} cents, payments {paid} cents"),
-            ));
-        }
-        Ok(total)
+        check_sale(
+            self.id,
+            &self.lines,
+            &self.payments,
+            self.receipt.as_deref(),
+        )
     }
+}
+
+/// The rules of [`Order::check`] and [`Refund::check`]: one function, so
+/// that a sale and a refund are held to the same.
+fn check_sale(
+    id: u64,
+    lines: &[OrderLine],
+    payments: &[Payment],
+    receipt: Option<&str>,
+) -> Result<i64, CodecError> {
+    let fail = |rule, detail: String| CodecError::InvalidOrder { rule, detail };
+    if let Some(r) = receipt {
+        if r.is_empty() || r.len() > MAX_RECEIPT_LEN {
+            return Err(fail(
+                OrderRule::BadReceipt,
+                format!(
+                    "receipt number of {} bytes (1 to {MAX_RECEIPT_LEN})",
+                    r.len()
+                ),
+            ));
+        }
+    }
+    if id > i64::MAX as u64 {
+        return Err(fail(
+            OrderRule::IdOutOfRange,
+            format!("order id {} is above 2^63-1", id),
+        ));
+    }
+    if lines.is_empty() {
+        return Err(fail(OrderRule::Empty, "an order needs a line".into()));
+    }
+    let mut total: i64 = 0;
+    for (n, l) in lines.iter().enumerate() {
+        let amount = i64::from(l.quantity)
+            .checked_mul(l.unit_price_cents)
+            .and_then(|g| g.checked_sub(l.discount_cents))
+            .ok_or_else(|| fail(OrderRule::Overflow, format!("line {n} overflows")))?;
+        if amount < 0 || l.unit_price_cents < 0 {
+            return Err(fail(
+                OrderRule::NegativeLine,
+                format!("line {n} is worth {amount} cents"),
+            ));
+        }
+        total = total
+            .checked_add(amount)
+            .ok_or_else(|| fail(OrderRule::Overflow, "order total overflows".into()))?;
+    }
+    let paid = payments
+        .iter()
+        .try_fold(0i64, |acc, p| acc.checked_add(p.amount_cents))
+        .ok_or_else(|| fail(OrderRule::Overflow, "payments overflow".into()))?;
+    if paid != total {
+        return Err(fail(
+            OrderRule::TotalMismatch,
+            format!("lines total {total} cents, payments {paid} cents"),
+        ));
+    }
+    Ok(total)
 }
 
 impl Record for Order {
@@ -369,6 +384,79 @@ impl Record for Order {
             }),
         }
     }
+}
+
+/// A refund: goods taken back and money paid back, referring to the sale
+/// it undoes (by order id and, when the cashier scanned it, the original
+/// receipt number). The lines are what is taken back (quantities and
+/// amounts positive, as in an order), the payments what is paid back; the
+/// same rules as an order hold ([`Refund::check`]). It takes a number from
+/// the till's sale counter like a sale, so refunds and sales share one
+/// gapless receipt sequence.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Refund {
+    /// Terminal-local id, from the same counter as order ids.
+    pub id: u64,
+    /// The terminal that paid it back.
+    pub terminal_id: u32,
+    /// The cashier logged in.
+    pub cashier_id: u32,
+    /// The order it refunds (its `id`).
+    pub original_order_id: u64,
+    /// The original sale's receipt number, when known.
+    pub original_receipt: Option<String>,
+    /// Wall time in milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// What is taken back.
+    pub lines: Vec<OrderLine>,
+    /// What is paid back, by method.
+    pub payments: Vec<Payment>,
+    /// The refund's own receipt number.
+    pub receipt: Option<String>,
+}
+
+impl Refund {
+    /// Sum of the lines' amounts (what is paid back).
+    pub fn total_cents(&self) -> i64 {
+        self.lines
+            .iter()
+            .fold(0i64, |acc, l| acc.wrapping_add(l.amount_cents()))
+    }
+
+    /// The order rules ([`Order::check`]) applied to the refund, plus the
+    /// original's id below 2^63 and its receipt number, if any, of 1 to
+    /// [`MAX_RECEIPT_LEN`] bytes. Returns the total paid back in cents.
+    pub fn check(&self) -> Result<i64, CodecError> {
+        let fail = |rule, detail: String| CodecError::InvalidOrder { rule, detail };
+        if self.original_order_id > i64::MAX as u64 {
+            return Err(fail(
+                OrderRule::IdOutOfRange,
+                format!(
+                    "original order id {} is above 2^63-1",
+                    self.original_order_id
+                ),
+            ));
+        }
+        if let Some(r) = &self.original_receipt {
+            if r.is_empty() || r.len() > MAX_RECEIPT_LEN {
+                return Err(fail(
+                    OrderRule::BadReceipt,
+                    format!("original receipt number of {} bytes", r.len()),
+                ));
+            }
+        }
+        check_sale(
+            self.id,
+            &self.lines,
+            &self.payments,
+            self.receipt.as_deref(),
+        )
+    }
+}
+
+impl Record for Refund {
+    const KIND: RecordKind = RecordKind::REFUND;
+    const SCHEMA: u8 = 1;
 }
 
 /// A catalogue product as the server sends it as reference data.

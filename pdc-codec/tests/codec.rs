@@ -177,6 +177,64 @@ fn value() -> impl Strategy<Value = Value> {
     })
 }
 
+/// A refund of an order: its lines and payments, another id, a reference.
+fn refund() -> impl Strategy<Value = pdc_codec::Refund> {
+    (
+        order(),
+        any::<u64>(),
+        proptest::option::of("[A-Za-z0-9-]{1,40}"),
+    )
+        .prop_map(
+            |(o, original_order_id, original_receipt)| pdc_codec::Refund {
+                id: o.id,
+                terminal_id: o.terminal_id,
+                cashier_id: o.cashier_id,
+                original_order_id,
+                original_receipt,
+                created_at_ms: o.created_at_ms,
+                lines: o.lines,
+                payments: o.payments,
+                receipt: o.receipt,
+            },
+        )
+}
+
+mod refunds {
+    use super::*;
+
+    proptest! {
+        /// A refund round-trips, and is held to the order rules: its check
+        /// agrees with the check of the order with the same id, lines,
+        /// payments and receipt (the reference), plus the original's id.
+        #[test]
+        fn refunds_round_trip_and_keep_the_order_rules(r in refund()) {
+            for c in codecs() {
+                prop_assert_eq!(c.decode::<pdc_codec::Refund>(&c.encode(&r).unwrap()).unwrap(), r.clone());
+            }
+            let as_order = Order {
+                id: r.id,
+                terminal_id: r.terminal_id,
+                cashier_id: r.cashier_id,
+                customer_id: None,
+                created_at_ms: r.created_at_ms,
+                lines: r.lines.clone(),
+                payments: r.payments.clone(),
+                receipt: r.receipt.clone(),
+            };
+            let rule = |e: CodecError| match e {
+                CodecError::InvalidOrder { rule, .. } => rule,
+                other => panic!("{other}"),
+            };
+            let want = if r.original_order_id > i64::MAX as u64 {
+                Err(pdc_codec::OrderRule::IdOutOfRange)
+            } else {
+                as_order.check().map_err(rule)
+            };
+            prop_assert_eq!(r.check().map_err(rule), want);
+        }
+    }
+}
+
 mod round_trip {
     use super::*;
 

@@ -283,37 +283,103 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
     /// [`crate::sale`]). When this returns, the sale survives a crash and
     /// the receipt can be printed.
     pub fn sell(&self, sale: &crate::Sale) -> Result<crate::Receipt, EngineError> {
+        let total_cents = sale.check()?;
+        let offline_card = self.check_offline_card(sale, self.clock.wall_ms())?;
+        let (local_id, seq, number, order) = self.save_numbered(
+            pdc_sync::Priority::High,
+            offline_card,
+            |id, terminal, now, receipt| sale.order(id, terminal, now, Some(receipt)),
+            pdc_codec::Order::check,
+        )?;
+        Ok(crate::Receipt {
+            local_id,
+            seq,
+            number,
+            order,
+            total_cents,
+        })
+    }
+
+    /// Pays back: saves a refund of (part of) the sale `original` — the
+    /// goods taken back are `refund`'s lines, the money paid back its
+    /// payments — checked with the same rules as a sale
+    /// ([`pdc_codec::Refund::check`]: `EngineError::InvalidSale`, nothing
+    /// saved). It takes the next number of the store's sale counter, so
+    /// sales and refunds share one gapless receipt sequence, and goes at
+    /// critical priority. The server stores it with its reference; a
+    /// refund whose original it has not seen (sold at a till still
+    /// offline) is kept and flagged, never refused.
+    pub fn refund(
+        &self,
+        original: &crate::Original,
+        refund: &crate::Sale,
+    ) -> Result<crate::RefundReceipt, EngineError> {
+        let total_cents = refund.check()?;
+        let (local_id, seq, number, refund) = self.save_numbered(
+            pdc_sync::Priority::Critical,
+            None,
+            |id, terminal, now, receipt| {
+                let o = refund.order(id, terminal, now, Some(receipt));
+                pdc_codec::Refund {
+                    id: o.id,
+                    terminal_id: o.terminal_id,
+                    cashier_id: o.cashier_id,
+                    original_order_id: original.order_id,
+                    original_receipt: original.receipt.clone(),
+                    created_at_ms: o.created_at_ms,
+                    lines: o.lines,
+                    payments: o.payments,
+                    receipt: o.receipt,
+                }
+            },
+            pdc_codec::Refund::check,
+        )?;
+        Ok(crate::RefundReceipt {
+            local_id,
+            seq,
+            number,
+            refund,
+            total_cents,
+        })
+    }
+
+    /// Saves the record `build(id, terminal number, now, receipt number)`
+    /// under the store's next sale number, in the commit that uses it:
+    /// the id is the store's order-id base plus the number. `check` runs
+    /// on the longest record this can build (largest id and number) before
+    /// anything is saved, so the size check and the receipt's length rule
+    /// hold for whatever number the commit takes.
+    fn save_numbered<R: pdc_codec::Record>(
+        &self,
+        priority: pdc_sync::Priority,
+        offline_card: Option<(i64, u64)>,
+        build: impl Fn(u64, u32, u64, String) -> R,
+        check: impl Fn(&R) -> Result<i64, pdc_codec::CodecError>,
+    ) -> Result<(u64, u64, String, R), EngineError> {
         use crate::sale::{order_id_base, store_tag, terminal_number};
         let started = self.clock.now();
-        let total_cents = sale.check()?;
         let now = self.clock.wall_ms();
-        let number = terminal_number(&self.terminal_id);
+        let terminal = terminal_number(&self.terminal_id);
         let store_id = self.store().store_id();
         let base = order_id_base(&store_id);
         let tag = store_tag(&store_id);
-        // The order carries its receipt number to the server (schema 2).
-        let order_for = |id: u64, seq: u64| {
-            let receipt = self.receipt_format.format(&self.terminal_id, tag, seq);
-            sale.order(id, number, now, Some(receipt))
-        };
-        let item_for = |order: &pdc_codec::Order| -> Result<NewItem, pdc_codec::CodecError> {
+        let number = |seq: u64| self.receipt_format.format(&self.terminal_id, tag, seq);
+        let record_for = |seq: u64| build(base.wrapping_add(seq), terminal, now, number(seq));
+        let item_for = |id: u64, record: &R| -> Result<NewItem, pdc_codec::CodecError> {
             Ok(NewItem {
-                stream: pdc_sync::StreamKey(order.id),
-                priority: pdc_sync::Priority::High,
-                kind: u16::from(pdc_codec::RecordKind::ORDER.0),
+                stream: pdc_sync::StreamKey(id),
+                priority,
+                kind: u16::from(R::KIND.0),
                 created_at_ms: now,
-                payload: self.codec.encode(order)?,
+                payload: self.codec.encode(record)?,
             })
         };
-        let offline_card = self.check_offline_card(sale, now)?;
-        // The largest id and number encode longest: the size check, and
-        // the receipt's length rule, hold for any.
-        let longest = order_for(i64::MAX as u64, i64::MAX as u64);
-        longest.check()?;
-        let probe = item_for(&longest)?;
+        let longest = build(i64::MAX as u64, terminal, now, number(i64::MAX as u64));
+        check(&longest)?;
+        let probe = item_for(i64::MAX as u64, &longest)?;
         let (local_id, seq) = self.outbox.record_numbered(
             probe,
-            |seq| Ok(item_for(&order_for(base + seq, seq))?),
+            |seq| Ok(item_for(base.wrapping_add(seq), &record_for(seq))?),
             offline_card,
             &self.clock,
             &self.telemetry,
@@ -321,13 +387,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let us = (self.clock.now() - started).as_secs_f64() * 1e6;
         self.telemetry.observe("pdc_record_us", us);
         self.recorded();
-        Ok(crate::Receipt {
-            local_id,
-            seq,
-            number: self.receipt_format.format(&self.terminal_id, tag, seq),
-            order: order_for(base + seq, seq),
-            total_cents,
-        })
+        Ok((local_id, seq, number(seq), record_for(seq)))
     }
 
     /// A card payment of `sale` taken offline, checked against the

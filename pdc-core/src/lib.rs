@@ -61,4 +61,6 @@ pub use engine::{EngineConfig, EngineEvent, OfflineEngine, SyncStatus, MAX_EVENT
 pub use error::EngineError;
 #[cfg(feature = "http")]
 pub use http::{HttpOptions, HttpTransport};
-pub use sale::{OfflineCardLimits, OfflineLimit, Receipt, ReceiptFormat, Sale};
+pub use sale::{
+    OfflineCardLimits, OfflineLimit, Original, Receipt, ReceiptFormat, RefundReceipt, Sale,
+};

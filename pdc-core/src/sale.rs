@@ -301,6 +301,41 @@ pub struct Receipt {
     pub total_cents: i64,
 }
 
+/// The sale a refund undoes: its order id (`Receipt::order.id`) and, when
+/// the cashier scanned the receipt, its number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Original {
+    /// The original order's id.
+    pub order_id: u64,
+    /// The original receipt number, if known.
+    pub receipt: Option<String>,
+}
+
+impl Original {
+    /// The sale behind a receipt this till printed.
+    pub fn of(receipt: &Receipt) -> Original {
+        Original {
+            order_id: receipt.order.id,
+            receipt: Some(receipt.number.clone()),
+        }
+    }
+}
+
+/// What [`crate::OfflineEngine::refund`] saved: like a [`Receipt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundReceipt {
+    /// The outbox item's local id.
+    pub local_id: u64,
+    /// The store's sale number (refunds share the sales' sequence).
+    pub seq: u64,
+    /// The refund's receipt number.
+    pub number: String,
+    /// The refund as stored and sent.
+    pub refund: pdc_codec::Refund,
+    /// What is paid back, in cents.
+    pub total_cents: i64,
+}
+
 /// The store identity shown in receipt numbers: the first 32 bits of the
 /// store id.
 pub(crate) fn store_tag(store: &pdc_sync::StoreId) -> u32 {

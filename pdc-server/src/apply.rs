@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
 use pdc_codec::{Codec, RecordKind};
-use pdc_codec::{Order, Transaction, TxKind};
+use pdc_codec::{Order, Refund, Transaction, TxKind};
 use pdc_sync::OutboxItem;
 use redb::{ReadableTable, TableDefinition};
 
@@ -121,6 +121,21 @@ pub const REDB_ORDERS: TableDefinition<'static, (&str, u64), OrderRow> =
 pub const REDB_RECEIPTS: TableDefinition<'static, (&str, u64), &str> =
     TableDefinition::new("pos_receipts");
 
+/// Receipt number → (terminal, order id): finds the sale a refund names by
+/// its receipt, wherever it was sold.
+pub const REDB_RECEIPT_INDEX: TableDefinition<'static, &str, (&str, u64)> =
+    TableDefinition::new("pos_receipt_index");
+
+/// A refund as the embedded ledger keeps it: (ledger sequence, original
+/// order id, total paid back in cents, whether the original sale was
+/// applied when the refund was, its receipt number, the original receipt
+/// number; "" for none).
+pub type RefundRow<'a> = (u64, u64, i64, bool, &'a str, &'a str);
+
+/// The refunds, by (terminal, refund id).
+pub const REDB_REFUNDS: TableDefinition<'static, (&str, u64), RefundRow<'static>> =
+    TableDefinition::new("pos_refunds");
+
 /// The default hook for the POS records of pdc-codec:
 ///
 /// * an order (kind 2) must decode, have an id below 2^63 (what the orders
@@ -157,6 +172,23 @@ impl PosApply {
         self.codec
             .decode::<Order>(&item.payload)
             .map_err(|e| Rejection::new("undecodable", format!("order: {e}")))
+    }
+
+    fn refund(&self, item: &OutboxItem) -> Result<Refund, Rejection> {
+        self.codec
+            .decode::<Refund>(&item.payload)
+            .map_err(|e| Rejection::new("undecodable", format!("refund: {e}")))
+    }
+
+    /// The accepted refunds with their index in `items`.
+    fn refunds<'a>(&self, items: &'a [Accepted<'a>]) -> Vec<(usize, &'a Accepted<'a>, Refund)> {
+        items
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.item.kind == u16::from(RecordKind::REFUND.0))
+            // check() accepted these, so they decode.
+            .filter_map(|(n, a)| self.refund(a.item).ok().map(|r| (n, a, r)))
+            .collect()
     }
 
     fn check_order(&self, o: &Order) -> Result<(), Rejection> {
@@ -204,6 +236,20 @@ CREATE TABLE IF NOT EXISTS pos_orders (
     PRIMARY KEY (terminal_id, order_id)
 );
 ALTER TABLE pos_orders ADD COLUMN IF NOT EXISTS receipt text;
+CREATE INDEX IF NOT EXISTS pos_orders_receipt ON pos_orders (receipt);
+CREATE TABLE IF NOT EXISTS pos_refunds (
+    terminal_id text NOT NULL,
+    refund_id bigint NOT NULL,
+    server_seq bigint NOT NULL,
+    cashier_id bigint NOT NULL,
+    original_order_id bigint NOT NULL,
+    original_receipt text,
+    receipt text,
+    created_at timestamptz NOT NULL,
+    total_cents bigint NOT NULL,
+    original_known boolean NOT NULL,
+    PRIMARY KEY (terminal_id, refund_id)
+);
 CREATE TABLE IF NOT EXISTS pos_order_lines (
     terminal_id text NOT NULL,
     order_id bigint NOT NULL,
@@ -236,6 +282,27 @@ const INSERT_ORDERS: &str = "WITH o AS (INSERT INTO pos_orders (terminal_id, ord
      $17::int[]) AS x(s, t, o, n, p, q, u, d, r) JOIN o ON o.server_seq = x.s) \
      SELECT server_seq FROM o";
 
+/// Refunds in one statement: a refund whose (terminal, refund id) is taken
+/// is not inserted; `original_known` says whether the sale it names (by
+/// the terminal's order id, or by receipt number from any terminal) was
+/// applied by then. Returns the sequences of the inserted refunds.
+const INSERT_REFUNDS: &str = "INSERT INTO pos_refunds (terminal_id, refund_id, server_seq, \
+     cashier_id, original_order_id, original_receipt, receipt, created_at, total_cents, \
+     original_known) \
+     SELECT t, r, s, c, oo, orc, rc, to_timestamp(a / 1000.0), tot, \
+     EXISTS (SELECT 1 FROM pos_orders o WHERE (o.terminal_id = x.t AND o.order_id = x.oo) \
+     OR (x.orc IS NOT NULL AND o.receipt = x.orc)) \
+     FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], \
+     $6::text[], $7::text[], $8::bigint[], $9::bigint[]) AS x(t, r, s, c, oo, orc, rc, a, tot) \
+     ON CONFLICT (terminal_id, refund_id) DO NOTHING RETURNING server_seq";
+
+fn duplicate_refund(terminal: &str, refund_id: u64) -> Rejection {
+    Rejection::new(
+        "duplicate_refund",
+        format!("refund {refund_id} of terminal {terminal} was already applied as another item"),
+    )
+}
+
 fn duplicate_order(terminal: &str, order_id: u64) -> Rejection {
     Rejection::new(
         "duplicate_order",
@@ -249,6 +316,15 @@ impl Apply for PosApply {
         if item.kind == u16::from(RecordKind::ORDER.0) {
             let o = self.order(item)?;
             self.check_order(&o)
+        } else if item.kind == u16::from(RecordKind::REFUND.0) {
+            // The order rules (one function in pdc-codec). The original
+            // need not be known: it may be sold at a till still offline.
+            self.refund(item)?.check().map(drop).map_err(|e| match e {
+                pdc_codec::CodecError::InvalidOrder { rule, detail } => {
+                    Rejection::new(rule.code(), detail)
+                }
+                other => Rejection::new("invalid_refund", other.to_string()),
+            })
         } else if item.kind == u16::from(RecordKind::TRANSACTION.0) {
             let t: Transaction = self
                 .codec
@@ -273,6 +349,7 @@ impl Apply for PosApply {
     ) -> Result<Refusals, ServerError> {
         let mut table = tx.open_table(REDB_ORDERS)?;
         let mut receipts = tx.open_table(REDB_RECEIPTS)?;
+        let mut index = tx.open_table(REDB_RECEIPT_INDEX)?;
         let mut refused = Vec::new();
         for (n, a, o) in self.orders(items) {
             let lines = u32::try_from(o.lines.len()).unwrap_or(u32::MAX);
@@ -291,8 +368,32 @@ impl Apply for PosApply {
                 )?;
                 if let Some(r) = &o.receipt {
                     receipts.insert((a.terminal_id, o.id), r.as_str())?;
+                    index.insert(r.as_str(), (a.terminal_id, o.id))?;
                 }
             }
+        }
+        let mut refunds = tx.open_table(REDB_REFUNDS)?;
+        for (n, a, r) in self.refunds(items) {
+            if refunds.get((a.terminal_id, r.id))?.is_some() {
+                refused.push((n, duplicate_refund(a.terminal_id, r.id)));
+                continue;
+            }
+            let by_id = table.get((a.terminal_id, r.original_order_id))?.is_some();
+            let by_receipt = match &r.original_receipt {
+                Some(rc) => index.get(rc.as_str())?.is_some(),
+                None => false,
+            };
+            refunds.insert(
+                (a.terminal_id, r.id),
+                (
+                    a.server_seq,
+                    r.original_order_id,
+                    r.total_cents(),
+                    by_id || by_receipt,
+                    r.receipt.as_deref().unwrap_or(""),
+                    r.original_receipt.as_deref().unwrap_or(""),
+                ),
+            )?;
         }
         Ok(refused)
     }
@@ -302,6 +403,21 @@ impl Apply for PosApply {
     }
 
     async fn apply_postgres(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        items: &[Accepted<'_>],
+    ) -> Result<Refusals, ServerError> {
+        let mut refused = self.apply_orders_postgres(tx, items).await?;
+        // After the orders: a sale and its refund in one batch find each
+        // other, as on the embedded ledger.
+        refused.extend(self.apply_refunds_postgres(tx, items).await?);
+        Ok(refused)
+    }
+}
+
+impl PosApply {
+    /// The orders of `items` into `pos_orders` and `pos_order_lines`.
+    async fn apply_orders_postgres(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         items: &[Accepted<'_>],
@@ -336,6 +452,75 @@ impl Apply for PosApply {
             .filter(|(_, a, _)| !inserted.contains(&(a.server_seq as i64)))
             .map(|(n, a, o)| (*n, duplicate_order(a.terminal_id, o.id)))
             .collect())
+    }
+
+    /// The refunds of `items` into `pos_refunds`; `original_known` says
+    /// whether the server held the sale when the refund arrived.
+    async fn apply_refunds_postgres(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        items: &[Accepted<'_>],
+    ) -> Result<Refusals, ServerError> {
+        let refunds = self.refunds(items);
+        if refunds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut c = RefundColumns::default();
+        for (_, a, r) in &refunds {
+            c.push(a, r);
+        }
+        let stmt = tx.prepare_cached(INSERT_REFUNDS).await?;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            &c.term,
+            &c.rid,
+            &c.seq,
+            &c.cashier,
+            &c.orig,
+            &c.orig_receipt,
+            &c.receipt,
+            &c.at,
+            &c.total,
+        ];
+        let inserted: HashSet<i64> = tx
+            .query(&stmt, &params)
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(refunds
+            .iter()
+            .filter(|(_, a, _)| !inserted.contains(&(a.server_seq as i64)))
+            .map(|(n, a, r)| (*n, duplicate_refund(a.terminal_id, r.id)))
+            .collect())
+    }
+}
+
+/// The refunds of one `apply_postgres` call as UNNEST columns (ids below
+/// 2^63: `Refund::check`).
+#[derive(Default)]
+struct RefundColumns<'a> {
+    term: Vec<&'a str>,
+    rid: Vec<i64>,
+    seq: Vec<i64>,
+    cashier: Vec<i64>,
+    orig: Vec<i64>,
+    orig_receipt: Vec<Option<&'a str>>,
+    receipt: Vec<Option<&'a str>>,
+    at: Vec<i64>,
+    total: Vec<i64>,
+}
+
+impl<'a> RefundColumns<'a> {
+    fn push(&mut self, a: &Accepted<'a>, r: &'a Refund) {
+        self.term.push(a.terminal_id);
+        self.rid.push(r.id as i64);
+        self.seq.push(a.server_seq as i64);
+        self.cashier.push(i64::from(r.cashier_id));
+        self.orig.push(r.original_order_id as i64);
+        self.orig_receipt.push(r.original_receipt.as_deref());
+        self.receipt.push(r.receipt.as_deref());
+        self.at.push(r.created_at_ms.min(i64::MAX as u64) as i64);
+        self.total.push(r.total_cents());
     }
 }
 

@@ -39,7 +39,8 @@ pub mod http;
 mod ledger;
 
 pub use apply::{
-    AcceptAll, Accepted, Apply, OrderRow, PosApply, Refusals, Rejection, REDB_ORDERS, REDB_RECEIPTS,
+    AcceptAll, Accepted, Apply, OrderRow, PosApply, RefundRow, Refusals, Rejection, REDB_ORDERS,
+    REDB_RECEIPTS, REDB_RECEIPT_INDEX, REDB_REFUNDS,
 };
 pub use config::ServerConfig;
 pub use datasets::{config_id, records_from_json, DatasetHub, DEFAULT_DATASETS};

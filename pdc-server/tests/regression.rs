@@ -797,3 +797,177 @@ async fn receipt_numbers_are_not_stored_with_the_order_on_the_server() {
     assert_eq!(stored, Some(receipt.number));
     drop_schema(&schema).await;
 }
+
+/// Issue 18, refunds: a refund could not say which sale it undoes — the
+/// only way to record one was a `Transaction` with a free-text reference,
+/// never checked against the sale. `engine.refund(original, lines)` saves
+/// a `Refund` naming the original order (id and receipt number), numbered
+/// in the sales' own sequence and held to the order rules at the till and
+/// the server; both ledgers store it with a flag saying whether the
+/// server knew the sale — a refund of a sale it has not seen (sold at a
+/// till still offline) is kept and flagged, never refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refunds_cannot_reference_the_original_sale() {
+    let dir = tempfile::tempdir().unwrap();
+    let till = OfflineEngine::open(
+        {
+            let mut c = EngineConfig::new("till-1", dir.path().join("till.pdc"));
+            c.kdf = pdc_auth::KdfParams::INSECURE_TEST;
+            c
+        },
+        pdc_sync::LoopbackTransport::new(),
+        pdc_clock::SystemClock::new(),
+    )
+    .unwrap();
+    let product = pdc_codec::Product {
+        id: 7001,
+        name: "Espresso".into(),
+        barcode: "4006381333900".into(),
+        category: "Drinks".into(),
+        price_cents: 240,
+        tax_rate_bp: 700,
+        active: true,
+    };
+    let cash = pdc_codec::PaymentMethod::Cash;
+    let sold = till
+        .sell(&pdc_core::Sale::new(1).add(&product, 3).pay_rest(cash))
+        .unwrap();
+    let back = pdc_core::Sale::new(1).add(&product, 1).pay_rest(cash);
+    let refund = till.refund(&pdc_core::Original::of(&sold), &back).unwrap();
+    assert_eq!((sold.seq, refund.seq), (1, 2), "one gapless sequence");
+    assert_eq!(refund.total_cents, 240);
+    assert_eq!(refund.refund.original_order_id, sold.order.id);
+    assert_eq!(
+        refund.refund.receipt.as_deref(),
+        Some(refund.number.as_str())
+    );
+    // A refund whose original this server never sees.
+    let stranger = pdc_core::Original {
+        order_id: 42,
+        receipt: Some("till-9-00000000-000042".into()),
+    };
+    till.refund(&stranger, &back).unwrap();
+    // Paying back more than is taken back is refused at the till.
+    let greedy = pdc_core::Sale::new(1).add(&product, 1).pay(cash, 999);
+    assert!(matches!(
+        till.refund(&pdc_core::Original::of(&sold), &greedy),
+        Err(pdc_core::EngineError::InvalidSale { .. })
+    ));
+    let (items, _) = till.store().pending().unwrap();
+    assert_eq!(items.len(), 3);
+    assert_eq!(items[1].kind, 6);
+    assert_eq!(items[1].priority, Priority::Critical);
+    // ... and at the server (the same rules).
+    let mut forged = items[1].clone();
+    let mut r: pdc_codec::Refund = Codec::new().decode(&forged.payload).unwrap();
+    r.payments[0].amount_cents = 999;
+    forged.payload = Codec::new().encode(&r).unwrap();
+    forged.local_id = 99;
+
+    // The embedded ledger.
+    let path = dir.path().join("ledger.redb");
+    {
+        let ledger =
+            RedbLedger::open(&path, Arc::new(PosApply::new()), RedbOptions::default()).unwrap();
+        let mut batch = items.clone();
+        batch.push(forged.clone());
+        let r = ledger.push("till-1", S, batch, 1).await.unwrap();
+        assert!(
+            r[..3]
+                .iter()
+                .all(|r| matches!(r, ItemResult::Applied { .. })),
+            "{r:?}"
+        );
+        assert!(
+            matches!(&r[3], ItemResult::Rejected { code, .. } if code == "total_mismatch"),
+            "{r:?}"
+        );
+    }
+    let db = loop {
+        match redb::Database::open(&path) {
+            Ok(db) => break db,
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    };
+    let tx = db.begin_read().unwrap();
+    let refunds = tx.open_table(pdc_server::REDB_REFUNDS).unwrap();
+    let row = |id: u64| {
+        let g = refunds.get(("till-1", id)).unwrap().unwrap();
+        let (_, original, total, known, receipt, original_receipt) = g.value();
+        (
+            original,
+            total,
+            known,
+            receipt.to_owned(),
+            original_receipt.to_owned(),
+        )
+    };
+    assert_eq!(
+        row(refund.refund.id),
+        (
+            sold.order.id,
+            240,
+            true,
+            refund.number.clone(),
+            sold.number.clone()
+        )
+    );
+    let strange = Codec::new()
+        .decode::<pdc_codec::Refund>(&items[2].payload)
+        .unwrap();
+    assert!(!row(strange.id).2, "an unknown original is flagged");
+
+    // PostgreSQL.
+    let Some((ledger, schema)) = pg(Arc::new(PosApply::new())).await else {
+        return;
+    };
+    let mut batch = items.clone();
+    batch.push(forged);
+    let r = ledger.push("till-1", S, batch, 1).await.unwrap();
+    assert!(
+        r[..3]
+            .iter()
+            .all(|r| matches!(r, ItemResult::Applied { .. })),
+        "{r:?}"
+    );
+    assert!(
+        matches!(&r[3], ItemResult::Rejected { code, .. } if code == "total_mismatch"),
+        "{r:?}"
+    );
+    let c = sql(&schema).await;
+    let rows = c
+        .query(
+            "SELECT refund_id, original_order_id, total_cents, original_known, receipt, \
+             original_receipt FROM pos_refunds ORDER BY refund_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    type Row = (i64, i64, i64, bool, Option<String>, Option<String>);
+    let got: Vec<Row> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (
+                refund.refund.id as i64,
+                sold.order.id as i64,
+                240,
+                true,
+                Some(refund.number.clone()),
+                Some(sold.number.clone())
+            ),
+            (
+                strange.id as i64,
+                42,
+                240,
+                false,
+                strange.receipt.clone(),
+                Some("till-9-00000000-000042".into())
+            ),
+        ]
+    );
+    drop_schema(&schema).await;
+}
