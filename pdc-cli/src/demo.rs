@@ -1123,11 +1123,96 @@ fn histogram(push: &Sketch) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// A self-contained HTML page: queue depth per terminal over time with the
-/// server outage shaded, and the report.
+/// A tick step of about a fifth of `span`, rounded to 1, 2 or 5 × 10^k.
+fn tick_step(span: f64) -> f64 {
+    let raw = (span / 5.0).max(f64::MIN_POSITIVE);
+    let mag = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * mag)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * mag)
+}
+
+/// Escapes text for HTML.
+fn esc(t: &str) -> String {
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The server's outages in the samples: (from, to) in ms.
+fn outages(samples: &Samples) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for win in samples.windows(2) {
+        if !win[0].server_up {
+            match out.last_mut() {
+                Some(last) if last.1 == win[0].at_ms => last.1 = win[1].at_ms,
+                _ => out.push((win[0].at_ms, win[1].at_ms)),
+            }
+        }
+    }
+    out
+}
+
+/// Plot area of the time charts: left margin, width, and the x of a time.
+const PLOT_LEFT: f64 = 56.0;
+const PLOT_W: f64 = 820.0;
+
+/// The time axis under a chart whose plot ends at `y`: ticks and labels in
+/// seconds, and the axis title.
+fn time_axis(svg: &mut String, tmax_ms: f64, y: f64) {
+    let secs = tmax_ms / 1000.0;
+    let step = tick_step(secs);
+    svg.push_str(&format!(
+        "<line x1='{PLOT_LEFT}' y1='{y}' x2='{:.1}' y2='{y}' stroke='#555'/>",
+        PLOT_LEFT + PLOT_W
+    ));
+    let mut t = 0.0;
+    while t <= secs + 1e-9 {
+        let x = PLOT_LEFT + t / secs.max(f64::MIN_POSITIVE) * PLOT_W;
+        svg.push_str(&format!(
+            "<line x1='{x:.1}' y1='{y}' x2='{x:.1}' y2='{:.1}' stroke='#555'/>\
+             <text x='{x:.1}' y='{:.1}' font-size='11' text-anchor='middle'>{}</text>",
+            y + 4.0,
+            y + 16.0,
+            if step >= 1.0 {
+                format!("{t:.0}")
+            } else {
+                format!("{t:.1}")
+            }
+        ));
+        t += step;
+    }
+    svg.push_str(&format!(
+        "<text x='{:.1}' y='{:.1}' font-size='12' text-anchor='middle'>time since the session started (s)</text>",
+        PLOT_LEFT + PLOT_W / 2.0,
+        y + 32.0
+    ));
+}
+
+/// A table of (label, value) rows.
+fn table(title: &str, rows: &[(String, String)]) -> String {
+    let mut t = format!("<h2>{}</h2><table>", esc(title));
+    for (k, v) in rows {
+        t.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(v)));
+    }
+    t.push_str("</table>");
+    t
+}
+
+/// A self-contained HTML page (no script, no external resource): pending
+/// items per terminal over time with a time axis in seconds, a legend
+/// naming the terminals and the server's outages shaded and labelled;
+/// each terminal's link; the push round-trip histogram; and the report as
+/// tables (the JSON is `pdc demo --json`).
 pub fn html(r: &DemoReport, samples: &Samples) -> String {
-    let (w, h) = (900.0, 300.0);
     let tmax = samples.last().map_or(1, |s| s.at_ms).max(1) as f64;
+    let x_of = |ms: u64| PLOT_LEFT + ms as f64 / tmax * PLOT_W;
+    let terminals = samples.first().map_or(0, |s| s.pending.len());
+    // The demo's terminal ids (`run`), in sample order.
+    let name = |t: usize| format!("till-{t:02}");
+    let hue = |t: usize| (t * 360 / terminals.max(1)) as u32;
     let dmax = samples
         .iter()
         .flat_map(|s| s.pending.iter())
@@ -1135,45 +1220,96 @@ pub fn html(r: &DemoReport, samples: &Samples) -> String {
         .max()
         .unwrap_or(1)
         .max(1) as f64;
-    let mut svg = format!("<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{h}' style='background:#fafafa'>");
-    for win in samples.windows(2) {
-        if !win[0].server_up {
-            let x = win[0].at_ms as f64 / tmax * w;
-            let x2 = win[1].at_ms as f64 / tmax * w;
-            svg.push_str(&format!(
-                "<rect x='{x:.1}' y='0' width='{:.1}' height='{h}' fill='#fdd'/>",
-                x2 - x
-            ));
-        }
+    // Pending items per terminal.
+    let (top, plot_h) = (24.0, 260.0);
+    let bottom = top + plot_h;
+    let mut svg = format!(
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{:.0}' height='{:.0}' style='background:#fafafa'>",
+        PLOT_LEFT + PLOT_W + 150.0,
+        bottom + 44.0
+    );
+    for (n, (from, to)) in outages(samples).into_iter().enumerate() {
+        let (x, x2) = (x_of(from), x_of(to));
+        svg.push_str(&format!(
+            "<rect x='{x:.1}' y='{top}' width='{:.1}' height='{plot_h}' fill='#fdd'/>\
+             <text x='{x:.1}' y='{:.1}' font-size='11' fill='#a22'>outage {}: {:.1}–{:.1} s</text>",
+            (x2 - x).max(1.0),
+            if n % 2 == 0 { top - 6.0 } else { top + 12.0 },
+            n + 1,
+            from as f64 / 1000.0,
+            to as f64 / 1000.0
+        ));
     }
-    let terminals = samples.first().map_or(0, |s| s.pending.len());
+    // The y axis: pending items.
+    let ystep = tick_step(dmax);
+    let mut v = 0.0;
+    while v <= dmax + 1e-9 {
+        let y = bottom - v / dmax * (plot_h - 10.0);
+        svg.push_str(&format!(
+            "<line x1='{:.1}' y1='{y:.1}' x2='{PLOT_LEFT}' y2='{y:.1}' stroke='#555'/>\
+             <text x='{:.1}' y='{:.1}' font-size='11' text-anchor='end'>{v:.0}</text>",
+            PLOT_LEFT - 4.0,
+            PLOT_LEFT - 6.0,
+            y + 4.0
+        ));
+        v += ystep;
+    }
+    svg.push_str(&format!(
+        "<line x1='{PLOT_LEFT}' y1='{top}' x2='{PLOT_LEFT}' y2='{bottom}' stroke='#555'/>\
+         <text x='14' y='{:.1}' font-size='12' transform='rotate(-90 14 {:.1})' text-anchor='middle'>pending items</text>",
+        top + plot_h / 2.0,
+        top + plot_h / 2.0
+    ));
     for t in 0..terminals {
         let pts: Vec<String> = samples
             .iter()
             .map(|s| {
+                let d = s.pending.get(t).copied().unwrap_or(0) as f64;
                 format!(
                     "{:.1},{:.1}",
-                    s.at_ms as f64 / tmax * w,
-                    h - s.pending[t] as f64 / dmax * (h - 10.0)
+                    x_of(s.at_ms),
+                    bottom - d / dmax * (plot_h - 10.0)
                 )
             })
             .collect();
-        let hue = (t * 360 / terminals.max(1)) as u32;
         svg.push_str(&format!(
-            "<polyline fill='none' stroke='hsl({hue},60%,45%)' stroke-width='1.2' points='{}'/>",
+            "<polyline fill='none' stroke='hsl({},60%,45%)' stroke-width='1.2' points='{}'/>",
+            hue(t),
             pts.join(" ")
         ));
+        // The legend, right of the plot.
+        let ly = top + 6.0 + t as f64 * 14.0;
+        svg.push_str(&format!(
+            "<line x1='{:.1}' y1='{ly:.1}' x2='{:.1}' y2='{ly:.1}' stroke='hsl({},60%,45%)' stroke-width='3'/>\
+             <text x='{:.1}' y='{:.1}' font-size='11'>{}</text>",
+            PLOT_LEFT + PLOT_W + 12.0,
+            PLOT_LEFT + PLOT_W + 30.0,
+            hue(t),
+            PLOT_LEFT + PLOT_W + 36.0,
+            ly + 4.0,
+            name(t)
+        ));
     }
+    time_axis(&mut svg, tmax, bottom);
     svg.push_str("</svg>");
     // One row per terminal: its link over time (down, slow, lossy).
-    let row = 8.0;
+    let row = 12.0;
+    let lbottom = 4.0 + row * terminals as f64;
     let mut links = format!(
-        "<svg xmlns='http://www.w3.org/2000/svg' width='{w}' height='{:.0}' style='background:#fafafa'>",
-        row * terminals as f64 + 2.0
+        "<svg xmlns='http://www.w3.org/2000/svg' width='{:.0}' height='{:.0}' style='background:#fafafa'>",
+        PLOT_LEFT + PLOT_W + 150.0,
+        lbottom + 44.0
     );
+    for t in 0..terminals {
+        links.push_str(&format!(
+            "<text x='{:.1}' y='{:.1}' font-size='10' text-anchor='end'>{}</text>",
+            PLOT_LEFT - 4.0,
+            4.0 + t as f64 * row + row - 3.0,
+            name(t)
+        ));
+    }
     for win in samples.windows(2) {
-        let x = win[0].at_ms as f64 / tmax * w;
-        let x2 = win[1].at_ms as f64 / tmax * w;
+        let (x, x2) = (x_of(win[0].at_ms), x_of(win[1].at_ms));
         for (t, m) in win[0].links.iter().enumerate() {
             let color = match m {
                 Mode::Up => continue,
@@ -1183,14 +1319,15 @@ pub fn html(r: &DemoReport, samples: &Samples) -> String {
             };
             links.push_str(&format!(
                 "<rect x='{x:.1}' y='{:.1}' width='{:.1}' height='{:.1}' fill='{color}'/>",
-                t as f64 * row + 1.0,
+                4.0 + t as f64 * row + 1.0,
                 x2 - x,
                 row - 2.0
             ));
         }
     }
+    time_axis(&mut links, tmax, lbottom);
     links.push_str("</svg>");
-    let mut hist = String::from("<svg xmlns='http://www.w3.org/2000/svg' width='900' height='220' style='background:#fafafa'>");
+    let mut hist = String::from("<svg xmlns='http://www.w3.org/2000/svg' width='900' height='236' style='background:#fafafa'>");
     let bw = 900.0 / r.push_latency_histogram.len().max(1) as f64;
     for (i, (le, share)) in r.push_latency_histogram.iter().enumerate() {
         let bh = share * 180.0;
@@ -1202,7 +1339,7 @@ pub fn html(r: &DemoReport, samples: &Samples) -> String {
         };
         hist.push_str(&format!(
             "<rect x='{:.1}' y='{:.1}' width='{:.1}' height='{bh:.1}' fill='#48c'/>\
-             <text x='{:.1}' y='215' font-size='11'>{label}</text>\
+             <text x='{:.1}' y='212' font-size='11'>{label}</text>\
              <text x='{:.1}' y='{:.1}' font-size='10'>{:.1}%</text>",
             x + 2.0,
             195.0 - bh,
@@ -1213,19 +1350,121 @@ pub fn html(r: &DemoReport, samples: &Samples) -> String {
             share * 100.0
         ));
     }
-    hist.push_str("</svg>");
-    // (serde_json writes the unbounded last bin as null.)
-    let json = serde_json::to_string_pretty(r).unwrap_or_default();
+    hist.push_str("<text x='450' y='230' font-size='12' text-anchor='middle'>push round trip, upper bound of the bin (ms)</text></svg>");
+    let count = |n: u64| n.to_string();
+    let summary = table(
+        "Summary",
+        &[
+            ("terminals".into(), count(r.terminals as u64)),
+            ("session".into(), format!("{:.1} s", r.session_s)),
+            ("sales recorded".into(), count(r.sales_recorded)),
+            ("applied by the server".into(), count(r.sales_applied)),
+            ("lost (must be 0)".into(), count(r.lost)),
+            ("applied twice (must be 0)".into(), count(r.doubled)),
+            (
+                "duplicates suppressed".into(),
+                count(r.duplicates_suppressed),
+            ),
+            (
+                "dead-lettered (refused by a rule)".into(),
+                count(r.dead_lettered),
+            ),
+            ("server outages".into(), count(r.server_outages)),
+            ("terminals killed and reopened".into(), count(r.kills)),
+            (
+                "longest drain after an outage".into(),
+                format!("{} ms", r.max_drain_ms),
+            ),
+            ("final drain".into(), format!("{} ms", r.final_drain_ms)),
+        ],
+    );
+    let network = table(
+        "Network",
+        &[
+            ("bytes on the terminals' links".into(), count(r.wire_bytes)),
+            ("push bodies".into(), count(r.sync_body_bytes)),
+            (
+                "the same sales as JSON, sent once".into(),
+                count(r.json_equivalent_bytes),
+            ),
+            (
+                "push bodies / JSON".into(),
+                format!("{:.3}", r.body_vs_json),
+            ),
+            ("wire / JSON".into(), format!("{:.3}", r.wire_vs_json)),
+            ("pull answers".into(), count(r.pull_bytes)),
+            (
+                "full snapshots would have been".into(),
+                count(r.pull_snapshot_bytes),
+            ),
+            (
+                "push p50 / p95 / p99".into(),
+                format!(
+                    "{:.1} / {:.1} / {:.1} ms",
+                    r.push_p50_ms, r.push_p95_ms, r.push_p99_ms
+                ),
+            ),
+            (
+                "server answers lost by lossy links".into(),
+                count(r.lost_responses),
+            ),
+        ],
+    );
+    let tills = table(
+        "Tills",
+        &[
+            ("cashier logins".into(), count(r.logins)),
+            ("of which offline".into(), count(r.offline_logins)),
+            (
+                "offline login p95".into(),
+                format!("{:.1} ms", r.offline_login_p95_ms),
+            ),
+            (
+                "reference cache hit ratio".into(),
+                format!("{:.3}", r.cache_hit_ratio),
+            ),
+            ("alerts fired".into(), count(r.alerts_fired)),
+        ],
+    );
+    let kinds: Vec<(String, String)> = r
+        .recorded_by_kind
+        .iter()
+        .map(|(k, v)| (k.clone(), count(*v)))
+        .collect();
+    let reasons: Vec<(String, String)> = r
+        .dead_letter_reasons
+        .iter()
+        .map(|(k, v)| (k.clone(), count(*v)))
+        .collect();
+    let drains: Vec<(String, String)> = outages(samples)
+        .iter()
+        .enumerate()
+        .map(|(n, (from, to))| {
+            (
+                format!("outage {}", n + 1),
+                format!("{:.1}–{:.1} s", *from as f64 / 1000.0, *to as f64 / 1000.0),
+            )
+        })
+        .collect();
     format!(
         "<!doctype html><html><head><meta charset='utf-8'><title>pdc demo</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}pre{{background:#f4f4f4;padding:1em}}</style></head><body>\
+         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin-bottom:1em}}\
+         th,td{{border:1px solid #ccc;padding:2px 8px;text-align:left}}td{{text-align:right}}\
+         .tables{{display:flex;gap:2em;flex-wrap:wrap}}</style></head><body>\
          <h1>pdc demo</h1><p>{} terminals, {} sales recorded, {} applied, <b>{} lost</b>, {} applied twice.</p>\
-         <h2>Pending items per terminal (server outage shaded; max {dmax:.0})</h2>{svg}\
+         <h2>Pending items per terminal (server outages shaded)</h2>{svg}\
          <h2>Links per terminal (red down, orange slow, purple losing answers)</h2>{links}\
-         <h2>Push round trip, share of pushes per bin (ms)</h2>{hist}\
-         <h2>Report</h2><pre>{}</pre></body></html>",
-        r.terminals, r.sales_recorded, r.sales_applied, r.lost, r.doubled,
-        json.replace('<', "&lt;")
+         <h2>Push round trip, share of pushes per bin</h2>{hist}\
+         <div class='tables'><div>{summary}{}</div><div>{network}{tills}</div><div>{}{}</div></div>\
+         </body></html>",
+        r.terminals,
+        r.sales_recorded,
+        r.sales_applied,
+        r.lost,
+        r.doubled,
+        table("Server outages", &drains),
+        table("Recorded by kind", &kinds),
+        table("Dead letters by reason", &reasons),
     )
 }
 
@@ -1278,6 +1517,17 @@ mod tests {
         assert!(page.starts_with("<!doctype html>"));
         assert_eq!(page.matches("<svg").count(), 3);
         assert!(page.contains("fill='#fdd'"), "the outage is shaded");
+        assert!(page.contains("outage 1: 0.5–1.0 s"), "and labelled");
+        assert!(
+            page.contains("till-00") && page.contains("till-01"),
+            "a legend"
+        );
+        assert!(
+            page.contains("time since the session started (s)"),
+            "a time axis"
+        );
+        assert!(page.contains("<th>sales recorded</th><td>3</td>"), "tables");
+        assert!(!page.contains("<pre>"), "no JSON dump");
         assert!(
             page.contains("fill='#d33'") && page.contains("fill='#e90'"),
             "links drawn"

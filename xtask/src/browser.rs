@@ -236,7 +236,7 @@ pub fn run_tests(pdc: &Path) -> Result<(), String> {
     }
     let db = std::env::var("PDC_TEST_DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
-    for test in ["smoke.mjs", "e2e.mjs"] {
+    for test in ["smoke.mjs", "e2e.mjs", "report.mjs"] {
         run(Command::new("node")
             .current_dir(&dir)
             .arg(test)
