@@ -65,7 +65,7 @@ mod record;
 pub use error::CodecError;
 pub use frame::{Codec, Compression, Frame, Limits};
 pub use pos::{
-    Order, OrderColumns, OrderLine, OrderRule, Payment, PaymentMethod, Product, Refund,
-    Transaction, TransactionColumns, TxKind, TxStatus, MAX_RECEIPT_LEN,
+    AnalyticsEvent, Order, OrderColumns, OrderLine, OrderRule, Payment, PaymentMethod, Product,
+    Refund, Transaction, TransactionColumns, TxKind, TxStatus, MAX_RECEIPT_LEN,
 };
 pub use record::{Record, RecordKind};

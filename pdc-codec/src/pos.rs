@@ -459,6 +459,58 @@ impl Record for Refund {
     const SCHEMA: u8 = 1;
 }
 
+/// Something the till saw that is not money: a basket viewed, a drawer
+/// opened, a price looked up. Named (`basket_view`), with string
+/// properties; sent at low priority, after every sale.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AnalyticsEvent {
+    /// The event's name: 1 to 64 bytes of `a-z`, `0-9`, `_`, `.`.
+    pub name: String,
+    /// The terminal that saw it.
+    pub terminal_id: u32,
+    /// Wall time in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Properties: at most 32, keys of 1 to 64 bytes, values of at most
+    /// 256.
+    pub properties: Vec<(String, String)>,
+}
+
+impl AnalyticsEvent {
+    /// Checks the bounds of [`AnalyticsEvent`]'s fields (the till before
+    /// it saves one, the server before it applies one).
+    pub fn check(&self) -> Result<(), CodecError> {
+        let bad = |m: String| CodecError::Malformed(format!("analytics event: {m}"));
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 64
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+        if !name_ok {
+            return Err(bad(format!("name {:?}: 1 to 64 of a-z 0-9 _ .", self.name)));
+        }
+        if self.properties.len() > 32 {
+            return Err(bad(format!(
+                "{} properties, at most 32",
+                self.properties.len()
+            )));
+        }
+        for (k, v) in &self.properties {
+            if k.is_empty() || k.len() > 64 || v.len() > 256 {
+                return Err(bad(format!(
+                    "property {k:?}: key 1 to 64 bytes, value at most 256"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Record for AnalyticsEvent {
+    const KIND: RecordKind = RecordKind::ANALYTICS;
+    const SCHEMA: u8 = 1;
+}
+
 /// A catalogue product as the server sends it as reference data.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Product {

@@ -26,6 +26,8 @@ impl RecordKind {
     pub const ORDER_COLUMNS: RecordKind = RecordKind(5);
     /// A refund of (part of) an earlier order ([`crate::Refund`]).
     pub const REFUND: RecordKind = RecordKind(6);
+    /// An analytics event ([`crate::AnalyticsEvent`]).
+    pub const ANALYTICS: RecordKind = RecordKind(7);
     /// First kind of the sync protocol's messages (pdc-sync uses 16–31).
     pub const SYNC_BASE: RecordKind = RecordKind(16);
     /// First kind free for applications.

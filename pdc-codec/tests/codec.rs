@@ -203,6 +203,23 @@ mod refunds {
     use super::*;
 
     proptest! {
+        /// Analytics events round-trip; the check accepts exactly the names
+        /// of the documented alphabet and length (the reference: a regex).
+        #[test]
+        fn analytics_events_round_trip_and_check_their_names(
+            name in "[a-z0-9_.A-Z ]{0,70}",
+            at_ms in any::<u64>(),
+            properties in proptest::collection::vec(("[a-z]{1,10}", ".{0,20}"), 0..5),
+        ) {
+            let e = pdc_codec::AnalyticsEvent { name: name.clone(), terminal_id: 1, at_ms, properties };
+            for c in codecs() {
+                prop_assert_eq!(c.decode::<pdc_codec::AnalyticsEvent>(&c.encode(&e).unwrap()).unwrap(), e.clone());
+            }
+            let ok = !name.is_empty() && name.len() <= 64
+                && name.chars().all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_' || ch == '.');
+            prop_assert_eq!(e.check().is_ok(), ok);
+        }
+
         /// A refund round-trips, and is held to the order rules: its check
         /// agrees with the check of the order with the same id, lines,
         /// payments and receipt (the reference), plus the original's id.

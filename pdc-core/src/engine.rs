@@ -25,6 +25,11 @@ use crate::telemetry::Telemetry;
 pub use crate::telemetry::{EngineEvent, MAX_EVENTS};
 use crate::EngineError;
 
+/// The stream of [`OfflineEngine::track`]'s events (a sale's stream is its
+/// order id, 62 random bits plus its number: a shared stream would only
+/// order the two, and is as likely as 2^-61).
+pub const ANALYTICS_STREAM: u64 = 2;
+
 /// How to build an engine.
 pub struct EngineConfig {
     /// This terminal's id.
@@ -340,6 +345,30 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             number,
             refund,
             total_cents,
+        })
+    }
+
+    /// Records an analytics event `name` with `properties`, durably, at
+    /// low priority (every sale goes first) on its own stream. Checked
+    /// with the server's bounds ([`pdc_codec::AnalyticsEvent::check`]:
+    /// `EngineError::Codec`, nothing saved). Returns its local id.
+    pub fn track(&self, name: &str, properties: &[(&str, &str)]) -> Result<u64, EngineError> {
+        let event = pdc_codec::AnalyticsEvent {
+            name: name.to_owned(),
+            terminal_id: crate::sale::terminal_number(&self.terminal_id),
+            at_ms: self.clock.wall_ms(),
+            properties: properties
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        event.check()?;
+        self.record(NewItem {
+            stream: pdc_sync::StreamKey(ANALYTICS_STREAM),
+            priority: pdc_sync::Priority::Low,
+            kind: u16::from(pdc_codec::RecordKind::ANALYTICS.0),
+            created_at_ms: event.at_ms,
+            payload: self.codec.encode(&event)?,
         })
     }
 

@@ -57,7 +57,9 @@ pub mod telemetry;
 
 #[cfg(feature = "tokio")]
 pub use driver::{spawn_driver, spawn_driver_with, DriverConfig, DriverHandle};
-pub use engine::{EngineConfig, EngineEvent, OfflineEngine, SyncStatus, MAX_EVENTS};
+pub use engine::{
+    EngineConfig, EngineEvent, OfflineEngine, SyncStatus, ANALYTICS_STREAM, MAX_EVENTS,
+};
 pub use error::EngineError;
 #[cfg(feature = "http")]
 pub use http::{HttpOptions, HttpTransport};

@@ -650,3 +650,32 @@ fn offline_card_payments_are_limited_and_forwarded() {
     assert_eq!(limit(engine.sell(&card(3))), None);
     assert_eq!(engine.status().offline_card_cents, 0);
 }
+
+/// `track` saves a checked analytics event, durably, at low priority on
+/// its own stream; a name the server would refuse saves nothing.
+#[test]
+fn track_saves_a_checked_event_at_low_priority() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = OfflineEngine::open(
+        config(&dir.path().join("till.pdc")),
+        LoopbackTransport::new(),
+        SystemClock::new(),
+    )
+    .unwrap();
+    let id = engine
+        .track("basket_view", &[("lines", "3"), ("total_cents", "720")])
+        .unwrap();
+    assert!(matches!(
+        engine.track("Basket View!", &[]),
+        Err(pdc_core::EngineError::Codec(_))
+    ));
+    let (items, _) = engine.store().pending().unwrap();
+    assert_eq!(items.len(), 1);
+    let it = &items[0];
+    assert_eq!((it.local_id, it.priority, it.kind), (id, Priority::Low, 7));
+    assert_eq!(it.stream, StreamKey(pdc_core::ANALYTICS_STREAM));
+    let e: pdc_codec::AnalyticsEvent = pdc_codec::Codec::new().decode(&it.payload).unwrap();
+    assert_eq!(e.name, "basket_view");
+    assert_eq!(e.terminal_id, 1);
+    assert_eq!(e.properties[1], ("total_cents".into(), "720".into()));
+}

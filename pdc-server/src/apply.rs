@@ -316,6 +316,14 @@ impl Apply for PosApply {
         if item.kind == u16::from(RecordKind::ORDER.0) {
             let o = self.order(item)?;
             self.check_order(&o)
+        } else if item.kind == u16::from(RecordKind::ANALYTICS.0) {
+            // Kept in the ledger as is, once checked.
+            let e: pdc_codec::AnalyticsEvent = self
+                .codec
+                .decode(&item.payload)
+                .map_err(|e| Rejection::new("undecodable", format!("analytics event: {e}")))?;
+            e.check()
+                .map_err(|e| Rejection::new("invalid_event", e.to_string()))
         } else if item.kind == u16::from(RecordKind::REFUND.0) {
             // The order rules (one function in pdc-codec). The original
             // need not be known: it may be sold at a till still offline.
@@ -656,5 +664,32 @@ mod tests {
         );
         t.kind = TxKind::Refund;
         assert_eq!(hook.check("t", &item(1, c.encode(&t).unwrap())), Ok(()));
+    }
+
+    #[test]
+    fn analytics_events_are_checked_and_kept() {
+        let c = Codec::new();
+        let hook = PosApply::new();
+        let mut e = pdc_codec::AnalyticsEvent {
+            name: "basket_view".into(),
+            terminal_id: 7,
+            at_ms: 1,
+            properties: vec![("lines".into(), "3".into())],
+        };
+        let kind = u16::from(RecordKind::ANALYTICS.0);
+        assert_eq!(hook.check("t", &item(kind, c.encode(&e).unwrap())), Ok(()));
+        e.name = "Basket View".into();
+        assert_eq!(
+            hook.check("t", &item(kind, c.encode(&e).unwrap()))
+                .unwrap_err()
+                .code,
+            "invalid_event"
+        );
+        assert_eq!(
+            hook.check("t", &item(kind, b"not a frame".to_vec()))
+                .unwrap_err()
+                .code,
+            "undecodable"
+        );
     }
 }

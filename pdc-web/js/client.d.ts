@@ -107,6 +107,10 @@ export class PdcClient {
   recordMany(sales: Sale[]): Promise<number[]>;
   /** Sells: checked with the server's rules, numbered in the same durable commit. */
   recordOrder(order: Order): Promise<{ localId: number; orderId: string; seq: number; receiptNumber: string; totalCents: number }>;
+  /** Pays back (lines taken back, money paid back), naming the original sale; numbered like a sale. */
+  refundOrder(refund: Order & { originalOrderId: string; originalReceipt?: string }): Promise<{ localId: number; refundId: string; seq: number; receiptNumber: string; totalCents: number }>;
+  /** An analytics event, low priority. */
+  track(name: string, properties?: Record<string, string>): Promise<number>;
   products(): Promise<Product[]>;
   /** The products on the page's thread, loaded once and kept up to date. */
   catalogue(): Promise<Catalogue>;

@@ -126,6 +126,15 @@ export class PdcClient {
    * the server would refuse is refused first (the error code is the rule's, e.g. `total_mismatch`).
    */
   recordOrder(order) { return this.#call("recordOrder", order); }
+  /**
+   * Pays back part or all of a sale: `{originalOrderId, originalReceipt?, cashierId, lines,
+   * payments}` (the lines taken back, the money paid back; `recordOrder`'s shapes and rules).
+   * Numbered in the sales' sequence. Resolves to `{localId, refundId, seq, receiptNumber,
+   * totalCents}` once durable.
+   */
+  refundOrder(refund) { return this.#call("refundOrder", refund); }
+  /** Records an analytics event (`name` of a-z 0-9 _ .; string properties), low priority. */
+  track(name, properties = {}) { return this.#call("track", { name, properties }); }
   /** The pulled catalogue: `[{id, name, barcode, category, priceCents, taxRateBp, active}]`. */
   products() { return this.#call("products"); }
   /** The engine's wasm memory in bytes (its high-water mark: wasm memory never shrinks). */

@@ -120,6 +120,16 @@ const methods = {
     schedule(0);
     return r;
   },
+  refundOrder(refund) {
+    const r = JSON.parse(engine.refundOrder(JSON.stringify(refund)));
+    schedule(0);
+    return r;
+  },
+  track({ name, properties }) {
+    const id = engine.track(name, JSON.stringify(properties ?? {}));
+    schedule(0);
+    return id;
+  },
   products() {
     return JSON.parse(engine.products());
   },

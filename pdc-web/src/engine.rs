@@ -70,6 +70,17 @@ fn hex_key(what: &str, hex: &str) -> Result<pdc_store::StoreKey, JsValue> {
     Ok(pdc_store::StoreKey::from_bytes(key))
 }
 
+/// A refund from JS: the original, and the sale's shape for what goes back.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct RefundInput {
+    original_order_id: String,
+    #[serde(default)]
+    original_receipt: Option<String>,
+    #[serde(flatten)]
+    sale: SaleInput,
+}
+
 /// A POS order from JS.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -497,6 +508,62 @@ impl WebEngine {
     #[wasm_bindgen(js_name = recordOrder)]
     pub fn record_order(&self, order: String) -> Result<String, JsValue> {
         let o: SaleInput = serde_json::from_str(&order).map_err(|e| error("config", e))?;
+        let r = self.inner.sell(&sale_of(&o)?).map_err(engine_error)?;
+        Ok(serde_json::json!({
+            "localId": r.local_id, "orderId": r.order.id.to_string(), "seq": r.seq,
+            "receiptNumber": r.number, "totalCents": r.total_cents,
+        })
+        .to_string())
+    }
+
+    /// Pays back (pdc-core's `OfflineEngine::refund`): JSON `{originalOrderId
+    /// (a string, as `recordOrder` gave it), originalReceipt?, cashierId,
+    /// lines, payments}` — the lines taken back and the money paid back,
+    /// in `recordOrder`'s shapes and rules. Numbered in the sales' own
+    /// sequence. Resolves to `{localId, refundId, seq, receiptNumber,
+    /// totalCents}`.
+    #[wasm_bindgen(js_name = refundOrder)]
+    pub fn refund_order(&self, refund: String) -> Result<String, JsValue> {
+        let r: RefundInput = serde_json::from_str(&refund).map_err(|e| error("config", e))?;
+        let order_id = r
+            .original_order_id
+            .parse::<u64>()
+            .map_err(|_| error("config", "originalOrderId: a decimal string"))?;
+        let original = pdc_core::Original {
+            order_id,
+            receipt: r.original_receipt,
+        };
+        let done = self
+            .inner
+            .refund(&original, &sale_of(&r.sale)?)
+            .map_err(engine_error)?;
+        Ok(serde_json::json!({
+            "localId": done.local_id, "refundId": done.refund.id.to_string(), "seq": done.seq,
+            "receiptNumber": done.number, "totalCents": done.total_cents,
+        })
+        .to_string())
+    }
+
+    /// Records an analytics event (pdc-core's `OfflineEngine::track`):
+    /// `name` of `a-z 0-9 _ .`, `properties` a JSON object of strings; low
+    /// priority. Resolves to its local id.
+    pub fn track(&self, name: String, properties: String) -> Result<f64, JsValue> {
+        let props: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&properties).map_err(|e| error("config", e))?;
+        let pairs: Vec<(&str, &str)> = props
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        self.inner
+            .track(&name, &pairs)
+            .map(|id| id as f64)
+            .map_err(engine_error)
+    }
+}
+
+/// The sale a JS order describes.
+fn sale_of(o: &SaleInput) -> Result<pdc_core::Sale, JsValue> {
+    {
         let mut sale = pdc_core::Sale::new(o.cashier_id);
         if let Some(c) = o.customer_id {
             sale = sale.customer(c);
@@ -519,14 +586,12 @@ impl WebEngine {
             };
             sale = sale.pay(method, p.amount_cents);
         }
-        let r = self.inner.sell(&sale).map_err(engine_error)?;
-        Ok(serde_json::json!({
-            "localId": r.local_id, "orderId": r.order.id.to_string(), "seq": r.seq,
-            "receiptNumber": r.number, "totalCents": r.total_cents,
-        })
-        .to_string())
+        Ok(sale)
     }
+}
 
+#[wasm_bindgen]
+impl WebEngine {
     /// The size of this wasm instance's memory, in bytes (it never
     /// shrinks: the high-water mark of the engine's use).
     #[wasm_bindgen(js_name = memoryBytes)]

@@ -134,6 +134,16 @@ results.receipt = await b.page.textContent("#receipt-state");
 results.receiptNumber = /Receipt (\S+)/.exec(await b.page.textContent("#receipt-body"))?.[1];
 results.receiptBody = await b.page.textContent("#receipt-body");
 await b.page.click("#receipt-close");
+// Offline still: a sale through the API, its refund naming it, an event.
+results.refund = await b.page.evaluate(async (p) => {
+  const line = { productId: p.id, quantity: 2, unitPriceCents: p.price_cents, taxRateBp: p.tax_rate_bp };
+  const sold = await window.till.recordOrder({ cashierId: 1, lines: [line],
+    payments: [{ method: "cash", amountCents: 2 * p.price_cents }] });
+  const back = await window.till.refundOrder({ originalOrderId: sold.orderId, originalReceipt: sold.receiptNumber,
+    cashierId: 1, lines: [{ ...line, quantity: 1 }], payments: [{ method: "cash", amountCents: p.price_cents }] });
+  const event = await window.till.track("drawer_open", { reason: "refund" });
+  return { sold: sold.receiptNumber, seqs: [sold.seq, back.seq], total: back.totalCents, event: typeof event };
+}, catalogue[0]);
 results.beforeRestart = await b.page.evaluate(() => window.till.pending());
 server = await startServer(new URL(serverUrl).host);
 results.afterRestartSync = (await drain(b.page)).pending;
@@ -143,11 +153,15 @@ await stopServer(server);
 const count = execFileSync("psql", [DB, "-tAc",
   `SELECT count(*) || ' ' || count(*) FILTER (WHERE code IS NULL) FROM pdc_items WHERE terminal_id = '${terminal}'`], { encoding: "utf8" }).trim();
 results.ledger = count;
+results.refundRow = execFileSync("psql", [DB, "-tAc",
+  `SELECT original_receipt || ' ' || total_cents FROM pos_refunds WHERE terminal_id = '${terminal}'`], { encoding: "utf8" }).trim();
 console.log(JSON.stringify(results));
 // While selling online the driver already syncs: some of the 50 may be gone.
 const ok = results.online <= 50 && results.afterOnlineSync === 0 && results.offline === 50
-  && results.afterReload === 50 && results.afterKill === 50 && results.beforeRestart === 51
-  && results.afterRestartSync === 0 && count === "101 101"
+  && results.afterReload === 50 && results.afterKill === 50 && results.beforeRestart === 54
+  && results.afterRestartSync === 0 && count === "104 104"
+  && results.refund.seqs[0] === 102 && results.refund.seqs[1] === 103 && results.refund.event === "number"
+  && results.refundRow === `${results.refund.sold} ${results.refund.total}`
   && results.servedTill === "200 200 application/wasm" && results.shell === "cached"
   && /^till-web-\d+-[0-9A-F]{8}-000101$/.test(results.receiptNumber ?? "")
   && /Croissant 1/.test(results.receiptBody) && /Olive oil 1/.test(results.receiptBody)
