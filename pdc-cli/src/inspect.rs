@@ -13,7 +13,19 @@ fn open(path: &Path) -> Result<Store, CliError> {
     if !path.exists() {
         return Err(CliError::Msg(format!("{}: no such store", path.display())));
     }
-    Ok(Store::open(path)?)
+    // An encrypted store's key comes from the environment, never from
+    // the command line (which shells keep in their history).
+    let keys = match std::env::var("PDC_STORE_KEY") {
+        Ok(hex) => vec![pdc_store::StoreKey::from_hex(&hex)?],
+        Err(_) => Vec::new(),
+    };
+    Ok(Store::open_with_options(
+        path,
+        pdc_store::StoreOptions {
+            cache_bytes: None,
+            keys,
+        },
+    )?)
 }
 
 /// Prints what a terminal store holds. Nothing is written.

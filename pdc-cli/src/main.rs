@@ -123,7 +123,8 @@ enum Command {
     /// Shows a terminal store: pending items by priority, dead letters,
     /// dataset versions, users and lockouts.
     Inspect {
-        /// The terminal's store file.
+        /// The terminal's store file (an encrypted one: its key as 64 hex
+        /// digits in the PDC_STORE_KEY environment variable).
         store: PathBuf,
         /// Print JSON.
         #[arg(long)]

@@ -287,6 +287,50 @@ fn inspect_and_requeue_a_terminal_store() {
     assert_eq!(String::from_utf8_lossy(&missing.stderr).lines().count(), 1);
 }
 
+/// An encrypted store: `pdc inspect` says it needs the key, and reads it
+/// with the key from `PDC_STORE_KEY` (never a command-line argument).
+#[test]
+fn inspect_an_encrypted_store_with_its_key_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("till.pdc");
+    let hex = "5a".repeat(32);
+    {
+        let key = pdc_store::StoreKey::from_hex(&hex).unwrap();
+        let store =
+            pdc_store::Store::open_with_options(&path, pdc_store::StoreOptions::encrypted(key))
+                .unwrap();
+        store
+            .append(pdc_store::NewItem {
+                stream: pdc_sync::StreamKey(1),
+                priority: pdc_sync::Priority::High,
+                kind: 100,
+                created_at_ms: 1,
+                payload: vec![1],
+            })
+            .unwrap();
+    }
+    let p = path.to_str().unwrap();
+    let refused = run(&["inspect", p]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("encrypted"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let out = pdc()
+        .args(["inspect", p, "--json"])
+        .env("PDC_STORE_KEY", &hex)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pending"], 1, "{v}");
+}
+
 fn pg_url() -> Option<String> {
     match std::env::var("PDC_TEST_DATABASE_URL") {
         Ok(u) => Some(u),

@@ -68,6 +68,25 @@ impl StoreKey {
             .map_err(|_| StoreError::BadKey(format!("{} bytes, not 32", bytes.len())))
     }
 
+    /// A key from 64 hex digits (either case), as hosts keep it in text.
+    pub fn from_hex(hex: &str) -> Result<StoreKey, StoreError> {
+        let digits = hex.trim().as_bytes();
+        if digits.len() != 64 {
+            return Err(StoreError::BadKey(format!(
+                "{} hex digits, not 64",
+                digits.len()
+            )));
+        }
+        let mut key = [0u8; 32];
+        for (i, pair) in digits.chunks(2).enumerate() {
+            let text =
+                std::str::from_utf8(pair).map_err(|_| StoreError::BadKey("not hex".into()))?;
+            key[i] =
+                u8::from_str_radix(text, 16).map_err(|_| StoreError::BadKey("not hex".into()))?;
+        }
+        Ok(StoreKey(key))
+    }
+
     /// A new random key from the OS (the browser's crypto on wasm32).
     pub fn generate() -> Result<StoreKey, StoreError> {
         let mut b = [0u8; 32];
@@ -481,5 +500,12 @@ mod tests {
             "StoreKey(..)"
         );
         assert!(StoreKey::from_slice(&[0; 31]).is_err());
+        let hex = "00ff".repeat(16);
+        assert_eq!(
+            StoreKey::from_hex(&hex).unwrap().expose_bytes()[..2],
+            [0, 255]
+        );
+        assert!(StoreKey::from_hex("00ff").is_err());
+        assert!(StoreKey::from_hex(&"zz".repeat(32)).is_err());
     }
 }

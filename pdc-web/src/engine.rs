@@ -53,21 +53,7 @@ struct OpenConfig {
 
 /// A store key from 64 hex digits.
 fn hex_key(what: &str, hex: &str) -> Result<pdc_store::StoreKey, JsValue> {
-    let digits = hex.as_bytes();
-    if digits.len() != 64 {
-        return Err(error(
-            "config",
-            format!("{what}: 64 hex digits, not {}", digits.len()),
-        ));
-    }
-    let mut key = [0u8; 32];
-    for (i, pair) in digits.chunks(2).enumerate() {
-        let text =
-            std::str::from_utf8(pair).map_err(|_| error("config", format!("{what}: not hex")))?;
-        key[i] = u8::from_str_radix(text, 16)
-            .map_err(|_| error("config", format!("{what}: not hex")))?;
-    }
-    Ok(pdc_store::StoreKey::from_bytes(key))
+    pdc_store::StoreKey::from_hex(hex).map_err(|e| error("config", format!("{what}: {e}")))
 }
 
 /// A refund from JS: the original, and the sale's shape for what goes back.
