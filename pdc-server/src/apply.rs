@@ -449,17 +449,10 @@ impl PosApply {
             &o.term, &o.oid, &o.seq, &o.cashier, &o.cust, &o.at, &o.total, &o.nlines, &l.seq,
             &l.term, &l.oid, &l.no, &l.prod, &l.qty, &l.price, &l.disc, &l.tax, &o.receipt,
         ];
-        let inserted: HashSet<i64> = tx
-            .query(&stmt, &params)
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        Ok(orders
-            .iter()
-            .filter(|(_, a, _)| !inserted.contains(&(a.server_seq as i64)))
-            .map(|(n, a, o)| (*n, duplicate_order(a.terminal_id, o.id)))
-            .collect())
+        let refused = insert_returning(tx, &stmt, &params, &orders, |a, o| {
+            duplicate_order(a.terminal_id, o.id)
+        });
+        refused.await
     }
 
     /// The refunds of `items` into `pos_refunds`; `original_known` says
@@ -489,17 +482,10 @@ impl PosApply {
             &c.at,
             &c.total,
         ];
-        let inserted: HashSet<i64> = tx
-            .query(&stmt, &params)
-            .await?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        Ok(refunds
-            .iter()
-            .filter(|(_, a, _)| !inserted.contains(&(a.server_seq as i64)))
-            .map(|(n, a, r)| (*n, duplicate_refund(a.terminal_id, r.id)))
-            .collect())
+        let refused = insert_returning(tx, &stmt, &params, &refunds, |a, r| {
+            duplicate_refund(a.terminal_id, r.id)
+        });
+        refused.await
     }
 }
 
@@ -530,6 +516,29 @@ impl<'a> RefundColumns<'a> {
         self.at.push(r.created_at_ms.min(i64::MAX as u64) as i64);
         self.total.push(r.total_cents());
     }
+}
+
+/// Runs an insert that returns the ledger sequences of the rows it
+/// inserted; the `rows` whose sequence is not among them are refused with
+/// `refuse` (their key was taken).
+async fn insert_returning<T>(
+    tx: &deadpool_postgres::Transaction<'_>,
+    stmt: &tokio_postgres::Statement,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    rows: &[(usize, &Accepted<'_>, T)],
+    refuse: impl Fn(&Accepted<'_>, &T) -> Rejection,
+) -> Result<Refusals, ServerError> {
+    let inserted: HashSet<i64> = tx
+        .query(stmt, params)
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(rows
+        .iter()
+        .filter(|(_, a, _)| !inserted.contains(&(a.server_seq as i64)))
+        .map(|(n, a, t)| (*n, refuse(a, t)))
+        .collect())
 }
 
 /// The orders of one `apply_postgres` call as UNNEST columns. Ids were

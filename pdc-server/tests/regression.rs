@@ -706,22 +706,17 @@ async fn malformed_requests_answer_the_wrong_status() {
     server.shutdown().await.unwrap();
 }
 
-/// Issue 18, receipt numbers: the till printed a receipt number the
-/// server never saw — the order carried no number, so the back office
-/// could not find a sale by its receipt. A sale sold through the engine
-/// now carries its receipt number (order schema 2) and both ledgers store
-/// it with the order (`pos_receipts` on the embedded ledger, the
-/// `receipt` column of `pos_orders` on PostgreSQL).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn receipt_numbers_are_not_stored_with_the_order_on_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    // The till: a sale, its order as saved in the outbox.
+/// A till on loopback (never pushes on its own) and a product to sell.
+fn offline_till(
+    dir: &std::path::Path,
+) -> (
+    OfflineEngine<pdc_sync::LoopbackTransport, pdc_clock::SystemClock>,
+    pdc_codec::Product,
+) {
+    let mut c = EngineConfig::new("till-1", dir.join("till.pdc"));
+    c.kdf = pdc_auth::KdfParams::INSECURE_TEST;
     let till = OfflineEngine::open(
-        {
-            let mut c = EngineConfig::new("till-1", dir.path().join("till.pdc"));
-            c.kdf = pdc_auth::KdfParams::INSECURE_TEST;
-            c
-        },
+        c,
         pdc_sync::LoopbackTransport::new(),
         pdc_clock::SystemClock::new(),
     )
@@ -735,6 +730,20 @@ async fn receipt_numbers_are_not_stored_with_the_order_on_the_server() {
         tax_rate_bp: 700,
         active: true,
     };
+    (till, product)
+}
+
+/// Issue 18, receipt numbers: the till printed a receipt number the
+/// server never saw — the order carried no number, so the back office
+/// could not find a sale by its receipt. A sale sold through the engine
+/// now carries its receipt number (order schema 2) and both ledgers store
+/// it with the order (`pos_receipts` on the embedded ledger, the
+/// `receipt` column of `pos_orders` on PostgreSQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipt_numbers_are_not_stored_with_the_order_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    // The till: a sale, its order as saved in the outbox.
+    let (till, product) = offline_till(dir.path());
     let receipt = till
         .sell(
             &pdc_core::Sale::new(1)
@@ -809,25 +818,7 @@ async fn receipt_numbers_are_not_stored_with_the_order_on_the_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refunds_cannot_reference_the_original_sale() {
     let dir = tempfile::tempdir().unwrap();
-    let till = OfflineEngine::open(
-        {
-            let mut c = EngineConfig::new("till-1", dir.path().join("till.pdc"));
-            c.kdf = pdc_auth::KdfParams::INSECURE_TEST;
-            c
-        },
-        pdc_sync::LoopbackTransport::new(),
-        pdc_clock::SystemClock::new(),
-    )
-    .unwrap();
-    let product = pdc_codec::Product {
-        id: 7001,
-        name: "Espresso".into(),
-        barcode: "4006381333900".into(),
-        category: "Drinks".into(),
-        price_cents: 240,
-        tax_rate_bp: 700,
-        active: true,
-    };
+    let (till, product) = offline_till(dir.path());
     let cash = pdc_codec::PaymentMethod::Cash;
     let sold = till
         .sell(&pdc_core::Sale::new(1).add(&product, 3).pay_rest(cash))
