@@ -17,8 +17,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Products and cashiers come from the server and stay on the till:
     // offline, the stored copy serves the login and the lookup.
     let _ = engine.pull().await;
-    let user = engine.login("alice", "582917")?.session.user_id;
-    let cashier = engine.cashier_id(&user)?.ok_or("no such cashier")?;
+    let signed_in = engine.login_cashier("alice", "582917")?;
+    let cashier = signed_in.cashier_id.ok_or("no such cashier")?;
     let coffee = engine.product_by_barcode("4006381333900").await?;
     let coffee = coffee.ok_or("no such barcode")?;
 

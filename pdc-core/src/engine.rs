@@ -113,6 +113,19 @@ pub struct OfflineEngine<T: SyncTransport, C: Clock + Clone + 'static> {
     on_record: std::sync::Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
 }
 
+/// A cashier signed in ([`OfflineEngine::login_cashier`]).
+#[derive(Debug)]
+pub struct Cashier {
+    /// The session (token, user id, role, expiry).
+    pub login: Login,
+    /// The number on the orders ([`crate::Sale::new`]): the user's record
+    /// id in the users dataset; `None` for a user enrolled at this till
+    /// only.
+    pub cashier_id: Option<u32>,
+    /// The user's role.
+    pub role: String,
+}
+
 /// A snapshot of sync ([`OfflineEngine::status`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SyncStatus {
@@ -653,6 +666,19 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
     /// scanning). Returns how many records were loaded.
     pub async fn warm(&self, dataset: &str) -> Result<usize, EngineError> {
         self.catalogue.warm(dataset, self.clock.wall_ms()).await
+    }
+
+    /// [`OfflineEngine::login`], returning who signed in as the orders
+    /// need it: the session, the numeric cashier id
+    /// ([`OfflineEngine::cashier_id`]; `None` for a user enrolled at this
+    /// till only) and the role.
+    pub fn login_cashier(&self, user_id: &str, pin: &str) -> Result<Cashier, EngineError> {
+        let login = self.login(user_id, pin)?;
+        Ok(Cashier {
+            cashier_id: self.cashier_id(user_id)?,
+            role: login.session.role.clone(),
+            login,
+        })
     }
 
     /// Offline PIN login (users come from the store's auth state).

@@ -225,6 +225,13 @@ fn users_pulled_from_the_server_log_in_online_and_then_offline() {
     // Her number on the orders is her record id in the users dataset.
     assert_eq!(engine.cashier_id("ann").unwrap(), Some(1));
     assert_eq!(engine.cashier_id("nobody").unwrap(), None);
+    // The login result says it too, with the role.
+    let cashier = engine.login_cashier("ann", "4826").unwrap();
+    assert_eq!(
+        (cashier.cashier_id, cashier.role.as_str()),
+        (Some(1), "cashier")
+    );
+    assert_eq!(cashier.login.session.user_id, "ann");
     // The PIN changes at the server; the next online login sees it.
     transport
         .server

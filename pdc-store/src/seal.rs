@@ -14,7 +14,7 @@
 //! key-check record (a known text sealed with that key) and the generation
 //! new values are sealed with. Opening checks every generation the file
 //! holds against the keys given: a store that has encryption and no key, or
-//! only wrong ones, is refused before anything is read. [`Store::rekey`]
+//! only wrong ones, is refused before anything is read. [`crate::Store::rekey`]
 //! adds a generation and re-seals the rows in bounded batches (one write
 //! transaction each, so sales go on between them); a crash in the middle
 //! leaves both generations in the file, and it opens with both keys.
