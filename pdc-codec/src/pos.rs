@@ -310,6 +310,17 @@ impl Order {
     }
 }
 
+/// A receipt number, if any, of 1 to [`MAX_RECEIPT_LEN`] bytes.
+fn check_receipt(receipt: Option<&str>, what: &str) -> Result<(), CodecError> {
+    match receipt {
+        Some(r) if r.is_empty() || r.len() > MAX_RECEIPT_LEN => Err(CodecError::InvalidOrder {
+            rule: OrderRule::BadReceipt,
+            detail: format!("{what} of {} bytes (1 to {MAX_RECEIPT_LEN})", r.len()),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// The rules of [`Order::check`] and [`Refund::check`]: one function, so
 /// that a sale and a refund are held to the same.
 fn check_sale(
@@ -319,17 +330,7 @@ fn check_sale(
     receipt: Option<&str>,
 ) -> Result<i64, CodecError> {
     let fail = |rule, detail: String| CodecError::InvalidOrder { rule, detail };
-    if let Some(r) = receipt {
-        if r.is_empty() || r.len() > MAX_RECEIPT_LEN {
-            return Err(fail(
-                OrderRule::BadReceipt,
-                format!(
-                    "receipt number of {} bytes (1 to {MAX_RECEIPT_LEN})",
-                    r.len()
-                ),
-            ));
-        }
-    }
+    check_receipt(receipt, "receipt number")?;
     if id > i64::MAX as u64 {
         return Err(fail(
             OrderRule::IdOutOfRange,
@@ -437,14 +438,7 @@ impl Refund {
                 ),
             ));
         }
-        if let Some(r) = &self.original_receipt {
-            if r.is_empty() || r.len() > MAX_RECEIPT_LEN {
-                return Err(fail(
-                    OrderRule::BadReceipt,
-                    format!("original receipt number of {} bytes", r.len()),
-                ));
-            }
-        }
+        check_receipt(self.original_receipt.as_deref(), "original receipt number")?;
         check_sale(
             self.id,
             &self.lines,

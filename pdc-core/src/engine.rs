@@ -419,9 +419,16 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let longest = build(i64::MAX as u64, terminal, now, number(i64::MAX as u64));
         check(&longest)?;
         let probe = item_for(i64::MAX as u64, &longest)?;
+        // The record saved, kept to return (built once, in the commit).
+        let mut saved = None;
         let (local_id, seq) = self.outbox.record_numbered(
             probe,
-            |seq| Ok(item_for(base.wrapping_add(seq), &record_for(seq))?),
+            |seq| {
+                let record = record_for(seq);
+                let item = item_for(base.wrapping_add(seq), &record)?;
+                saved = Some(record);
+                Ok(item)
+            },
             offline_card,
             &self.clock,
             &self.telemetry,
@@ -429,7 +436,9 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let us = (self.clock.now() - started).as_secs_f64() * 1e6;
         self.telemetry.observe("pdc_record_us", us);
         self.recorded();
-        Ok((local_id, seq, number(seq), record_for(seq)))
+        // `make` ran: the commit that returned `seq` used it.
+        let record = saved.unwrap_or_else(|| record_for(seq));
+        Ok((local_id, seq, number(seq), record))
     }
 
     /// A card payment of `sale` taken offline, checked against the

@@ -193,12 +193,7 @@ impl PosApply {
 
     fn check_order(&self, o: &Order) -> Result<(), Rejection> {
         // The rules the till checks too (one function in pdc-codec).
-        o.check().map_err(|e| match e {
-            pdc_codec::CodecError::InvalidOrder { rule, detail } => {
-                Rejection::new(rule.code(), detail)
-            }
-            other => Rejection::new("invalid_order", other.to_string()),
-        })?;
+        o.check().map_err(|e| rule_rejection(e, "invalid_order"))?;
         let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
         if let Some(known) = catalog.as_ref() {
             if let Some(l) = o.lines.iter().find(|l| !known.contains(&l.product_id)) {
@@ -296,6 +291,15 @@ const INSERT_REFUNDS: &str = "INSERT INTO pos_refunds (terminal_id, refund_id, s
      $6::text[], $7::text[], $8::bigint[], $9::bigint[]) AS x(t, r, s, c, oo, orc, rc, a, tot) \
      ON CONFLICT (terminal_id, refund_id) DO NOTHING RETURNING server_seq";
 
+/// A broken order rule as the rejection the till sees (the rule's code);
+/// any other error under `code`.
+fn rule_rejection(e: pdc_codec::CodecError, code: &str) -> Rejection {
+    match e {
+        pdc_codec::CodecError::InvalidOrder { rule, detail } => Rejection::new(rule.code(), detail),
+        other => Rejection::new(code, other.to_string()),
+    }
+}
+
 fn duplicate_refund(terminal: &str, refund_id: u64) -> Rejection {
     Rejection::new(
         "duplicate_refund",
@@ -327,12 +331,10 @@ impl Apply for PosApply {
         } else if item.kind == u16::from(RecordKind::REFUND.0) {
             // The order rules (one function in pdc-codec). The original
             // need not be known: it may be sold at a till still offline.
-            self.refund(item)?.check().map(drop).map_err(|e| match e {
-                pdc_codec::CodecError::InvalidOrder { rule, detail } => {
-                    Rejection::new(rule.code(), detail)
-                }
-                other => Rejection::new("invalid_refund", other.to_string()),
-            })
+            self.refund(item)?
+                .check()
+                .map(drop)
+                .map_err(|e| rule_rejection(e, "invalid_refund"))
         } else if item.kind == u16::from(RecordKind::TRANSACTION.0) {
             let t: Transaction = self
                 .codec

@@ -764,20 +764,14 @@ async fn receipt_numbers_are_not_stored_with_the_order_on_the_server() {
     // The embedded ledger.
     let path = dir.path().join("ledger.redb");
     {
-        let ledger =
-            RedbLedger::open(&path, Arc::new(PosApply::new()), RedbOptions::default()).unwrap();
+        let ledger = common::open_redb(&path, Arc::new(PosApply::new())).await;
         let r = ledger
             .push("till-1", S, vec![item.clone()], 1)
             .await
             .unwrap();
         assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
     }
-    let db = loop {
-        match redb::Database::open(&path) {
-            Ok(db) => break db,
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    };
+    let db = common::closed_redb(&path).await;
     let tx = db.begin_read().unwrap();
     let receipts = tx.open_table(pdc_server::REDB_RECEIPTS).unwrap();
     assert_eq!(
@@ -858,8 +852,7 @@ async fn refunds_cannot_reference_the_original_sale() {
     // The embedded ledger.
     let path = dir.path().join("ledger.redb");
     {
-        let ledger =
-            RedbLedger::open(&path, Arc::new(PosApply::new()), RedbOptions::default()).unwrap();
+        let ledger = common::open_redb(&path, Arc::new(PosApply::new())).await;
         let mut batch = items.clone();
         batch.push(forged.clone());
         let r = ledger.push("till-1", S, batch, 1).await.unwrap();
@@ -874,12 +867,7 @@ async fn refunds_cannot_reference_the_original_sale() {
             "{r:?}"
         );
     }
-    let db = loop {
-        match redb::Database::open(&path) {
-            Ok(db) => break db,
-            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    };
+    let db = common::closed_redb(&path).await;
     let tx = db.begin_read().unwrap();
     let refunds = tx.open_table(pdc_server::REDB_REFUNDS).unwrap();
     let row = |id: u64| {

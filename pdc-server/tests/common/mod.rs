@@ -128,6 +128,19 @@ pub async fn open_state(
     AppState::new(ledger, hub, Some(pos), limits).await.unwrap()
 }
 
+/// The embedded ledger's file at `path` as a plain redb database, to read
+/// its tables, once a dropped ledger's writer thread has let it go (up to
+/// 5 s).
+pub async fn closed_redb(path: &std::path::Path) -> redb::Database {
+    for _ in 0..500 {
+        if let Ok(db) = redb::Database::open(path) {
+            return db;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    redb::Database::open(path).unwrap()
+}
+
 /// Opens the embedded ledger at `path`, waiting (up to 5 s) while a
 /// just-stopped ledger's writer thread still holds the file.
 pub async fn open_redb(
