@@ -78,7 +78,7 @@ fn fleet(c: &mut Criterion) {
             reg.count(&MetricKey::new("pdc_sales_total", &[]).unwrap(), 120);
             reg.gauge(&MetricKey::new("pdc_memory_bytes", &[]).unwrap(), 3e7);
             TerminalReport {
-                terminal_id: format!("till-{t}"),
+                terminal_id: format!("till-{t}").parse().unwrap(),
                 store_id: format!("store-{}", t / 20),
                 at_ms: 1_704_067_200_000,
                 registry: reg,

@@ -45,7 +45,7 @@ fn cycle(c: &mut Criterion) {
         b.iter_batched(
             items,
             |items| {
-                let mut cfg = SyncConfig::new("till-1");
+                let mut cfg = SyncConfig::new("till-1".parse().unwrap());
                 cfg.linger = std::time::Duration::ZERO;
                 let mut m =
                     SyncMachine::new(cfg, Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1)));

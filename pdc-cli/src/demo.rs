@@ -14,14 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pdc_clock::{Clock, SystemClock};
-use pdc_codec::{Codec, Order, Transaction, TxKind, TxStatus};
+use pdc_codec::{Codec, Order, PaymentMethod};
 use pdc_core::{
-    DriverConfig, EngineConfig, EngineEvent, HttpOptions, HttpTransport, OfflineEngine,
+    DriverConfig, EngineConfig, EngineEvent, HttpOptions, HttpTransport, OfflineEngine, Original,
+    Receipt, Sale,
 };
 use pdc_monitor::{MetricKey, Sketch};
 use pdc_server::{AppState, DatasetHub, Ledger, PosApply, RedbLedger, RedbOptions, ServerHandle};
-use pdc_store::NewItem;
-use pdc_sync::{DatasetRecord, ItemResult, Priority, StreamKey};
+use pdc_sync::{DatasetRecord, ItemResult};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
@@ -278,7 +278,9 @@ impl Demo {
             },
         )
         .map_err(|e| CliError::Msg(e.to_string()))?;
-        let mut config = EngineConfig::new(till.id.clone(), till.store_path.clone());
+        let terminal =
+            pdc_core::TerminalId::new(till.id.clone()).map_err(|e| CliError::Msg(e.to_string()))?;
+        let mut config = EngineConfig::new(terminal, till.store_path.clone());
         config.seed = Some(
             self.args.seed ^ (till.n as u64) << 20 ^ u64::from(till.killed.load(Ordering::SeqCst)),
         );
@@ -368,6 +370,7 @@ impl Demo {
         let mut killed = kill_at.is_none();
         let mut next = Instant::now();
         let mut n: u64 = 0;
+        let mut last_sale: Option<Receipt> = None;
         let clock = SystemClock::new();
         while Instant::now() < end {
             let gap = -(1.0 - rng.gen_range(0.0..1.0f64)).ln() / self.args.rate.max(0.01);
@@ -406,51 +409,34 @@ impl Demo {
             n += 1;
             let now_ms = clock.wall_ms();
             let r: f64 = rng.gen_range(0.0..1.0);
-            let (item, json, kind_name) = if r < 0.03 {
-                let t = Transaction {
-                    id: n,
-                    kind: TxKind::Refund,
-                    amount_cents: -rng.gen_range(100..5_000),
-                    timestamp_ms: now_ms,
-                    status: TxStatus::Completed,
-                    reference: format!("RF-{}-{n}", till.n),
-                };
-                let json = serde_json::to_value(&t).unwrap_or_default();
-                (
-                    NewItem {
-                        stream: StreamKey(1),
-                        priority: Priority::Critical,
-                        kind: 1,
-                        created_at_ms: now_ms,
-                        payload: self.codec.encode(&t)?,
-                    },
-                    (json, "Critical", 1),
-                    "refund",
-                )
+            let mut o: Order = orders[(till.n * 37 + n as usize) % orders.len()].clone();
+            // A refund of this till's last sale (its first line), through
+            // the engine's refund: numbered like a sale, sent first.
+            let refund_of = if r < 0.03 { last_sale.as_ref() } else { None };
+            let (saved, json, kind_name) = if let Some(original) = refund_of {
+                let line = original.order.lines[0].clone();
+                let back = Sale::new(original.order.cashier_id)
+                    .line(line)
+                    .pay_rest(PaymentMethod::Cash);
+                let saved = engine.refund(&Original::of(original), &back);
+                let json = saved
+                    .as_ref()
+                    .map(|r| serde_json::to_value(&r.refund).unwrap_or_default());
+                let json = (json.unwrap_or_default(), "Critical", 6);
+                (saved.map(|r| r.local_id), json, "refund")
             } else if r < 0.13 {
-                let ev = format!(
-                    "{{\"event\":\"basket_view\",\"till\":{},\"n\":{n},\"ms\":{now_ms}}}",
-                    till.n
-                );
-                let json = serde_json::from_str(&ev).unwrap_or_default();
+                let (till_n, seq) = (till.n.to_string(), n.to_string());
+                let props = [("till", till_n.as_str()), ("n", seq.as_str())];
+                let json = serde_json::json!({"name": "basket_view", "at_ms": now_ms,
+                    "properties": [["till", till_n], ["n", seq]]});
                 (
-                    NewItem {
-                        stream: StreamKey(2),
-                        priority: Priority::Low,
-                        kind: 70,
-                        created_at_ms: now_ms,
-                        payload: ev.into_bytes(),
-                    },
-                    (json, "Low", 70),
+                    engine.track("basket_view", &props),
+                    (json, "Low", 7),
                     "analytics",
                 )
             } else {
-                let mut o: Order = orders[(till.n * 37 + n as usize) % orders.len()].clone();
-                o.id = n;
-                o.terminal_id = till.n as u32;
-                o.created_at_ms = now_ms;
                 // A till with a rounding bug now and then: refused by the
-                // server's rules and dead-lettered, never retried forever.
+                // server's rules, which the till checks before saving.
                 let buggy = r > 0.995;
                 if buggy {
                     if let Some(p) = o.payments.first_mut() {
@@ -461,20 +447,38 @@ impl Demo {
                 for l in &o.lines {
                     let _ = engine.reference("products", u64::from(l.product_id)).await;
                 }
-                let json = serde_json::to_value(&o).unwrap_or_default();
-                (
-                    NewItem {
-                        stream: StreamKey(3 + n % 4),
-                        priority: Priority::High,
-                        kind: 2,
-                        created_at_ms: now_ms,
-                        payload: self.codec.encode(&o)?,
-                    },
-                    (json, "High", 2),
-                    if buggy { "order (invalid)" } else { "order" },
-                )
+                let sale = o
+                    .lines
+                    .iter()
+                    .fold(Sale::new(o.cashier_id), |s, l| s.line(l.clone()));
+                let paid = o
+                    .payments
+                    .iter()
+                    .fold(sale.clone(), |s, p| s.pay(p.method, p.amount_cents));
+                let saved = match engine.sell(&paid) {
+                    // Cards beyond the offline limits: the customer pays
+                    // cash instead, as at a real till.
+                    Err(pdc_core::EngineError::OfflineCardLimit { .. }) => {
+                        *lock(&till.by_kind)
+                            .entry(
+                                "of the orders: card over the offline limit, paid cash".to_owned(),
+                            )
+                            .or_default() += 1;
+                        engine.sell(&sale.pay_rest(PaymentMethod::Cash))
+                    }
+                    other => other,
+                };
+                let json = saved
+                    .as_ref()
+                    .map(|r| serde_json::to_value(&r.order).unwrap_or_default());
+                let json = (json.unwrap_or_default(), "High", 2);
+                if let Ok(receipt) = &saved {
+                    last_sale = Some(receipt.clone());
+                }
+                let name = if buggy { "order (invalid)" } else { "order" };
+                (saved.map(|r| r.local_id), json, name)
             };
-            let id = match engine.record(item) {
+            let id = match saved {
                 Ok(id) => id,
                 // The buggy till's order breaks the server's rules: the
                 // engine refuses it before saving (nothing to dead-letter).

@@ -148,10 +148,13 @@ impl Shared {
         batch_id: u64,
         mut items: Vec<OutboxItem>,
     ) -> bool {
+        let Ok(terminal_id) = pdc_sync::TerminalId::new(terminal) else {
+            return false;
+        };
         for _ in 0..50 {
             let req = PushRequest {
                 schema: pdc_sync::PROTOCOL_VERSION,
-                terminal_id: terminal.to_owned(),
+                terminal_id: terminal_id.clone(),
                 store_id: self.store_id,
                 batch_id,
                 items: items.clone(),

@@ -93,6 +93,10 @@ pub enum CodecError {
         /// What broke it, for a person.
         detail: String,
     },
+    /// A terminal id breaks the rules of [`crate::TerminalId`] (1 to 64
+    /// characters of `A-Z a-z 0-9 . _ -`).
+    #[error("invalid terminal id {0:?}: 1 to 64 characters of A-Z a-z 0-9 . _ -")]
+    InvalidTerminalId(String),
 }
 
 impl From<postcard::Error> for CodecError {

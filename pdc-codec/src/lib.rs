@@ -61,6 +61,7 @@ mod error;
 pub mod frame;
 mod pos;
 mod record;
+mod terminal;
 
 pub use error::CodecError;
 pub use frame::{Codec, Compression, Frame, Limits};
@@ -69,3 +70,4 @@ pub use pos::{
     Refund, Transaction, TransactionColumns, TxKind, TxStatus, MAX_RECEIPT_LEN,
 };
 pub use record::{Record, RecordKind};
+pub use terminal::TerminalId;

@@ -200,8 +200,6 @@ impl OrderLine {
 pub struct Order {
     /// Terminal-local order id.
     pub id: u64,
-    /// The terminal that took the order.
-    pub terminal_id: u32,
     /// The cashier logged in.
     pub cashier_id: u32,
     /// The loyalty customer, when known.
@@ -217,6 +215,9 @@ pub struct Order {
     /// in orders written by schema 1.
     pub receipt: Option<String>,
 }
+// The order names no terminal (schema 3 dropped the number that schemas 1
+// and 2 carried): the terminal is the authenticated [`crate::TerminalId`]
+// that pushed it, so a record cannot name another.
 
 /// The longest receipt number an order may carry, in bytes.
 pub const MAX_RECEIPT_LEN: usize = 64;
@@ -234,11 +235,40 @@ struct OrderV1 {
     payments: Vec<Payment>,
 }
 
-impl From<OrderV1> for Order {
-    fn from(o: OrderV1) -> Order {
+/// An order as schema 2 wrote it (a terminal number, ignored since).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct OrderV2 {
+    id: u64,
+    terminal_id: u32,
+    cashier_id: u32,
+    customer_id: Option<u32>,
+    created_at_ms: u64,
+    lines: Vec<OrderLine>,
+    payments: Vec<Payment>,
+    receipt: Option<String>,
+}
+
+impl From<OrderV2> for Order {
+    fn from(o: OrderV2) -> Order {
+        let _ = o.terminal_id;
         Order {
             id: o.id,
-            terminal_id: o.terminal_id,
+            cashier_id: o.cashier_id,
+            customer_id: o.customer_id,
+            created_at_ms: o.created_at_ms,
+            lines: o.lines,
+            payments: o.payments,
+            receipt: o.receipt,
+        }
+    }
+}
+
+impl From<OrderV1> for Order {
+    fn from(o: OrderV1) -> Order {
+        let _ = o.terminal_id;
+        Order {
+            id: o.id,
             cashier_id: o.cashier_id,
             customer_id: o.customer_id,
             created_at_ms: o.created_at_ms,
@@ -371,14 +401,17 @@ fn check_sale(
 
 impl Record for Order {
     const KIND: RecordKind = RecordKind::ORDER;
-    /// 2 added the receipt number.
-    const SCHEMA: u8 = 2;
+    /// 2 added the receipt number; 3 dropped the terminal number.
+    const SCHEMA: u8 = 3;
 
     fn take_older(schema: u8, bytes: &[u8]) -> Result<(Self, &[u8]), CodecError> {
         match schema {
             1 => postcard::take_from_bytes::<OrderV1>(bytes)
                 .map(|(o, rest)| (o.into(), rest))
                 .map_err(|e| CodecError::Malformed(format!("order (schema 1): {e}"))),
+            2 => postcard::take_from_bytes::<OrderV2>(bytes)
+                .map(|(o, rest)| (o.into(), rest))
+                .map_err(|e| CodecError::Malformed(format!("order (schema 2): {e}"))),
             _ => Err(CodecError::UnsupportedSchema {
                 kind: Self::KIND,
                 schema,
@@ -398,8 +431,6 @@ impl Record for Order {
 pub struct Refund {
     /// Terminal-local id, from the same counter as order ids.
     pub id: u64,
-    /// The terminal that paid it back.
-    pub terminal_id: u32,
     /// The cashier logged in.
     pub cashier_id: u32,
     /// The order it refunds (its `id`).
@@ -448,9 +479,50 @@ impl Refund {
     }
 }
 
+/// A refund as schema 1 wrote it (a terminal number, ignored since).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct RefundV1 {
+    id: u64,
+    terminal_id: u32,
+    cashier_id: u32,
+    original_order_id: u64,
+    original_receipt: Option<String>,
+    created_at_ms: u64,
+    lines: Vec<OrderLine>,
+    payments: Vec<Payment>,
+    receipt: Option<String>,
+}
+
 impl Record for Refund {
     const KIND: RecordKind = RecordKind::REFUND;
-    const SCHEMA: u8 = 1;
+    /// 2 dropped the terminal number.
+    const SCHEMA: u8 = 2;
+
+    fn take_older(schema: u8, bytes: &[u8]) -> Result<(Self, &[u8]), CodecError> {
+        match schema {
+            1 => postcard::take_from_bytes::<RefundV1>(bytes)
+                .map(|(r, rest)| {
+                    let _ = r.terminal_id;
+                    let refund = Refund {
+                        id: r.id,
+                        cashier_id: r.cashier_id,
+                        original_order_id: r.original_order_id,
+                        original_receipt: r.original_receipt,
+                        created_at_ms: r.created_at_ms,
+                        lines: r.lines,
+                        payments: r.payments,
+                        receipt: r.receipt,
+                    };
+                    (refund, rest)
+                })
+                .map_err(|e| CodecError::Malformed(format!("refund (schema 1): {e}"))),
+            _ => Err(CodecError::UnsupportedSchema {
+                kind: Self::KIND,
+                schema,
+            }),
+        }
+    }
 }
 
 /// Something the till saw that is not money: a basket viewed, a drawer
@@ -460,8 +532,6 @@ impl Record for Refund {
 pub struct AnalyticsEvent {
     /// The event's name: 1 to 64 bytes of `a-z`, `0-9`, `_`, `.`.
     pub name: String,
-    /// The terminal that saw it.
-    pub terminal_id: u32,
     /// Wall time in milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// Properties: at most 32, keys of 1 to 64 bytes, values of at most
@@ -500,9 +570,41 @@ impl AnalyticsEvent {
     }
 }
 
+/// An analytics event as schema 1 wrote it (a terminal number, ignored
+/// since).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct AnalyticsEventV1 {
+    name: String,
+    terminal_id: u32,
+    at_ms: u64,
+    properties: Vec<(String, String)>,
+}
+
 impl Record for AnalyticsEvent {
     const KIND: RecordKind = RecordKind::ANALYTICS;
-    const SCHEMA: u8 = 1;
+    /// 2 dropped the terminal number.
+    const SCHEMA: u8 = 2;
+
+    fn take_older(schema: u8, bytes: &[u8]) -> Result<(Self, &[u8]), CodecError> {
+        match schema {
+            1 => postcard::take_from_bytes::<AnalyticsEventV1>(bytes)
+                .map(|(e, rest)| {
+                    let _ = e.terminal_id;
+                    let event = AnalyticsEvent {
+                        name: e.name,
+                        at_ms: e.at_ms,
+                        properties: e.properties,
+                    };
+                    (event, rest)
+                })
+                .map_err(|e| CodecError::Malformed(format!("analytics event (schema 1): {e}"))),
+            _ => Err(CodecError::UnsupportedSchema {
+                kind: Self::KIND,
+                schema,
+            }),
+        }
+    }
 }
 
 /// A catalogue product as the server sends it as reference data.
@@ -795,7 +897,6 @@ impl Quantities {
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct OrderColumns {
     id_deltas: Col<i64>,
-    terminal_ids: Col<u32>,
     cashier_ids: Col<u32>,
     /// One byte per order: line count (bits 0-3, 15 = see `long_line_counts`),
     /// has a customer (bit 4), payment count (bits 5-6, 3 = see
@@ -826,7 +927,64 @@ pub struct OrderColumns {
     receipts: Vec<String>,
 }
 
-/// The columns as schema 1 wrote them: the same, without receipts.
+/// The columns as schema 2 wrote them: with a terminal number per order
+/// (read, checked for length and dropped).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct OrderColumnsV2 {
+    id_deltas: Col<i64>,
+    terminal_ids: Col<u32>,
+    cashier_ids: Col<u32>,
+    headers: Vec<u8>,
+    customers: Col<u32>,
+    created_deltas: Col<i64>,
+    long_line_counts: Col<u32>,
+    long_payment_counts: Col<u32>,
+    product_ids: Col<u32>,
+    dict_prices: Col<i64>,
+    dict_tax_index: Col<u32>,
+    tax_rates: Col<u16>,
+    quantities: Quantities,
+    price_overrides: Sparse<i64>,
+    tax_overrides: Sparse<u16>,
+    discounts: Sparse<i64>,
+    payment_methods: Vec<u8>,
+    payment_residuals: Sparse<i64>,
+    receipts: Vec<String>,
+}
+
+impl TryFrom<OrderColumnsV2> for OrderColumns {
+    type Error = CodecError;
+    fn try_from(c: OrderColumnsV2) -> Result<OrderColumns, CodecError> {
+        if c.terminal_ids.len() != c.id_deltas.len() {
+            return Err(CodecError::Malformed(
+                "order columns: per-order columns have different lengths".into(),
+            ));
+        }
+        Ok(OrderColumns {
+            id_deltas: c.id_deltas,
+            cashier_ids: c.cashier_ids,
+            headers: c.headers,
+            customers: c.customers,
+            created_deltas: c.created_deltas,
+            long_line_counts: c.long_line_counts,
+            long_payment_counts: c.long_payment_counts,
+            product_ids: c.product_ids,
+            dict_prices: c.dict_prices,
+            dict_tax_index: c.dict_tax_index,
+            tax_rates: c.tax_rates,
+            quantities: c.quantities,
+            price_overrides: c.price_overrides,
+            tax_overrides: c.tax_overrides,
+            discounts: c.discounts,
+            payment_methods: c.payment_methods,
+            payment_residuals: c.payment_residuals,
+            receipts: c.receipts,
+        })
+    }
+}
+
+/// The columns as schema 1 wrote them: those of schema 2 without receipts.
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Serialize))]
 struct OrderColumnsV1 {
@@ -850,9 +1008,9 @@ struct OrderColumnsV1 {
     payment_residuals: Sparse<i64>,
 }
 
-impl From<OrderColumnsV1> for OrderColumns {
-    fn from(c: OrderColumnsV1) -> OrderColumns {
-        OrderColumns {
+impl From<OrderColumnsV1> for OrderColumnsV2 {
+    fn from(c: OrderColumnsV1) -> OrderColumnsV2 {
+        OrderColumnsV2 {
             id_deltas: c.id_deltas,
             terminal_ids: c.terminal_ids,
             cashier_ids: c.cashier_ids,
@@ -878,19 +1036,24 @@ impl From<OrderColumnsV1> for OrderColumns {
 
 impl Record for OrderColumns {
     const KIND: RecordKind = RecordKind::ORDER_COLUMNS;
-    /// 2 added the receipt numbers.
-    const SCHEMA: u8 = 2;
+    /// 2 added the receipt numbers; 3 dropped the terminal numbers.
+    const SCHEMA: u8 = 3;
 
     fn take_older(schema: u8, bytes: &[u8]) -> Result<(Self, &[u8]), CodecError> {
-        match schema {
+        let (v2, rest) = match schema {
             1 => postcard::take_from_bytes::<OrderColumnsV1>(bytes)
-                .map(|(c, rest)| (c.into(), rest))
-                .map_err(|e| CodecError::Malformed(format!("order columns (schema 1): {e}"))),
-            _ => Err(CodecError::UnsupportedSchema {
-                kind: Self::KIND,
-                schema,
-            }),
-        }
+                .map(|(c, rest)| (OrderColumnsV2::from(c), rest))
+                .map_err(|e| CodecError::Malformed(format!("order columns (schema 1): {e}")))?,
+            2 => postcard::take_from_bytes::<OrderColumnsV2>(bytes)
+                .map_err(|e| CodecError::Malformed(format!("order columns (schema 2): {e}")))?,
+            _ => {
+                return Err(CodecError::UnsupportedSchema {
+                    kind: Self::KIND,
+                    schema,
+                })
+            }
+        };
+        Ok((OrderColumns::try_from(v2)?, rest))
     }
 }
 
@@ -930,7 +1093,6 @@ impl OrderColumns {
         }
         let mut c = OrderColumns {
             id_deltas: Col::with_capacity(n),
-            terminal_ids: Col::with_capacity(n),
             cashier_ids: Col::with_capacity(n),
             headers: Vec::with_capacity(n),
             created_deltas: Col::with_capacity(n),
@@ -950,7 +1112,6 @@ impl OrderColumns {
         for o in orders {
             c.id_deltas.push(o.id.wrapping_sub(last_id) as i64);
             last_id = o.id;
-            c.terminal_ids.push(o.terminal_id);
             c.cashier_ids.push(o.cashier_id);
             c.created_deltas
                 .push(o.created_at_ms.wrapping_sub(last_ts) as i64);
@@ -1041,7 +1202,6 @@ impl OrderColumns {
         }
         vec![
             size("id_deltas", &self.id_deltas),
-            size("terminal_ids", &self.terminal_ids),
             size("cashier_ids", &self.cashier_ids),
             size("headers", &self.headers),
             size("customers", &self.customers),
@@ -1064,7 +1224,6 @@ impl OrderColumns {
         let n = self.id_deltas.len();
         let malformed = |m: &str| CodecError::Malformed(format!("order columns: {m}"));
         let per_order = [
-            self.terminal_ids.len(),
             self.cashier_ids.len(),
             self.created_deltas.len(),
             self.headers.len(),
@@ -1188,7 +1347,6 @@ impl OrderColumns {
             pi += np;
             out.push(Order {
                 id,
-                terminal_id: self.terminal_ids[i],
                 cashier_id: self.cashier_ids[i],
                 customer_id: if self.headers[i] & HAS_CUSTOMER != 0 {
                     customers.next().copied()
@@ -1257,9 +1415,9 @@ mod tests {
     use proptest::prelude::*;
 
     /// Orders and order columns written by schema 1 (before receipt
-    /// numbers) still decode, with no receipt.
+    /// numbers) and schema 2 (with a terminal number) still decode.
     #[test]
-    fn schema_1_orders_and_columns_still_decode() {
+    fn schema_1_and_2_orders_and_columns_still_decode() {
         let codec = Codec::new();
         let line = |product_id, quantity| OrderLine {
             product_id,
@@ -1271,7 +1429,6 @@ mod tests {
         let orders: Vec<Order> = (1..=3u64)
             .map(|i| Order {
                 id: 100 + i,
-                terminal_id: 7,
                 cashier_id: 2,
                 customer_id: (i == 2).then_some(4711),
                 created_at_ms: 1_704_067_200_000 + i,
@@ -1285,21 +1442,85 @@ mod tests {
             .collect();
         let v1 = |o: &Order| OrderV1 {
             id: o.id,
-            terminal_id: o.terminal_id,
+            terminal_id: 7,
             cashier_id: o.cashier_id,
             customer_id: o.customer_id,
             created_at_ms: o.created_at_ms,
             lines: o.lines.clone(),
             payments: o.payments.clone(),
         };
+        let v2 = |o: &Order| OrderV2 {
+            id: o.id,
+            terminal_id: 7,
+            cashier_id: o.cashier_id,
+            customer_id: o.customer_id,
+            created_at_ms: o.created_at_ms,
+            lines: o.lines.clone(),
+            payments: o.payments.clone(),
+            receipt: Some(format!("till-7-3FA9C1D2-{:06}", o.id)),
+        };
         for o in &orders {
             let frame = codec.encode_value(RecordKind::ORDER, 1, &v1(o)).unwrap();
             assert_eq!(codec.decode::<Order>(&frame).unwrap(), *o);
+            let frame = codec.encode_value(RecordKind::ORDER, 2, &v2(o)).unwrap();
+            let back = codec.decode::<Order>(&frame).unwrap();
+            assert_eq!(back.receipt, v2(o).receipt);
+            assert_eq!(
+                Order {
+                    receipt: None,
+                    ..back
+                },
+                *o
+            );
         }
         let c = OrderColumns::from_records(&orders);
+        let terminals = || {
+            let mut t = Col::with_capacity(orders.len());
+            for _ in &orders {
+                t.push(7u32);
+            }
+            t
+        };
+        let v2_columns = OrderColumnsV2 {
+            id_deltas: c.id_deltas.clone(),
+            terminal_ids: terminals(),
+            cashier_ids: c.cashier_ids.clone(),
+            headers: c.headers.clone(),
+            customers: c.customers.clone(),
+            created_deltas: c.created_deltas.clone(),
+            long_line_counts: c.long_line_counts.clone(),
+            long_payment_counts: c.long_payment_counts.clone(),
+            product_ids: c.product_ids.clone(),
+            dict_prices: c.dict_prices.clone(),
+            dict_tax_index: c.dict_tax_index.clone(),
+            tax_rates: c.tax_rates.clone(),
+            quantities: c.quantities.clone(),
+            price_overrides: c.price_overrides.clone(),
+            tax_overrides: c.tax_overrides.clone(),
+            discounts: c.discounts.clone(),
+            payment_methods: c.payment_methods.clone(),
+            payment_residuals: c.payment_residuals.clone(),
+            receipts: c.receipts.clone(),
+        };
+        let frame = codec
+            .encode_value(RecordKind::ORDER_COLUMNS, 2, &v2_columns)
+            .unwrap();
+        assert_eq!(codec.decode_orders(&frame).unwrap(), orders);
+        // A schema-2 batch whose terminal column is short is malformed.
+        let short = OrderColumnsV2 {
+            terminal_ids: Col::with_capacity(0),
+            ..v2_columns
+        };
+        let frame = codec
+            .encode_value(RecordKind::ORDER_COLUMNS, 2, &short)
+            .unwrap();
+        assert!(matches!(
+            codec.decode_orders(&frame),
+            Err(CodecError::Malformed(_))
+        ));
         let old = OrderColumnsV1 {
             id_deltas: c.id_deltas,
-            terminal_ids: c.terminal_ids,
+            terminal_ids: terminals(),
             cashier_ids: c.cashier_ids,
             headers: c.headers,
             customers: c.customers,
@@ -1326,6 +1547,60 @@ mod tests {
         with[1].receipt = Some("till-7-3FA9C1D2-000002".into());
         let frame = codec.encode_orders(&with).unwrap();
         assert_eq!(codec.decode_orders(&frame).unwrap(), with);
+    }
+
+    /// Refunds and analytics events written by schema 1 (with a terminal
+    /// number) still decode.
+    #[test]
+    fn schema_1_refunds_and_analytics_events_still_decode() {
+        let codec = Codec::new();
+        let line = OrderLine {
+            product_id: 7001,
+            quantity: 1,
+            unit_price_cents: 240,
+            discount_cents: 0,
+            tax_rate_bp: 700,
+        };
+        let pay = Payment {
+            method: PaymentMethod::Cash,
+            amount_cents: 240,
+        };
+        let old = RefundV1 {
+            id: 9,
+            terminal_id: 7,
+            cashier_id: 2,
+            original_order_id: 3,
+            original_receipt: Some("R-3".into()),
+            created_at_ms: 5,
+            lines: vec![line.clone()],
+            payments: vec![pay.clone()],
+            receipt: Some("R-9".into()),
+        };
+        let frame = codec.encode_value(RecordKind::REFUND, 1, &old).unwrap();
+        let want = Refund {
+            id: 9,
+            cashier_id: 2,
+            original_order_id: 3,
+            original_receipt: Some("R-3".into()),
+            created_at_ms: 5,
+            lines: vec![line],
+            payments: vec![pay],
+            receipt: Some("R-9".into()),
+        };
+        assert_eq!(codec.decode::<Refund>(&frame).unwrap(), want);
+        let old = AnalyticsEventV1 {
+            name: "drawer_open".into(),
+            terminal_id: 7,
+            at_ms: 11,
+            properties: vec![("why".into(), "change".into())],
+        };
+        let frame = codec.encode_value(RecordKind::ANALYTICS, 1, &old).unwrap();
+        let want = AnalyticsEvent {
+            name: "drawer_open".into(),
+            at_ms: 11,
+            properties: vec![("why".into(), "change".into())],
+        };
+        assert_eq!(codec.decode::<AnalyticsEvent>(&frame).unwrap(), want);
     }
 
     /// The rules of `Order::check` in unbounded arithmetic (i128 cannot
@@ -1409,7 +1684,6 @@ mod tests {
                 Order {
                     receipt: None,
                     id,
-                    terminal_id: 7,
                     cashier_id: 1,
                     customer_id: None,
                     created_at_ms: 0,
@@ -1476,7 +1750,6 @@ mod tests {
         let o = Order {
             receipt: None,
             id: 1,
-            terminal_id: 1,
             cashier_id: 1,
             customer_id: None,
             created_at_ms: 1,

@@ -88,7 +88,6 @@ fn order() -> impl Strategy<Value = Order> {
     (
         any::<u64>(),
         any::<u32>(),
-        any::<u32>(),
         any::<Option<u32>>(),
         any::<u64>(),
         proptest::collection::vec(line, 0..20),
@@ -96,26 +95,14 @@ fn order() -> impl Strategy<Value = Order> {
         proptest::option::of("[A-Za-z0-9-]{1,40}"),
     )
         .prop_map(
-            |(
+            |(id, cashier_id, customer_id, created_at_ms, lines, payments, receipt)| Order {
                 id,
-                terminal_id,
                 cashier_id,
                 customer_id,
                 created_at_ms,
                 lines,
                 payments,
                 receipt,
-            )| {
-                Order {
-                    id,
-                    terminal_id,
-                    cashier_id,
-                    customer_id,
-                    created_at_ms,
-                    lines,
-                    payments,
-                    receipt,
-                }
             },
         )
 }
@@ -187,7 +174,6 @@ fn refund() -> impl Strategy<Value = pdc_codec::Refund> {
         .prop_map(
             |(o, original_order_id, original_receipt)| pdc_codec::Refund {
                 id: o.id,
-                terminal_id: o.terminal_id,
                 cashier_id: o.cashier_id,
                 original_order_id,
                 original_receipt,
@@ -211,7 +197,7 @@ mod refunds {
             at_ms in any::<u64>(),
             properties in proptest::collection::vec(("[a-z]{1,10}", ".{0,20}"), 0..5),
         ) {
-            let e = pdc_codec::AnalyticsEvent { name: name.clone(), terminal_id: 1, at_ms, properties };
+            let e = pdc_codec::AnalyticsEvent { name: name.clone(), at_ms, properties };
             for c in codecs() {
                 prop_assert_eq!(c.decode::<pdc_codec::AnalyticsEvent>(&c.encode(&e).unwrap()).unwrap(), e.clone());
             }
@@ -230,7 +216,6 @@ mod refunds {
             }
             let as_order = Order {
                 id: r.id,
-                terminal_id: r.terminal_id,
                 cashier_id: r.cashier_id,
                 customer_id: None,
                 created_at_ms: r.created_at_ms,

@@ -10,32 +10,27 @@ use pdc_core::{DriverConfig, EngineConfig, HttpOptions, HttpTransport, OfflineEn
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("PDC_URL").unwrap_or_else(|_| "http://127.0.0.1:8080".into());
     let transport = HttpTransport::new(&url, &std::env::var("PDC_TOKEN")?, HttpOptions::default())?;
-    let config = EngineConfig::new("till-1", "till-1.pdc");
+    let config = EngineConfig::new("till-1".parse()?, "till-1.pdc");
     let engine = Arc::new(OfflineEngine::open(config, transport, SystemClock::new())?);
     let driver = engine.start(DriverConfig::default()); // probes, pulls and syncs in the background
 
     // Products and cashiers come from the server and stay on the till:
     // offline, the stored copy serves the login and the lookup.
     let _ = engine.pull().await;
-    let signed_in = engine.login_cashier("alice", "582917")?;
-    let cashier = signed_in.cashier_id.ok_or("no such cashier")?;
+    let cashier = engine.login_cashier("alice", "582917")?.cashier_id;
     let coffee = engine.product_by_barcode("4006381333900").await?;
-    let coffee = coffee.ok_or("no such barcode")?;
+    let (cashier, coffee) = (cashier.ok_or("no cashier")?, coffee.ok_or("no barcode")?);
 
     // A sale: checked with the server's rules, durable and numbered on return.
-    let sale = Sale::new(cashier).add(&coffee, 2);
-    let receipt = engine.sell(&sale.pay_rest(PaymentMethod::Card))?;
-    println!(
-        "receipt {} for {} cents",
-        receipt.number, receipt.total_cents
-    );
+    let sale = Sale::new(cashier)
+        .add(&coffee, 2)
+        .pay_rest(PaymentMethod::Card);
+    let receipt = engine.sell(&sale)?;
+    println!("receipt {}: {} cents", receipt.number, receipt.total_cents);
 
     // The status a UI shows; then wait (bounded) for the server to have it.
     let status = driver.status().borrow().clone();
-    println!(
-        "{} pending, connection {:?}",
-        status.pending, status.connection
-    );
+    println!("{} pending, {:?}", status.pending, status.connection);
     match driver.wait_synced(Duration::from_secs(10)).await {
         Ok(_) => println!("synced"),
         Err(e) => println!("still offline, kept on the till: {e}"),

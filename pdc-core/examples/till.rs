@@ -37,8 +37,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .datasets
         .insert("products".into(), catalogue);
 
+    let terminal: pdc_core::TerminalId = "till-7".parse()?;
     let config = || {
-        let mut c = EngineConfig::new("till-7", &path);
+        let mut c = EngineConfig::new(terminal.clone(), &path);
         c.datasets = vec!["products".into()];
         c.sync.linger = Duration::ZERO;
         c

@@ -106,7 +106,7 @@ impl Catalogue {
     pub async fn pull<T: SyncTransport>(
         &self,
         transport: &T,
-        terminal_id: &str,
+        terminal_id: &pdc_codec::TerminalId,
     ) -> Result<(Vec<Pulled>, usize, usize), EngineError> {
         let states = self
             .datasets
@@ -115,7 +115,7 @@ impl Catalogue {
             .collect::<Result<Vec<_>, _>>()?;
         let req = PullRequest {
             schema: pdc_sync::BASE_SCHEMA,
-            terminal_id: terminal_id.to_owned(),
+            terminal_id: terminal_id.clone(),
             datasets: states.clone(),
         };
         let body = self.codec.encode(&req)?;
@@ -140,7 +140,7 @@ impl Catalogue {
                 // Digest mismatch: ask for a snapshot of that dataset.
                 let req = PullRequest {
                     schema: pdc_sync::BASE_SCHEMA,
-                    terminal_id: terminal_id.to_owned(),
+                    terminal_id: terminal_id.clone(),
                     datasets: vec![pdc_sync::DatasetState {
                         dataset: delta.dataset.clone(),
                         version: None,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use pdc_auth::{AuthConfig, KdfParams, Login, Pepper};
 use pdc_cache::MemoryLimits;
 use pdc_clock::Clock;
-use pdc_codec::Codec;
+use pdc_codec::{Codec, TerminalId};
 use pdc_monitor::{AlertEvent, AlertRule, ConnectionState, MetricKey, Registry, TerminalReport};
 use pdc_store::{NewItem, Store};
 use pdc_sync::{Connectivity, SyncConfig, SyncTransport};
@@ -32,8 +32,10 @@ pub const ANALYTICS_STREAM: u64 = 2;
 
 /// How to build an engine.
 pub struct EngineConfig {
-    /// This terminal's id.
-    pub terminal_id: String,
+    /// This terminal's id: the one the server registered (`pdc terminal
+    /// add`), sent with every push (the engine overrides
+    /// `sync.terminal_id` with it).
+    pub terminal_id: TerminalId,
     /// The store file.
     pub store_path: PathBuf,
     /// Sync tuning (batch size, linger, backoff...).
@@ -67,8 +69,7 @@ pub struct EngineConfig {
 
 impl EngineConfig {
     /// Defaults for a terminal storing its file at `store_path`.
-    pub fn new(terminal_id: impl Into<String>, store_path: impl Into<PathBuf>) -> Self {
-        let terminal_id = terminal_id.into();
+    pub fn new(terminal_id: TerminalId, store_path: impl Into<PathBuf>) -> Self {
         EngineConfig {
             sync: SyncConfig::new(terminal_id.clone()),
             terminal_id,
@@ -100,7 +101,7 @@ impl EngineConfig {
 /// [`OfflineEngine::report_metrics`] and [`OfflineEngine::check_alerts`] on
 /// timers); [`OfflineEngine::poll_event`] after any of them.
 pub struct OfflineEngine<T: SyncTransport, C: Clock + Clone + 'static> {
-    terminal_id: String,
+    terminal_id: TerminalId,
     clock: C,
     transport: T,
     codec: Codec,
@@ -207,8 +208,11 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             None => StdRng::from_rng(OsRng).map_err(no_randomness)?,
         };
         let machine_rng = StdRng::seed_from_u64(rand::RngCore::next_u64(&mut rng));
-        let (outbox, opened) =
-            Outbox::open(store.clone(), config.sync, Box::new(machine_rng), &clock)?;
+        // One terminal identity: the pushes carry the engine's, whatever
+        // `config.sync` was built with.
+        let mut sync = config.sync;
+        sync.terminal_id = config.terminal_id.clone();
+        let (outbox, opened) = Outbox::open(store.clone(), sync, Box::new(machine_rng), &clock)?;
         // Nothing is known of the link until a probe answers or fails.
         let telemetry = Telemetry::new(ConnectionState::Unknown, clock.now(), config.alert_rules);
         for e in opened {
@@ -306,7 +310,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let (local_id, seq, number, order) = self.save_numbered(
             pdc_sync::Priority::High,
             offline_card,
-            |id, terminal, now, receipt| sale.order(id, terminal, now, Some(receipt)),
+            |id, now, receipt| sale.order(id, now, Some(receipt)),
             pdc_codec::Order::check,
         )?;
         Ok(crate::Receipt {
@@ -336,11 +340,10 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let (local_id, seq, number, refund) = self.save_numbered(
             pdc_sync::Priority::Critical,
             None,
-            |id, terminal, now, receipt| {
-                let o = refund.order(id, terminal, now, Some(receipt));
+            |id, now, receipt| {
+                let o = refund.order(id, now, Some(receipt));
                 pdc_codec::Refund {
                     id: o.id,
-                    terminal_id: o.terminal_id,
                     cashier_id: o.cashier_id,
                     original_order_id: original.order_id,
                     original_receipt: original.receipt.clone(),
@@ -368,7 +371,6 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
     pub fn track(&self, name: &str, properties: &[(&str, &str)]) -> Result<u64, EngineError> {
         let event = pdc_codec::AnalyticsEvent {
             name: name.to_owned(),
-            terminal_id: crate::sale::terminal_number(&self.terminal_id),
             at_ms: self.clock.wall_ms(),
             properties: properties
                 .iter()
@@ -385,7 +387,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         })
     }
 
-    /// Saves the record `build(id, terminal number, now, receipt number)`
+    /// Saves the record `build(id, now, receipt number)`
     /// under the store's next sale number, in the commit that uses it:
     /// the id is the store's order-id base plus the number. `check` runs
     /// on the longest record this can build (largest id and number) before
@@ -395,18 +397,20 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         &self,
         priority: pdc_sync::Priority,
         offline_card: Option<(i64, u64)>,
-        build: impl Fn(u64, u32, u64, String) -> R,
+        build: impl Fn(u64, u64, String) -> R,
         check: impl Fn(&R) -> Result<i64, pdc_codec::CodecError>,
     ) -> Result<(u64, u64, String, R), EngineError> {
-        use crate::sale::{order_id_base, store_tag, terminal_number};
+        use crate::sale::{order_id_base, store_tag};
         let started = self.clock.now();
         let now = self.clock.wall_ms();
-        let terminal = terminal_number(&self.terminal_id);
         let store_id = self.store().store_id();
         let base = order_id_base(&store_id);
         let tag = store_tag(&store_id);
-        let number = |seq: u64| self.receipt_format.format(&self.terminal_id, tag, seq);
-        let record_for = |seq: u64| build(base.wrapping_add(seq), terminal, now, number(seq));
+        let number = |seq: u64| {
+            self.receipt_format
+                .format(self.terminal_id.as_str(), tag, seq)
+        };
+        let record_for = |seq: u64| build(base.wrapping_add(seq), now, number(seq));
         let item_for = |id: u64, record: &R| -> Result<NewItem, pdc_codec::CodecError> {
             Ok(NewItem {
                 stream: pdc_sync::StreamKey(id),
@@ -416,7 +420,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
                 payload: self.codec.encode(record)?,
             })
         };
-        let longest = build(i64::MAX as u64, terminal, now, number(i64::MAX as u64));
+        let longest = build(i64::MAX as u64, now, number(i64::MAX as u64));
         check(&longest)?;
         let probe = item_for(i64::MAX as u64, &longest)?;
         // The record saved, kept to return (built once, in the commit).
@@ -693,7 +697,7 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
     /// Offline PIN login (users come from the store's auth state).
     pub fn login(&self, user_id: &str, pin: &str) -> Result<Login, EngineError> {
         let started = self.clock.now();
-        let result = self.logins.login(user_id, &self.terminal_id, pin);
+        let result = self.logins.login(user_id, self.terminal_id.as_str(), pin);
         self.telemetry.observe(
             "pdc_offline_login_ms",
             (self.clock.now() - started).as_secs_f64() * 1000.0,

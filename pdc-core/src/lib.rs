@@ -22,7 +22,7 @@
 //! use pdc_sync::LoopbackTransport;
 //!
 //! let dir = tempfile::tempdir().unwrap();
-//! let mut config = EngineConfig::new("till-1", dir.path().join("till.pdc"));
+//! let mut config = EngineConfig::new("till-1".parse()?, dir.path().join("till.pdc"));
 //! config.kdf = pdc_auth::KdfParams::INSECURE_TEST; // tests only
 //! config.sync.linger = std::time::Duration::ZERO;
 //! let transport = LoopbackTransport::new();
@@ -63,6 +63,7 @@ pub use engine::{
 pub use error::EngineError;
 #[cfg(feature = "http")]
 pub use http::{HttpOptions, HttpTransport};
+pub use pdc_codec::TerminalId;
 pub use sale::{
     OfflineCardLimits, OfflineLimit, Original, Receipt, ReceiptFormat, RefundReceipt, Sale,
 };

@@ -123,21 +123,14 @@ impl Sale {
     /// Checks the sale with the server's rules without saving it (what
     /// [`crate::OfflineEngine::sell`] does first); returns the total.
     pub fn check(&self) -> Result<i64, EngineError> {
-        Ok(self.order(0, 0, 0, None).check()?)
+        Ok(self.order(0, 0, None).check()?)
     }
 
     /// The order this sale becomes.
-    pub(crate) fn order(
-        &self,
-        id: u64,
-        terminal_number: u32,
-        created_at_ms: u64,
-        receipt: Option<String>,
-    ) -> Order {
+    pub(crate) fn order(&self, id: u64, created_at_ms: u64, receipt: Option<String>) -> Order {
         Order {
             receipt,
             id,
-            terminal_id: terminal_number,
             cashier_id: self.cashier_id,
             customer_id: self.customer_id,
             created_at_ms,
@@ -350,16 +343,6 @@ pub(crate) fn order_id_base(store: &pdc_sync::StoreId) -> u64 {
     u64::from_le_bytes(b) & ((1 << 62) - 1)
 }
 
-/// A terminal's number in the order record: the digits that end its id
-/// (`till-7` → 7), else 0. The server keys orders by the authenticated
-/// terminal id, not by this.
-pub(crate) fn terminal_number(terminal_id: &str) -> u32 {
-    let prefix = terminal_id
-        .trim_end_matches(|c: char| c.is_ascii_digit())
-        .len();
-    terminal_id[prefix..].parse().unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,14 +375,6 @@ mod tests {
 
     fn f_default() -> ReceiptFormat {
         ReceiptFormat::default()
-    }
-
-    #[test]
-    fn terminal_numbers_come_from_the_trailing_digits() {
-        assert_eq!(terminal_number("till-7"), 7);
-        assert_eq!(terminal_number("S014-T07"), 7);
-        assert_eq!(terminal_number("front"), 0);
-        assert_eq!(terminal_number("till-99999999999"), 0, "too large");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use pdc_sync::{LoopbackTransport, Priority, StreamKey};
 const CHILD_ENV: &str = "PDC_ENGINE_CRASH_CHILD_STORE";
 
 fn config(path: &str) -> EngineConfig {
-    let mut c = EngineConfig::new("till-1", path);
+    let mut c = EngineConfig::new("till-1".parse().unwrap(), path);
     c.kdf = pdc_auth::KdfParams::INSECURE_TEST;
     c.seed = Some(1);
     c

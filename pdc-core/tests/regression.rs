@@ -9,7 +9,7 @@ use pdc_store::{NewItem, Store};
 use pdc_sync::{LoopbackTransport, Priority, StreamKey};
 
 fn config(path: &std::path::Path, max_item_bytes: usize) -> EngineConfig {
-    let mut c = EngineConfig::new("till-1", path);
+    let mut c = EngineConfig::new("till-1".parse().unwrap(), path);
     c.kdf = pdc_auth::KdfParams::INSECURE_TEST;
     c.sync.linger = Duration::ZERO;
     c.sync.max_item_bytes = max_item_bytes;
@@ -339,7 +339,6 @@ fn an_order_the_server_refuses_is_saved_at_the_till() {
     let order = |paid: i64| Order {
         receipt: None,
         id: 1,
-        terminal_id: 1,
         cashier_id: 1,
         customer_id: None,
         created_at_ms: 1,
@@ -506,4 +505,41 @@ fn there_is_no_way_to_close_an_engine() {
         let again = open().unwrap();
         assert_eq!(again.store().next_local_id().unwrap(), 2, "the same store");
     });
+}
+
+/// Issue 18: two terminal identities. `EngineConfig` had a `terminal_id`
+/// (receipts, logins) and a `sync.terminal_id` (pushes) that
+/// `EngineConfig::new` set once: a host that changed the first after `new`
+/// printed receipts of `till-7` and pushed them as `till-1`, and the
+/// order records carried a third identity, a number. Now the engine pushes
+/// under its one `TerminalId`, and records carry none.
+#[test]
+fn the_engine_pushes_under_another_terminal_id_than_its_receipts() {
+    use pdc_codec::{PaymentMethod, Product};
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = config(&dir.path().join("till.pdc"), 1 << 20);
+    c.terminal_id = "till-7".parse().unwrap();
+    let transport = LoopbackTransport::new();
+    let engine = OfflineEngine::open(c, transport.clone(), SystemClock::new()).unwrap();
+    let tea = Product {
+        id: 7,
+        name: "Tea".into(),
+        barcode: "4006381333931".into(),
+        category: "Drinks".into(),
+        price_cents: 180,
+        tax_rate_bp: 700,
+        active: true,
+    };
+    let sale = pdc_core::Sale::new(1)
+        .add(&tea, 1)
+        .pay_rest(PaymentMethod::Cash);
+    let receipt = engine.sell(&sale).unwrap();
+    assert!(receipt.number.starts_with("till-7-"), "{}", receipt.number);
+    pollster::block_on(engine.sync_once()).unwrap();
+    let server = transport.server.lock().unwrap();
+    assert!(
+        server.has("till-7", receipt.local_id),
+        "the receipt says till-7; the push must too"
+    );
+    assert!(!server.has("till-1", receipt.local_id));
 }

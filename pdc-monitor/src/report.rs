@@ -12,7 +12,7 @@ use crate::{MonitorError, Registry};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TerminalReport {
     /// The terminal.
-    pub terminal_id: String,
+    pub terminal_id: pdc_codec::TerminalId,
     /// The store it belongs to.
     pub store_id: String,
     /// Wall time of the report.

@@ -220,7 +220,7 @@ fn reports_travel_as_frames_and_merge_into_a_fleet() {
         }
         reg.count(&MetricKey::new("pdc_sales_total", &[]).unwrap(), 10);
         let report = TerminalReport {
-            terminal_id: format!("till-{t}"),
+            terminal_id: format!("till-{t}").parse().unwrap(),
             store_id: "s1".into(),
             at_ms: 1000 + u64::from(t),
             registry: reg,

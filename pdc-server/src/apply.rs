@@ -623,7 +623,6 @@ mod tests {
         Order {
             receipt: None,
             id: 7,
-            terminal_id: 1,
             cashier_id: 2,
             customer_id: None,
             created_at_ms: 0,
@@ -683,7 +682,6 @@ mod tests {
         let hook = PosApply::new();
         let mut e = pdc_codec::AnalyticsEvent {
             name: "basket_view".into(),
-            terminal_id: 7,
             at_ms: 1,
             properties: vec![("lines".into(), "3".into())],
         };

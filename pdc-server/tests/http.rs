@@ -45,7 +45,7 @@ async fn every_sale_is_applied_once_across_a_server_restart() {
         },
     )
     .unwrap();
-    let mut config = EngineConfig::new("till-1", dir.path().join("till.pdc"));
+    let mut config = EngineConfig::new("till-1".parse().unwrap(), dir.path().join("till.pdc"));
     config.kdf = pdc_auth::KdfParams::INSECURE_TEST;
     config.sync.linger = Duration::ZERO;
     config.sync.reconnect_jitter = Duration::from_millis(10);
@@ -188,7 +188,7 @@ async fn malformed_requests_get_a_4xx_and_change_nothing() {
     let codec = Codec::new();
     let good = pdc_sync::PushRequest {
         schema: pdc_sync::PROTOCOL_VERSION,
-        terminal_id: "till-1".into(),
+        terminal_id: "till-1".parse().unwrap(),
         store_id: pdc_sync::StoreId([4; 16]),
         batch_id: 1,
         items: vec![pdc_server::conformance::item(1, 70)],
@@ -435,7 +435,7 @@ async fn pull_metrics_and_business_rejections_over_http() {
 
     let dir = tempfile::tempdir().unwrap();
     let transport = HttpTransport::new(&f.url(""), &f.token, HttpOptions::default()).unwrap();
-    let mut config = EngineConfig::new("till-1", dir.path().join("t.pdc"));
+    let mut config = EngineConfig::new("till-1".parse().unwrap(), dir.path().join("t.pdc"));
     config.kdf = pdc_auth::KdfParams::INSECURE_TEST;
     config.sync.linger = Duration::ZERO;
     let engine = OfflineEngine::open(config, transport, pdc_clock::SystemClock::new()).unwrap();
@@ -717,7 +717,7 @@ async fn an_unavailable_ledger_answers_retry_later_and_nothing_is_dead_lettered(
         HttpOptions::default(),
     )
     .unwrap();
-    let mut config = EngineConfig::new("till-1", dir.path().join("t.pdc"));
+    let mut config = EngineConfig::new("till-1".parse().unwrap(), dir.path().join("t.pdc"));
     config.kdf = pdc_auth::KdfParams::INSECURE_TEST;
     config.sync.linger = Duration::ZERO;
     config.sync.backoff.base = Duration::from_millis(10);
@@ -818,7 +818,7 @@ async fn whole_request_refusals_halt_and_oversized_items_fail_alone() {
             },
         )
         .unwrap();
-        let mut config = EngineConfig::new("till-1", dir.path().join(store));
+        let mut config = EngineConfig::new("till-1".parse().unwrap(), dir.path().join(store));
         config.kdf = pdc_auth::KdfParams::INSECURE_TEST;
         config.sync.linger = Duration::ZERO;
         config.sync.reconnect_jitter = Duration::ZERO;

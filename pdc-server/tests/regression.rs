@@ -30,7 +30,7 @@ fn engine_at(
         },
     )
     .unwrap();
-    let mut config = EngineConfig::new("till-1", store);
+    let mut config = EngineConfig::new("till-1".parse().unwrap(), store);
     config.kdf = pdc_auth::KdfParams::INSECURE_TEST;
     config.sync.linger = Duration::ZERO;
     config.sync.reconnect_jitter = Duration::from_millis(10);
@@ -282,7 +282,7 @@ async fn binary_bodies_bypass_the_body_limit() {
     let token = add_terminal(&*server.state.ledger, "till-1").await.unwrap();
     let req = pdc_sync::PushRequest {
         schema: pdc_sync::PROTOCOL_VERSION,
-        terminal_id: "till-1".into(),
+        terminal_id: "till-1".parse().unwrap(),
         store_id: pdc_sync::StoreId([7; 16]),
         batch_id: 1,
         items: vec![OutboxItem {
@@ -713,7 +713,7 @@ fn offline_till(
     OfflineEngine<pdc_sync::LoopbackTransport, pdc_clock::SystemClock>,
     pdc_codec::Product,
 ) {
-    let mut c = EngineConfig::new("till-1", dir.join("till.pdc"));
+    let mut c = EngineConfig::new("till-1".parse().unwrap(), dir.join("till.pdc"));
     c.kdf = pdc_auth::KdfParams::INSECURE_TEST;
     let till = OfflineEngine::open(
         c,

@@ -124,7 +124,7 @@ mod plaintext {
                 &[3; 32],
                 &Session {
                     user_id: "cashier-erika".into(),
-                    terminal_id: "till-7".into(),
+                    terminal_id: "till-7".parse().unwrap(),
                     role: "cashier".into(),
                     issued_at_ms: 1,
                     expires_at_ms: 2,

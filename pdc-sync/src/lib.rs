@@ -30,7 +30,7 @@
 //! use rand::SeedableRng;
 //!
 //! let rng = Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(7));
-//! let mut machine = SyncMachine::new(SyncConfig::new("till-1"), rng);
+//! let mut machine = SyncMachine::new(SyncConfig::new("till-1".parse()?), rng);
 //! let now = Instant::ZERO;
 //! for id in 1..=3 {
 //!     let item = OutboxItem { local_id: id, stream: StreamKey(id), priority: Priority::High,
@@ -90,6 +90,7 @@ pub use machine::{
     check_wire_ints, Batch, Connectivity, ItemSource, Loaded, QueueHealth, Restored, SyncConfig,
     SyncEvent, SyncMachine,
 };
+pub use pdc_codec::TerminalId;
 pub use protocol::{
     DatasetChange, DatasetDelta, DatasetRecord, DatasetState, ItemRef, ItemResult, MetricsReport,
     OutboxItem, Priority, PullRequest, PullResponse, PushRequest, PushResponse, ServerLimits,

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
 use pdc_clock::Instant;
-use pdc_codec::Codec;
+use pdc_codec::{Codec, TerminalId};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
@@ -91,7 +91,7 @@ impl ItemSource for NoSource {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncConfig {
     /// This terminal's id, sent with every push.
-    pub terminal_id: String,
+    pub terminal_id: TerminalId,
     /// The id of the store the items come from, sent with every push
     /// (default [`StoreId::LEGACY`]; pdc-core sets the store's own).
     #[serde(default)]
@@ -140,9 +140,9 @@ fn default_halt_probe() -> Duration {
 
 impl SyncConfig {
     /// Defaults for a terminal with this id.
-    pub fn new(terminal_id: impl Into<String>) -> Self {
+    pub fn new(terminal_id: TerminalId) -> Self {
         SyncConfig {
-            terminal_id: terminal_id.into(),
+            terminal_id,
             store_id: StoreId::LEGACY,
             max_batch_items: 50,
             max_batch_bytes: 100_000,
@@ -1253,7 +1253,7 @@ mod tests {
 
     fn machine(confirm: bool) -> SyncMachine {
         use rand::SeedableRng;
-        let mut c = SyncConfig::new("t");
+        let mut c = SyncConfig::new("t".parse().unwrap());
         c.linger = Duration::ZERO;
         c.confirm_outcomes = confirm;
         SyncMachine::new(c, Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1)))

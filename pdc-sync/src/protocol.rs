@@ -3,7 +3,7 @@
 //! Plain serde types: encoded in pdc-codec frames (`application/x-pdc`) or
 //! as JSON (`application/json`) with the same field names.
 
-use pdc_codec::{Record, RecordKind};
+use pdc_codec::{Record, RecordKind, TerminalId};
 use serde::{Deserialize, Serialize};
 
 /// Version of the push messages' schema this build speaks: 2 adds the
@@ -228,7 +228,7 @@ pub struct PushRequest {
     /// decoded from a version 1 frame).
     pub schema: u8,
     /// The sending terminal.
-    pub terminal_id: String,
+    pub terminal_id: TerminalId,
     /// The sending store: with the terminal and the local ids, the
     /// exactly-once key. JSON bodies may leave it out (then
     /// [`StoreId::LEGACY`]).
@@ -249,7 +249,7 @@ impl Record for PushRequest {
         #[derive(Deserialize)]
         struct V1 {
             schema: u8,
-            terminal_id: String,
+            terminal_id: TerminalId,
             batch_id: u64,
             items: Vec<OutboxItem>,
         }
@@ -387,7 +387,7 @@ pub struct PullRequest {
     /// Protocol schema version.
     pub schema: u8,
     /// The asking terminal.
-    pub terminal_id: String,
+    pub terminal_id: TerminalId,
     /// What it holds.
     pub datasets: Vec<DatasetState>,
 }
@@ -461,7 +461,7 @@ impl Record for PullResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetricsReport {
     /// The reporting terminal.
-    pub terminal_id: String,
+    pub terminal_id: TerminalId,
     /// Wall time of the report.
     pub at_ms: u64,
     /// The encoded report.
@@ -481,7 +481,7 @@ mod tests {
     fn push() -> PushRequest {
         PushRequest {
             schema: PROTOCOL_VERSION,
-            terminal_id: "till-7".into(),
+            terminal_id: "till-7".parse().unwrap(),
             store_id: StoreId([0xab; 16]),
             batch_id: 42,
             items: vec![OutboxItem {
@@ -564,7 +564,7 @@ mod tests {
         #[derive(Serialize)]
         struct V1 {
             schema: u8,
-            terminal_id: String,
+            terminal_id: TerminalId,
             batch_id: u64,
             items: Vec<OutboxItem>,
         }

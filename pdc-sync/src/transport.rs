@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pdc_codec::Codec;
+use pdc_codec::{Codec, TerminalId};
 
 use crate::delta::ServerDataset;
 use crate::protocol::{
@@ -77,10 +77,10 @@ pub trait SyncTransport {
 /// which each stream's items were applied.
 #[derive(Debug, Default)]
 pub struct MemoryServer {
-    applied: HashMap<(String, StoreId, u64), (u64, [u8; 32])>,
+    applied: HashMap<(TerminalId, StoreId, u64), (u64, [u8; 32])>,
     next_seq: u64,
     /// Applied local ids per (terminal, stream), in application order.
-    pub streams: BTreeMap<(String, StreamKey), Vec<u64>>,
+    pub streams: BTreeMap<(TerminalId, StreamKey), Vec<u64>>,
     /// Item kinds refused by a "business rule", with the code to answer.
     pub reject_kinds: HashMap<u16, String>,
     /// Item kinds whose presence makes the whole request fail with a 5xx
@@ -193,13 +193,12 @@ impl MemoryServer {
     pub fn has(&self, terminal: &str, local_id: u64) -> bool {
         self.applied
             .keys()
-            .any(|(t, _, l)| t == terminal && *l == local_id)
+            .any(|(t, _, l)| t.as_str() == terminal && *l == local_id)
     }
 
     /// Whether (terminal, store, local id) was applied.
     pub fn has_in(&self, terminal: &str, store: StoreId, local_id: u64) -> bool {
-        self.applied
-            .contains_key(&(terminal.to_owned(), store, local_id))
+        TerminalId::new(terminal).is_ok_and(|t| self.applied.contains_key(&(t, store, local_id)))
     }
 
     /// Number of distinct items applied.

@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use pdc_codec::Codec;
+use pdc_codec::{Codec, TerminalId};
 
 use crate::protocol::{
     DatasetState, ItemResult, OutboxItem, Priority, PullRequest, PullResponse, PushRequest,
@@ -28,6 +28,7 @@ fn item(local_id: u64) -> OutboxItem {
 /// Runs every check through `transport` as `terminal_id`, using local ids
 /// from `first_id` (a few hundred of them).
 pub async fn run<T: SyncTransport>(transport: &T, terminal_id: &str, first_id: u64) {
+    let terminal_id = TerminalId::new(terminal_id).expect("the suite needs a valid terminal id");
     let codec = Codec::new();
     transport.ping().await.expect("ping");
 
@@ -35,7 +36,7 @@ pub async fn run<T: SyncTransport>(transport: &T, terminal_id: &str, first_id: u
     // sequences as duplicates.
     let push = |ids: std::ops::Range<u64>| PushRequest {
         schema: PROTOCOL_VERSION,
-        terminal_id: terminal_id.to_owned(),
+        terminal_id: terminal_id.clone(),
         store_id: crate::StoreId([7; 16]),
         batch_id: ids.start,
         items: ids.map(item).collect(),
@@ -104,7 +105,7 @@ pub async fn run<T: SyncTransport>(transport: &T, terminal_id: &str, first_id: u
     // A pull of an unknown dataset is an empty answer, not an error.
     let pull = PullRequest {
         schema: crate::BASE_SCHEMA,
-        terminal_id: terminal_id.to_owned(),
+        terminal_id: terminal_id.clone(),
         datasets: vec![DatasetState {
             dataset: "conformance-none".into(),
             version: None,

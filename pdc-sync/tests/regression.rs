@@ -23,7 +23,7 @@ fn item(id: u64, len: usize) -> OutboxItem {
 }
 
 fn machine() -> SyncMachine {
-    let mut c = SyncConfig::new("till-h");
+    let mut c = SyncConfig::new("till-h".parse().unwrap());
     c.linger = Duration::ZERO;
     c.reconnect_jitter = Duration::ZERO;
     SyncMachine::new(c, Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(9)))

@@ -57,7 +57,7 @@ struct Outcome {
 
 fn simulate(seed: u64) -> Result<Outcome, String> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut config = SyncConfig::new("till-1");
+    let mut config = SyncConfig::new("till-1".parse().unwrap());
     config.max_batch_items = rng.gen_range(1..=50);
     config.max_in_flight = rng.gen_range(1..=3);
     config.in_flight_timeout = Duration::from_secs(2);
@@ -470,7 +470,7 @@ fn simulated_outages_lose_and_double_nothing() {
 
 #[test]
 fn a_poison_item_is_isolated_and_only_its_stream_waits() {
-    let mut config = SyncConfig::new("till-1");
+    let mut config = SyncConfig::new("till-1".parse().unwrap());
     config.linger = Duration::ZERO;
     config.quarantine_after = 2;
     let mut m = SyncMachine::new(config, Box::new(ChaCha8Rng::seed_from_u64(1)));
@@ -535,7 +535,7 @@ fn a_poison_item_is_isolated_and_only_its_stream_waits() {
     }
     assert_eq!(server.applied_count(), 40);
     assert_eq!(
-        server.streams[&("till-1".to_string(), StreamKey(17))],
+        server.streams[&("till-1".parse().unwrap(), StreamKey(17))],
         vec![17, 30]
     );
     assert!(m.is_empty());
@@ -543,7 +543,10 @@ fn a_poison_item_is_isolated_and_only_its_stream_waits() {
 
 #[test]
 fn transient_failures_never_dead_letter() {
-    let mut m = SyncMachine::new(SyncConfig::new("t"), Box::new(ChaCha8Rng::seed_from_u64(2)));
+    let mut m = SyncMachine::new(
+        SyncConfig::new("t".parse().unwrap()),
+        Box::new(ChaCha8Rng::seed_from_u64(2)),
+    );
     let mut now = Instant::ZERO;
     m.enqueue(
         OutboxItem {

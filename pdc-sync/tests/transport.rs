@@ -26,7 +26,7 @@ fn push_and_pull_through_the_loopback_transport() {
         .insert("products".into(), catalogue);
 
     let mut m = SyncMachine::new(
-        SyncConfig::new("till-9"),
+        SyncConfig::new("till-9".parse().unwrap()),
         Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(5)),
     );
     let mut now = Instant::ZERO;
@@ -69,7 +69,7 @@ fn push_and_pull_through_the_loopback_transport() {
     let pull = |local: &LocalDataset| {
         let req = PullRequest {
             schema: pdc_sync::BASE_SCHEMA,
-            terminal_id: "till-9".into(),
+            terminal_id: "till-9".parse().unwrap(),
             datasets: vec![local.state()],
         };
         let body = pollster::block_on(transport.pull(codec.encode(&req).unwrap())).unwrap();
@@ -104,7 +104,7 @@ fn push_and_pull_through_the_loopback_transport() {
 fn store_identity_and_conflicts_through_the_loopback_transport() {
     let transport = LoopbackTransport::new();
     let run = |store: pdc_sync::StoreId, payload: u8| {
-        let mut config = SyncConfig::new("till-r");
+        let mut config = SyncConfig::new("till-r".parse().unwrap());
         config.store_id = store;
         config.linger = std::time::Duration::ZERO;
         let mut m = SyncMachine::new(config, Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1)));
@@ -160,7 +160,7 @@ fn store_identity_and_conflicts_through_the_loopback_transport() {
 #[test]
 fn integers_above_2_63_are_refused_at_enqueue() {
     let mut m = SyncMachine::new(
-        SyncConfig::new("till-w"),
+        SyncConfig::new("till-w".parse().unwrap()),
         Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1)),
     );
     let item = OutboxItem {
@@ -186,7 +186,7 @@ fn integers_above_2_63_are_refused_at_enqueue() {
 /// increasing past the refused one.
 #[test]
 fn restore_returns_what_it_cannot_send() {
-    let mut config = SyncConfig::new("till-s");
+    let mut config = SyncConfig::new("till-s".parse().unwrap());
     config.max_item_bytes = 100;
     let mut m = SyncMachine::new(config, Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1)));
     let item = |id: u64, len: usize| OutboxItem {

@@ -20,7 +20,8 @@ type Engine = OfflineEngine<HttpTransport, BrowserClock>;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct OpenConfig {
-    terminal_id: String,
+    /// Checked when the config is read (`config` error for a bad one).
+    terminal_id: pdc_core::TerminalId,
     server_url: String,
     token: String,
     #[serde(default = "default_datasets")]

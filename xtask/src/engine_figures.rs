@@ -78,7 +78,7 @@ pub fn rss(pending: usize) -> Result<(), String> {
         return Err(format!("building the store failed: {status}"));
     }
     let baseline = rss_kib("VmRSS:");
-    let mut c = EngineConfig::new("till-1", &path);
+    let mut c = EngineConfig::new(till_1()?, &path);
     c.datasets = vec!["products".into()];
     let engine =
         OfflineEngine::open(c, LoopbackTransport::new(), SystemClock::new()).map_err(|x| e(&x))?;
@@ -112,8 +112,9 @@ pub fn run(pending: usize) -> Result<(), String> {
     let path = dir.join("till.pdc");
     build_store(&path, pending)?;
     let rss_before = rss_kib("VmRSS:");
+    let terminal = till_1()?;
     let config = || {
-        let mut c = EngineConfig::new("till-1", &path);
+        let mut c = EngineConfig::new(terminal.clone(), &path);
         c.datasets = vec!["products".into()];
         c
     };
@@ -230,7 +231,7 @@ pub fn http(pending: usize) -> Result<(), String> {
         .map_err(|x| e(&x))?;
     let transport = pdc_core::HttpTransport::new(&url, &token, pdc_core::HttpOptions::default())
         .map_err(|x| e(&x))?;
-    let mut c = EngineConfig::new("till-1", &path);
+    let mut c = EngineConfig::new(till_1()?, &path);
     c.datasets = vec![];
     c.sync.linger = Duration::ZERO;
     let engine = OfflineEngine::open(c, transport, SystemClock::new()).map_err(|x| e(&x))?;
@@ -289,6 +290,7 @@ pub fn encryption() -> Result<(), String> {
     let e = |e: &dyn std::fmt::Display| e.to_string();
     let dir = std::env::temp_dir().join(format!("pdc-encryption-figures-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|x| e(&x))?;
+    let terminal = till_1()?;
     let orders = order_items(3_000, 17);
     let opaque: Vec<NewItem> = (0..3_000u64)
         .map(|i| NewItem {
@@ -305,7 +307,7 @@ pub fn encryption() -> Result<(), String> {
         ("opaque 2 KiB items", opaque),
     ] {
         let open = |name: &str, keys: Vec<pdc_store::StoreKey>| {
-            let mut c = EngineConfig::new("till-1", dir.join(name));
+            let mut c = EngineConfig::new(terminal.clone(), dir.join(name));
             c.datasets = Vec::new();
             c.store_keys = keys;
             OfflineEngine::open(c, LoopbackTransport::new(), SystemClock::new())
@@ -346,4 +348,11 @@ pub fn encryption() -> Result<(), String> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The figures' terminal id.
+fn till_1() -> Result<pdc_core::TerminalId, String> {
+    "till-1"
+        .parse()
+        .map_err(|e: pdc_codec::CodecError| e.to_string())
 }

@@ -124,7 +124,7 @@ pub struct Summary {
 }
 
 fn config() -> EngineConfig {
-    let mut c = EngineConfig::new(TERMINAL, "unused");
+    let mut c = EngineConfig::new(TERMINAL.parse().unwrap(), "unused");
     c.kdf = pdc_auth::KdfParams::INSECURE_TEST;
     c.datasets = vec![];
     c.seed = Some(5);

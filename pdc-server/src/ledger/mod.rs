@@ -208,12 +208,10 @@ pub trait Ledger: Send + Sync + 'static {
 }
 
 /// Whether a terminal id is acceptable: 1 to 64 characters of
-/// `[A-Za-z0-9._-]`.
+/// `[A-Za-z0-9._-]`, the rules of [`pdc_codec::TerminalId`] (the one
+/// terminal identity, which the protocol's messages carry).
 pub fn valid_terminal_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    pdc_codec::TerminalId::is_valid(id)
 }
 
 /// Refuses an item whose integers no ledger stores losslessly: `local_id`

@@ -79,7 +79,6 @@ pub fn order(id: u64, lines: usize) -> Order {
     Order {
         receipt: None,
         id,
-        terminal_id: 1,
         cashier_id: 2,
         customer_id: None,
         created_at_ms: 1_700_000_000_000,
