@@ -8,7 +8,9 @@
 //! * [`transactions`]: a terminal's transactions over a trading day;
 //! * [`orders`]: orders of 1 to 15 lines from a 5,000-product catalogue
 //!   with Zipf popularity;
-//! * [`catalog`]: product records as the server sends them.
+//! * [`catalog`]: product records as the server sends them;
+//! * [`traces`]: cache access traces of seven shapes (Zipf, browse loops,
+//!   a POS day, loops, scans, shifting popularity).
 //!
 //! ```
 //! let a = pdc_datasets::orders(100, 1);
@@ -19,6 +21,8 @@
 //! ```
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
+
+pub mod traces;
 
 use pdc_codec::{Order, OrderLine, Payment, PaymentMethod, Product, Transaction, TxKind, TxStatus};
 use rand::{Rng, SeedableRng};
@@ -168,18 +172,29 @@ fn ean13(body12: u64) -> String {
     format!("{digits}{}", (10 - sum % 10) % 10)
 }
 
-/// Zipf(s = 1.0) sampler over ranks 1..=n by inverse CDF on a precomputed
+/// Zipf(s) sampler over ranks 1..=n by inverse CDF on a precomputed
 /// table: the few best sellers dominate, as in a real store.
-struct Zipf {
+pub(crate) struct Zipf {
     cdf: Vec<f64>,
 }
 
 impl Zipf {
+    /// Zipf with exponent 1 (the orders' product popularity).
     fn new(n: usize) -> Self {
+        Zipf::with_exponent(n, 1.0)
+    }
+
+    /// Zipf with exponent `s` over `n` ranks.
+    pub(crate) fn with_exponent(n: usize, s: f64) -> Self {
         let mut acc = 0.0;
-        let mut cdf: Vec<f64> = (1..=n)
+        let mut cdf: Vec<f64> = (1..=n.max(1))
             .map(|k| {
-                acc += 1.0 / k as f64;
+                // Exactly 1/k for s = 1, so the orders stay what they were.
+                acc += if s == 1.0 {
+                    1.0 / k as f64
+                } else {
+                    1.0 / (k as f64).powf(s)
+                };
                 acc
             })
             .collect();
@@ -189,7 +204,7 @@ impl Zipf {
         Zipf { cdf }
     }
     /// A rank in 0..n.
-    fn sample(&self, r: &mut ChaCha8Rng) -> usize {
+    pub(crate) fn sample(&self, r: &mut ChaCha8Rng) -> usize {
         let u: f64 = r.gen();
         self.cdf.partition_point(|&c| c < u).min(self.cdf.len() - 1)
     }
@@ -198,13 +213,15 @@ impl Zipf {
 /// `n` orders of one trading day: 1 to 15 lines from the [`CATALOG_SIZE`]
 /// catalogue of [`catalog`]`(CATALOG_SIZE, seed)` with Zipf popularity,
 /// quantities, the catalogue's prices and tax rates, occasional discounts, 1
-/// to 2 payments (cash/card/voucher) that add up to the total, a cashier
-/// and terminal, sometimes a loyalty customer.
+/// to 2 payments (cash/card/voucher) that add up to the total, a cashier,
+/// sometimes a loyalty customer.
 pub fn orders(n: usize, seed: u64) -> Vec<Order> {
     let products = catalog(CATALOG_SIZE, seed);
     let zipf = Zipf::new(products.len());
     let mut r = rng(seed, 3);
-    let terminal_id = r.gen_range(1..=50);
+    // Orders carry no terminal since schema 3; the draw stays so that
+    // every seed generates the orders it always did.
+    let _terminal: u32 = r.gen_range(1..=50);
     let cashiers: Vec<u32> = (0..4).map(|_| r.gen_range(100..1000)).collect();
     let day_ms: u64 = 14 * 3_600_000;
     let mut ts = DAY_START_MS;
@@ -259,7 +276,6 @@ pub fn orders(n: usize, seed: u64) -> Vec<Order> {
             };
             Order {
                 id: first_id + i as u64,
-                terminal_id,
                 cashier_id: cashiers[(i * cashiers.len()) / n.max(1)],
                 customer_id: r.gen_bool(0.3).then(|| r.gen_range(1..200_000)),
                 created_at_ms: ts,

@@ -1,91 +1,86 @@
-//! `cargo xtask cache-ratio [--json]`: hit ratios of pdc's memory cache,
-//! quick_cache and lru on a Zipf(0.99) stream over 1M keys with capacity
-//! 10k, and on the same stream polluted by one-off sequential scans (a
-//! terminal paging through the whole catalogue); plus pdc's memory per
-//! entry for u64 → u64.
+//! `cargo xtask cache-ratio [--json] [--keys N] [--requests N] [--seed S]`:
+//! hit ratios of pdc's memory cache beside quick_cache, moka and lru on the
+//! seven trace families of `pdc_datasets::traces`, each at capacities of
+//! 1%, 5% and 10% of the keys (default 100,000 keys, 1,000,000 requests,
+//! seed 1); plus pdc's memory per entry for u64 → u64. Every cell is
+//! printed (no averages); the ratios are deterministic up to the hash
+//! seeds of the caches' tables.
 
 use std::num::NonZeroUsize;
 
+use lru::LruCache;
 use pdc_cache::{MemoryCache, MemoryLimits};
-use rand::{Rng, SeedableRng};
+use pdc_datasets::traces::Family;
 
-const KEYS: usize = 1_000_000;
-const CAP: usize = 10_000;
-const REQUESTS: usize = 2_000_000;
+/// The caches compared, in column order.
+const CACHES: [&str; 4] = ["pdc", "quick_cache", "moka", "lru"];
 
-fn zipf_stream(seed: u64) -> Vec<u64> {
-    let mut acc = 0.0;
-    let cdf: Vec<f64> = (1..=KEYS)
-        .map(|k| {
-            acc += 1.0 / (k as f64).powf(0.99);
-            acc
-        })
-        .collect();
-    let total = acc;
-    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..REQUESTS)
-        .map(|_| {
-            let u = r.gen::<f64>() * total;
-            cdf.partition_point(|&c| c < u) as u64
-        })
-        .collect()
+/// A cache as the suite drives it: read, and insert on a miss.
+trait ReadThrough {
+    fn hit(&mut self, k: u64) -> bool;
+    fn put(&mut self, k: u64);
 }
 
-/// Every 20,000 requests, a scan of 5,000 keys never seen again.
-fn scan_polluted(zipf: &[u64]) -> Vec<u64> {
-    let mut out = Vec::with_capacity(zipf.len() * 5 / 4);
-    let mut next_scan = KEYS as u64 + 1;
-    for (i, &k) in zipf.iter().enumerate() {
-        if i % 20_000 == 0 {
-            for _ in 0..5_000 {
-                out.push(next_scan);
-                next_scan += 1;
-            }
-        }
-        out.push(k);
+impl ReadThrough for MemoryCache<u64, u64> {
+    fn hit(&mut self, k: u64) -> bool {
+        self.get(&k, 0).is_some()
     }
-    out
+    fn put(&mut self, k: u64) {
+        self.insert(k, k, 1, u64::MAX, 0);
+    }
 }
 
-fn ratio(stream: &[u64], mut get_or_insert: impl FnMut(u64) -> bool) -> f64 {
-    let hits = stream.iter().filter(|&&k| get_or_insert(k)).count();
-    hits as f64 / stream.len() as f64
+impl ReadThrough for quick_cache::unsync::Cache<u64, u64> {
+    fn hit(&mut self, k: u64) -> bool {
+        self.get(&k).is_some()
+    }
+    fn put(&mut self, k: u64) {
+        self.insert(k, k);
+    }
 }
 
-fn pdc(stream: &[u64]) -> f64 {
-    let mut c: MemoryCache<u64, u64> = MemoryCache::new(MemoryLimits::entries(CAP));
-    ratio(stream, |k| {
-        if c.get(&k, 0).is_some() {
-            true
+impl ReadThrough for moka::sync::Cache<u64, u64> {
+    fn hit(&mut self, k: u64) -> bool {
+        self.get(&k).is_some()
+    }
+    fn put(&mut self, k: u64) {
+        self.insert(k, k);
+    }
+}
+
+impl ReadThrough for lru::LruCache<u64, u64> {
+    fn hit(&mut self, k: u64) -> bool {
+        self.get(&k).is_some()
+    }
+    fn put(&mut self, k: u64) {
+        LruCache::put(self, k, k);
+    }
+}
+
+fn ratio(stream: &[u64], mut cache: impl ReadThrough) -> f64 {
+    let mut hits = 0usize;
+    for &k in stream {
+        if cache.hit(k) {
+            hits += 1;
         } else {
-            c.insert(k, k, 1, u64::MAX, 0);
-            false
+            cache.put(k);
         }
-    })
+    }
+    hits as f64 / stream.len().max(1) as f64
 }
 
-fn quick(stream: &[u64]) -> f64 {
-    let mut c: quick_cache::unsync::Cache<u64, u64> = quick_cache::unsync::Cache::new(CAP);
-    ratio(stream, |k| {
-        if c.get(&k).is_some() {
-            true
-        } else {
-            c.insert(k, k);
-            false
-        }
-    })
-}
-
-fn lru(stream: &[u64]) -> f64 {
-    let mut c = lru::LruCache::<u64, u64>::new(NonZeroUsize::new(CAP).unwrap_or(NonZeroUsize::MIN));
-    ratio(stream, |k| {
-        if c.get(&k).is_some() {
-            true
-        } else {
-            c.put(k, k);
-            false
-        }
-    })
+/// The hit ratio of cache `name` with `cap` entries on `stream`, each miss
+/// followed by an insert (a read-through cache).
+pub fn hit_ratio(name: &str, cap: usize, stream: &[u64]) -> f64 {
+    match name {
+        "pdc" => ratio(stream, MemoryCache::new(MemoryLimits::entries(cap))),
+        "quick_cache" => ratio(stream, quick_cache::unsync::Cache::new(cap)),
+        "moka" => ratio(stream, moka::sync::Cache::new(cap as u64)),
+        _ => ratio(
+            stream,
+            LruCache::new(NonZeroUsize::new(cap).unwrap_or(NonZeroUsize::MIN)),
+        ),
+    }
 }
 
 fn memory_per_entry() -> f64 {
@@ -98,29 +93,60 @@ fn memory_per_entry() -> f64 {
     c.memory_bytes() as f64 / c.len() as f64
 }
 
-pub fn run(json: bool) -> Result<(), String> {
-    let zipf = zipf_stream(1);
-    let scan = scan_polluted(&zipf);
-    let results = [
-        ("zipf_pdc", pdc(&zipf)),
-        ("zipf_quick_cache", quick(&zipf)),
-        ("zipf_lru", lru(&zipf)),
-        ("scan_pdc", pdc(&scan)),
-        ("scan_quick_cache", quick(&scan)),
-        ("scan_lru", lru(&scan)),
-        ("memory_bytes_per_entry_pdc", memory_per_entry()),
-    ];
-    if json {
-        let obj: serde_json::Map<String, serde_json::Value> = results
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
-            .collect();
-        println!("{}", serde_json::Value::Object(obj));
-    } else {
-        println!("Hit ratio, capacity {CAP}, {REQUESTS} Zipf(0.99) requests over {KEYS} keys (scan: + 5,000-key scans every 20,000 requests)");
-        for (k, v) in results {
-            println!("{k:<28} {v:.4}");
+fn flag(args: &[String], name: &str, default: u64) -> Result<u64, String> {
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{name} needs a number")),
+    }
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let json = args.iter().any(|a| a == "--json");
+    let keys = flag(args, "--keys", 100_000)? as usize;
+    let requests = flag(args, "--requests", 1_000_000)? as usize;
+    let seed = flag(args, "--seed", 1)?;
+    let mut cells = Vec::new();
+    if !json {
+        println!(
+            "Hit ratio: {keys} keys, {requests} requests, seed {seed}; capacity as % of the keys"
+        );
+        println!("| trace | capacity | pdc | quick_cache | moka | lru | pdc − quick_cache |");
+        println!("|---|---|---|---|---|---|---|");
+    }
+    for family in Family::ALL {
+        let trace = family.trace(keys, requests, seed);
+        for percent in [1usize, 5, 10] {
+            let cap = (keys * percent / 100).max(1);
+            let r: Vec<f64> = CACHES.iter().map(|c| hit_ratio(c, cap, &trace)).collect();
+            if !json {
+                println!(
+                    "| {} | {percent}% ({cap}) | {:.4} | {:.4} | {:.4} | {:.4} | {:+.4} |",
+                    family.name(),
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[0] - r[1]
+                );
+            }
+            cells.push(serde_json::json!({
+                "trace": family.name(), "capacity_percent": percent, "capacity": cap,
+                "pdc": r[0], "quick_cache": r[1], "moka": r[2], "lru": r[3],
+            }));
         }
+    }
+    let memory = memory_per_entry();
+    if json {
+        let out = serde_json::json!({
+            "keys": keys, "requests": requests, "seed": seed, "cells": cells,
+            "memory_bytes_per_entry_pdc": memory,
+        });
+        println!("{out}");
+    } else {
+        println!("memory_bytes_per_entry_pdc {memory:.1}");
     }
     Ok(())
 }

@@ -8,7 +8,9 @@
 //! * `fuzz [--seconds N]`: the cargo-fuzz targets for a bounded time;
 //! * `wasm`: the wasm32 build of the pure crates alone;
 //! * `fleet`: the backoff comparison of 100 terminals reconnecting at once;
-//! * `cache-ratio [--json]`: hit ratios of the memory cache and its peers;
+//! * `cache-ratio [--json] [--keys N] [--requests N] [--seed S]`: hit
+//!   ratios of the memory cache and its peers on seven trace families at
+//!   three capacities;
 //! * `store-latency`: durable append latency and group-commit throughput;
 //! * `browser`: pdc-web's tests in headless Chromium (installs what they need).
 //! * `engine-figures`: engine open time, lookups, resident memory.
@@ -91,10 +93,10 @@ fn main() -> ExitCode {
             }
         }
         "store-latency" => store_latency::run(),
-        "cache-ratio" => cache_ratio::run(rest.iter().any(|a| a == "--json")),
+        "cache-ratio" => cache_ratio::run(rest),
         "server-load" => server_load::run_report(rest),
         _ => {
-            eprintln!("usage: cargo xtask <ci | browser | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] | store-latency | engine-figures [--rss | --http | --encryption] [--pending N] [--streams N] | server-load [--postgres URL]>");
+            eprintln!("usage: cargo xtask <ci | browser | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] [--keys N] [--requests N] [--seed S] | store-latency | engine-figures [--rss | --http | --encryption] [--pending N] [--streams N] | server-load [--postgres URL]>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {
