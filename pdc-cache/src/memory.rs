@@ -1,14 +1,16 @@
 //! The memory tier's engine: a bounded map with S3-FIFO eviction, TTL and
 //! a byte budget, allocation-free on the hit path.
 //!
-//! **Eviction: S3-FIFO** (Yang et al., SOSP 2023). New keys enter a small
-//! FIFO (5% of capacity); a key read while there is promoted to the main
-//! FIFO when it reaches the head, otherwise it is evicted and remembered in
-//! a ghost FIFO of key hashes; a key that comes back while remembered goes
-//! straight to main. Main is a CLOCK with a 2-bit frequency. One-hit
-//! wonders (a catalogue page scanned once) pass through the small queue
-//! without displacing the working set, which is where plain LRU loses, and
-//! a hit only bumps a counter: no list surgery, no allocation.
+//! **Eviction: S3-FIFO** (Yang et al., SOSP 2023), with quick_cache's
+//! admission. A new key enters the main queue while main is below its
+//! share of the capacity, else a small probation FIFO (0.5% of capacity);
+//! a key read while on probation is promoted to main when it reaches the
+//! head, otherwise it is evicted and remembered in a ghost FIFO of key
+//! hashes; a key that comes back while remembered goes straight to main.
+//! Main is a CLOCK with a 2-bit frequency. One-hit wonders (a catalogue
+//! page scanned once) pass through probation without displacing the
+//! working set, which is where plain LRU loses, and a hit only bumps a
+//! counter: no list surgery, no allocation.
 //!
 //! **Expiry** is lazy (a `get` of an expired entry removes it and misses)
 //! plus an incremental [`MemoryCache::purge_expired`] that visits a bounded
@@ -61,11 +63,16 @@ const SMALL: u8 = 0;
 const MAIN: u8 = 1;
 const DEAD: u8 = 2;
 const FREE: u8 = 3;
-/// Share of the entries the small (probation) queue gets. The paper's 10%
-/// was tuned on many traces; on the POS-like Zipf(0.99) and scan streams of
-/// `cargo xtask cache-ratio`, 5% wins on both (10%: 0.6400 and 0.5118;
-/// 5%: 0.6425 and 0.5136) while still absorbing scans.
-const SMALL_PERCENT: usize = 5;
+/// Share of the entries the small (probation) queue gets, in thousandths.
+/// The paper's 10% was tuned on many traces; on the 21 cells of `cargo
+/// xtask cache-ratio` (seven trace families × three capacities; chosen on
+/// seed 2 with 50,000 keys, checked on seeds 1 and 3 with 100,000 and
+/// 200,000), 0.5% with a new key admitted straight to main while main has
+/// room (as quick_cache does) leaves no cell more than 0.14 points below
+/// quick_cache, where 5% without that admission left 16 cells below, the
+/// loop 5.9 points below. Scans are still absorbed: main is full in the
+/// steady state, so a scan's keys go to probation and out.
+const SMALL_PERMILLE: usize = 5;
 
 /// A bounded in-memory cache with S3-FIFO eviction and TTL.
 pub struct MemoryCache<K, V> {
@@ -223,7 +230,11 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
             self.evict_to_fit();
             return;
         }
-        let to_main = self.ghost_set.remove(&(h as u32));
+        // Straight to main when remembered by the ghost, or while main is
+        // below its share (the cache filling up, or main evicted into).
+        let main_len = self.len - self.small_len;
+        let to_main = self.ghost_set.remove(&(h as u32))
+            || main_len < self.limits.max_entries.saturating_sub(self.small_target());
         let state = if to_main { MAIN } else { SMALL };
         let slot = Slot {
             value,
@@ -357,7 +368,7 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
     }
 
     fn small_target(&self) -> usize {
-        (self.limits.max_entries * SMALL_PERCENT / 100).max(1)
+        (self.limits.max_entries * SMALL_PERMILLE / 1000).max(1)
     }
 
     fn over(&self) -> bool {
