@@ -21,6 +21,49 @@ fn keys() -> Vec<u64> {
         .collect()
 }
 
+/// Get-hit on uniformly random resident keys (a xorshift over 0..n) at
+/// 1k to 1M entries, pdc beside quick_cache: the table's cache misses grow
+/// with the size, which one size hides.
+fn get_hit_by_size(c: &mut Criterion) {
+    let mut g = c.benchmark_group("cache_get_hit_random");
+    g.throughput(Throughput::Elements(OPS));
+    for n in [1_000usize, 10_000, 100_000, 1_000_000] {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let ks: Vec<u64> = (0..OPS)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x % n as u64
+            })
+            .collect();
+        let mut pdc: MemoryCache<u64, u64> = MemoryCache::new(MemoryLimits::entries(n));
+        let mut qc: quick_cache::unsync::Cache<u64, u64> = quick_cache::unsync::Cache::new(n);
+        for k in 0..n as u64 {
+            pdc.insert(k, k, 1, u64::MAX, 0);
+            qc.insert(k, k);
+        }
+        assert!(ks
+            .iter()
+            .all(|k| pdc.get(k, 1).is_some() && qc.get(k).is_some()));
+        g.bench_function(format!("pdc/{n}"), |b| {
+            b.iter(|| {
+                for k in &ks {
+                    black_box(pdc.get(k, 1));
+                }
+            })
+        });
+        g.bench_function(format!("quick_cache/{n}"), |b| {
+            b.iter(|| {
+                for k in &ks {
+                    black_box(qc.get(k));
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 fn get_hit(c: &mut Criterion) {
     let ks = keys();
     let mut g = c.benchmark_group("cache_get_hit");
@@ -145,5 +188,5 @@ fn insert_evict(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, get_hit, insert_evict);
+criterion_group!(benches, get_hit, get_hit_by_size, insert_evict);
 criterion_main!(benches);

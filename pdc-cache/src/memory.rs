@@ -465,12 +465,28 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
     /// Approximate bytes used per entry at the current capacity (map,
     /// slots, queues, ghost), for the memory budget report.
     pub fn memory_bytes(&self) -> usize {
-        let map = self.map.capacity() * (std::mem::size_of::<(K, u32)>() + 1);
+        let map = table_bytes(self.map.capacity(), std::mem::size_of::<(K, u32)>());
         let slots = self.slots.capacity() * std::mem::size_of::<Slot<V>>();
         let queues = (self.small.capacity() + self.main.capacity() + self.free.capacity()) * 4;
-        let ghost = self.ghost.capacity() * 4 + self.ghost_set.capacity() * 5;
+        let ghost = self.ghost.capacity() * 4 + table_bytes(self.ghost_set.capacity(), 4);
         map + slots + queues + ghost + std::mem::size_of::<Self>()
     }
+}
+
+/// What a hashbrown table that reports `capacity` allocates for items of
+/// `item` bytes: its buckets (a power of two; `capacity` is 7/8 of them
+/// from 8 buckets up), an item and a control byte each, and one group of
+/// trailing control bytes.
+fn table_bytes(capacity: usize, item: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity.saturating_mul(8) / 7).next_power_of_two()
+    };
+    buckets * (item + 1) + 16
 }
 
 #[cfg(test)]

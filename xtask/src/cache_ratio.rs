@@ -83,6 +83,94 @@ pub fn hit_ratio(name: &str, cap: usize, stream: &[u64]) -> f64 {
     }
 }
 
+/// The resident memory (kB) of this process, from `/proc/self/status`.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0)
+}
+
+/// In a fresh process: fills cache `name` of `n` entries with 4n distinct
+/// u64 → u64 inserts (the steady state: full, and the ghost full of the
+/// keys pushed out), then prints the RSS growth per entry and, for pdc,
+/// what `memory_bytes()` claims per entry.
+pub fn rss_child(name: &str, n: usize) -> Result<(), String> {
+    let before = rss_kib();
+    let per = |kib: u64| (kib.saturating_sub(before) * 1024) as f64 / n as f64;
+    let keys = 0..(4 * n) as u64;
+    match name {
+        "pdc" => {
+            let mut c: MemoryCache<u64, u64> = MemoryCache::new(MemoryLimits::entries(n));
+            for k in keys {
+                c.put(k);
+            }
+            let claimed = c.memory_bytes() as f64 / n as f64;
+            println!("{name} {n} {:.1} {claimed:.1}", per(rss_kib()));
+            std::hint::black_box(&c);
+        }
+        "quick_cache" => {
+            let mut c = quick_cache::unsync::Cache::<u64, u64>::new(n);
+            for k in keys {
+                ReadThrough::put(&mut c, k);
+            }
+            println!("{name} {n} {:.1} -", per(rss_kib()));
+            std::hint::black_box(&c);
+        }
+        "moka" => {
+            let mut c = moka::sync::Cache::<u64, u64>::new(n as u64);
+            for k in keys {
+                ReadThrough::put(&mut c, k);
+            }
+            c.run_pending_tasks();
+            println!("{name} {n} {:.1} -", per(rss_kib()));
+            std::hint::black_box(&c);
+        }
+        "lru" => {
+            let cap = NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+            let mut c = LruCache::<u64, u64>::new(cap);
+            for k in keys {
+                ReadThrough::put(&mut c, k);
+            }
+            println!("{name} {n} {:.1} -", per(rss_kib()));
+            std::hint::black_box(&c);
+        }
+        other => return Err(format!("unknown cache {other}")),
+    }
+    Ok(())
+}
+
+/// `cargo xtask cache-ratio --rss`: [`rss_child`] for every cache at 100k
+/// and 1M entries, each in its own process (an allocator that already grew
+/// would hide the growth).
+pub fn rss() -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    println!("| entries | cache | RSS growth per entry | memory_bytes() per entry |");
+    println!("|---|---|---|---|");
+    for n in [100_000usize, 1_000_000] {
+        for name in CACHES {
+            let out = std::process::Command::new(&exe)
+                .args(["cache-rss-child", name, &n.to_string()])
+                .output()
+                .map_err(|e| e.to_string())?;
+            let line = String::from_utf8_lossy(&out.stdout);
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() != 4 {
+                return Err(format!(
+                    "{name}: {line} {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            println!("| {n} | {name} | {} B | {} |", f[2], f[3]);
+        }
+    }
+    Ok(())
+}
+
 fn memory_per_entry() -> f64 {
     let n = 100_000usize;
     let mut c: MemoryCache<u64, u64> = MemoryCache::new(MemoryLimits::entries(n));
@@ -104,6 +192,9 @@ fn flag(args: &[String], name: &str, default: u64) -> Result<u64, String> {
 }
 
 pub fn run(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "--rss") {
+        return rss();
+    }
     let json = args.iter().any(|a| a == "--json");
     let keys = flag(args, "--keys", 100_000)? as usize;
     let requests = flag(args, "--requests", 1_000_000)? as usize;

@@ -94,9 +94,13 @@ fn main() -> ExitCode {
         }
         "store-latency" => store_latency::run(),
         "cache-ratio" => cache_ratio::run(rest),
+        "cache-rss-child" => match (rest.first(), rest.get(1).and_then(|n| n.parse().ok())) {
+            (Some(name), Some(n)) => cache_ratio::rss_child(name, n),
+            _ => Err("cache-rss-child NAME ENTRIES".into()),
+        },
         "server-load" => server_load::run_report(rest),
         _ => {
-            eprintln!("usage: cargo xtask <ci | browser | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] [--keys N] [--requests N] [--seed S] | store-latency | engine-figures [--rss | --http | --encryption] [--pending N] [--streams N] | server-load [--postgres URL]>");
+            eprintln!("usage: cargo xtask <ci | browser | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] [--keys N] [--requests N] [--seed S] [--rss] | store-latency | engine-figures [--rss | --http | --encryption] [--pending N] [--streams N] | server-load [--postgres URL]>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {
