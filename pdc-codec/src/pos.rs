@@ -46,47 +46,6 @@ impl Hasher for IdHasher {
 
 type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
-/// Product id → (unit price, tax rate) as first seen in a batch. A dense
-/// table when the ids are small enough for one (the usual case: catalogue
-/// ids are compact), a hash map otherwise.
-enum ProductDict {
-    Dense(Vec<Option<(i64, u16)>>),
-    Hashed(IdMap<u32, (i64, u16)>),
-}
-
-impl ProductDict {
-    /// A dictionary for ids up to `max_id` in a batch of `lines` lines.
-    fn new(max_id: u32, lines: usize) -> Self {
-        // Dense when the table is at most 4 entries per line plus a
-        // constant: bounded by the input, never by a hostile id.
-        if (max_id as usize) < lines.saturating_mul(4) + 65_536 {
-            ProductDict::Dense(vec![None; max_id as usize + 1])
-        } else {
-            ProductDict::Hashed(IdMap::default())
-        }
-    }
-
-    fn get(&self, id: u32) -> Option<(i64, u16)> {
-        match self {
-            ProductDict::Dense(v) => v.get(id as usize).copied().flatten(),
-            ProductDict::Hashed(m) => m.get(&id).copied(),
-        }
-    }
-
-    fn insert(&mut self, id: u32, value: (i64, u16)) {
-        match self {
-            ProductDict::Dense(v) => {
-                if let Some(slot) = v.get_mut(id as usize) {
-                    *slot = Some(value);
-                }
-            }
-            ProductDict::Hashed(m) => {
-                m.insert(id, value);
-            }
-        }
-    }
-}
-
 /// What a transaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum TxKind {
@@ -909,9 +868,16 @@ pub struct OrderColumns {
     long_line_counts: Col<u32>,
     /// Payment counts of orders with 3 payments or more, in order.
     long_payment_counts: Col<u32>,
-    product_ids: Col<u32>,
-    /// Price and tax rate of each product, in order of first appearance;
-    /// the tax rate as an index into `tax_rates`.
+    /// The batch's distinct product ids, most frequent first, each as the
+    /// difference from the one before (schema 4): a line names its product
+    /// by its rank here, so the few products that make most lines take one
+    /// byte whatever their ids look like; ids that follow popularity (a
+    /// dense catalogue) cost a byte each in the dictionary.
+    product_dict: Col<i64>,
+    /// Each line's product, as a rank in `product_dict`.
+    product_refs: Col<u32>,
+    /// Price and tax rate of each product of `product_dict` (as first seen
+    /// in the batch); the tax rate as an index into `tax_rates`.
     dict_prices: Col<i64>,
     dict_tax_index: Col<u32>,
     tax_rates: Col<u16>,
@@ -925,6 +891,93 @@ pub struct OrderColumns {
     payment_residuals: Sparse<i64>,
     /// Receipt numbers of the orders that have one (schema 2).
     receipts: Vec<String>,
+}
+
+/// The columns as schema 3 wrote them: a product id per line (raw), the
+/// price dictionary in order of first appearance.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct OrderColumnsV3 {
+    id_deltas: Col<i64>,
+    cashier_ids: Col<u32>,
+    headers: Vec<u8>,
+    customers: Col<u32>,
+    created_deltas: Col<i64>,
+    long_line_counts: Col<u32>,
+    long_payment_counts: Col<u32>,
+    product_ids: Col<u32>,
+    dict_prices: Col<i64>,
+    dict_tax_index: Col<u32>,
+    tax_rates: Col<u16>,
+    quantities: Quantities,
+    price_overrides: Sparse<i64>,
+    tax_overrides: Sparse<u16>,
+    discounts: Sparse<i64>,
+    payment_methods: Vec<u8>,
+    payment_residuals: Sparse<i64>,
+    receipts: Vec<String>,
+}
+
+impl TryFrom<OrderColumnsV3> for OrderColumns {
+    type Error = CodecError;
+    /// Schema 3's layout is schema 4's without a dictionary (raw ids).
+    fn try_from(c: OrderColumnsV3) -> Result<OrderColumns, CodecError> {
+        Ok(OrderColumns {
+            id_deltas: c.id_deltas,
+            cashier_ids: c.cashier_ids,
+            headers: c.headers,
+            customers: c.customers,
+            created_deltas: c.created_deltas,
+            long_line_counts: c.long_line_counts,
+            long_payment_counts: c.long_payment_counts,
+            product_dict: Col::default(),
+            product_refs: c.product_ids,
+            dict_prices: c.dict_prices,
+            dict_tax_index: c.dict_tax_index,
+            tax_rates: c.tax_rates,
+            quantities: c.quantities,
+            price_overrides: c.price_overrides,
+            tax_overrides: c.tax_overrides,
+            discounts: c.discounts,
+            payment_methods: c.payment_methods,
+            payment_residuals: c.payment_residuals,
+            receipts: c.receipts,
+        })
+    }
+}
+
+/// A varint's length in bytes.
+fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// Raw product ids per line → the distinct ids in order of first
+/// appearance and each line's index among them.
+fn index_raw_ids(raw: &[u32]) -> (Vec<u32>, Col<u32>) {
+    let mut index: IdMap<u32, u32> = IdMap::default();
+    let mut ids = Vec::new();
+    let mut refs = Col::with_capacity(raw.len());
+    for &id in raw {
+        let next = ids.len() as u32;
+        let ix = *index.entry(id).or_insert_with(|| {
+            ids.push(id);
+            next
+        });
+        refs.push(ix);
+    }
+    (ids, refs)
+}
+
+/// The dictionary column back to ids; `None` when one leaves `u32`.
+fn undelta_ids(deltas: &[i64]) -> Option<Vec<u32>> {
+    let mut last = 0i64;
+    deltas
+        .iter()
+        .map(|&d| {
+            last = last.checked_add(d)?;
+            u32::try_from(last).ok()
+        })
+        .collect()
 }
 
 /// The columns as schema 2 wrote them: with a terminal number per order
@@ -953,15 +1006,15 @@ struct OrderColumnsV2 {
     receipts: Vec<String>,
 }
 
-impl TryFrom<OrderColumnsV2> for OrderColumns {
+impl TryFrom<OrderColumnsV2> for OrderColumnsV3 {
     type Error = CodecError;
-    fn try_from(c: OrderColumnsV2) -> Result<OrderColumns, CodecError> {
+    fn try_from(c: OrderColumnsV2) -> Result<OrderColumnsV3, CodecError> {
         if c.terminal_ids.len() != c.id_deltas.len() {
             return Err(CodecError::Malformed(
                 "order columns: per-order columns have different lengths".into(),
             ));
         }
-        Ok(OrderColumns {
+        Ok(OrderColumnsV3 {
             id_deltas: c.id_deltas,
             cashier_ids: c.cashier_ids,
             headers: c.headers,
@@ -1036,10 +1089,16 @@ impl From<OrderColumnsV1> for OrderColumnsV2 {
 
 impl Record for OrderColumns {
     const KIND: RecordKind = RecordKind::ORDER_COLUMNS;
-    /// 2 added the receipt numbers; 3 dropped the terminal numbers.
-    const SCHEMA: u8 = 3;
+    /// 2 added the receipt numbers; 3 dropped the terminal numbers; 4
+    /// names products by rank in a per-batch dictionary.
+    const SCHEMA: u8 = 4;
 
     fn take_older(schema: u8, bytes: &[u8]) -> Result<(Self, &[u8]), CodecError> {
+        if schema == 3 {
+            let (v3, rest) = postcard::take_from_bytes::<OrderColumnsV3>(bytes)
+                .map_err(|e| CodecError::Malformed(format!("order columns (schema 3): {e}")))?;
+            return Ok((OrderColumns::try_from(v3)?, rest));
+        }
         let (v2, rest) = match schema {
             1 => postcard::take_from_bytes::<OrderColumnsV1>(bytes)
                 .map(|(c, rest)| (OrderColumnsV2::from(c), rest))
@@ -1053,7 +1112,7 @@ impl Record for OrderColumns {
                 })
             }
         };
-        Ok((OrderColumns::try_from(v2)?, rest))
+        Ok((OrderColumns::try_from(OrderColumnsV3::try_from(v2)?)?, rest))
     }
 }
 
@@ -1084,11 +1143,51 @@ impl OrderColumns {
     /// Builds the columns from records.
     pub fn from_records(orders: &[Order]) -> Self {
         let n = orders.len();
-        let (mut total_lines, mut max_id) = (0usize, 0u32);
-        for o in orders {
-            total_lines += o.lines.len();
-            for l in &o.lines {
-                max_id = max_id.max(l.product_id);
+        // Pass 1: the distinct products in order of first appearance, with
+        // their count and their first price and tax rate; each line's entry.
+        let total_lines: usize = orders.iter().map(|o| o.lines.len()).sum();
+        let mut seen: IdMap<u32, u32> = IdMap::default();
+        let mut firsts: Vec<(u32, u32, i64, u16)> = Vec::new();
+        let mut line_first: Vec<u32> = Vec::with_capacity(total_lines);
+        for l in orders.iter().flat_map(|o| &o.lines) {
+            let next = firsts.len() as u32;
+            let ix = *seen.entry(l.product_id).or_insert_with(|| {
+                firsts.push((l.product_id, 0, l.unit_price_cents, l.tax_rate_bp));
+                next
+            });
+            firsts[ix as usize].1 += 1;
+            line_first.push(ix);
+        }
+        // Ranks: most frequent first, ties in order of first appearance.
+        let mut by_rank: Vec<u32> = (0..firsts.len() as u32).collect();
+        by_rank.sort_by_key(|&i| std::cmp::Reverse(firsts[i as usize].1));
+        let mut rank_of = vec![0u32; firsts.len()];
+        for (rank, &i) in by_rank.iter().enumerate() {
+            rank_of[i as usize] = rank as u32;
+        }
+        // The dictionary pays when repeats are many (a long batch, sparse
+        // ids); a short batch of mostly distinct products is smaller with
+        // raw ids. Pick by the varint bytes of each (lz4 comes after).
+        let raw_bytes: usize = line_first
+            .iter()
+            .map(|&f| varint_len(u64::from(firsts[f as usize].0)))
+            .sum();
+        let mut dict_bytes: usize = line_first
+            .iter()
+            .map(|&f| varint_len(u64::from(rank_of[f as usize])))
+            .sum();
+        let mut last = 0i64;
+        for &i in &by_rank {
+            let id = i64::from(firsts[i as usize].0);
+            dict_bytes += varint_len(((id - last) << 1 ^ ((id - last) >> 63)) as u64);
+            last = id;
+        }
+        let use_dict = dict_bytes < raw_bytes;
+        if !use_dict {
+            // Raw ids: the price dictionary in order of first appearance.
+            for (i, r) in rank_of.iter_mut().enumerate() {
+                *r = i as u32;
+                by_rank[i] = i as u32;
             }
         }
         let mut c = OrderColumns {
@@ -1096,13 +1195,30 @@ impl OrderColumns {
             cashier_ids: Col::with_capacity(n),
             headers: Vec::with_capacity(n),
             created_deltas: Col::with_capacity(n),
-            product_ids: Col::with_capacity(total_lines),
+            product_dict: Col::with_capacity(firsts.len()),
+            product_refs: Col::with_capacity(total_lines),
+            dict_prices: Col::with_capacity(firsts.len()),
+            dict_tax_index: Col::with_capacity(firsts.len()),
             payment_methods: Vec::with_capacity(n / 2 + 1),
             ..OrderColumns::default()
         };
-        let mut dict = ProductDict::new(max_id, total_lines);
-        let mut last_quantity = 0usize;
         let mut tax_index: IdMap<u16, u32> = IdMap::default();
+        let mut last_dict_id = 0i64;
+        for &i in &by_rank {
+            let (id, _, price, tax) = firsts[i as usize];
+            if use_dict {
+                c.product_dict.push(i64::from(id) - last_dict_id);
+                last_dict_id = i64::from(id);
+            }
+            c.dict_prices.push(price);
+            let next = tax_index.len() as u32;
+            let ix = *tax_index.entry(tax).or_insert_with(|| {
+                c.tax_rates.push(tax);
+                next
+            });
+            c.dict_tax_index.push(ix);
+        }
+        let mut last_quantity = 0usize;
         let mut prices = SparseBuilder::new(0i64);
         let mut taxes = SparseBuilder::new(0u16);
         let mut discounts = SparseBuilder::new(0i64);
@@ -1142,22 +1258,13 @@ impl OrderColumns {
             for l in &o.lines {
                 total = total.wrapping_add(l.amount_cents());
                 c.quantities.push(line_ix, l.quantity, &mut last_quantity);
-                c.product_ids.push(l.product_id);
-                let (price, tax) = match dict.get(l.product_id) {
-                    Some(v) => v,
-                    None => {
-                        c.dict_prices.push(l.unit_price_cents);
-                        let next = tax_index.len() as u32;
-                        let ix = *tax_index.entry(l.tax_rate_bp).or_insert_with(|| {
-                            c.tax_rates.push(l.tax_rate_bp);
-                            next
-                        });
-                        c.dict_tax_index.push(ix);
-                        let v = (l.unit_price_cents, l.tax_rate_bp);
-                        dict.insert(l.product_id, v);
-                        v
-                    }
-                };
+                let first = line_first[line_ix] as usize;
+                c.product_refs.push(if use_dict {
+                    rank_of[first]
+                } else {
+                    l.product_id
+                });
+                let (_, _, price, tax) = firsts[first];
                 prices.push(line_ix, l.unit_price_cents.wrapping_sub(price));
                 taxes.push(line_ix, l.tax_rate_bp.wrapping_sub(tax));
                 discounts.push(line_ix, l.discount_cents);
@@ -1206,7 +1313,8 @@ impl OrderColumns {
             size("headers", &self.headers),
             size("customers", &self.customers),
             size("created_deltas", &self.created_deltas),
-            size("product_ids", &self.product_ids),
+            size("product_dict", &self.product_dict),
+            size("product_refs", &self.product_refs),
             size("dict_prices", &self.dict_prices),
             size("dict_tax_index", &self.dict_tax_index),
             size("quantities", &self.quantities),
@@ -1275,13 +1383,15 @@ impl OrderColumns {
             return Err(malformed("receipt column does not match the headers"));
         }
         let mut receipts = self.receipts.into_iter();
-        if self.product_ids.len() != total_lines {
-            return Err(malformed("product ids do not match the line counts"));
+        if self.product_refs.len() != total_lines {
+            return Err(malformed("product refs do not match the line counts"));
         }
         if self.payment_methods.len() != total_payments.div_ceil(4) {
             return Err(malformed("payment methods do not match the payment counts"));
         }
-        if self.dict_prices.len() != self.dict_tax_index.len() {
+        if self.dict_prices.len() != self.dict_tax_index.len()
+            || (!self.product_dict.is_empty() && self.dict_prices.len() != self.product_dict.len())
+        {
             return Err(malformed("product dictionary columns differ in length"));
         }
         let mut customers = self.customers.iter();
@@ -1291,9 +1401,23 @@ impl OrderColumns {
         let discounts = expand_sparse(&self.discounts, total_lines, 0, "discounts")?;
         let residuals = expand_sparse(&self.payment_residuals, total_payments, 0, "payments")?;
 
-        let max_id = self.product_ids.iter().copied().max().unwrap_or(0);
-        let mut dict = ProductDict::new(max_id, total_lines);
-        let mut next_dict = 0usize;
+        // Raw ids (no dictionary): index them in order of first appearance,
+        // the order their prices have.
+        let (product_ids, product_refs) = if self.product_dict.is_empty() {
+            let (ids, refs) = index_raw_ids(&self.product_refs);
+            (ids, refs)
+        } else {
+            let ids = undelta_ids(&self.product_dict)
+                .ok_or_else(|| malformed("product id out of range"))?;
+            (ids, self.product_refs.clone())
+        };
+        // Each product's tax rate, checked once.
+        let dict_taxes = self
+            .dict_tax_index
+            .iter()
+            .map(|&i| self.tax_rates.get(i as usize).copied())
+            .collect::<Option<Vec<u16>>>()
+            .ok_or_else(|| malformed("tax rate index out of range"))?;
         let mut out = Vec::with_capacity(n);
         let (mut id, mut ts) = (0u64, 0u64);
         let (mut li, mut pi) = (0usize, 0usize);
@@ -1303,23 +1427,13 @@ impl OrderColumns {
             let nl = line_counts[i];
             let mut lines = Vec::with_capacity(nl);
             for j in li..li + nl {
-                let pid = self.product_ids[j];
-                let (price, tax) = match dict.get(pid) {
-                    Some(v) => v,
-                    None => {
-                        let price = *self
-                            .dict_prices
-                            .get(next_dict)
-                            .ok_or_else(|| malformed("product dictionary too short"))?;
-                        let tax = *self
-                            .tax_rates
-                            .get(self.dict_tax_index[next_dict] as usize)
-                            .ok_or_else(|| malformed("tax rate index out of range"))?;
-                        let v = (price, tax);
-                        next_dict += 1;
-                        dict.insert(pid, v);
-                        v
-                    }
+                let rank = product_refs[j] as usize;
+                let (Some(&pid), Some(&price), Some(&tax)) = (
+                    product_ids.get(rank),
+                    self.dict_prices.get(rank),
+                    dict_taxes.get(rank),
+                ) else {
+                    return Err(malformed("product ref out of range"));
                 };
                 lines.push(OrderLine {
                     product_id: pid,
@@ -1363,9 +1477,6 @@ impl OrderColumns {
                 },
             });
         }
-        if next_dict != self.dict_prices.len() {
-            return Err(malformed("product dictionary has unused entries"));
-        }
         Ok(out)
     }
 }
@@ -1389,7 +1500,7 @@ impl Codec {
         self.check_count(orders.len())?;
         let cols = OrderColumns::from_records(orders);
         // About 3 bytes a line and 8 an order (see `xtask sizes`).
-        let hint = cols.product_ids.len() * 3 + cols.len() * 8 + 64;
+        let hint = cols.product_refs.len() * 3 + cols.len() * 8 + 64;
         self.encode_value_sized(OrderColumns::KIND, OrderColumns::SCHEMA, &cols, hint)
     }
 
@@ -1413,6 +1524,15 @@ impl Codec {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// Schema 1-3's raw product id per line, from schema 4's ranks.
+    fn raw_ids(c: &OrderColumns) -> Col<u32> {
+        let mut ids = Col::with_capacity(c.product_refs.len());
+        for &r in &c.product_refs {
+            ids.push(undelta_ids(&c.product_dict).unwrap()[r as usize]);
+        }
+        ids
+    }
 
     /// Orders and order columns written by schema 1 (before receipt
     /// numbers) and schema 2 (with a terminal number) still decode.
@@ -1490,7 +1610,7 @@ mod tests {
             created_deltas: c.created_deltas.clone(),
             long_line_counts: c.long_line_counts.clone(),
             long_payment_counts: c.long_payment_counts.clone(),
-            product_ids: c.product_ids.clone(),
+            product_ids: raw_ids(&c),
             dict_prices: c.dict_prices.clone(),
             dict_tax_index: c.dict_tax_index.clone(),
             tax_rates: c.tax_rates.clone(),
@@ -1518,6 +1638,7 @@ mod tests {
             codec.decode_orders(&frame),
             Err(CodecError::Malformed(_))
         ));
+        let old_ids = raw_ids(&c);
         let old = OrderColumnsV1 {
             id_deltas: c.id_deltas,
             terminal_ids: terminals(),
@@ -1527,7 +1648,7 @@ mod tests {
             created_deltas: c.created_deltas,
             long_line_counts: c.long_line_counts,
             long_payment_counts: c.long_payment_counts,
-            product_ids: c.product_ids,
+            product_ids: old_ids,
             dict_prices: c.dict_prices,
             dict_tax_index: c.dict_tax_index,
             tax_rates: c.tax_rates,
@@ -1547,6 +1668,121 @@ mod tests {
         with[1].receipt = Some("till-7-3FA9C1D2-000002".into());
         let frame = codec.encode_orders(&with).unwrap();
         assert_eq!(codec.decode_orders(&frame).unwrap(), with);
+    }
+
+    /// Order columns written by schema 3 (a raw product id per line, the
+    /// price dictionary in order of first appearance) still decode, when
+    /// the most frequent product is not the first seen.
+    #[test]
+    fn schema_3_order_columns_still_decode() {
+        let line = |product_id, price| OrderLine {
+            product_id,
+            quantity: 1,
+            unit_price_cents: price,
+            discount_cents: 0,
+            tax_rate_bp: if product_id == 900_009 { 1900 } else { 700 },
+        };
+        // 5 first, then 9 often, then 5 at another price (an override).
+        let mut orders = Vec::new();
+        for i in 0..6u64 {
+            let lines = match i {
+                0 => vec![line(900_005, 100)],
+                5 => vec![line(900_005, 90), line(900_009, 300)],
+                _ => vec![line(900_009, 300); 6],
+            };
+            let total = lines.iter().map(OrderLine::amount_cents).sum();
+            orders.push(Order {
+                id: 10 + i,
+                cashier_id: 1,
+                customer_id: None,
+                created_at_ms: 1_000 + i,
+                lines,
+                payments: vec![Payment {
+                    method: PaymentMethod::Card,
+                    amount_cents: total,
+                }],
+                receipt: None,
+            });
+        }
+        let c = OrderColumns::from_records(&orders);
+        assert_eq!(
+            undelta_ids(&c.product_dict).unwrap(),
+            vec![900_009, 900_005],
+            "most frequent first"
+        );
+        // Schema 3's dictionary: first appearance order.
+        let mut order: Vec<usize> = Vec::new();
+        for &r in &c.product_refs {
+            if !order.contains(&(r as usize)) {
+                order.push(r as usize);
+            }
+        }
+        let mut dict_prices = Col::with_capacity(order.len());
+        let mut dict_tax_index = Col::with_capacity(order.len());
+        for &r in &order {
+            dict_prices.push(c.dict_prices[r]);
+            dict_tax_index.push(c.dict_tax_index[r]);
+        }
+        let v3 = OrderColumnsV3 {
+            product_ids: raw_ids(&c),
+            id_deltas: c.id_deltas,
+            cashier_ids: c.cashier_ids,
+            headers: c.headers,
+            customers: c.customers,
+            created_deltas: c.created_deltas,
+            long_line_counts: c.long_line_counts,
+            long_payment_counts: c.long_payment_counts,
+            dict_prices,
+            dict_tax_index,
+            tax_rates: c.tax_rates,
+            quantities: c.quantities,
+            price_overrides: c.price_overrides,
+            tax_overrides: c.tax_overrides,
+            discounts: c.discounts,
+            payment_methods: c.payment_methods,
+            payment_residuals: c.payment_residuals,
+            receipts: c.receipts,
+        };
+        let codec = Codec::new();
+        let frame = codec
+            .encode_value(RecordKind::ORDER_COLUMNS, 3, &v3)
+            .unwrap();
+        assert_eq!(codec.decode_orders(&frame).unwrap(), orders);
+    }
+
+    /// A rank outside the dictionary is malformed, not a panic.
+    #[test]
+    fn a_product_ref_out_of_range_is_malformed() {
+        let o = Order {
+            receipt: None,
+            id: 1,
+            cashier_id: 1,
+            customer_id: None,
+            created_at_ms: 1,
+            lines: vec![OrderLine {
+                product_id: 300_003,
+                quantity: 1,
+                unit_price_cents: 5,
+                discount_cents: 0,
+                tax_rate_bp: 0,
+            }],
+            payments: vec![],
+        };
+        let o = Order {
+            lines: vec![o.lines[0].clone(); 20],
+            payments: vec![Payment {
+                method: PaymentMethod::Cash,
+                amount_cents: 100,
+            }],
+            ..o
+        };
+        let mut c = OrderColumns::from_records(&[o]);
+        assert!(
+            !c.product_dict.is_empty(),
+            "a repeated 6-digit id: dictionary"
+        );
+        c.product_refs[0] = 1;
+        assert!(matches!(c.into_records(), Err(CodecError::Malformed(_))));
     }
 
     /// Refunds and analytics events written by schema 1 (with a terminal

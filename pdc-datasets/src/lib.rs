@@ -9,6 +9,9 @@
 //! * [`orders`]: orders of 1 to 15 lines from a 5,000-product catalogue
 //!   with Zipf popularity;
 //! * [`catalog`]: product records as the server sends them;
+//! * [`orders_shaped`]: a second order generator with knobs
+//!   ([`OrderShape`]: id sparsity, popularity, line-count tail, tender mix),
+//!   for figures across shapes;
 //! * [`traces`]: cache access traces of seven shapes (Zipf, browse loops,
 //!   a POS day, loops, scans, shifting popularity).
 //!
@@ -210,6 +213,17 @@ impl Zipf {
     }
 }
 
+/// A line of `quantity` of `p` at its catalogue price and tax rate.
+fn line_of(p: &Product, quantity: u32, discount_cents: i64) -> OrderLine {
+    OrderLine {
+        product_id: p.id,
+        quantity,
+        unit_price_cents: p.price_cents,
+        discount_cents,
+        tax_rate_bp: p.tax_rate_bp,
+    }
+}
+
 /// `n` orders of one trading day: 1 to 15 lines from the [`CATALOG_SIZE`]
 /// catalogue of [`catalog`]`(CATALOG_SIZE, seed)` with Zipf popularity,
 /// quantities, the catalogue's prices and tax rates, occasional discounts, 1
@@ -241,13 +255,7 @@ pub fn orders(n: usize, seed: u64) -> Vec<Order> {
                     };
                     let gross = i64::from(quantity) * p.price_cents;
                     let discount_cents = if r.gen_bool(0.08) { gross / 10 } else { 0 };
-                    OrderLine {
-                        product_id: p.id,
-                        quantity,
-                        unit_price_cents: p.price_cents,
-                        discount_cents,
-                        tax_rate_bp: p.tax_rate_bp,
-                    }
+                    line_of(p, quantity, discount_cents)
                 })
                 .collect();
             let total: i64 = lines.iter().map(OrderLine::amount_cents).sum();
@@ -287,9 +295,205 @@ pub fn orders(n: usize, seed: u64) -> Vec<Order> {
         .collect()
 }
 
+/// The knobs of [`orders_shaped`]: a second order generator, so that
+/// codec figures are reported across shapes, not on [`orders`] alone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderShape {
+    /// Products in the catalogue.
+    pub catalogue: usize,
+    /// Product ids: `false` for 1..=catalogue in popularity order (dense,
+    /// as [`orders`]); `true` for distinct random 6-digit ids unrelated to
+    /// popularity (sparse, as a chain's ERP assigns them).
+    pub sparse_ids: bool,
+    /// Zipf exponent of product popularity.
+    pub popularity: f64,
+    /// Most lines in an order.
+    pub max_lines: usize,
+    /// Pareto index of the line count's tail (smaller: longer tail; lines
+    /// = 1 + ⌊(u^(-1/tail) − 1) × 2⌋, capped at `max_lines`).
+    pub line_tail: f64,
+    /// Share of orders paid cash, card and voucher (single tender), and the
+    /// share with a split tender (2 or 3 payments of mixed methods).
+    pub tenders: [f64; 3],
+    /// Share of orders with a split tender.
+    pub split: f64,
+    /// Share of lines with a quantity above 1.
+    pub multi_quantity: f64,
+    /// Share of lines with a discount.
+    pub discounted: f64,
+    /// Share of orders with a loyalty customer.
+    pub customer: f64,
+}
+
+impl OrderShape {
+    /// Dense ids, short orders: close to [`orders`].
+    pub fn dense() -> Self {
+        OrderShape {
+            catalogue: CATALOG_SIZE,
+            sparse_ids: false,
+            popularity: 1.0,
+            max_lines: 15,
+            line_tail: 1.6,
+            tenders: [0.35, 0.6, 0.05],
+            split: 0.1,
+            multi_quantity: 0.2,
+            discounted: 0.08,
+            customer: 0.3,
+        }
+    }
+
+    /// Sparse 6-digit ids, 1 to 40 lines with a long tail, several
+    /// tenders: the shape an independent test of the codec used.
+    pub fn sparse() -> Self {
+        OrderShape {
+            catalogue: 20_000,
+            sparse_ids: true,
+            popularity: 0.9,
+            max_lines: 40,
+            line_tail: 1.2,
+            tenders: [0.3, 0.55, 0.15],
+            split: 0.2,
+            multi_quantity: 0.3,
+            discounted: 0.12,
+            customer: 0.4,
+        }
+    }
+}
+
+/// `n` orders of the given shape from `seed` (deterministic, and payments
+/// that add up to the total, like [`orders`]).
+pub fn orders_shaped(n: usize, seed: u64, shape: &OrderShape) -> Vec<Order> {
+    let mut products = catalog(shape.catalogue.max(1), seed);
+    let mut r = rng(seed, 7);
+    if shape.sparse_ids {
+        let mut ids = std::collections::BTreeSet::new();
+        while ids.len() < products.len() {
+            ids.insert(r.gen_range(100_000..1_000_000u32));
+        }
+        let mut ids: Vec<u32> = ids.into_iter().collect();
+        // Popularity unrelated to the id: shuffle before assigning.
+        for i in (1..ids.len()).rev() {
+            ids.swap(i, r.gen_range(0..=i));
+        }
+        for (p, id) in products.iter_mut().zip(ids) {
+            p.id = id;
+        }
+    }
+    let zipf = Zipf::with_exponent(products.len(), shape.popularity);
+    let cashiers: Vec<u32> = (0..6).map(|_| r.gen_range(100..1000)).collect();
+    let methods = [
+        PaymentMethod::Cash,
+        PaymentMethod::Card,
+        PaymentMethod::Voucher,
+    ];
+    let pick = |r: &mut ChaCha8Rng| {
+        let u: f64 = r.gen::<f64>() * shape.tenders.iter().sum::<f64>();
+        let mut acc = 0.0;
+        for (m, w) in methods.iter().zip(shape.tenders) {
+            acc += w;
+            if u < acc {
+                return *m;
+            }
+        }
+        PaymentMethod::Card
+    };
+    let step = (14 * 3_600_000 / n.max(1) as u64).max(1);
+    let mut ts = DAY_START_MS;
+    let first_id = 5_000_000 + r.gen_range(0..1000u64);
+    (0..n)
+        .map(|i| {
+            ts += r.gen_range(step / 2..=step + step / 2);
+            let u: f64 = r.gen_range(f64::EPSILON..1.0);
+            let tail = (u.powf(-1.0 / shape.line_tail.max(0.1)) - 1.0) * 2.0;
+            let nlines = (1 + tail.min(1e6) as usize).min(shape.max_lines.max(1));
+            let lines: Vec<OrderLine> = (0..nlines)
+                .map(|_| {
+                    let p = &products[zipf.sample(&mut r)];
+                    let quantity = if r.gen_bool(shape.multi_quantity.clamp(0.0, 1.0)) {
+                        r.gen_range(2..=12)
+                    } else {
+                        1
+                    };
+                    let gross = i64::from(quantity) * p.price_cents;
+                    let discount_cents = if r.gen_bool(shape.discounted.clamp(0.0, 1.0)) {
+                        gross * r.gen_range(5..=30) / 100
+                    } else {
+                        0
+                    };
+                    line_of(p, quantity, discount_cents)
+                })
+                .collect();
+            let total: i64 = lines.iter().map(OrderLine::amount_cents).sum();
+            let payments = if r.gen_bool(shape.split.clamp(0.0, 1.0)) && total > 300 {
+                let parts = r.gen_range(2..=3);
+                let mut left = total;
+                let mut out = Vec::with_capacity(parts);
+                for k in 0..parts {
+                    let amount = if k + 1 == parts {
+                        left
+                    } else {
+                        r.gen_range(1..left / 2 + 1)
+                    };
+                    left -= amount;
+                    out.push(Payment {
+                        method: pick(&mut r),
+                        amount_cents: amount,
+                    });
+                }
+                out
+            } else {
+                vec![Payment {
+                    method: pick(&mut r),
+                    amount_cents: total,
+                }]
+            };
+            Order {
+                id: first_id + i as u64,
+                cashier_id: cashiers[r.gen_range(0..cashiers.len())],
+                customer_id: r
+                    .gen_bool(shape.customer.clamp(0.0, 1.0))
+                    .then(|| r.gen_range(1..2_000_000)),
+                created_at_ms: ts,
+                lines,
+                payments,
+                receipt: None,
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shaped_orders_pay_their_total_and_follow_their_shape() {
+        for shape in [OrderShape::dense(), OrderShape::sparse()] {
+            let a = orders_shaped(2_000, 5, &shape);
+            assert_eq!(a, orders_shaped(2_000, 5, &shape));
+            for o in &a {
+                assert!((1..=shape.max_lines).contains(&o.lines.len()));
+                assert_eq!(o.check(), Ok(o.total_cents()));
+            }
+            let ids: std::collections::HashSet<u32> = a
+                .iter()
+                .flat_map(|o| o.lines.iter().map(|l| l.product_id))
+                .collect();
+            if shape.sparse_ids {
+                assert!(ids.iter().all(|&id| (100_000..1_000_000).contains(&id)));
+            } else {
+                assert!(ids.iter().all(|&id| id as usize <= shape.catalogue));
+            }
+            let split = a.iter().filter(|o| o.payments.len() > 1).count();
+            assert!(split > 0, "some split tenders");
+        }
+        // The sparse shape's long tail: some orders far above 15 lines.
+        let long = orders_shaped(2_000, 5, &OrderShape::sparse())
+            .iter()
+            .filter(|o| o.lines.len() > 15)
+            .count();
+        assert!(long > 10, "{long} orders over 15 lines");
+    }
 
     #[test]
     fn deterministic_and_seed_sensitive() {

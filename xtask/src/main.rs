@@ -48,6 +48,7 @@ fn main() -> ExitCode {
     let rest = &args[args.len().min(1)..];
     let result = match verb {
         "ci" => ci::ci(),
+        "sizes" if rest.iter().any(|a| a == "--other") => sizes::other_data(),
         "sizes" => sizes::run(rest.iter().any(|a| a == "--json")),
         "bench" => run(cargo()
             .args(["bench", "-p", "pdc-benches", "--"])
@@ -100,7 +101,7 @@ fn main() -> ExitCode {
         },
         "server-load" => server_load::run_report(rest),
         _ => {
-            eprintln!("usage: cargo xtask <ci | browser | sizes [--json] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] [--keys N] [--requests N] [--seed S] [--rss] | store-latency | engine-figures [--rss | --http | --encryption] [--pending N] [--streams N] | server-load [--postgres URL]>");
+            eprintln!("usage: cargo xtask <ci | browser | sizes [--json | --other] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] [--keys N] [--requests N] [--seed S] [--rss] | store-latency | engine-figures [--rss | --http | --encryption] [--pending N] [--streams N] | server-load [--postgres URL]>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {

@@ -46,6 +46,71 @@ fn row<T: Serialize>(dataset: &'static str, items: &[T], pdc_frame: usize) -> Ro
     }
 }
 
+fn zstd3(bytes: &[u8]) -> usize {
+    zstd::bulk::compress(bytes, 3).map_or(usize::MAX, |v| v.len())
+}
+
+/// One shape of orders in one batching: pdc's frames against JSON+gzip,
+/// JSON+zstd and MessagePack+lz4 of the same batches, summed.
+fn other_data_row(
+    codec: &Codec,
+    name: &str,
+    orders: &[pdc_codec::Order],
+    batch: usize,
+) -> Result<String, String> {
+    let (mut pdc, mut gz, mut zs, mut mp) = (0usize, 0usize, 0usize, 0usize);
+    for chunk in orders.chunks(batch) {
+        pdc += codec.encode_orders(chunk).map_err(|e| e.to_string())?.len();
+        let json = serde_json::to_vec(chunk).map_err(|e| e.to_string())?;
+        gz += gzip(&json);
+        zs += zstd3(&json);
+        let msgpack = rmp_serde::to_vec(chunk).map_err(|e| e.to_string())?;
+        mp += lz4_flex::compress_prepend_size(&msgpack).len();
+    }
+    let lines: usize = orders.iter().map(|o| o.lines.len()).sum();
+    let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
+    Ok(format!(
+        "| {name} | {} × {batch} | {:.1} | {pdc} | {gz} | {zs} | {mp} | {:.1}% | {:.1}% | {:.1}% | {:.2} |",
+        orders.len() / batch.max(1),
+        lines as f64 / orders.len().max(1) as f64,
+        pct(pdc, gz),
+        pct(pdc, zs),
+        pct(pdc, mp),
+        pdc as f64 / lines.max(1) as f64,
+    ))
+}
+
+/// `cargo xtask sizes --other`: orders of [`pdc_datasets::orders_shaped`]'s
+/// dense and sparse shapes and of [`pdc_datasets::orders`], as one batch
+/// of 10,000 and as 100 batches of 100, on two seeds.
+pub fn other_data() -> Result<(), String> {
+    let codec = Codec::new();
+    println!("| orders | batches | lines/order | pdc | JSON+gzip(6) | JSON+zstd(3) | MessagePack+lz4 | pdc/gzip | pdc/zstd | pdc/msgpack+lz4 | pdc B/line |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for seed in [1u64, 2] {
+        let shapes = [
+            (
+                format!("orders_shaped(sparse), seed {seed}"),
+                pdc_datasets::orders_shaped(10_000, seed, &pdc_datasets::OrderShape::sparse()),
+            ),
+            (
+                format!("orders_shaped(dense), seed {seed}"),
+                pdc_datasets::orders_shaped(10_000, seed, &pdc_datasets::OrderShape::dense()),
+            ),
+            (
+                format!("orders, seed {seed}"),
+                pdc_datasets::orders(10_000, seed),
+            ),
+        ];
+        for (name, orders) in &shapes {
+            for batch in [10_000usize, 100] {
+                println!("{}", other_data_row(&codec, name, orders, batch)?);
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn run(json: bool) -> Result<(), String> {
     let codec = Codec::new();
     let err = |e: pdc_codec::CodecError| e.to_string();
