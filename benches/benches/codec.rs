@@ -71,5 +71,38 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, codec);
+/// Encode and decode on orders nobody tuned the codec for (issue 17):
+/// 1,000 orders of `orders_shaped`'s sparse and dense shapes, pdc beside
+/// serde_json in the same run.
+fn codec_shapes(c: &mut Criterion) {
+    let codec = Codec::new();
+    for (name, shape) in [
+        ("sparse", pdc_datasets::OrderShape::sparse()),
+        ("dense", pdc_datasets::OrderShape::dense()),
+    ] {
+        let orders = pdc_datasets::orders_shaped(1000, 3, &shape);
+        let mut g = c.benchmark_group(format!("codec_encode/shaped_{name}_1k"));
+        g.throughput(Throughput::Elements(1000));
+        g.bench_function("pdc", |b| {
+            b.iter(|| codec.encode_orders(black_box(&orders)).unwrap())
+        });
+        g.bench_function("serde_json", |b| {
+            b.iter(|| serde_json::to_vec(black_box(&orders)).unwrap())
+        });
+        g.finish();
+        let pdc = codec.encode_orders(&orders).unwrap();
+        let json = serde_json::to_vec(&orders).unwrap();
+        let mut g = c.benchmark_group(format!("codec_decode/shaped_{name}_1k"));
+        g.throughput(Throughput::Elements(1000));
+        g.bench_function("pdc", |b| {
+            b.iter(|| codec.decode_orders(black_box(&pdc)).unwrap())
+        });
+        g.bench_function("serde_json", |b| {
+            b.iter(|| serde_json::from_slice::<Vec<pdc_codec::Order>>(black_box(&json)).unwrap())
+        });
+        g.finish();
+    }
+}
+
+criterion_group!(benches, codec, codec_shapes);
 criterion_main!(benches);
