@@ -139,6 +139,7 @@ pub async fn ledger_cmd(args: &LedgerArgs, action: LedgerAction) -> Result<(), C
                 return Err(CliError::Msg(format!("no terminal {terminal:?}")));
             };
             let items = ledger.terminal_items(&terminal, limit).await?;
+            let orders = ledger.terminal_orders(&terminal, limit).await?;
             let row = |i: &pdc_server::LedgerItem| match &i.result {
                 pdc_sync::ItemResult::Applied { server_seq } => {
                     serde_json::json!({"store": i.store.to_string(), "local_id": i.local_id,
@@ -156,6 +157,7 @@ pub async fn ledger_cmd(args: &LedgerArgs, action: LedgerAction) -> Result<(), C
                 let v = serde_json::json!({
                     "terminal": terminal, "revoked": info.revoked,
                     "items": items.iter().map(row).collect::<Vec<_>>(),
+                    "orders": orders,
                 });
                 outln!("{v}");
             } else {
@@ -185,6 +187,19 @@ pub async fn ledger_cmd(args: &LedgerArgs, action: LedgerAction) -> Result<(), C
                             i.recorded_at_ms
                         ),
                     }
+                }
+                outln!("orders\t{} shown", orders.len());
+                for o in &orders {
+                    outln!(
+                        "order\t{}\tseq {}\t{}\tcashier {}\t{} line(s)\t{} cents\t{}",
+                        o.order_id,
+                        o.server_seq,
+                        o.receipt.as_deref().unwrap_or("-"),
+                        o.cashier_id,
+                        o.lines,
+                        o.total_cents,
+                        o.created_at_ms
+                    );
                 }
             }
         }

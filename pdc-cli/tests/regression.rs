@@ -215,59 +215,13 @@ fn nothing_shows_what_the_ledger_holds_for_a_terminal() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("l.redb");
     let ledger = ledger.to_str().unwrap();
-    let out = pdc()
-        .args(["terminal", "add", "till-1", "--ledger", ledger])
-        .output()
-        .unwrap();
-    let token = String::from_utf8(out.stdout)
-        .unwrap()
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_owned();
-    let server = Serve::with(&["--ledger", ledger]);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let items: Vec<serde_json::Value> = (1..=3)
         .map(|i| {
             serde_json::json!({"local_id": i, "stream": 1, "priority": "High", "kind": 70,
             "created_at_ms": 1, "payload": [1, 2, 3]})
         })
         .collect();
-    let body = serde_json::json!({"schema": 2, "terminal_id": "till-1",
-        "store_id": "07070707070707070707070707070707", "batch_id": 1, "items": items});
-    let status = rt.block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/v1/push", server.1))
-            .header("content-type", "application/json")
-            .bearer_auth(&token)
-            .body(body.to_string())
-            .send()
-            .await
-            .unwrap()
-            .status()
-    });
-    assert_eq!(status, 200);
-    drop(server);
-    let out = pdc()
-        .args([
-            "ledger",
-            "show",
-            "--terminal",
-            "till-1",
-            "--json",
-            "--ledger",
-            ledger,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = push_then_show(ledger, items);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let shown = v["items"].as_array().unwrap();
     assert_eq!(shown.len(), 3, "{v}");
@@ -323,4 +277,99 @@ fn terminal_add_panics_on_a_closed_pipe() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&list.stdout).contains("till-1"));
+}
+
+/// Registers till-1 on `ledger`, pushes `items` through a `pdc serve`, stops
+/// it and runs `pdc ledger show --terminal till-1 --json`.
+fn push_then_show(ledger: &str, items: Vec<serde_json::Value>) -> std::process::Output {
+    let out = pdc()
+        .args(["terminal", "add", "till-1", "--ledger", ledger])
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let server = Serve::with(&["--ledger", ledger]);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let body = serde_json::json!({"schema": 2, "terminal_id": "till-1",
+        "store_id": "07070707070707070707070707070707", "batch_id": 1, "items": items});
+    let status = rt.block_on(async {
+        reqwest::Client::new()
+            .post(format!("{}/v1/push", server.1))
+            .header("content-type", "application/json")
+            .bearer_auth(&token)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    assert_eq!(status, 200);
+    drop(server);
+    pdc()
+        .args([
+            "ledger",
+            "show",
+            "--terminal",
+            "till-1",
+            "--json",
+            "--ledger",
+            ledger,
+        ])
+        .output()
+        .unwrap()
+}
+
+/// Issue 18: `pdc ledger show` listed a terminal's items but not its
+/// orders: the receipt, total and lines the back office asks about were
+/// only in `PosApply`'s tables.
+#[test]
+fn ledger_show_lists_no_orders() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("l.redb");
+    let ledger = ledger.to_str().unwrap();
+    let order = pdc_codec::Order {
+        id: 41,
+        cashier_id: 3,
+        customer_id: None,
+        created_at_ms: 1_764_000_000_000,
+        lines: vec![pdc_codec::OrderLine {
+            product_id: 7,
+            quantity: 2,
+            unit_price_cents: 250,
+            discount_cents: 0,
+            tax_rate_bp: 700,
+        }],
+        payments: vec![pdc_codec::Payment {
+            method: pdc_codec::PaymentMethod::Cash,
+            amount_cents: 500,
+        }],
+        receipt: Some("till-1-0A0B0C0D-000041".into()),
+    };
+    let payload = pdc_codec::Codec::new().encode(&order).unwrap();
+    let items = vec![
+        serde_json::json!({"local_id": 1, "stream": 41, "priority": "High",
+        "kind": 2, "created_at_ms": 1, "payload": payload}),
+    ];
+    let out = push_then_show(ledger, items);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let orders = v["orders"].as_array().expect("an orders list");
+    assert_eq!(orders.len(), 1, "{v}");
+    assert_eq!(orders[0]["order_id"], 41);
+    assert_eq!(orders[0]["receipt"], "till-1-0A0B0C0D-000041");
+    assert_eq!(orders[0]["total_cents"], 500);
+    assert_eq!(orders[0]["lines"], 1);
+    assert_eq!(orders[0]["cashier_id"], 3);
+    assert_eq!(v["items"][0]["server_seq"], orders[0]["server_seq"]);
 }

@@ -51,6 +51,6 @@ pub use http::{
 };
 pub use ledger::{
     check_item, conformance, payload_digest, transient, valid_terminal_id, Ledger, LedgerItem,
-    LedgerTotals, PayloadDigest, PgLedger, PgOptions, RedbLedger, RedbOptions, StoreSeen,
+    LedgerTotals, PayloadDigest, PgLedger, PgOptions, PosOrder, RedbLedger, RedbOptions, StoreSeen,
     StoredDataset, StoredRecord, TerminalInfo, TokenDigest, STORAGE_REJECTION,
 };

@@ -624,6 +624,13 @@ impl Ledger for Flaky {
     ) -> Result<Vec<pdc_server::LedgerItem>, pdc_server::ServerError> {
         self.inner.terminal_items(id, limit).await
     }
+    async fn terminal_orders(
+        &self,
+        id: &str,
+        limit: usize,
+    ) -> Result<Vec<pdc_server::PosOrder>, pdc_server::ServerError> {
+        self.inner.terminal_orders(id, limit).await
+    }
     async fn terminals(&self) -> Result<Vec<pdc_server::TerminalInfo>, pdc_server::ServerError> {
         self.inner.terminals().await
     }

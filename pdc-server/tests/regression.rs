@@ -770,6 +770,13 @@ async fn receipt_numbers_are_not_stored_with_the_order_on_the_server() {
             .await
             .unwrap();
         assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
+        // And `pdc ledger show`'s query finds it.
+        let shown = ledger.terminal_orders("till-1", 10).await.unwrap();
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].order_id, order_id);
+        assert_eq!(shown[0].receipt.as_deref(), Some(receipt.number.as_str()));
+        assert_eq!(shown[0].total_cents, receipt.total_cents);
+        assert!(ledger.terminal_orders("till-2", 10).await.unwrap().is_empty());
     }
     let db = common::closed_redb(&path).await;
     let tx = db.begin_read().unwrap();
@@ -788,6 +795,12 @@ async fn receipt_numbers_are_not_stored_with_the_order_on_the_server() {
     };
     let r = ledger.push("till-1", S, vec![item], 1).await.unwrap();
     assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
+    let shown = ledger.terminal_orders("till-1", 10).await.unwrap();
+    assert_eq!(shown.len(), 1);
+    assert_eq!(shown[0].order_id, order_id);
+    assert_eq!(shown[0].receipt.as_deref(), Some(receipt.number.as_str()));
+    assert_eq!(shown[0].total_cents, receipt.total_cents);
+    assert_eq!(shown[0].created_at_ms, receipt.order.created_at_ms);
     let c = sql(&schema).await;
     let stored: Option<String> = c
         .query_one(

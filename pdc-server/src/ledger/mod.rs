@@ -75,6 +75,25 @@ pub struct LedgerItem {
     pub recorded_at_ms: u64,
 }
 
+/// An order as [`crate::PosApply`] recorded it (`pdc ledger show`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PosOrder {
+    /// The terminal-local order id.
+    pub order_id: u64,
+    /// The ledger sequence of the item that carried it.
+    pub server_seq: u64,
+    /// Its receipt number, when the order carried one.
+    pub receipt: Option<String>,
+    /// The cashier.
+    pub cashier_id: u32,
+    /// When it was rung up, ms since the Unix epoch.
+    pub created_at_ms: u64,
+    /// Its total in cents.
+    pub total_cents: i64,
+    /// How many lines it had.
+    pub lines: u32,
+}
+
 /// A registered terminal (never its token).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TerminalInfo {
@@ -160,6 +179,15 @@ pub trait Ledger: Send + Sync + 'static {
         terminal_id: &str,
         limit: usize,
     ) -> Result<Vec<LedgerItem>, ServerError>;
+
+    /// The last `limit` orders [`crate::PosApply`] recorded for a terminal,
+    /// oldest first by server sequence; empty when the ledger's hook keeps
+    /// no orders (its tables do not exist).
+    async fn terminal_orders(
+        &self,
+        terminal_id: &str,
+        limit: usize,
+    ) -> Result<Vec<PosOrder>, ServerError>;
 
     /// Counts of what the ledger holds.
     async fn totals(&self) -> Result<LedgerTotals, ServerError>;

@@ -28,8 +28,8 @@ use tokio_postgres::NoTls;
 
 use super::{
     check_item, payload_digest, transient, Bisect, Ledger, LedgerItem, LedgerTotals, PayloadDigest,
-    Recorded, StoreSeen, StoredDataset, StoredRecord, TerminalInfo, TokenDigest, STATUS_APPLIED,
-    STATUS_REJECTED, STORAGE_REJECTION,
+    PosOrder, Recorded, StoreSeen, StoredDataset, StoredRecord, TerminalInfo, TokenDigest,
+    STATUS_APPLIED, STATUS_REJECTED, STORAGE_REJECTION,
 };
 use crate::apply::{Accepted, Apply, Rejection};
 use crate::error::{describe_pg, pg_transient};
@@ -802,6 +802,42 @@ impl Ledger for PgLedger {
                 })
             })
             .collect()
+    }
+
+    async fn terminal_orders(
+        &self,
+        terminal_id: &str,
+        limit: usize,
+    ) -> Result<Vec<PosOrder>, ServerError> {
+        let client = self.pool.get().await?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match client
+            .query(
+                "SELECT order_id, server_seq, receipt, cashier_id, \
+                 (extract(epoch FROM created_at) * 1000)::bigint, total_cents, lines \
+                 FROM (SELECT * FROM pos_orders WHERE terminal_id = $1 \
+                       ORDER BY server_seq DESC LIMIT $2) last ORDER BY server_seq",
+                &[&terminal_id, &limit],
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            // The hook keeps no orders here.
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(rows
+            .iter()
+            .map(|r| PosOrder {
+                order_id: r.get::<_, i64>(0) as u64,
+                server_seq: r.get::<_, i64>(1) as u64,
+                receipt: r.get(2),
+                cashier_id: r.get::<_, i64>(3) as u32,
+                created_at_ms: r.get::<_, i64>(4).max(0) as u64,
+                total_cents: r.get(5),
+                lines: r.get::<_, i32>(6).max(0) as u32,
+            })
+            .collect())
     }
 
     async fn terminal_stores(&self, terminal_id: &str) -> Result<Vec<StoreSeen>, ServerError> {

@@ -25,8 +25,8 @@ use tokio::sync::oneshot;
 
 use super::{
     check_item, payload_digest, transient, Bisect, Ledger, LedgerItem, LedgerTotals, PayloadDigest,
-    Recorded, StoreSeen, StoredDataset, StoredRecord, TerminalInfo, TokenDigest, STATUS_APPLIED,
-    STATUS_REJECTED, STORAGE_REJECTION,
+    PosOrder, Recorded, StoreSeen, StoredDataset, StoredRecord, TerminalInfo, TokenDigest,
+    STATUS_APPLIED, STATUS_REJECTED, STORAGE_REJECTION,
 };
 use crate::apply::{Accepted, Apply, Rejection};
 use crate::ServerError;
@@ -694,6 +694,53 @@ impl Ledger for RedbLedger {
             out.sort_by_key(|(seq, _)| *seq);
             let skip = out.len().saturating_sub(limit);
             Ok(out.into_iter().skip(skip).map(|(_, i)| i).collect())
+        })
+        .await
+    }
+
+    async fn terminal_orders(
+        &self,
+        terminal_id: &str,
+        limit: usize,
+    ) -> Result<Vec<PosOrder>, ServerError> {
+        let terminal = terminal_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let orders = match tx.open_table(crate::REDB_ORDERS) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let receipts = match tx.open_table(crate::REDB_RECEIPTS) {
+                Ok(t) => Some(t),
+                Err(redb::TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            let range = (terminal.as_str(), 0u64)..=(terminal.as_str(), u64::MAX);
+            let mut out = Vec::new();
+            for row in orders.range(range)? {
+                let (k, v) = row?;
+                let (_, order_id) = k.value();
+                let (server_seq, cashier_id, created_at_ms, total_cents, lines) = v.value();
+                let receipt = match &receipts {
+                    Some(t) => t
+                        .get((terminal.as_str(), order_id))?
+                        .map(|r| r.value().to_owned()),
+                    None => None,
+                };
+                out.push(PosOrder {
+                    order_id,
+                    server_seq,
+                    receipt,
+                    cashier_id,
+                    created_at_ms,
+                    total_cents,
+                    lines,
+                });
+            }
+            out.sort_by_key(|o| o.server_seq);
+            let skip = out.len().saturating_sub(limit);
+            Ok(out.into_iter().skip(skip).collect())
         })
         .await
     }
