@@ -776,7 +776,11 @@ async fn receipt_numbers_are_not_stored_with_the_order_on_the_server() {
         assert_eq!(shown[0].order_id, order_id);
         assert_eq!(shown[0].receipt.as_deref(), Some(receipt.number.as_str()));
         assert_eq!(shown[0].total_cents, receipt.total_cents);
-        assert!(ledger.terminal_orders("till-2", 10).await.unwrap().is_empty());
+        assert!(ledger
+            .terminal_orders("till-2", 10)
+            .await
+            .unwrap()
+            .is_empty());
     }
     let db = common::closed_redb(&path).await;
     let tx = db.begin_read().unwrap();
