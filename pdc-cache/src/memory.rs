@@ -90,6 +90,9 @@ pub struct MemoryCache<K, V> {
     limits: MemoryLimits,
     len: usize,
     small_len: usize,
+    /// Weight of the entries on probation (so main's share is known in
+    /// weight as well as in entries).
+    small_weight: u64,
     weight: u64,
     purge_cursor: usize,
     stats: CacheStats,
@@ -125,6 +128,7 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
             limits,
             len: 0,
             small_len: 0,
+            small_weight: 0,
             weight: 0,
             purge_cursor: 0,
             stats: CacheStats::default(),
@@ -223,6 +227,9 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
         if let Some(idx) = found {
             let slot = &mut self.slots[idx as usize];
             self.weight = self.weight - u64::from(slot.weight) + u64::from(weight);
+            if slot.state == SMALL {
+                self.small_weight = self.small_weight - u64::from(slot.weight) + u64::from(weight);
+            }
             slot.value = value;
             slot.weight = weight;
             slot.expires_at = expires_at;
@@ -231,10 +238,15 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
             return;
         }
         // Straight to main when remembered by the ghost, or while main is
-        // below its share (the cache filling up, or main evicted into).
+        // below its share in entries and in weight (the cache filling up,
+        // or main evicted into): a cache bound by weight keeps probation.
         let main_len = self.len - self.small_len;
+        let main_weight = self.weight - self.small_weight;
+        let weight_share =
+            self.limits.max_weight - self.limits.max_weight / 1000 * SMALL_PERMILLE as u64;
         let to_main = self.ghost_set.remove(&(h as u32))
-            || main_len < self.limits.max_entries.saturating_sub(self.small_target());
+            || (main_len < self.limits.max_entries.saturating_sub(self.small_target())
+                && main_weight.saturating_add(u64::from(weight)) <= weight_share);
         let state = if to_main { MAIN } else { SMALL };
         let slot = Slot {
             value,
@@ -265,6 +277,7 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
         } else {
             self.small.push_back(idx);
             self.small_len += 1;
+            self.small_weight += u64::from(weight);
         }
         self.evict_to_fit();
     }
@@ -339,6 +352,7 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
         let slot = &mut self.slots[idx as usize];
         if slot.state == SMALL {
             self.small_len -= 1;
+            self.small_weight -= u64::from(slot.weight);
         }
         slot.state = DEAD;
         self.weight -= u64::from(slot.weight);
@@ -378,7 +392,11 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
     fn evict_to_fit(&mut self) {
         while self.over() {
             let small_target = self.small_target();
-            if self.small_len >= small_target || self.main.is_empty() {
+            let small_weight_target = self.limits.max_weight / 1000 * SMALL_PERMILLE as u64;
+            if self.small_len >= small_target
+                || self.small_weight > small_weight_target
+                || self.main.is_empty()
+            {
                 if !self.evict_small() && !self.evict_main() {
                     break;
                 }
@@ -400,6 +418,7 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
                     slot.state = MAIN;
                     slot.freq = 0;
                     self.small_len -= 1;
+                    self.small_weight -= u64::from(slot.weight);
                     self.main.push_back(idx);
                     self.stats.promotions += 1;
                     return true;
@@ -407,6 +426,7 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
                 _ => {
                     let h = slot.hash as u32;
                     self.small_len -= 1;
+                    self.small_weight -= u64::from(slot.weight);
                     self.evict_slot(idx);
                     self.ghost.push_back(h);
                     self.ghost_set.insert(h);
@@ -563,6 +583,10 @@ mod tests {
                 prop_assert!(c.weight() <= 200);
                 let live: u64 = c.map.iter().map(|&(_, i)| u64::from(c.slots[i as usize].weight)).sum();
                 prop_assert_eq!(live, c.weight());
+                let on_probation: u64 = c.map.iter()
+                    .filter(|&&(_, i)| c.slots[i as usize].state == SMALL)
+                    .map(|&(_, i)| u64::from(c.slots[i as usize].weight)).sum();
+                prop_assert_eq!(on_probation, c.small_weight);
                 prop_assert_eq!(c.map.len(), c.len());
             }
         }
