@@ -242,8 +242,7 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
         // or main evicted into): a cache bound by weight keeps probation.
         let main_len = self.len - self.small_len;
         let main_weight = self.weight - self.small_weight;
-        let weight_share =
-            self.limits.max_weight - self.limits.max_weight / 1000 * SMALL_PERMILLE as u64;
+        let weight_share = self.limits.max_weight - self.small_weight_target();
         let to_main = self.ghost_set.remove(&(h as u32))
             || (main_len < self.limits.max_entries.saturating_sub(self.small_target())
                 && main_weight.saturating_add(u64::from(weight)) <= weight_share);
@@ -385,6 +384,11 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
         (self.limits.max_entries * SMALL_PERMILLE / 1000).max(1)
     }
 
+    /// The probation queue's share of the weight budget.
+    fn small_weight_target(&self) -> u64 {
+        self.limits.max_weight / 1000 * SMALL_PERMILLE as u64
+    }
+
     fn over(&self) -> bool {
         self.len > self.limits.max_entries || self.weight > self.limits.max_weight
     }
@@ -392,9 +396,8 @@ impl<K: Hash + Eq + Clone, V> MemoryCache<K, V> {
     fn evict_to_fit(&mut self) {
         while self.over() {
             let small_target = self.small_target();
-            let small_weight_target = self.limits.max_weight / 1000 * SMALL_PERMILLE as u64;
             if self.small_len >= small_target
-                || self.small_weight > small_weight_target
+                || self.small_weight > self.small_weight_target()
                 || self.main.is_empty()
             {
                 if !self.evict_small() && !self.evict_main() {

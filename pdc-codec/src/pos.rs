@@ -1199,7 +1199,7 @@ impl OrderColumns {
         let mut last = 0i64;
         for &i in &by_rank {
             let id = i64::from(firsts[i as usize].0);
-            dict_bytes += varint_len(((id - last) << 1 ^ ((id - last) >> 63)) as u64);
+            dict_bytes += varint_len((id - last).to_varint());
             last = id;
         }
         let use_dict = dict_bytes < raw_bytes;
@@ -1423,13 +1423,15 @@ impl OrderColumns {
 
         // Raw ids (no dictionary): index them in order of first appearance,
         // the order their prices have.
-        let (product_ids, product_refs) = if self.product_dict.is_empty() {
+        let raw_refs;
+        let (product_ids, product_refs): (Vec<u32>, &[u32]) = if self.product_dict.is_empty() {
             let (ids, refs) = index_raw_ids(&self.product_refs);
-            (ids, refs)
+            raw_refs = refs;
+            (ids, &raw_refs)
         } else {
             let ids = undelta_ids(&self.product_dict)
                 .ok_or_else(|| malformed("product id out of range"))?;
-            (ids, self.product_refs.clone())
+            (ids, &self.product_refs)
         };
         // Each product's tax rate, checked once.
         let dict_taxes = self

@@ -818,6 +818,21 @@ async fn receipt_numbers_are_not_stored_with_the_order_on_the_server() {
     drop_schema(&schema).await;
 }
 
+/// The refund test's verdicts: the sale, the refund and the refund of an
+/// unknown sale applied; the forged refund refused `total_mismatch`.
+fn three_applied_then_a_mismatch(r: &[ItemResult]) {
+    assert!(
+        r[..3]
+            .iter()
+            .all(|r| matches!(r, ItemResult::Applied { .. })),
+        "{r:?}"
+    );
+    assert!(
+        matches!(&r[3], ItemResult::Rejected { code, .. } if code == "total_mismatch"),
+        "{r:?}"
+    );
+}
+
 /// Issue 18, refunds: a refund could not say which sale it undoes — the
 /// only way to record one was a `Transaction` with a free-text reference,
 /// never checked against the sale. `engine.refund(original, lines)` saves
@@ -873,16 +888,7 @@ async fn refunds_cannot_reference_the_original_sale() {
         let mut batch = items.clone();
         batch.push(forged.clone());
         let r = ledger.push("till-1", S, batch, 1).await.unwrap();
-        assert!(
-            r[..3]
-                .iter()
-                .all(|r| matches!(r, ItemResult::Applied { .. })),
-            "{r:?}"
-        );
-        assert!(
-            matches!(&r[3], ItemResult::Rejected { code, .. } if code == "total_mismatch"),
-            "{r:?}"
-        );
+        three_applied_then_a_mismatch(&r);
     }
     let db = common::closed_redb(&path).await;
     let tx = db.begin_read().unwrap();
@@ -920,16 +926,7 @@ async fn refunds_cannot_reference_the_original_sale() {
     let mut batch = items.clone();
     batch.push(forged);
     let r = ledger.push("till-1", S, batch, 1).await.unwrap();
-    assert!(
-        r[..3]
-            .iter()
-            .all(|r| matches!(r, ItemResult::Applied { .. })),
-        "{r:?}"
-    );
-    assert!(
-        matches!(&r[3], ItemResult::Rejected { code, .. } if code == "total_mismatch"),
-        "{r:?}"
-    );
+    three_applied_then_a_mismatch(&r);
     let c = sql(&schema).await;
     let rows = c
         .query(

@@ -12,6 +12,8 @@ use lru::LruCache;
 use pdc_cache::{MemoryCache, MemoryLimits};
 use pdc_datasets::traces::Family;
 
+use crate::engine_figures::rss_kib;
+
 /// The caches compared, in column order.
 const CACHES: [&str; 4] = ["pdc", "quick_cache", "moka", "lru"];
 
@@ -83,24 +85,12 @@ pub fn hit_ratio(name: &str, cap: usize, stream: &[u64]) -> f64 {
     }
 }
 
-/// The resident memory (kB) of this process, from `/proc/self/status`.
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 /// In a fresh process: fills cache `name` of `n` entries with 4n distinct
 /// u64 → u64 inserts (the steady state: full, and the ghost full of the
 /// keys pushed out), then prints the RSS growth per entry and, for pdc,
 /// what `memory_bytes()` claims per entry.
 pub fn rss_child(name: &str, n: usize) -> Result<(), String> {
-    let before = rss_kib();
+    let before = rss_kib("VmRSS:");
     let per = |kib: u64| (kib.saturating_sub(before) * 1024) as f64 / n as f64;
     let keys = 0..(4 * n) as u64;
     match name {
@@ -110,7 +100,7 @@ pub fn rss_child(name: &str, n: usize) -> Result<(), String> {
                 c.put(k);
             }
             let claimed = c.memory_bytes() as f64 / n as f64;
-            println!("{name} {n} {:.1} {claimed:.1}", per(rss_kib()));
+            println!("{name} {n} {:.1} {claimed:.1}", per(rss_kib("VmRSS:")));
             std::hint::black_box(&c);
         }
         "quick_cache" => {
@@ -118,7 +108,7 @@ pub fn rss_child(name: &str, n: usize) -> Result<(), String> {
             for k in keys {
                 ReadThrough::put(&mut c, k);
             }
-            println!("{name} {n} {:.1} -", per(rss_kib()));
+            println!("{name} {n} {:.1} -", per(rss_kib("VmRSS:")));
             std::hint::black_box(&c);
         }
         "moka" => {
@@ -127,7 +117,7 @@ pub fn rss_child(name: &str, n: usize) -> Result<(), String> {
                 ReadThrough::put(&mut c, k);
             }
             c.run_pending_tasks();
-            println!("{name} {n} {:.1} -", per(rss_kib()));
+            println!("{name} {n} {:.1} -", per(rss_kib("VmRSS:")));
             std::hint::black_box(&c);
         }
         "lru" => {
@@ -136,7 +126,7 @@ pub fn rss_child(name: &str, n: usize) -> Result<(), String> {
             for k in keys {
                 ReadThrough::put(&mut c, k);
             }
-            println!("{name} {n} {:.1} -", per(rss_kib()));
+            println!("{name} {n} {:.1} -", per(rss_kib("VmRSS:")));
             std::hint::black_box(&c);
         }
         other => return Err(format!("unknown cache {other}")),

@@ -10,7 +10,8 @@ use pdc_core::{EngineConfig, OfflineEngine};
 use pdc_store::{NewItem, Store};
 use pdc_sync::{DatasetState, LoopbackTransport, Priority, ServerDataset, StreamKey};
 
-fn rss_kib(field: &str) -> u64 {
+/// A field (kB) of this process's `/proc/self/status`, e.g. `VmRSS:`.
+pub(crate) fn rss_kib(field: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
