@@ -2,14 +2,15 @@
 //! transaction, and [`PosApply`], the default for the POS records of
 //! pdc-codec.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use pdc_codec::{Codec, RecordKind};
 use pdc_codec::{Order, Refund, Transaction, TxKind};
-use pdc_sync::OutboxItem;
+use pdc_sync::{OutboxItem, View};
 use redb::{ReadableTable, TableDefinition};
 
+use crate::datasets::ScopedIds;
 use crate::ServerError;
 
 /// Why an item is refused for good (answered `rejected{code, message}`;
@@ -152,7 +153,8 @@ pub const REDB_REFUNDS: TableDefinition<'static, (&str, u64), RefundRow<'static>
 #[derive(Debug, Clone, Default)]
 pub struct PosApply {
     codec: Codec,
-    catalog: Arc<RwLock<Option<HashSet<u32>>>>,
+    catalog: Arc<RwLock<Option<ScopedIds>>>,
+    views: Arc<RwLock<HashMap<String, View>>>,
 }
 
 impl PosApply {
@@ -164,8 +166,26 @@ impl PosApply {
     /// Sets the known product ids (the server calls this when the products
     /// dataset changes).
     pub fn set_catalog(&self, ids: impl IntoIterator<Item = u32>) {
-        let ids: HashSet<u32> = ids.into_iter().collect();
+        self.set_scoped_catalog(ScopedIds {
+            chain: ids.into_iter().map(u64::from).collect(),
+            ..ScopedIds::default()
+        });
+    }
+
+    /// Sets the known product ids per layer: a terminal's order is checked
+    /// against the catalogue its store sees (its region's and store's
+    /// overrides and hidden products over the chain's).
+    pub fn set_scoped_catalog(&self, ids: ScopedIds) {
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Some(ids);
+    }
+
+    /// Records a terminal's store and region (the server calls this when
+    /// it authenticates the terminal); an unknown terminal sees the chain.
+    pub fn set_terminal_view(&self, terminal_id: &str, view: &View) {
+        let mut views = self.views.write().unwrap_or_else(|p| p.into_inner());
+        if views.get(terminal_id) != Some(view) {
+            views.insert(terminal_id.to_owned(), view.clone());
+        }
     }
 
     fn order(&self, item: &OutboxItem) -> Result<Order, Rejection> {
@@ -191,15 +211,22 @@ impl PosApply {
             .collect()
     }
 
-    fn check_order(&self, o: &Order) -> Result<(), Rejection> {
+    fn check_order(&self, terminal_id: &str, o: &Order) -> Result<(), Rejection> {
         // The rules the till checks too (one function in pdc-codec).
         o.check().map_err(|e| rule_rejection(e, "invalid_order"))?;
         let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
         if let Some(known) = catalog.as_ref() {
-            if let Some(l) = o.lines.iter().find(|l| !known.contains(&l.product_id)) {
+            let views = self.views.read().unwrap_or_else(|p| p.into_inner());
+            let chain = View::chain();
+            let view = views.get(terminal_id).unwrap_or(&chain);
+            if let Some(l) = o
+                .lines
+                .iter()
+                .find(|l| !known.contains(view, u64::from(l.product_id)))
+            {
                 return Err(Rejection::new(
                     "unknown_product",
-                    format!("product {} is not in the catalogue", l.product_id),
+                    format!("product {} is not in the catalogue of {view}", l.product_id),
                 ));
             }
         }
@@ -316,10 +343,10 @@ fn duplicate_order(terminal: &str, order_id: u64) -> Rejection {
 
 #[async_trait::async_trait]
 impl Apply for PosApply {
-    fn check(&self, _terminal_id: &str, item: &OutboxItem) -> Result<(), Rejection> {
+    fn check(&self, terminal_id: &str, item: &OutboxItem) -> Result<(), Rejection> {
         if item.kind == u16::from(RecordKind::ORDER.0) {
             let o = self.order(item)?;
-            self.check_order(&o)
+            self.check_order(terminal_id, &o)
         } else if item.kind == u16::from(RecordKind::ANALYTICS.0) {
             // Kept in the ledger as is, once checked.
             let e: pdc_codec::AnalyticsEvent = self

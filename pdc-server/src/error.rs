@@ -25,6 +25,18 @@ pub enum ServerError {
     /// A dataset import or record that is not acceptable.
     #[error("invalid dataset: {0}")]
     Dataset(String),
+    /// A dataset changed under a writer: its version is no longer the one
+    /// the change was planned on (another import, maybe in another
+    /// process, landed first). Nothing of this change was stored.
+    #[error("dataset {dataset} is at version {found}, not {expected}: changed by another writer")]
+    DatasetConflict {
+        /// The dataset.
+        dataset: String,
+        /// The version the change was planned on.
+        expected: u64,
+        /// The version found.
+        found: u64,
+    },
     /// The server configuration is not acceptable.
     #[error("configuration: {0}")]
     Config(String),

@@ -6,7 +6,7 @@
 // per refused request and returned straight away, so boxing it buys nothing.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -25,8 +25,8 @@ use pdc_clock::{Clock, SystemClock};
 use pdc_codec::{Codec, Record};
 use pdc_monitor::{FleetReport, MetricKey, Registry, TerminalReport};
 use pdc_sync::{
-    ItemResult, MetricsReport, PullRequest, PushRequest, PushResponse, StoreId, BASE_SCHEMA,
-    PROTOCOL_VERSION,
+    Entry, ItemResult, MetricsReport, PullRequest, PushRequest, PushResponse, Scope, StoreId, View,
+    BASE_SCHEMA, PROTOCOL_VERSION,
 };
 use serde::{de::DeserializeOwned, Serialize};
 use sha2::{Digest, Sha256};
@@ -141,6 +141,15 @@ pub async fn rotate_terminal(
 /// within this bound. One indexed lookup per active terminal per second.
 pub const TOKEN_CACHE_TTL: Duration = Duration::from_secs(1);
 
+/// How often a server reads back dataset versions from the ledger, to
+/// learn of changes other processes made (the fallback when the ledger
+/// sends no notifications, and their safety net when it does).
+pub const DATASET_POLL: Duration = Duration::from_millis(250);
+
+/// Longest a `GET /v1/changes` waits for a change before it answers
+/// "nothing changed" (also kept below the request timeout).
+pub const CHANGES_MAX_WAIT: Duration = Duration::from_secs(25);
+
 /// Shared state of the HTTP service.
 pub struct AppState {
     /// The ledger.
@@ -160,7 +169,7 @@ pub struct AppState {
     fleet: Mutex<FleetReport>,
     seen: Mutex<HashMap<String, u64>>,
     stores: Mutex<std::collections::HashSet<(String, StoreId)>>,
-    tokens: Mutex<HashMap<TokenDigest, (String, Instant)>>,
+    tokens: Mutex<HashMap<TokenDigest, (String, View, Instant)>>,
     limiter: DefaultKeyedRateLimiter<String>,
     /// The ledger's totals for `/metrics`, with when they were read: a
     /// scrape reads the ledger at most every 30 s (on PostgreSQL it is a
@@ -317,12 +326,24 @@ impl AppState {
 
     async fn refresh_catalog(&self) {
         if let Some(pos) = &self.pos {
-            if let Some((v, ids)) = self.datasets.ids("products").await {
-                if v > 0 {
-                    pos.set_catalog(ids.into_iter().filter_map(|i| u32::try_from(i).ok()));
+            if let Some(ids) = self.datasets.scoped_ids("products").await {
+                if ids.version > 0 {
+                    pos.set_scoped_catalog(ids);
                 }
             }
         }
+    }
+
+    /// Reads back dataset changes other processes made (an import from the
+    /// CLI, another node) and keeps the POS hook's catalogue in step; the
+    /// server calls this every [`DATASET_POLL`] and on a ledger
+    /// notification. Returns the names of the datasets that changed.
+    pub async fn refresh_datasets(&self) -> Result<Vec<String>, ServerError> {
+        let changed = self.datasets.refresh().await?;
+        if changed.iter().any(|n| n == "products") {
+            self.refresh_catalog().await;
+        }
+        Ok(changed)
     }
 
     /// Changes a dataset (see [`DatasetHub::update`]) and keeps the POS
@@ -333,7 +354,31 @@ impl AppState {
         upserts: Vec<pdc_sync::DatasetRecord>,
         deletes: Vec<u64>,
     ) -> Result<u64, ServerError> {
-        let v = self.datasets.update(name, upserts, deletes).await?;
+        self.update_scoped(
+            name,
+            &Scope::Chain,
+            upserts
+                .into_iter()
+                .map(|r| (r.id, Entry::Record(r.body)))
+                .collect(),
+            deletes,
+        )
+        .await
+    }
+
+    /// Changes a dataset's layer (see [`DatasetHub::update_scoped`]) and
+    /// keeps the POS hook's catalogue in step.
+    pub async fn update_scoped(
+        &self,
+        name: &str,
+        scope: &Scope,
+        upserts: Vec<(u64, Entry)>,
+        removes: Vec<u64>,
+    ) -> Result<u64, ServerError> {
+        let v = self
+            .datasets
+            .update_scoped(name, scope, upserts, removes)
+            .await?;
         if name == "products" {
             self.refresh_catalog().await;
         }
@@ -373,6 +418,12 @@ impl AppState {
 
     /// The terminal behind the request's bearer token.
     async fn authenticate(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+        self.authenticate_view(headers).await.map(|(t, _)| t)
+    }
+
+    /// The terminal a request's token belongs to, with its store and
+    /// region (both cached for [`TOKEN_CACHE_TTL`]).
+    async fn authenticate_view(&self, headers: &HeaderMap) -> Result<(String, View), ApiError> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
@@ -385,26 +436,36 @@ impl AppState {
                 )
             })?;
         let digest = token_digest(token.trim());
-        if let Some((t, at)) = lock(&self.tokens).get(&digest) {
+        if let Some((t, v, at)) = lock(&self.tokens).get(&digest) {
             if at.elapsed() < TOKEN_CACHE_TTL {
-                return Ok(t.clone());
+                return Ok((t.clone(), v.clone()));
             }
         }
-        match self.ledger.terminal_for_token(&digest).await {
-            Ok(Some(t)) => {
+        let found = match self.ledger.terminal_for_token(&digest).await {
+            Ok(Some(t)) => match self.ledger.terminal_view(&t).await {
+                Ok(v) => Some((t, v.unwrap_or_default())),
+                Err(e) => return Err(unavailable(&e)),
+            },
+            Ok(None) => None,
+            Err(e) => return Err(unavailable(&e)),
+        };
+        match found {
+            Some((t, view)) => {
+                if let Some(pos) = &self.pos {
+                    pos.set_terminal_view(&t, &view);
+                }
                 let mut cache = lock(&self.tokens);
                 if cache.len() > 100_000 {
                     cache.clear();
                 }
-                cache.insert(digest, (t.clone(), Instant::now()));
-                Ok(t)
+                cache.insert(digest, (t.clone(), view.clone(), Instant::now()));
+                Ok((t, view))
             }
-            Ok(None) => Err(error(
+            None => Err(error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "unknown or revoked terminal token",
             )),
-            Err(e) => Err(unavailable(&e)),
         }
     }
 
@@ -770,7 +831,7 @@ async fn push_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
 
 async fn pull(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let r = async {
-        let terminal = s.authenticate(&headers).await?;
+        let (terminal, view) = s.authenticate_view(&headers).await?;
         s.rate_limit(&terminal)?;
         let (format, bytes) = s.read_body(&headers, body).await?;
         s.count(
@@ -801,13 +862,13 @@ async fn pull(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
             ));
         }
         s.seen(&terminal);
-        let resp = s.datasets.answer(&req).await;
+        let resp = s.datasets.answer(&req, &view).await;
         let (r, sent) = s.encode_sized(format, &resp)?;
         // What this answer weighs against full snapshots of the same
         // datasets: the delta pull's saving, on /metrics.
         let mut snapshot = 0;
         for d in &req.datasets {
-            snapshot += s.datasets.snapshot_bytes(&d.dataset).await;
+            snapshot += s.datasets.snapshot_bytes_for(&d.dataset, &view).await;
         }
         s.count("pdc_server_pull_bytes_total", &[], sent as u64);
         s.count("pdc_server_pull_snapshot_bytes_total", &[], snapshot as u64);
@@ -816,6 +877,78 @@ async fn pull(State(s): State<Arc<AppState>>, headers: HeaderMap, body: Body) ->
     .await
     .into_response();
     s.answer("pull", r)
+}
+
+/// `GET /v1/changes?products=V&users=V&wait=S`: answers as soon as a
+/// layer the terminal's view sees changed after the version it holds of a
+/// named dataset, or after `wait` seconds (at most [`CHANGES_MAX_WAIT`],
+/// kept below the request timeout) with nothing changed. The answer is
+/// JSON: `{"changed": [names], "versions": {name: view version}}`. The
+/// terminal then pulls; periodic pulls remain its fallback.
+async fn changes(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<Vec<(String, String)>>,
+) -> Response {
+    let r = async {
+        let (terminal, view) = s.authenticate_view(&headers).await?;
+        s.rate_limit(&terminal)?;
+        let bad = |m: String| error(StatusCode::BAD_REQUEST, "malformed", m);
+        let cap = CHANGES_MAX_WAIT.min(
+            Duration::from_millis(s.limits.request_timeout_ms.max(2_000)) - Duration::from_secs(1),
+        );
+        let mut wait = cap;
+        let mut known: Vec<(String, u64)> = Vec::new();
+        for (k, v) in &query {
+            if k == "wait" {
+                let secs: u64 = v
+                    .parse()
+                    .map_err(|_| bad(format!("wait={v:?} is not a number of seconds")))?;
+                wait = Duration::from_secs(secs).min(cap);
+            } else {
+                let version: u64 = v
+                    .parse()
+                    .map_err(|_| bad(format!("{k}={v:?} is not a version")))?;
+                known.push((k.clone(), version));
+            }
+        }
+        if known.is_empty() || known.len() > 64 {
+            return Err(bad("name 1 to 64 datasets with the version held".into()));
+        }
+        s.seen(&terminal);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut rx = s.datasets.subscribe();
+        loop {
+            let versions = s.datasets.view_versions(&view).await;
+            let changed: Vec<&str> = known
+                .iter()
+                .filter(|(n, v)| versions.get(n).is_some_and(|x| x > v))
+                .map(|(n, _)| n.as_str())
+                .collect();
+            if !changed.is_empty() || tokio::time::Instant::now() >= deadline {
+                let versions: BTreeMap<&str, u64> = known
+                    .iter()
+                    .filter_map(|(n, _)| versions.get(n).map(|&v| (n.as_str(), v)))
+                    .collect();
+                s.count(
+                    "pdc_server_changes_answers_total",
+                    &[("changed", if changed.is_empty() { "no" } else { "yes" })],
+                    1,
+                );
+                let body = serde_json::json!({"changed": changed, "versions": versions});
+                return Ok(axum::Json(body).into_response());
+            }
+            tokio::select! {
+                r = rx.changed() => if r.is_err() {
+                    return Err(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "shutting down"));
+                },
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    }
+    .await
+    .into_response();
+    s.answer("changes", r)
 }
 
 async fn metrics_report(
@@ -928,6 +1061,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/pull", post(pull))
         .route("/v1/metrics", post(metrics_report))
         .route("/v1/ping", get(ping).head(ping))
+        .route("/v1/changes", get(changes))
         .route("/metrics", get(prometheus))
         .layer(DefaultBodyLimit::disable())
         .layer(TimeoutLayer::with_status_code(
@@ -1015,6 +1149,7 @@ pub async fn spawn_with_routes(
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(Arc::clone(&state)).merge(extra);
     let janitor = spawn_retention(Arc::clone(&state), retention);
+    let refresher = spawn_dataset_refresh(Arc::clone(&state));
     let limits = ConnLimits {
         header_timeout: Duration::from_millis(state.limits.header_timeout_ms.max(1)),
         max_connections: state.limits.max_connections.max(1),
@@ -1023,6 +1158,7 @@ pub async fn spawn_with_routes(
     let task = tokio::spawn(async move {
         let r = serve(listener, app, limits, counts, stopped).await;
         janitor.abort();
+        refresher.abort();
         r
     });
     Ok(ServerHandle {
@@ -1102,6 +1238,32 @@ async fn serve(
 
 /// Deletes items older than `retention`, in chunks of 10,000, once at
 /// start and then hourly; also forgets idle rate-limit keys.
+/// Reads back dataset changes of other processes every [`DATASET_POLL`],
+/// and at once when the ledger notifies one.
+fn spawn_dataset_refresh(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut notified = state.ledger.dataset_notifications();
+        loop {
+            match notified.as_mut() {
+                Some(rx) => {
+                    tokio::select! {
+                        r = rx.changed() => if r.is_err() { notified = None; },
+                        _ = tokio::time::sleep(DATASET_POLL) => {}
+                    }
+                }
+                None => tokio::time::sleep(DATASET_POLL).await,
+            }
+            match state.refresh_datasets().await {
+                Ok(changed) if !changed.is_empty() => {
+                    tracing::info!(?changed, "datasets changed by another process");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "dataset refresh failed"),
+            }
+        }
+    })
+}
+
 fn spawn_retention(state: Arc<AppState>, retention: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));

@@ -43,7 +43,9 @@ pub use apply::{
     REDB_RECEIPTS, REDB_RECEIPT_INDEX, REDB_REFUNDS,
 };
 pub use config::ServerConfig;
-pub use datasets::{config_id, records_from_json, DatasetHub, DEFAULT_DATASETS};
+pub use datasets::{
+    config_id, entries_from_json, records_from_json, DatasetHub, ScopedIds, DEFAULT_DATASETS,
+};
 pub use error::ServerError;
 pub use http::{
     add_terminal, rotate_terminal, spawn, spawn_with_routes, token_digest, AppState, Limits,

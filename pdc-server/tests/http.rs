@@ -640,19 +640,39 @@ impl Ledger for Flaky {
     ) -> Result<Option<String>, pdc_server::ServerError> {
         self.inner.terminal_for_token(token).await
     }
-    async fn load_dataset(
+    async fn set_terminal_view(
+        &self,
+        terminal_id: &str,
+        view: &pdc_sync::View,
+    ) -> Result<bool, pdc_server::ServerError> {
+        self.inner.set_terminal_view(terminal_id, view).await
+    }
+    async fn terminal_view(
+        &self,
+        terminal_id: &str,
+    ) -> Result<Option<pdc_sync::View>, pdc_server::ServerError> {
+        self.inner.terminal_view(terminal_id).await
+    }
+    async fn load_dataset_since(
         &self,
         name: &str,
+        after: u64,
     ) -> Result<Option<pdc_server::StoredDataset>, pdc_server::ServerError> {
-        self.inner.load_dataset(name).await
+        self.inner.load_dataset_since(name, after).await
+    }
+    async fn dataset_version(&self, name: &str) -> Result<Option<u64>, pdc_server::ServerError> {
+        self.inner.dataset_version(name).await
     }
     async fn store_dataset(
         &self,
         name: &str,
+        expected: u64,
         version: u64,
         changes: &[pdc_server::StoredRecord],
     ) -> Result<(), pdc_server::ServerError> {
-        self.inner.store_dataset(name, version, changes).await
+        self.inner
+            .store_dataset(name, expected, version, changes)
+            .await
     }
 }
 

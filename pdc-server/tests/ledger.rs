@@ -323,7 +323,7 @@ async fn postgres_ledger_of_schema_1_migrates_in_place() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(v, 2);
+    assert_eq!(v, 3);
     let orders: i64 = c
         .query_one("SELECT count(*) FROM pos_orders", &[])
         .await

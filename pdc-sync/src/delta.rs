@@ -37,7 +37,7 @@ pub fn bucket_of(id: u64) -> usize {
     (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize % BUCKETS
 }
 
-fn fold_digest<'a>(entries: impl Iterator<Item = (u64, &'a Digest16)>) -> Digest16 {
+pub(crate) fn fold_digest<'a>(entries: impl Iterator<Item = (u64, &'a Digest16)>) -> Digest16 {
     let mut h = Sha256::new();
     for (id, d) in entries {
         h.update(id.to_le_bytes());
@@ -142,13 +142,18 @@ impl DeltaTracker {
 }
 
 /// Bytes of a postcard varint.
-fn varint_len(v: u64) -> usize {
+pub(crate) fn varint_len(v: u64) -> usize {
     (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 /// Encoded size of one `DatasetRecord` in postcard.
-fn record_size(id: u64, body: &[u8]) -> usize {
+pub(crate) fn record_size(id: u64, body: &[u8]) -> usize {
     varint_len(id) + varint_len(body.len() as u64) + body.len()
+}
+
+/// The encoded size of a change (postcard, as it travels).
+pub(crate) fn change_size(change: &DatasetChange) -> usize {
+    postcard::to_allocvec(change).map_or(usize::MAX, |v| v.len())
 }
 
 /// The server's copy of a reference dataset, versioned, with a bounded
@@ -282,10 +287,6 @@ impl ServerDataset {
         }
     }
 
-    fn change_size(change: &DatasetChange) -> usize {
-        postcard::to_allocvec(change).map_or(usize::MAX, |v| v.len())
-    }
-
     /// What a terminal in `state` needs to catch up: the changes since its
     /// version if the log covers it, else the buckets whose digests differ,
     /// else a snapshot; a snapshot also whenever it is smaller.
@@ -343,7 +344,7 @@ impl ServerDataset {
             || state.version == Some(self.version)
         {
             change
-        } else if self.snapshot_size() < Self::change_size(&change) {
+        } else if self.snapshot_size() < change_size(&change) {
             self.snapshot()
         } else {
             change

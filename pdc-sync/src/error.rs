@@ -45,6 +45,9 @@ pub enum SyncError {
     /// No quarantined item has this id.
     #[error("no quarantined item {0}")]
     NotQuarantined(u64),
+    /// A scope (region or store name, layer) breaks the rules.
+    #[error("invalid scope: {0}")]
+    InvalidScope(String),
     /// A message could not be encoded or decoded.
     #[error(transparent)]
     Codec(#[from] CodecError),

@@ -80,6 +80,7 @@ mod machine;
 pub mod protocol;
 mod quality;
 mod queue;
+pub mod scoped;
 mod transport;
 pub mod transport_conformance;
 
@@ -98,4 +99,5 @@ pub use protocol::{
 };
 pub use quality::{Quality, QualityEstimator};
 pub use queue::OutboxQueue;
+pub use scoped::{Entry, Scope, ScopedChange, ScopedDataset, View};
 pub use transport::{LoopbackTransport, MemoryServer, SyncTransport, TransportError};

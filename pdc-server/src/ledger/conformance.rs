@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use pdc_sync::{ItemResult, OutboxItem, Priority, StoreId, StreamKey};
+use pdc_sync::{Entry, ItemResult, OutboxItem, Priority, Scope, StoreId, StreamKey, View};
 
 use super::{Ledger, StoredRecord, STORAGE_REJECTION};
 use crate::apply::{Accepted, Apply, Refusals, Rejection};
@@ -100,6 +100,7 @@ pub async fn run(ledger: Arc<dyn Ledger>) {
     concurrent_resends_apply_once(Arc::clone(&ledger)).await;
     terminals(&*ledger).await;
     datasets(&*ledger).await;
+    terminal_views(&*ledger).await;
     purge(&*ledger).await;
 }
 
@@ -511,30 +512,143 @@ pub async fn terminals(ledger: &dyn Ledger) {
     );
 }
 
-/// Datasets: stored changes and tombstones come back with their versions.
+/// Datasets: stored changes of every layer, tombstones and hidden ids
+/// come back with their versions; versions advance by compare-and-set.
 pub async fn datasets(ledger: &dyn Ledger) {
     assert_eq!(ledger.load_dataset("conf-ds").await.unwrap(), None);
-    let rec = |id, version, body: Option<&[u8]>| StoredRecord {
+    assert_eq!(ledger.dataset_version("conf-ds").await.unwrap(), None);
+    let store = Scope::store("12").unwrap();
+    let region = Scope::region("north").unwrap();
+    let rec = |scope: &Scope, id, version, entry: Option<Entry>| StoredRecord {
+        scope: scope.clone(),
         id,
         version,
-        body: body.map(<[u8]>::to_vec),
+        entry,
     };
+    let body = |b: &[u8]| Some(Entry::Record(b.to_vec()));
+    ledger
+        .store_dataset(
+            "conf-ds",
+            0,
+            2,
+            &[
+                rec(&Scope::Chain, 1, 1, body(b"a")),
+                rec(&Scope::Chain, 2, 2, body(b"b")),
+            ],
+        )
+        .await
+        .unwrap();
+    // A writer that planned on version 0 too lost the race: nothing of
+    // its change is stored.
+    let lost = ledger
+        .store_dataset("conf-ds", 0, 1, &[rec(&Scope::Chain, 9, 1, body(b"lost"))])
+        .await;
+    assert!(
+        matches!(
+            lost,
+            Err(ServerError::DatasetConflict {
+                expected: 0,
+                found: 2,
+                ..
+            })
+        ),
+        "{lost:?}"
+    );
+    let stale = ledger
+        .store_dataset("conf-ds", 1, 3, &[rec(&Scope::Chain, 9, 3, body(b"lost"))])
+        .await;
+    assert!(
+        matches!(stale, Err(ServerError::DatasetConflict { .. })),
+        "{stale:?}"
+    );
     ledger
         .store_dataset(
             "conf-ds",
             2,
-            &[rec(1, 1, Some(b"a")), rec(2, 2, Some(b"b"))],
+            7,
+            &[
+                rec(&Scope::Chain, 1, 3, body(b"a2")),
+                rec(&Scope::Chain, 2, 4, None),
+                rec(&store, 1, 5, body(b"a-12")),
+                rec(&store, 3, 6, Some(Entry::Hidden)),
+                rec(&region, 1, 7, body(b"a-north")),
+            ],
         )
         .await
         .unwrap();
+    assert_eq!(ledger.dataset_version("conf-ds").await.unwrap(), Some(7));
+    let sorted = |mut v: Vec<StoredRecord>| {
+        v.sort_by(|a, b| (&a.scope, a.id).cmp(&(&b.scope, b.id)));
+        v
+    };
+    let d = ledger.load_dataset("conf-ds").await.unwrap().unwrap();
+    assert_eq!(d.version, 7);
+    assert_eq!(
+        sorted(d.records),
+        vec![
+            rec(&Scope::Chain, 1, 3, body(b"a2")),
+            rec(&Scope::Chain, 2, 4, None),
+            rec(&region, 1, 7, body(b"a-north")),
+            rec(&store, 1, 5, body(b"a-12")),
+            rec(&store, 3, 6, Some(Entry::Hidden)),
+        ]
+    );
+    let since = ledger
+        .load_dataset_since("conf-ds", 5)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(since.version, 7);
+    assert_eq!(
+        sorted(since.records),
+        vec![
+            rec(&region, 1, 7, body(b"a-north")),
+            rec(&store, 3, 6, Some(Entry::Hidden))
+        ]
+    );
+    // A dataset whose name starts like another's is its own.
+    assert_eq!(ledger.load_dataset("conf-d").await.unwrap(), None);
     ledger
-        .store_dataset("conf-ds", 4, &[rec(1, 3, Some(b"a2")), rec(2, 4, None)])
+        .store_dataset("conf-ds2", 0, 1, &[rec(&store, 1, 1, body(b"x"))])
         .await
         .unwrap();
     let d = ledger.load_dataset("conf-ds").await.unwrap().unwrap();
-    assert_eq!(d.version, 4);
-    assert_eq!(d.records, vec![rec(1, 3, Some(b"a2")), rec(2, 4, None)]);
+    assert_eq!(d.records.len(), 5);
     assert_eq!(ledger.load_dataset("conf-other").await.unwrap(), None);
+}
+
+/// Terminals belong to a store and region, set after registration.
+pub async fn terminal_views(ledger: &dyn Ledger) {
+    ledger
+        .add_terminal("conf-v1", &[21u8; 32], 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        ledger.terminal_view("conf-v1").await.unwrap(),
+        Some(View::chain())
+    );
+    assert_eq!(ledger.terminal_view("conf-none").await.unwrap(), None);
+    let v = View::new(Some("north"), Some("12")).unwrap();
+    assert!(ledger.set_terminal_view("conf-v1", &v).await.unwrap());
+    assert!(!ledger.set_terminal_view("conf-none", &v).await.unwrap());
+    assert_eq!(
+        ledger.terminal_view("conf-v1").await.unwrap(),
+        Some(v.clone())
+    );
+    let listed = ledger.terminals().await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .find(|t| t.terminal_id == "conf-v1")
+            .map(|t| &t.view),
+        Some(&v)
+    );
+    // A rotated token keeps the terminal's place.
+    ledger
+        .rotate_terminal("conf-v1", &[22u8; 32])
+        .await
+        .unwrap();
+    assert_eq!(ledger.terminal_view("conf-v1").await.unwrap(), Some(v));
 }
 
 /// Retention deletes old items in bounded chunks; young ones stay.

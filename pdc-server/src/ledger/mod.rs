@@ -20,6 +20,7 @@
 //! gets the same answer). Only a transient failure makes the whole batch
 //! fail (answered retry-later by the HTTP layer).
 
+use pdc_sync::View;
 use pdc_sync::{check_wire_ints, ItemResult, OutboxItem, StoreId, SyncError, MAX_WIRE_INT};
 use sha2::{Digest as _, Sha256};
 
@@ -103,26 +104,20 @@ pub struct TerminalInfo {
     pub created_at_ms: u64,
     /// Whether its token was revoked.
     pub revoked: bool,
+    /// Its store and region: the reference data it pulls.
+    pub view: View,
 }
 
-/// One record of a stored dataset, with the version that last changed it;
-/// `body: None` is a deletion (kept so that deltas survive restarts).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredRecord {
-    /// Record id.
-    pub id: u64,
-    /// Dataset version of its last change.
-    pub version: u64,
-    /// The record, or `None` when deleted.
-    pub body: Option<Vec<u8>>,
-}
+/// One change of a stored dataset's layer, with the version that made it
+/// (`entry: None`: removed, kept so that deltas survive restarts).
+pub type StoredRecord = pdc_sync::ScopedChange;
 
 /// A dataset as a ledger stores it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredDataset {
     /// Current version.
     pub version: u64,
-    /// Live records and tombstones.
+    /// The last change of each (layer, id): live entries and tombstones.
     pub records: Vec<StoredRecord>,
 }
 
@@ -222,14 +217,46 @@ pub trait Ledger: Send + Sync + 'static {
     /// The terminal a token belongs to, unless unknown or revoked.
     async fn terminal_for_token(&self, token: &TokenDigest) -> Result<Option<String>, ServerError>;
 
-    /// A stored dataset, if any.
-    async fn load_dataset(&self, name: &str) -> Result<Option<StoredDataset>, ServerError>;
+    /// Sets a terminal's store and region; `false` if there is no such
+    /// terminal.
+    async fn set_terminal_view(&self, terminal_id: &str, view: &View) -> Result<bool, ServerError>;
 
-    /// Records changes to a dataset atomically and sets its version to
-    /// `version` (each change carries the version that made it).
+    /// A terminal's store and region, unless there is no such terminal.
+    async fn terminal_view(&self, terminal_id: &str) -> Result<Option<View>, ServerError>;
+
+    /// A stored dataset (every layer), if any.
+    async fn load_dataset(&self, name: &str) -> Result<Option<StoredDataset>, ServerError> {
+        self.load_dataset_since(name, 0).await
+    }
+
+    /// A dataset's version and its changes (every layer) made after
+    /// version `after`; `None` if the dataset was never stored.
+    async fn load_dataset_since(
+        &self,
+        name: &str,
+        after: u64,
+    ) -> Result<Option<StoredDataset>, ServerError>;
+
+    /// A receiver whose value changes when another process stored a
+    /// dataset change (PostgreSQL: `LISTEN pdc_datasets`); `None` when the
+    /// ledger sends no notifications (the server then polls
+    /// [`Ledger::dataset_version`]).
+    fn dataset_notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
+    /// A dataset's version (of all its layers), if it was ever stored.
+    async fn dataset_version(&self, name: &str) -> Result<Option<u64>, ServerError>;
+
+    /// Records changes to a dataset's layers atomically and sets its
+    /// version to `version`, if its version is still `expected` (0 for a
+    /// dataset never stored): else nothing changes and the answer is
+    /// [`ServerError::DatasetConflict`] (another writer, maybe another
+    /// process, got there first: reload and plan again).
     async fn store_dataset(
         &self,
         name: &str,
+        expected: u64,
         version: u64,
         changes: &[StoredRecord],
     ) -> Result<(), ServerError>;

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use pdc_sync::{ItemResult, OutboxItem, StoreId};
+use pdc_sync::{Entry, ItemResult, OutboxItem, Scope, StoreId, View};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
@@ -89,6 +89,12 @@ CREATE TABLE pdc_terminal_stores (
 INSERT INTO pdc_terminal_stores
     SELECT terminal_id, store_id, min(applied_at_ms) FROM pdc_items GROUP BY 1, 2;
 ",
+    "
+ALTER TABLE pdc_dataset_records ADD COLUMN hidden boolean NOT NULL DEFAULT false;
+CREATE INDEX pdc_dataset_records_version ON pdc_dataset_records (version);
+ALTER TABLE pdc_terminals ADD COLUMN store text;
+ALTER TABLE pdc_terminals ADD COLUMN region text;
+",
 ];
 
 const INSERT_BATCH: &str = "
@@ -150,6 +156,9 @@ impl Default for PgOptions {
 pub struct PgLedger {
     pool: Pool,
     apply: Arc<dyn Apply>,
+    /// The channel dataset changes are announced on (`NOTIFY`).
+    channel: String,
+    notified: tokio::sync::watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for PgLedger {
@@ -263,7 +272,7 @@ impl PgLedger {
             cfg.options(format!("-c search_path={schema}"));
         }
         let mgr = Manager::from_config(
-            cfg,
+            cfg.clone(),
             NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -276,10 +285,21 @@ impl PgLedger {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| ServerError::Config(e.to_string()))?;
-        let ledger = PgLedger { pool, apply };
+        let channel = match &options.schema {
+            Some(s) => format!("pdc_datasets_{s}"),
+            None => "pdc_datasets".to_owned(),
+        };
+        let (tx, notified) = tokio::sync::watch::channel(0u64);
+        let ledger = PgLedger {
+            pool,
+            apply,
+            channel: channel.clone(),
+            notified,
+        };
         ledger
             .migrate(options.schema.as_deref(), options.migration_lock)
             .await?;
+        tokio::spawn(listen_for_datasets(cfg, channel, tx));
         Ok(ledger)
     }
 
@@ -942,7 +962,8 @@ impl Ledger for PgLedger {
         let client = self.pool.get().await?;
         let rows = client
             .query(
-                "SELECT terminal_id, created_at_ms, revoked FROM pdc_terminals ORDER BY terminal_id",
+                "SELECT terminal_id, created_at_ms, revoked, region, store FROM pdc_terminals \
+                 ORDER BY terminal_id",
                 &[],
             )
             .await?;
@@ -952,6 +973,10 @@ impl Ledger for PgLedger {
                 terminal_id: r.get(0),
                 created_at_ms: r.get::<_, i64>(1) as u64,
                 revoked: r.get(2),
+                view: View {
+                    region: r.get(3),
+                    store: r.get(4),
+                },
             })
             .collect())
     }
@@ -969,47 +994,136 @@ impl Ledger for PgLedger {
             .map(|r| r.get(0)))
     }
 
-    async fn load_dataset(&self, name: &str) -> Result<Option<StoredDataset>, ServerError> {
+    async fn set_terminal_view(&self, terminal_id: &str, view: &View) -> Result<bool, ServerError> {
         let client = self.pool.get().await?;
-        let Some(v) = client
+        let n = client
+            .execute(
+                "UPDATE pdc_terminals SET region = $2, store = $3 WHERE terminal_id = $1",
+                &[&terminal_id, &view.region, &view.store],
+            )
+            .await?;
+        Ok(n > 0)
+    }
+
+    async fn terminal_view(&self, terminal_id: &str) -> Result<Option<View>, ServerError> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached("SELECT region, store FROM pdc_terminals WHERE terminal_id = $1")
+            .await?;
+        Ok(client
+            .query_opt(&stmt, &[&terminal_id])
+            .await?
+            .map(|r| View {
+                region: r.get(0),
+                store: r.get(1),
+            }))
+    }
+
+    fn dataset_notifications(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.notified.clone())
+    }
+
+    async fn dataset_version(&self, name: &str) -> Result<Option<u64>, ServerError> {
+        let client = self.pool.get().await?;
+        let stmt = client
+            .prepare_cached("SELECT version FROM pdc_datasets WHERE name = $1")
+            .await?;
+        Ok(client
+            .query_opt(&stmt, &[&name])
+            .await?
+            .map(|r| r.get::<_, i64>(0) as u64))
+    }
+
+    async fn load_dataset_since(
+        &self,
+        name: &str,
+        after: u64,
+    ) -> Result<Option<StoredDataset>, ServerError> {
+        let mut client = self.pool.get().await?;
+        // One snapshot for the version and the records.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let Some(v) = tx
             .query_opt("SELECT version FROM pdc_datasets WHERE name = $1", &[&name])
             .await?
         else {
             return Ok(None);
         };
-        let rows = client
+        let rows = tx
             .query(
-                "SELECT id, version, body FROM pdc_dataset_records WHERE dataset = $1 ORDER BY id",
-                &[&name],
+                "SELECT dataset, id, version, body, hidden FROM pdc_dataset_records \
+                 WHERE (dataset = $1 OR left(dataset, length($1) + 1) = $1 || '@') \
+                   AND version > $2 ORDER BY version",
+                &[&name, &i64_of(after, "version")?],
             )
             .await?;
+        tx.commit().await?;
+        let mut records = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let qualified: &str = r.get(0);
+            let (_, scope) = Scope::split(qualified)
+                .map_err(|e| ServerError::Storage(format!("pdc_dataset_records: {e}")))?;
+            let body: Option<Vec<u8>> = r.get(3);
+            let hidden: bool = r.get(4);
+            records.push(StoredRecord {
+                scope,
+                id: r.get::<_, i64>(1) as u64,
+                version: r.get::<_, i64>(2) as u64,
+                entry: match (body, hidden) {
+                    (_, true) => Some(Entry::Hidden),
+                    (Some(b), false) => Some(Entry::Record(b)),
+                    (None, false) => None,
+                },
+            });
+        }
         Ok(Some(StoredDataset {
             version: v.get::<_, i64>(0) as u64,
-            records: rows
-                .iter()
-                .map(|r| StoredRecord {
-                    id: r.get::<_, i64>(0) as u64,
-                    version: r.get::<_, i64>(1) as u64,
-                    body: r.get(2),
-                })
-                .collect(),
+            records,
         }))
     }
 
     async fn store_dataset(
         &self,
         name: &str,
+        expected: u64,
         version: u64,
         changes: &[StoredRecord],
     ) -> Result<(), ServerError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        tx.execute(
-            "INSERT INTO pdc_datasets (name, version) VALUES ($1, $2) \
-             ON CONFLICT (name) DO UPDATE SET version = EXCLUDED.version",
-            &[&name, &i64_of(version, "version")?],
-        )
-        .await?;
+        let new = i64_of(version, "version")?;
+        // Compare-and-set: the row's version must still be the one the
+        // change was planned on (an UPDATE re-checks it after waiting for
+        // a concurrent writer; an INSERT of a new dataset conflicts).
+        let n = if expected == 0 {
+            tx.execute(
+                "INSERT INTO pdc_datasets (name, version) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                &[&name, &new],
+            )
+            .await?
+        } else {
+            tx.execute(
+                "UPDATE pdc_datasets SET version = $2 WHERE name = $1 AND version = $3",
+                &[&name, &new, &i64_of(expected, "version")?],
+            )
+            .await?
+        };
+        if n == 0 {
+            let found = tx
+                .query_opt("SELECT version FROM pdc_datasets WHERE name = $1", &[&name])
+                .await?
+                .map_or(0, |r| r.get::<_, i64>(0) as u64);
+            return Err(ServerError::DatasetConflict {
+                dataset: name.to_owned(),
+                expected,
+                found,
+            });
+        }
+        let names: Vec<String> = changes.iter().map(|c| c.scope.qualify(name)).collect();
         let ids: Vec<i64> = changes
             .iter()
             .map(|c| i64_of(c.id, "record id"))
@@ -1018,15 +1132,86 @@ impl Ledger for PgLedger {
             .iter()
             .map(|c| i64_of(c.version, "version"))
             .collect::<Result<_, _>>()?;
-        let bodies: Vec<Option<&[u8]>> = changes.iter().map(|c| c.body.as_deref()).collect();
+        let bodies: Vec<Option<&[u8]>> = changes
+            .iter()
+            .map(|c| match &c.entry {
+                Some(Entry::Record(b)) => Some(b.as_slice()),
+                _ => None,
+            })
+            .collect();
+        let hidden: Vec<bool> = changes
+            .iter()
+            .map(|c| c.entry == Some(Entry::Hidden))
+            .collect();
+        // Delivered at commit to every node listening (see
+        // `listen_for_datasets`).
+        tx.execute("SELECT pg_notify($1, $2)", &[&self.channel, &name])
+            .await?;
         tx.execute(
-            "INSERT INTO pdc_dataset_records (dataset, id, version, body) \
-             SELECT $1, i, v, b FROM UNNEST($2::bigint[], $3::bigint[], $4::bytea[]) AS x(i, v, b) \
-             ON CONFLICT (dataset, id) DO UPDATE SET version = EXCLUDED.version, body = EXCLUDED.body",
-            &[&name, &ids, &versions, &bodies],
+            "INSERT INTO pdc_dataset_records (dataset, id, version, body, hidden) \
+             SELECT d, i, v, b, h FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bool[]) \
+                  AS x(d, i, v, b, h) \
+             ON CONFLICT (dataset, id) DO UPDATE \
+                SET version = EXCLUDED.version, body = EXCLUDED.body, hidden = EXCLUDED.hidden",
+            &[&names, &ids, &versions, &bodies, &hidden],
         )
         .await?;
         tx.commit().await?;
         Ok(())
+    }
+}
+
+/// Keeps a connection that `LISTEN`s on `channel` and bumps `tx` on every
+/// notification (and after each reconnect, when one may have been missed);
+/// ends when nobody holds a receiver any more. The server's periodic
+/// version check covers the time the connection is down.
+async fn listen_for_datasets(
+    cfg: tokio_postgres::Config,
+    channel: String,
+    tx: tokio::sync::watch::Sender<u64>,
+) {
+    let bump = |tx: &tokio::sync::watch::Sender<u64>| tx.send_modify(|n| *n = n.wrapping_add(1));
+    while !tx.is_closed() {
+        match cfg.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (msgs, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    while let Some(m) = std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                    {
+                        match m {
+                            Ok(tokio_postgres::AsyncMessage::Notification(_)) => {
+                                if msgs.send(()).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(_) => break,
+                        }
+                    }
+                });
+                if client
+                    .batch_execute(&format!("LISTEN {channel}"))
+                    .await
+                    .is_ok()
+                {
+                    bump(&tx);
+                    loop {
+                        tokio::select! {
+                            m = rx.recv() => match m {
+                                Some(()) => bump(&tx),
+                                None => break,
+                            },
+                            _ = tx.closed() => break,
+                        }
+                    }
+                }
+                driver.abort();
+            }
+            Err(e) => tracing::debug!(error = %e, "dataset listener cannot connect"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = tx.closed() => {}
+        }
     }
 }

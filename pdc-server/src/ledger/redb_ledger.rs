@@ -18,7 +18,7 @@ use std::path::Path;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
-use pdc_sync::{ItemResult, OutboxItem, StoreId};
+use pdc_sync::{Entry, ItemResult, OutboxItem, Scope, StoreId, View};
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -42,8 +42,13 @@ const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
 const TERMINALS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("terminals");
 const TOKENS: TableDefinition<'static, &[u8], &str> = TableDefinition::new("tokens");
 const DS_VERSION: TableDefinition<'static, &str, u64> = TableDefinition::new("dataset_versions");
+/// (dataset or `dataset@layer`, id) → (version, body) or (version, no
+/// body, hidden).
 const DS_RECORDS: TableDefinition<'static, (&str, u64), &[u8]> =
     TableDefinition::new("dataset_records");
+/// terminal → postcard [`View`].
+const TERMINAL_VIEWS: TableDefinition<'static, &str, &[u8]> =
+    TableDefinition::new("terminal_views");
 
 /// Schema 1's tables, read once by the migration.
 const ITEMS_V1: TableDefinition<'static, (&str, u64), &[u8]> = TableDefinition::new("items");
@@ -263,6 +268,7 @@ fn init_schema(db: &Database, path: &Path) -> Result<(), ServerError> {
         tx.open_table(TOKENS)?;
         tx.open_table(DS_VERSION)?;
         tx.open_table(DS_RECORDS)?;
+        tx.open_table(TERMINAL_VIEWS)?;
     }
     tx.commit()?;
     Ok(())
@@ -907,6 +913,7 @@ impl Ledger for RedbLedger {
         self.blocking(|db| {
             let tx = db.begin_read()?;
             let t = tx.open_table(TERMINALS)?;
+            let views = tx.open_table(TERMINAL_VIEWS)?;
             let mut out = Vec::with_capacity(t.len()? as usize);
             for r in t.iter()? {
                 let (k, v) = r?;
@@ -915,6 +922,7 @@ impl Ledger for RedbLedger {
                     terminal_id: k.value().to_owned(),
                     created_at_ms: row.created_at_ms,
                     revoked: row.revoked,
+                    view: read_view(&views, k.value())?.unwrap_or_default(),
                 });
             }
             Ok(out)
@@ -932,7 +940,54 @@ impl Ledger for RedbLedger {
         .await
     }
 
-    async fn load_dataset(&self, name: &str) -> Result<Option<StoredDataset>, ServerError> {
+    async fn set_terminal_view(&self, terminal_id: &str, view: &View) -> Result<bool, ServerError> {
+        let id = terminal_id.to_owned();
+        let bytes = postcard::to_allocvec(view).map_err(storage)?;
+        self.blocking(move |db| {
+            let tx = db.begin_write()?;
+            let found = tx.open_table(TERMINALS)?.get(id.as_str())?.is_some();
+            if found {
+                tx.open_table(TERMINAL_VIEWS)?
+                    .insert(id.as_str(), bytes.as_slice())?;
+            }
+            tx.commit()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn terminal_view(&self, terminal_id: &str) -> Result<Option<View>, ServerError> {
+        let id = terminal_id.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            if tx.open_table(TERMINALS)?.get(id.as_str())?.is_none() {
+                return Ok(None);
+            }
+            Ok(Some(
+                read_view(&tx.open_table(TERMINAL_VIEWS)?, &id)?.unwrap_or_default(),
+            ))
+        })
+        .await
+    }
+
+    async fn dataset_version(&self, name: &str) -> Result<Option<u64>, ServerError> {
+        let name = name.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let v = tx
+                .open_table(DS_VERSION)?
+                .get(name.as_str())?
+                .map(|v| v.value());
+            Ok(v)
+        })
+        .await
+    }
+
+    async fn load_dataset_since(
+        &self,
+        name: &str,
+        after: u64,
+    ) -> Result<Option<StoredDataset>, ServerError> {
         let name = name.to_owned();
         self.blocking(move |db| {
             let tx = db.begin_read()?;
@@ -945,15 +1000,25 @@ impl Ledger for RedbLedger {
             };
             let recs = tx.open_table(DS_RECORDS)?;
             let mut records = Vec::new();
-            for r in recs.range((name.as_str(), 0)..=(name.as_str(), u64::MAX))? {
+            // The chain layer under the bare name, the others under
+            // `name@…` (layer names are ASCII below '~').
+            let layered = format!("{name}@");
+            let layered_end = format!("{name}@~");
+            let chain = recs.range((name.as_str(), 0)..=(name.as_str(), u64::MAX))?;
+            let others = recs.range((layered.as_str(), 0)..(layered_end.as_str(), 0))?;
+            for r in chain.chain(others) {
                 let (k, v) = r?;
-                let (version, body): (u64, Option<Vec<u8>>) =
-                    postcard::from_bytes(v.value()).map_err(storage)?;
-                records.push(StoredRecord {
-                    id: k.value().1,
-                    version,
-                    body,
-                });
+                let (qualified, id) = k.value();
+                let (_, scope) = Scope::split(qualified).map_err(storage)?;
+                let (version, entry) = decode_entry(v.value())?;
+                if version > after {
+                    records.push(StoredRecord {
+                        scope,
+                        id,
+                        version,
+                        entry,
+                    });
+                }
             }
             Ok(Some(StoredDataset { version, records }))
         })
@@ -963,6 +1028,7 @@ impl Ledger for RedbLedger {
     async fn store_dataset(
         &self,
         name: &str,
+        expected: u64,
         version: u64,
         changes: &[StoredRecord],
     ) -> Result<(), ServerError> {
@@ -971,11 +1037,20 @@ impl Ledger for RedbLedger {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
             {
-                tx.open_table(DS_VERSION)?.insert(name.as_str(), version)?;
+                let mut versions = tx.open_table(DS_VERSION)?;
+                let found = versions.get(name.as_str())?.map_or(0, |v| v.value());
+                if found != expected {
+                    return Err(ServerError::DatasetConflict {
+                        dataset: name,
+                        expected,
+                        found,
+                    });
+                }
+                versions.insert(name.as_str(), version)?;
                 let mut recs = tx.open_table(DS_RECORDS)?;
                 for c in &changes {
-                    let v = postcard::to_allocvec(&(c.version, &c.body)).map_err(storage)?;
-                    recs.insert((name.as_str(), c.id), v.as_slice())?;
+                    let v = encode_entry(c.version, c.entry.as_ref())?;
+                    recs.insert((c.scope.qualify(&name).as_str(), c.id), v.as_slice())?;
                 }
             }
             tx.commit()?;
@@ -983,4 +1058,34 @@ impl Ledger for RedbLedger {
         })
         .await
     }
+}
+
+fn read_view(
+    views: &impl ReadableTable<&'static str, &'static [u8]>,
+    id: &str,
+) -> Result<Option<View>, ServerError> {
+    views
+        .get(id)?
+        .map(|v| postcard::from_bytes::<View>(v.value()))
+        .transpose()
+        .map_err(storage)
+}
+
+/// A dataset entry as stored: `(version, body)` (what schema 2 files
+/// hold) or `(version, None, true)` for a hidden id.
+fn encode_entry(version: u64, entry: Option<&Entry>) -> Result<Vec<u8>, ServerError> {
+    match entry {
+        Some(Entry::Record(b)) => postcard::to_allocvec(&(version, Some(b))),
+        None => postcard::to_allocvec(&(version, None::<Vec<u8>>)),
+        Some(Entry::Hidden) => postcard::to_allocvec(&(version, None::<Vec<u8>>, true)),
+    }
+    .map_err(storage)
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<(u64, Option<Entry>), ServerError> {
+    if let Ok((version, None, true)) = postcard::from_bytes::<(u64, Option<Vec<u8>>, bool)>(bytes) {
+        return Ok((version, Some(Entry::Hidden)));
+    }
+    let (version, body): (u64, Option<Vec<u8>>) = postcard::from_bytes(bytes).map_err(storage)?;
+    Ok((version, body.map(Entry::Record)))
 }
