@@ -4,6 +4,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use pdc_server::{DatasetHub, Ledger, PosApply, ServerConfig, DEFAULT_DATASETS};
+use pdc_sync::{Scope, View};
 
 use crate::{CliError, DatasetAction, LedgerAction, LedgerArgs, TerminalAction};
 
@@ -34,7 +35,11 @@ pub async fn terminal(args: &LedgerArgs, action: TerminalAction) -> Result<(), C
             id,
             count,
             tokens_file,
+            store,
+            region,
         } => {
+            let view = View::new(region.as_deref(), store.as_deref())
+                .map_err(|e| CliError::Msg(e.to_string()))?;
             let ids: Vec<String> = match count {
                 None => vec![id],
                 Some(n) => (1..=n).map(|i| format!("{id}-{i:04}")).collect(),
@@ -42,6 +47,9 @@ pub async fn terminal(args: &LedgerArgs, action: TerminalAction) -> Result<(), C
             let mut lines = String::new();
             for id in &ids {
                 let token = pdc_server::add_terminal(&*ledger, id).await?;
+                if view != View::chain() {
+                    ledger.set_terminal_view(id, &view).await?;
+                }
                 lines.push_str(&format!("{id} {token}\n"));
             }
             match tokens_file {
@@ -60,13 +68,22 @@ pub async fn terminal(args: &LedgerArgs, action: TerminalAction) -> Result<(), C
                 }
             }
         }
+        TerminalAction::Place { id, store, region } => {
+            let view = View::new(region.as_deref(), store.as_deref())
+                .map_err(|e| CliError::Msg(e.to_string()))?;
+            if !ledger.set_terminal_view(&id, &view).await? {
+                return Err(CliError::Msg(format!("no terminal {id:?}")));
+            }
+            outln!("{id} pulls the view of {view}");
+        }
         TerminalAction::List => {
             for t in ledger.terminals().await? {
                 outln!(
-                    "{}\tadded {}\t{}",
+                    "{}\tadded {}\t{}\t{}",
                     t.terminal_id,
                     t.created_at_ms,
-                    if t.revoked { "revoked" } else { "active" }
+                    if t.revoked { "revoked" } else { "active" },
+                    t.view
                 );
             }
         }
@@ -80,6 +97,7 @@ pub async fn terminal(args: &LedgerArgs, action: TerminalAction) -> Result<(), C
             outln!("terminal\t{}", t.terminal_id);
             outln!("added\t{}", t.created_at_ms);
             outln!("status\t{}", if t.revoked { "revoked" } else { "active" });
+            outln!("view\t{}", t.view);
             let stores = ledger.terminal_stores(&id).await?;
             outln!("stores\t{}", stores.len());
             for s in stores {
@@ -211,19 +229,58 @@ pub async fn dataset(args: &LedgerArgs, action: DatasetAction) -> Result<(), Cli
     let ledger = ledger(args).await?;
     let hub = DatasetHub::load(ledger, &DEFAULT_DATASETS, 10_000).await?;
     match action {
-        DatasetAction::Import { name, file } => {
+        DatasetAction::Import {
+            name,
+            file,
+            store,
+            region,
+        } => {
+            let scope = match (store, region) {
+                (Some(s), _) => Scope::store(&s),
+                (None, Some(r)) => Scope::region(&r),
+                (None, None) => Ok(Scope::Chain),
+            }
+            .map_err(|e| CliError::Msg(e.to_string()))?;
             let json = std::fs::read(&file)
                 .map_err(|e| CliError::Msg(format!("{}: {e}", file.display())))?;
-            let records =
-                pdc_server::records_from_json(&name, &json, pdc_auth::KdfParams::default())?;
-            let n = records.len();
-            let v = hub.replace(&name, records).await?;
-            outln!("{name}: {n} records, version {v}");
+            let entries = pdc_server::entries_from_json(
+                &name,
+                &scope,
+                &json,
+                pdc_auth::KdfParams::default(),
+            )?;
+            let hidden = entries
+                .iter()
+                .filter(|(_, e)| matches!(e, pdc_sync::Entry::Hidden))
+                .count();
+            let n = entries.len() - hidden;
+            let v = hub.replace_scoped(&name, &scope, entries).await?;
+            if scope == Scope::Chain {
+                outln!("{name}: {n} records, version {v}");
+            } else {
+                outln!("{name} ({scope}): {n} records, {hidden} hidden, version {v}");
+            }
         }
         DatasetAction::Show => {
             for name in DEFAULT_DATASETS {
-                let (v, ids) = hub.ids(name).await.unwrap_or((0, vec![]));
-                outln!("{name}\tversion {v}\t{} records", ids.len());
+                let Some(ids) = hub.scoped_ids(name).await else {
+                    outln!("{name}\tversion 0\t0 records");
+                    continue;
+                };
+                outln!(
+                    "{name}\tversion {}\t{} records",
+                    ids.version,
+                    ids.chain.len()
+                );
+                let mut layers: Vec<_> = ids.layers.iter().collect();
+                layers.sort_by(|a, b| a.0.cmp(b.0));
+                for (scope, entries) in layers {
+                    let shown = entries.values().filter(|&&p| p).count();
+                    outln!(
+                        "{name}@{scope}\t{shown} overrides\t{} hidden",
+                        entries.len() - shown
+                    );
+                }
             }
         }
     }

@@ -152,6 +152,26 @@ enum TerminalAction {
         /// Write `id token` lines to this file (mode 0600) instead of stdout.
         #[arg(long)]
         tokens_file: Option<PathBuf>,
+        /// The chain's store the terminal sells in: it pulls the store's
+        /// prices, assortment, staff and config over the chain's.
+        #[arg(long)]
+        store: Option<String>,
+        /// The store's region (its overrides sit between the chain's and
+        /// the store's).
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Moves a terminal to another store or region (its next pull gets the
+    /// new view; running servers on the same database use it within 1 s).
+    Place {
+        /// Terminal id.
+        id: String,
+        /// The store (none: the chain's records only).
+        #[arg(long)]
+        store: Option<String>,
+        /// The region.
+        #[arg(long)]
+        region: Option<String>,
     },
     /// Lists terminals (never their tokens).
     List,
@@ -194,12 +214,20 @@ enum LedgerAction {
 
 #[derive(Debug, Subcommand)]
 enum DatasetAction {
-    /// Replaces a dataset with the contents of a JSON file.
+    /// Replaces a dataset's chain layer, or with --store / --region that
+    /// store's or region's overrides, with the contents of a JSON file
+    /// (formats in docs/SERVER.md).
     Import {
         /// products, users or config.
         name: String,
         /// The JSON file.
         file: PathBuf,
+        /// Import the overrides of this store.
+        #[arg(long, conflicts_with = "region")]
+        store: Option<String>,
+        /// Import the overrides of this region.
+        #[arg(long)]
+        region: Option<String>,
     },
     /// Shows each dataset's version and size.
     Show,

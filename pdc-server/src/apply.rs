@@ -188,6 +188,28 @@ impl PosApply {
         }
     }
 
+    /// Whether every product the orders among `items` name is in the
+    /// catalogue `terminal_id`'s store sees (or no catalogue is set);
+    /// undecodable items are left to [`Apply::check`].
+    pub fn knows_products(&self, terminal_id: &str, items: &[OutboxItem]) -> bool {
+        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let Some(known) = catalog.as_ref() else {
+            return true;
+        };
+        let views = self.views.read().unwrap_or_else(|p| p.into_inner());
+        let chain = View::chain();
+        let view = views.get(terminal_id).unwrap_or(&chain);
+        items
+            .iter()
+            .filter(|i| i.kind == u16::from(RecordKind::ORDER.0))
+            .filter_map(|i| self.order(i).ok())
+            .all(|o| {
+                o.lines
+                    .iter()
+                    .all(|l| known.contains(view, u64::from(l.product_id)))
+            })
+    }
+
     fn order(&self, item: &OutboxItem) -> Result<Order, Rejection> {
         self.codec
             .decode::<Order>(&item.payload)

@@ -761,6 +761,16 @@ async fn push_inner(s: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     s.check_push(&req, &terminal)?;
     s.seen(&terminal);
     s.note_store(&terminal, req.store_id).await;
+    // An order naming a product this node has not heard of yet may come
+    // from a till that pulled from another node a moment ago: read back
+    // the datasets before the product check refuses it for good.
+    if let Some(pos) = &s.pos {
+        if !pos.knows_products(&terminal, &req.items) {
+            if let Err(e) = s.refresh_datasets().await {
+                return Err(unavailable(&e));
+            }
+        }
+    }
     let n = req.items.len();
     let schema = req.schema;
     let ledger_started = Instant::now();
