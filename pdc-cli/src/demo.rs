@@ -134,6 +134,29 @@ pub struct DemoReport {
     pub server_outages: u64,
     /// Catalogue version the terminals ended on.
     pub catalogue_version: u64,
+    /// The chain's stores: each sells from its own view of the catalogue.
+    pub stores: Vec<StoreSummary>,
+}
+
+/// One store of the demo's chain.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct StoreSummary {
+    /// Store name.
+    pub store: String,
+    /// Its terminals.
+    pub terminals: usize,
+    /// Products at the store's own price.
+    pub price_overrides: usize,
+    /// Products the store does not sell.
+    pub hidden: usize,
+    /// Orders its terminals recorded.
+    pub orders: u64,
+    /// Order lines rung up at the store's own price.
+    pub lines_at_store_price: u64,
+    /// Lines left out because the store does not sell the product.
+    pub lines_not_sold_here: u64,
+    /// What the first overridden product costs here, in cents.
+    pub sample_price_cents: Option<(u32, i64)>,
 }
 
 /// One outage's drain.
@@ -166,6 +189,11 @@ struct Till {
     initial_wire: AtomicU64,
     /// The till store's id (the server's exactly-once key), once opened.
     store_id: Mutex<pdc_sync::StoreId>,
+    /// The chain's store it sells in (its view of the catalogue).
+    store: String,
+    /// Lines at the store's own price, and lines the store does not sell.
+    store_lines: AtomicU64,
+    skipped_lines: AtomicU64,
 }
 
 impl Till {
@@ -251,6 +279,32 @@ struct Demo {
     users: Vec<(String, String)>,
     started: Instant,
     alerts: AtomicU64,
+    /// Per store, the products at its own price.
+    overrides: BTreeMap<String, std::collections::HashSet<u32>>,
+}
+
+/// The demo chain's stores: the first sells at the chain's prices, the
+/// second has its own price for every 20th product and does not sell
+/// every 100th.
+const STORES: [&str; 2] = ["store-a", "store-b"];
+
+/// Store b's layer: (price overrides, hidden ids).
+fn store_b_layer(catalog: &[pdc_codec::Product]) -> (Vec<pdc_codec::Product>, Vec<u64>) {
+    let prices = catalog
+        .iter()
+        .filter(|p| p.id % 20 == 7)
+        .map(|p| {
+            let mut p = p.clone();
+            p.price_cents = p.price_cents * 107 / 100 + 1;
+            p
+        })
+        .collect();
+    let hidden = catalog
+        .iter()
+        .filter(|p| p.id % 100 == 3)
+        .map(|p| u64::from(p.id))
+        .collect();
+    (prices, hidden)
 }
 
 fn item_json(local_id: u64, priority: &str, kind: u16, record: serde_json::Value) -> u64 {
@@ -443,18 +497,52 @@ impl Demo {
                         p.amount_cents += 1;
                     }
                 }
-                // Scanning: each line's product through the engine's cache.
+                // Scanning: each line's product through the engine's cache,
+                // at the price of this till's store; a product the store
+                // does not sell stays on the shelf.
+                let mut lines = Vec::with_capacity(o.lines.len());
                 for l in &o.lines {
-                    let _ = engine.reference("products", u64::from(l.product_id)).await;
+                    let found = engine.reference("products", u64::from(l.product_id)).await;
+                    let product = found
+                        .ok()
+                        .flatten()
+                        .and_then(|b| self.codec.decode::<pdc_codec::Product>(&b).ok());
+                    match product {
+                        Some(p) => {
+                            let mut l = l.clone();
+                            if self
+                                .overrides
+                                .get(&till.store)
+                                .is_some_and(|o| o.contains(&p.id))
+                            {
+                                till.store_lines.fetch_add(1, Ordering::Relaxed);
+                            }
+                            l.unit_price_cents = p.price_cents;
+                            lines.push(l);
+                        }
+                        None => {
+                            till.skipped_lines.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
-                let sale = o
-                    .lines
+                if lines.is_empty() {
+                    lines.push(o.lines[0].clone());
+                    lines[0].product_id = 1;
+                }
+                let repriced = lines != o.lines;
+                let sale = lines
                     .iter()
                     .fold(Sale::new(o.cashier_id), |s, l| s.line(l.clone()));
-                let paid = o
-                    .payments
-                    .iter()
-                    .fold(sale.clone(), |s, p| s.pay(p.method, p.amount_cents));
+                let paid = if repriced {
+                    // Paid in full by the order's first tender (the bug
+                    // above only touches the generated payments).
+                    let method = o.payments.first().map_or(PaymentMethod::Cash, |p| p.method);
+                    sale.clone().pay_rest(method)
+                } else {
+                    o.payments
+                        .iter()
+                        .fold(sale.clone(), |s, p| s.pay(p.method, p.amount_cents))
+                };
                 let saved = match engine.sell(&paid) {
                     // Cards beyond the offline limits: the customer pays
                     // cash instead, as at a real till.
@@ -640,6 +728,25 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
         .collect::<Result<_, pdc_codec::CodecError>>()
         .map_err(|e| CliError::Msg(e.to_string()))?;
     state.update_dataset("products", products, vec![]).await?;
+    let (b_prices, b_hidden) = store_b_layer(&catalog);
+    let mut overrides = BTreeMap::new();
+    overrides.insert(STORES[0].to_owned(), std::collections::HashSet::new());
+    overrides.insert(
+        STORES[1].to_owned(),
+        b_prices.iter().map(|p| p.id).collect(),
+    );
+    let mut layer = Vec::with_capacity(b_prices.len() + b_hidden.len());
+    for p in &b_prices {
+        layer.push((
+            u64::from(p.id),
+            pdc_sync::Entry::Record(codec.encode(p).map_err(|e| CliError::Msg(e.to_string()))?),
+        ));
+    }
+    layer.extend(b_hidden.iter().map(|&id| (id, pdc_sync::Entry::Hidden)));
+    let store_b = pdc_sync::Scope::store(STORES[1]).map_err(|e| CliError::Msg(e.to_string()))?;
+    state
+        .update_scoped("products", &store_b, layer, vec![])
+        .await?;
     let users: Vec<(String, String)> = (1..=8)
         .map(|i| {
             (
@@ -666,6 +773,9 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
     for n in 0..args.terminals.max(1) {
         let id = format!("till-{n:02}");
         let token = pdc_server::add_terminal(&*ledger, &id).await?;
+        let store = STORES[n % STORES.len()].to_owned();
+        let view = pdc_sync::View::store(&store).map_err(|e| CliError::Msg(e.to_string()))?;
+        ledger.set_terminal_view(&id, &view).await?;
         let link = Arc::new(Link::default());
         let proxy = proxy::start(server_addr, Arc::clone(&link)).await?;
         tills.push(Arc::new(Till {
@@ -685,6 +795,9 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
             driver: Mutex::new(None),
             initial_wire: AtomicU64::new(0),
             store_id: Mutex::new(pdc_sync::StoreId::LEGACY),
+            store,
+            store_lines: AtomicU64::new(0),
+            skipped_lines: AtomicU64::new(0),
         }));
     }
     let plan = schedule(tills.len(), &mut rng);
@@ -698,6 +811,7 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
         tills,
         codec,
         users,
+        overrides,
         started: Instant::now(),
         alerts: AtomicU64::new(0),
     });
@@ -919,6 +1033,48 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
         catalogue_version: state.datasets.ids("products").await.map_or(0, |(v, _)| v),
         ..DemoReport::default()
     };
+    for store in STORES {
+        let tills: Vec<&Arc<Till>> = demo.tills.iter().filter(|t| t.store == store).collect();
+        if tills.is_empty() {
+            continue;
+        }
+        let view = pdc_sync::View::store(store).map_err(|e| CliError::Msg(e.to_string()))?;
+        let overridden = demo.overrides.get(store);
+        let sample = overridden.and_then(|o| o.iter().min().copied()).or(Some(7));
+        let records = state.datasets.view_records("products", &view).await;
+        let sample_price_cents = sample.and_then(|id| {
+            records
+                .iter()
+                .find(|r| r.id == u64::from(id))
+                .and_then(|r| demo.codec.decode::<pdc_codec::Product>(&r.body).ok())
+                .map(|p| (id, p.price_cents))
+        });
+        let scoped = state
+            .datasets
+            .scoped_ids("products")
+            .await
+            .unwrap_or_default();
+        let layer = scoped.layers.get(&pdc_sync::Scope::Store(store.to_owned()));
+        report.stores.push(StoreSummary {
+            store: store.to_owned(),
+            terminals: tills.len(),
+            price_overrides: layer.map_or(0, |l| l.values().filter(|&&p| p).count()),
+            hidden: layer.map_or(0, |l| l.values().filter(|&&p| !p).count()),
+            orders: tills
+                .iter()
+                .map(|t| lock(&t.by_kind).get("order").copied().unwrap_or(0))
+                .sum(),
+            lines_at_store_price: tills
+                .iter()
+                .map(|t| t.store_lines.load(Ordering::Relaxed))
+                .sum(),
+            lines_not_sold_here: tills
+                .iter()
+                .map(|t| t.skipped_lines.load(Ordering::Relaxed))
+                .sum(),
+            sample_price_cents,
+        });
+    }
     let mut push = Sketch::new();
     let mut offline_ms = Vec::new();
     let mut hit_ratios = Vec::new();
@@ -1099,6 +1255,21 @@ fn print_report(r: &DemoReport) -> std::io::Result<()> {
     outln!("  responses lost         {}", r.lost_responses);
     outln!("  alerts fired           {}", r.alerts_fired);
     outln!("  catalogue version      {}", r.catalogue_version);
+    for st in &r.stores {
+        let sample = st.sample_price_cents.map_or(String::new(), |(id, c)| {
+            format!(", product {id} at {}.{:02}", c / 100, c % 100)
+        });
+        outln!(
+            "  {:<22} {} till(s), {} own prices, {} not sold; {} orders, {} lines at its own price, {} lines not sold here{sample}",
+            st.store,
+            st.terminals,
+            st.price_overrides,
+            st.hidden,
+            st.orders,
+            st.lines_at_store_price,
+            st.lines_not_sold_here
+        );
+    }
     outln!();
     if r.lost == 0 && r.doubled == 0 {
         outln!("  every sale reached the server exactly once.");
@@ -1440,6 +1611,22 @@ pub fn html(r: &DemoReport, samples: &Samples) -> String {
         .iter()
         .map(|(k, v)| (k.clone(), count(*v)))
         .collect();
+    let stores: Vec<(String, String)> = r
+        .stores
+        .iter()
+        .map(|st| {
+            let sample = st.sample_price_cents.map_or(String::new(), |(id, c)| {
+                format!("; product {id} at {}.{:02}", c / 100, c % 100)
+            });
+            (
+                esc(&st.store),
+                format!(
+                    "{} till(s), {} own prices, {} not sold; {} orders, {} lines at its own price{sample}",
+                    st.terminals, st.price_overrides, st.hidden, st.orders, st.lines_at_store_price
+                ),
+            )
+        })
+        .collect();
     let drains: Vec<(String, String)> = outages(samples)
         .iter()
         .enumerate()
@@ -1459,7 +1646,7 @@ pub fn html(r: &DemoReport, samples: &Samples) -> String {
          <h2>Pending items per terminal (server outages shaded)</h2>{svg}\
          <h2>Links per terminal (red down, orange slow, purple losing answers)</h2>{links}\
          <h2>Push round trip, share of pushes per bin</h2>{hist}\
-         <div class='tables'><div>{summary}{}</div><div>{network}{tills}</div><div>{}{}</div></div>\
+         <div class='tables'><div>{summary}{}</div><div>{network}{tills}</div><div>{}{}{}</div></div>\
          </body></html>",
         r.terminals,
         r.sales_recorded,
@@ -1469,6 +1656,7 @@ pub fn html(r: &DemoReport, samples: &Samples) -> String {
         table("Server outages", &drains),
         table("Recorded by kind", &kinds),
         table("Dead letters by reason", &reasons),
+        table("Stores (each sells from its own catalogue view)", &stores),
     )
 }
 
