@@ -353,6 +353,7 @@ impl Demo {
                 ping_online: Duration::from_secs(2),
                 ping_recovering: Duration::from_millis(500),
                 pull_every: Duration::from_secs(3),
+                change_wait: Some(Duration::from_secs(25)),
                 report_every: Duration::from_secs(5),
                 alert_every: Duration::from_secs(1),
                 store_id: "demo-store".into(),

@@ -99,6 +99,14 @@ impl Catalogue {
         &self.datasets
     }
 
+    /// Each followed dataset with the version held (0 for none yet).
+    pub fn held_versions(&self) -> Result<Vec<(String, u64)>, EngineError> {
+        self.datasets
+            .iter()
+            .map(|d| Ok((d.clone(), self.store.dataset_state(d)?.version.unwrap_or(0))))
+            .collect()
+    }
+
     /// Pulls the datasets: only what changed since the held version,
     /// applied atomically; a digest mismatch refetches a snapshot of that
     /// dataset. Returns the datasets that changed, with what was applied;

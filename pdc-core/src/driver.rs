@@ -26,6 +26,12 @@ pub struct DriverConfig {
     pub ping_recovering: Duration,
     /// Reference data pull interval, also right after start (default 5 min).
     pub pull_every: Duration,
+    /// How long one wait on the server's change stream lasts
+    /// (`GET /v1/changes`; the server may cap it): a change to the
+    /// terminal's store view is pulled within about a second instead of
+    /// at the next `pull_every`. `None` turns the change stream off.
+    /// Default 25 s.
+    pub change_wait: Option<Duration>,
     /// Metrics report interval (default 1 min).
     pub report_every: Duration,
     /// Alert rule evaluation interval (default 10 s).
@@ -40,6 +46,7 @@ impl Default for DriverConfig {
             ping_online: Duration::from_secs(30),
             ping_recovering: Duration::from_secs(5),
             pull_every: Duration::from_secs(300),
+            change_wait: Some(Duration::from_secs(25)),
             report_every: Duration::from_secs(60),
             alert_every: Duration::from_secs(10),
             store_id: String::new(),
@@ -235,10 +242,20 @@ async fn run<T, C>(
         ping_online,
         ping_recovering,
         pull_every,
+        change_wait,
         report_every,
         alert_every,
         store_id,
     } = config;
+    // The change stream in its own task, ended with this loop.
+    let _changes = change_wait.map(|wait| {
+        AbortOnDrop(tokio::spawn(follow_changes(
+            Arc::clone(&engine),
+            Arc::clone(&poke),
+            Arc::clone(&pull_now),
+            wait,
+        )))
+    });
     let mut next_ping = clock.now();
     let mut next_pull = clock.now();
     let mut next_report = clock.now() + report_every;
@@ -284,6 +301,54 @@ async fn run<T, C>(
             _ = tokio::time::sleep(wait) => {}
             _ = poke.notified() => {}
             _ = stop.notified() => return,
+        }
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Waits on the change stream in a loop; a change sets `pull_now` and
+/// wakes the driver. After a failure (server down, restarting) it waits a
+/// jittered 1–5 s, doubling up to 60 s while failures last, so that a
+/// server restart does not bring every terminal back in the same second.
+/// Ends when the server has no change stream.
+async fn follow_changes<T, C>(
+    engine: Arc<OfflineEngine<T, C>>,
+    poke: Arc<Notify>,
+    pull_now: Arc<AtomicBool>,
+    wait: Duration,
+) where
+    T: SyncTransport + Send + Sync + 'static,
+    C: Clock + Clone + 'static,
+{
+    use rand::Rng as _;
+    let mut failures: u32 = 0;
+    loop {
+        match engine.wait_changes(wait).await {
+            Ok(Some(true)) => {
+                failures = 0;
+                pull_now.store(true, Ordering::SeqCst);
+                poke.notify_one();
+                // Let the pull land before asking again with its version.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(Some(false)) => failures = 0,
+            Ok(None) => return,
+            Err(_) => {
+                failures = failures.saturating_add(1);
+                let cap = Duration::from_secs(60)
+                    .min(Duration::from_secs(5) * (1 << (failures - 1).min(4)));
+                let base = Duration::from_secs(1);
+                let span = cap.saturating_sub(base).as_millis() as u64;
+                let jitter = rand::thread_rng().gen_range(0..=span);
+                tokio::time::sleep(base + Duration::from_millis(jitter)).await;
+            }
         }
     }
 }

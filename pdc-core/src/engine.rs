@@ -573,6 +573,24 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
             .await
     }
 
+    /// Waits up to `wait` on the server's change stream for a change to a
+    /// followed dataset this engine does not hold yet (its store's view:
+    /// another store's change does not wake it). `Some(true)`: pull now;
+    /// `Some(false)`: nothing changed in time; `None`: the transport or
+    /// server has no change stream (periodic pulls only). The driver
+    /// calls this in a loop while online.
+    pub async fn wait_changes(&self, wait: Duration) -> Result<Option<bool>, EngineError>
+    where
+        T: Sync,
+    {
+        let known = self.catalogue.held_versions()?;
+        Ok(self
+            .transport
+            .wait_changes(known, wait)
+            .await?
+            .map(|changed| !changed.is_empty()))
+    }
+
     /// Pulls the reference datasets: only what changed since the held
     /// version, applied atomically; a digest mismatch refetches a snapshot.
     /// A change to the users dataset installs its users and disables the

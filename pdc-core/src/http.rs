@@ -154,6 +154,54 @@ impl SyncTransport for HttpTransport {
         }
     }
 
+    async fn wait_changes(
+        &self,
+        known: Vec<(String, u64)>,
+        wait: Duration,
+    ) -> Result<Option<Vec<String>>, TransportError> {
+        let mut query: Vec<(String, String)> =
+            known.into_iter().map(|(d, v)| (d, v.to_string())).collect();
+        query.push(("wait".into(), wait.as_secs().to_string()));
+        let resp = self
+            .client
+            .get(format!("{}/v1/changes", self.base))
+            .query(&query)
+            .header(AUTHORIZATION, &self.bearer)
+            // The server answers within `wait`; the usual timeout on top.
+            .timeout(wait + self.timeout)
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            // A server without the change stream.
+            return Ok(None);
+        }
+        if !status.is_success() {
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let message = resp.text().await.unwrap_or_default();
+            return Err(status_error(status, retry_after, message));
+        }
+        let body = resp.bytes().await.map_err(classify)?;
+        let bad = |m: String| TransportError::Server {
+            status: status.as_u16(),
+            message: format!("change stream answer: {m}"),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
+        let changed = v
+            .get("changed")
+            .and_then(|c| c.as_array())
+            .ok_or_else(|| bad("no \"changed\" list".into()))?
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect();
+        Ok(Some(changed))
+    }
+
     async fn report(&self, request: Vec<u8>) -> Result<(), TransportError> {
         self.post("/v1/metrics", request).await.map(drop)
     }

@@ -455,3 +455,57 @@ async fn two_nodes_on_postgres_see_each_others_imports_within_a_second() {
     }
     drop_schema(&schema).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_driven_engine_learns_of_its_stores_change_from_the_change_stream() {
+    use pdc_core::{DriverConfig, EngineConfig, HttpOptions, HttpTransport, OfflineEngine};
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("l.redb"), Limits::default(), any_port()).await;
+    chain_with_two_stores(&server.state).await;
+    let till = Till::new(&server, "till-12", &View::store("12").unwrap()).await;
+    let transport = HttpTransport::new(
+        &format!("http://{}", server.addr),
+        &till.token,
+        HttpOptions::default(),
+    )
+    .unwrap();
+    let mut config = EngineConfig::new("till-12".parse().unwrap(), dir.path().join("till.pdc"));
+    config.kdf = pdc_auth::KdfParams::INSECURE_TEST;
+    let engine =
+        Arc::new(OfflineEngine::open(config, transport, pdc_clock::SystemClock::new()).unwrap());
+    // Periodic pulls an hour apart: only the change stream can bring the
+    // new price in time.
+    let driver = engine.start(DriverConfig {
+        pull_every: Duration::from_secs(3_600),
+        ..DriverConfig::default()
+    });
+    let price = |e: Arc<OfflineEngine<HttpTransport, pdc_clock::SystemClock>>| async move {
+        e.reference("products", 3)
+            .await
+            .unwrap()
+            .map(|b| Codec::new().decode::<Product>(&b).unwrap().price_cents)
+    };
+    until(Duration::from_secs(10), async || {
+        price(engine.clone()).await == Some(199)
+    })
+    .await;
+    // Let the driver settle into its wait on the stream.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server
+        .state
+        .update_scoped(
+            "products",
+            &Scope::store("12").unwrap(),
+            entries(&[product(3, 150)]),
+            vec![],
+        )
+        .await
+        .unwrap();
+    let took = until(Duration::from_secs(10), async || {
+        price(engine.clone()).await == Some(150)
+    })
+    .await;
+    eprintln!("the driven engine held store 12's new price after {took:?}");
+    driver.shutdown().await.unwrap();
+    server.shutdown().await.unwrap();
+}

@@ -69,6 +69,20 @@ pub trait SyncTransport {
     async fn ping(&self) -> Result<Option<ServerLimits>, TransportError>;
     /// Sends a metrics report frame (a [`crate::MetricsReport`]).
     async fn report(&self, request: Vec<u8>) -> Result<(), TransportError>;
+
+    /// Waits up to `wait` (the server may answer sooner) for a change the
+    /// terminal does not hold yet to one of `known`'s datasets (name,
+    /// version held); returns the names that changed (empty: nothing
+    /// changed in time), or `None` when this transport or server has no
+    /// change stream (the default: the caller relies on periodic pulls).
+    async fn wait_changes(
+        &self,
+        known: Vec<(String, u64)>,
+        wait: std::time::Duration,
+    ) -> Result<Option<Vec<String>>, TransportError> {
+        let _ = (known, wait);
+        Ok(None)
+    }
 }
 
 /// A simple in-memory sync server: applies each (terminal, store, local id)
