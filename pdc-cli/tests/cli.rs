@@ -461,3 +461,185 @@ fn help_and_version() {
         assert!(help.contains(verb), "{help}");
     }
 }
+
+/// A terminal's products as `url` serves them: (version, id → price).
+fn pulled_prices(
+    url: &str,
+    token: &str,
+    terminal: &str,
+) -> (u64, std::collections::BTreeMap<u64, i64>) {
+    let body = serde_json::json!({"schema": 1, "terminal_id": terminal,
+        "datasets": [{"dataset": "products", "version": null, "buckets": []}]});
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let r: serde_json::Value = rt.block_on(async {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/v1/pull"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        serde_json::from_slice(&r.bytes().await.unwrap()).unwrap()
+    });
+    let d = &r["datasets"][0];
+    let records = d["change"]["snapshot"]["records"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let codec = pdc_codec::Codec::new();
+    let prices = records
+        .iter()
+        .map(|rec| {
+            let body: Vec<u8> = serde_json::from_value(rec["body"].clone()).unwrap();
+            let p: pdc_codec::Product = codec.decode(&body).unwrap();
+            (rec["id"].as_u64().unwrap(), p.price_cents)
+        })
+        .collect();
+    (d["version"].as_u64().unwrap_or(0), prices)
+}
+
+fn products_json(ids: std::ops::Range<u32>, price: i64) -> String {
+    let v: Vec<serde_json::Value> = ids
+        .map(|id| {
+            serde_json::json!({"id": id, "name": format!("p{id}"), "barcode": format!("{id:013}"),
+                "category": "c", "price_cents": price, "tax_rate_bp": 700, "active": true})
+        })
+        .collect();
+    serde_json::to_string(&v).unwrap()
+}
+
+#[test]
+fn two_server_processes_see_cli_imports_within_a_second_and_concurrent_imports_both_land() {
+    let Some(base) = pg_url() else { return };
+    let schema = format!("pdc_cli_scopes_{}", std::process::id());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+            ))
+            .await
+            .unwrap();
+        client
+    });
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let t12 = token_of(&ok(&[
+        "terminal",
+        "add",
+        "till-12",
+        "--store",
+        "12",
+        "--database-url",
+        &url,
+    ]));
+    let t13 = token_of(&ok(&[
+        "terminal",
+        "add",
+        "till-13",
+        "--store",
+        "13",
+        "--database-url",
+        &url,
+    ]));
+    let a = Server::start(&["--database-url", &url]);
+    let b = Server::start(&["--database-url", &url]);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_string_lossy().into_owned()
+    };
+    let chain = write("chain.json", products_json(1..51, 100));
+    ok(&[
+        "dataset",
+        "import",
+        "products",
+        &chain,
+        "--database-url",
+        &url,
+    ]);
+    let imported = std::time::Instant::now();
+    let until = |f: &dyn Fn() -> bool| {
+        while !f() {
+            assert!(
+                imported.elapsed() < std::time::Duration::from_secs(10),
+                "not seen in 10 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        imported.elapsed()
+    };
+    let took = until(&|| {
+        pulled_prices(&a.url, &t12, "till-12").1.len() == 50
+            && pulled_prices(&b.url, &t12, "till-12").1.len() == 50
+    });
+    eprintln!("both server processes served the CLI's import after {took:?}");
+
+    // Two imports at once from two CLI processes, to two stores' layers
+    // of the same dataset: both land.
+    let s12 = write("s12.json", products_json(1..11, 12));
+    let s13 = write("s13.json", products_json(5..21, 13));
+    let spawn = |store: &str, file: &str| {
+        pdc()
+            .args(["dataset", "import", "products", file, "--store", store])
+            .args(["--database-url", &url])
+            .output()
+            .unwrap()
+    };
+    let (o12, o13) = std::thread::scope(|s| {
+        let h12 = s.spawn(|| spawn("12", &s12));
+        let h13 = s.spawn(|| spawn("13", &s13));
+        (h12.join().unwrap(), h13.join().unwrap())
+    });
+    assert!(
+        o12.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o12.stderr)
+    );
+    assert!(
+        o13.status.success(),
+        "{}",
+        String::from_utf8_lossy(&o13.stderr)
+    );
+    let imported = std::time::Instant::now();
+    let seen = |url: &str| {
+        let (_, p12) = pulled_prices(url, &t12, "till-12");
+        let (_, p13) = pulled_prices(url, &t13, "till-13");
+        p12.get(&3) == Some(&12)
+            && p12.get(&15) == Some(&100)
+            && p13.get(&3) == Some(&100)
+            && p13.get(&15) == Some(&13)
+    };
+    while !(seen(&a.url) && seen(&b.url)) {
+        assert!(imported.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    eprintln!(
+        "both processes served both concurrent imports after {:?}",
+        imported.elapsed()
+    );
+    let (va, pa) = pulled_prices(&a.url, &t12, "till-12");
+    let (vb, pb) = pulled_prices(&b.url, &t12, "till-12");
+    assert_eq!((va, pa.clone()), (vb, pb));
+    assert!(a.stop().success());
+    assert!(b.stop().success());
+    rt.block_on(async {
+        client
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .await
+            .unwrap();
+    });
+}
