@@ -22,6 +22,7 @@ use std::process::{Command, ExitCode};
 
 mod browser;
 mod cache_ratio;
+mod change_latency;
 mod ci;
 mod engine_figures;
 mod fleet;
@@ -100,8 +101,9 @@ fn main() -> ExitCode {
             _ => Err("cache-rss-child NAME ENTRIES".into()),
         },
         "server-load" => server_load::run_report(rest),
+        "change-latency" => change_latency::run_report(rest),
         _ => {
-            eprintln!("usage: cargo xtask <ci | browser | sizes [--json | --other] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] [--keys N] [--requests N] [--seed S] [--rss] | store-latency | engine-figures [--rss | --http | --encryption] [--pending N] [--streams N] | server-load [--postgres URL]>");
+            eprintln!("usage: cargo xtask <ci | browser | sizes [--json | --other] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] [--keys N] [--requests N] [--seed S] [--rss] | store-latency | engine-figures [--rss | --http | --encryption] [--pending N] [--streams N] | server-load [--postgres URL] | change-latency [--postgres URL] [--terminals N]>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {
