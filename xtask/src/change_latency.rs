@@ -242,9 +242,9 @@ pub(crate) fn run_report(args: &[String]) -> Result<(), String> {
     std::thread::sleep(Duration::from_secs(2));
     let mut all = Vec::new();
     let mut others = 0usize;
-    for round in 0..5usize {
+    for (round, product) in catalog.iter().take(5).enumerate() {
         let store = round % STORES;
-        let mut p = catalog[round].clone();
+        let mut p = product.clone();
         p.price_cents += 11 + round as i64;
         let file = dir.path().join(format!("store-{round}.json"));
         let mut f = std::fs::File::create(&file).map_err(|e| e.to_string())?;
