@@ -172,6 +172,7 @@ fn bench_ledger(c: &mut Criterion) {
                     Arc::new(PosApply::new()),
                     PgOptions {
                         schema: Some(schema.clone()),
+                        insert: pdc_server::InsertForm::Unnest,
                         ..PgOptions::default()
                     },
                 ))
@@ -203,6 +204,45 @@ fn bench_ledger(c: &mut Criterion) {
                 .expect("push"),
                 false,
             );
+            let values = rt
+                .block_on(PgLedger::connect(
+                    &url,
+                    Arc::new(PosApply::new()),
+                    PgOptions {
+                        schema: Some(schema.clone()),
+                        insert: pdc_server::InsertForm::Values,
+                        ..PgOptions::default()
+                    },
+                ))
+                .expect("postgres ledger, VALUES inserts");
+            expect_applied(
+                &rt.block_on(values.push(
+                    "bench",
+                    S,
+                    batch(next.fetch_add(BATCH, Ordering::Relaxed), &p),
+                    0,
+                ))
+                .expect("push"),
+                false,
+            );
+            // Alternating with UNNEST in one run, same table, same batches.
+            g.bench_function("postgres/values_fresh", |b| {
+                b.iter_batched(
+                    || batch(next.fetch_add(BATCH, Ordering::Relaxed), &p),
+                    |items| {
+                        rt.block_on(values.push("bench", S, items, 0))
+                            .expect("push")
+                    },
+                    criterion::BatchSize::SmallInput,
+                )
+            });
+            g.bench_function("postgres/unnest_fresh_again", |b| {
+                b.iter_batched(
+                    || batch(next.fetch_add(BATCH, Ordering::Relaxed), &p),
+                    |items| rt.block_on(pg.push("bench", S, items, 0)).expect("push"),
+                    criterion::BatchSize::SmallInput,
+                )
+            });
             g.bench_function("postgres/per_item_fresh", |b| {
                 b.iter_batched(
                     || batch(next.fetch_add(BATCH, Ordering::Relaxed), &p),

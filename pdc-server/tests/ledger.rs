@@ -38,6 +38,29 @@ async fn postgres_ledger_passes_the_conformance_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_ledger_with_unnest_inserts_passes_the_conformance_suite() {
+    let Ok(url) = std::env::var("PDC_TEST_DATABASE_URL") else {
+        eprintln!("\n*** PostgreSQL ledger tests SKIPPED: PDC_TEST_DATABASE_URL is not set ***\n");
+        return;
+    };
+    let schema = common::fresh_schema();
+    let ledger = PgLedger::connect(
+        &url,
+        Arc::new(RejectKind),
+        PgOptions {
+            schema: Some(schema.clone()),
+            pool_size: 8,
+            insert: pdc_server::InsertForm::Unnest,
+            ..PgOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    conformance::run(Arc::new(ledger)).await;
+    drop_schema(&schema).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_ledger_matches_the_model_and_the_per_item_baseline() {
     let Some((ledger, schema)) = pg(Arc::new(RejectKind)).await else {
         return;

@@ -30,7 +30,7 @@ pub mod conformance;
 mod postgres;
 mod redb_ledger;
 
-pub use postgres::{PgLedger, PgOptions};
+pub use postgres::{InsertForm, PgLedger, PgOptions};
 pub use redb_ledger::{RedbLedger, RedbOptions};
 
 /// SHA-256 of a terminal token: what ledgers store instead of the token.
