@@ -2,7 +2,7 @@
 //! transaction, and [`PosApply`], the default for the POS records of
 //! pdc-codec.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use pdc_codec::{Codec, RecordKind};
@@ -113,6 +113,13 @@ impl Apply for AcceptAll {
 /// cents, lines).
 pub type OrderRow = (u64, u32, u64, i64, u32);
 
+/// The embedded ledger's stock levels: (store, product id) → quantity
+/// (`""` for terminals without a store). Sales subtract, refunds add back;
+/// a level below zero is two tills having sold the last unit offline:
+/// flagged for the back office, never a refused sale.
+pub const REDB_STOCK: TableDefinition<'static, (&str, u32), i64> =
+    TableDefinition::new("pos_stock");
+
 /// The embedded ledger's orders table: (terminal, order id) → [`OrderRow`].
 pub const REDB_ORDERS: TableDefinition<'static, (&str, u64), OrderRow> =
     TableDefinition::new("pos_orders");
@@ -210,6 +217,48 @@ impl PosApply {
             })
     }
 
+    /// The store whose stock a terminal's sales move (`""`: none).
+    fn store_of(&self, terminal_id: &str) -> String {
+        self.views
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(terminal_id)
+            .and_then(|v| v.store.clone())
+            .unwrap_or_default()
+    }
+
+    /// The stock movements of the accepted orders (minus) and refunds
+    /// (plus) of `items`, leaving out the refused ones, summed per (store,
+    /// product) in key order (so that concurrent batches lock rows in the
+    /// same order).
+    fn stock_moves(
+        &self,
+        items: &[Accepted<'_>],
+        refused: &Refusals,
+    ) -> BTreeMap<(String, u32), i64> {
+        let refused: HashSet<usize> = refused.iter().map(|(n, _)| *n).collect();
+        let mut moves: BTreeMap<(String, u32), i64> = BTreeMap::new();
+        let mut add = |terminal: &str, lines: &[pdc_codec::OrderLine], sign: i64| {
+            let store = self.store_of(terminal);
+            for l in lines {
+                *moves.entry((store.clone(), l.product_id)).or_default() +=
+                    sign * i64::from(l.quantity);
+            }
+        };
+        for (n, a, o) in self.orders(items) {
+            if !refused.contains(&n) {
+                add(a.terminal_id, &o.lines, -1);
+            }
+        }
+        for (n, a, r) in self.refunds(items) {
+            if !refused.contains(&n) {
+                add(a.terminal_id, &r.lines, 1);
+            }
+        }
+        moves.retain(|_, q| *q != 0);
+        moves
+    }
+
     fn order(&self, item: &OutboxItem) -> Result<Order, Rejection> {
         self.codec
             .decode::<Order>(&item.payload)
@@ -268,6 +317,12 @@ impl PosApply {
 }
 
 const POS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS pos_stock (
+    store text NOT NULL,
+    product_id bigint NOT NULL,
+    quantity bigint NOT NULL,
+    PRIMARY KEY (store, product_id)
+);
 CREATE TABLE IF NOT EXISTS pos_orders (
     terminal_id text NOT NULL,
     order_id bigint NOT NULL,
@@ -454,6 +509,13 @@ impl Apply for PosApply {
                 ),
             )?;
         }
+        let mut stock = tx.open_table(REDB_STOCK)?;
+        for ((store, product), q) in self.stock_moves(items, &refused) {
+            let now = stock
+                .get((store.as_str(), product))?
+                .map_or(0, |v| v.value());
+            stock.insert((store.as_str(), product), now.saturating_add(q))?;
+        }
         Ok(refused)
     }
 
@@ -470,6 +532,22 @@ impl Apply for PosApply {
         // After the orders: a sale and its refund in one batch find each
         // other, as on the embedded ledger.
         refused.extend(self.apply_refunds_postgres(tx, items).await?);
+        let moves = self.stock_moves(items, &refused);
+        if !moves.is_empty() {
+            let stores: Vec<&str> = moves.keys().map(|(s, _)| s.as_str()).collect();
+            let products: Vec<i64> = moves.keys().map(|(_, p)| i64::from(*p)).collect();
+            let qty: Vec<i64> = moves.values().copied().collect();
+            // Commutative: each batch adds its movement to the level.
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO pos_stock (store, product_id, quantity) \
+                     SELECT s, p, q FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS x(s, p, q) \
+                     ON CONFLICT (store, product_id) DO UPDATE \
+                        SET quantity = pos_stock.quantity + EXCLUDED.quantity",
+                )
+                .await?;
+            tx.execute(&stmt, &[&stores, &products, &qty]).await?;
+        }
         Ok(refused)
     }
 }

@@ -40,7 +40,7 @@ mod ledger;
 
 pub use apply::{
     AcceptAll, Accepted, Apply, OrderRow, PosApply, RefundRow, Refusals, Rejection, REDB_ORDERS,
-    REDB_RECEIPTS, REDB_RECEIPT_INDEX, REDB_REFUNDS,
+    REDB_RECEIPTS, REDB_RECEIPT_INDEX, REDB_REFUNDS, REDB_STOCK,
 };
 pub use config::ServerConfig;
 pub use datasets::{

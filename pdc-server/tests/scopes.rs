@@ -109,12 +109,38 @@ impl Till {
     async fn sell(&self, local_id: u64, product_id: u32) -> ItemResult {
         let mut o = order(local_id, 1);
         o.lines[0].product_id = product_id;
+        self.push(order_item(local_id, &o)).await
+    }
+
+    /// Refunds one unit of `product_id` (an order of this till's, id
+    /// `original`).
+    async fn refund(&self, local_id: u64, original: u64, product_id: u32) -> ItemResult {
+        let mut o = order(original, 1);
+        o.lines[0].product_id = product_id;
+        let r = pdc_codec::Refund {
+            id: local_id,
+            cashier_id: o.cashier_id,
+            original_order_id: original,
+            original_receipt: None,
+            created_at_ms: o.created_at_ms,
+            lines: o.lines.clone(),
+            payments: o.payments.clone(),
+            receipt: None,
+        };
+        let mut item = order_item(local_id, &o);
+        item.kind = 6;
+        item.payload = Codec::new().encode(&r).unwrap();
+        self.push(item).await
+    }
+
+    async fn push(&self, item: pdc_sync::OutboxItem) -> ItemResult {
+        let local_id = item.local_id;
         let req = PushRequest {
             schema: pdc_sync::PROTOCOL_VERSION,
             terminal_id: self.id.parse().unwrap(),
             store_id: StoreId([7; 16]),
             batch_id: local_id,
-            items: vec![order_item(local_id, &o)],
+            items: vec![item],
         };
         let codec = Codec::new();
         let r = self
@@ -440,6 +466,26 @@ async fn two_nodes_on_postgres_see_each_others_imports_within_a_second() {
         ItemResult::Applied { .. }
     ));
 
+    // Stock moved on both nodes, commutatively, into one table.
+    let c = sql(&schema).await;
+    let q: i64 = c
+        .query_one(
+            "SELECT quantity FROM pos_stock WHERE store = '12' AND product_id = 100",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(q, -1);
+    let sold: i64 = c
+        .query_one(
+            "SELECT -sum(quantity)::bigint FROM pos_stock WHERE store = '12'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(sold, 4, "four single-unit sales at store 12 on two nodes");
     // A terminal state built on either node is the same as one from a
     // fresh node started now.
     let c = node(&schema).await;
@@ -508,4 +554,40 @@ async fn a_driven_engine_learns_of_its_stores_change_from_the_change_stream() {
     eprintln!("the driven engine held store 12's new price after {took:?}");
     driver.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sales_move_each_stores_stock_and_the_last_unit_sells_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("l.redb");
+    let server = start(&path, Limits::default(), any_port()).await;
+    chain_with_two_stores(&server.state).await;
+    let a = Till::new(&server, "till-12a", &View::store("12").unwrap()).await;
+    let b = Till::new(&server, "till-12b", &View::store("12").unwrap()).await;
+    let c = Till::new(&server, "till-13", &View::store("13").unwrap()).await;
+    // Both tills of store 12 sell "the last unit" of product 5: both
+    // sales stand, the level goes below zero.
+    assert!(matches!(a.sell(1, 5).await, ItemResult::Applied { .. }));
+    assert!(matches!(b.sell(1, 5).await, ItemResult::Applied { .. }));
+    assert!(matches!(c.sell(1, 5).await, ItemResult::Applied { .. }));
+    // The same order again under another local id is refused: no move.
+    let mut again = order(1, 1);
+    again.lines[0].product_id = 5;
+    assert_eq!(
+        rejected_code(&a.push(order_item(2, &again)).await),
+        Some("duplicate_order")
+    );
+    // A refund puts one back.
+    assert!(matches!(
+        b.refund(3, 1, 5).await,
+        ItemResult::Applied { .. }
+    ));
+    server.shutdown().await.unwrap();
+    let db = closed_redb(&path).await;
+    let tx = db.begin_read().unwrap();
+    let stock = tx.open_table(pdc_server::REDB_STOCK).unwrap();
+    let level = |s: &str, p: u32| stock.get((s, p)).unwrap().map(|v| v.value());
+    assert_eq!(level("12", 5), Some(-1));
+    assert_eq!(level("13", 5), Some(-1));
+    assert_eq!(level("12", 6), None);
 }
