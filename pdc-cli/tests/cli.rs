@@ -343,16 +343,18 @@ fn pg_url() -> Option<String> {
     }
 }
 
-#[test]
-fn two_server_processes_on_one_postgres_apply_each_item_once() {
-    let Some(base) = pg_url() else { return };
-    let schema = format!("pdc_cli_{}", std::process::id());
+/// A fresh schema on the test database: a runtime, a client, and the
+/// database URL whose connections use the schema.
+fn fresh_schema(
+    base: &str,
+    schema: &str,
+) -> (tokio::runtime::Runtime, tokio_postgres::Client, String) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let client = rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
             .await
             .unwrap();
         tokio::spawn(conn);
@@ -366,6 +368,14 @@ fn two_server_processes_on_one_postgres_apply_each_item_once() {
     });
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    (rt, client, url)
+}
+
+#[test]
+fn two_server_processes_on_one_postgres_apply_each_item_once() {
+    let Some(base) = pg_url() else { return };
+    let schema = format!("pdc_cli_{}", std::process::id());
+    let (rt, client, url) = fresh_schema(&base, &schema);
     let token = token_of(&ok(&["terminal", "add", "till-1", "--database-url", &url]));
     let a = Server::start(&["--database-url", &url]);
     let b = Server::start(&["--database-url", &url]);
@@ -517,25 +527,7 @@ fn products_json(ids: std::ops::Range<u32>, price: i64) -> String {
 fn two_server_processes_see_cli_imports_within_a_second_and_concurrent_imports_both_land() {
     let Some(base) = pg_url() else { return };
     let schema = format!("pdc_cli_scopes_{}", std::process::id());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let client = rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        client
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
-            ))
-            .await
-            .unwrap();
-        client
-    });
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    let (rt, client, url) = fresh_schema(&base, &schema);
     let t12 = token_of(&ok(&[
         "terminal",
         "add",

@@ -70,18 +70,23 @@ impl HttpTransport {
             .send()
             .await
             .map_err(classify)?;
-        let status = resp.status();
-        if status.is_success() {
+        if resp.status().is_success() {
             return Ok(resp.bytes().await.map_err(classify)?.to_vec());
         }
-        let retry_after = resp
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let message = resp.text().await.unwrap_or_default();
-        Err(status_error(status, retry_after, message))
+        Err(error_of(resp).await)
     }
+}
+
+/// The error an unsuccessful answer stands for (with its `Retry-After`).
+async fn error_of(resp: reqwest::Response) -> TransportError {
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let message = resp.text().await.unwrap_or_default();
+    status_error(status, retry_after, message)
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by pdc-server
@@ -178,13 +183,7 @@ impl SyncTransport for HttpTransport {
             return Ok(None);
         }
         if !status.is_success() {
-            let retry_after = resp
-                .headers()
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            let message = resp.text().await.unwrap_or_default();
-            return Err(status_error(status, retry_after, message));
+            return Err(error_of(resp).await);
         }
         let body = resp.bytes().await.map_err(classify)?;
         let bad = |m: String| TransportError::Server {

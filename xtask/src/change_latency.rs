@@ -9,8 +9,8 @@
 //! (the view's change filter should make it zero).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::Write;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use pdc_codec::Codec;
 use pdc_core::{HttpOptions, HttpTransport};
 use pdc_sync::{LocalDataset, PullRequest, PullResponse, SyncTransport};
 
-use crate::server_load::{pdc, Serve};
+use crate::server_load::{pdc, serve};
 use crate::{cargo, run};
 
 const STORES: usize = 10;
@@ -182,22 +182,8 @@ pub(crate) fn run_report(args: &[String]) -> Result<(), String> {
         &cfg,
     ])?;
 
-    let mut child = Command::new(pdc())
-        .args(["serve", "--config", &cfg, "--listen", "127.0.0.1:0"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("pdc serve: {e}"))?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().ok_or("no stdout")?)
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    let _serve = Serve::from_child(child);
-    let server = line
-        .split_whitespace()
-        .nth(2)
-        .ok_or(format!("pdc serve said {line:?}"))?
-        .to_owned();
+    // `serve` adds the rate and burst of the config file's limits.
+    let (_serve, server) = serve(&["--config".to_owned(), cfg.clone()])?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

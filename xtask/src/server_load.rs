@@ -16,13 +16,6 @@ pub(crate) fn pdc() -> PathBuf {
 
 pub(crate) struct Serve(Child);
 
-impl Serve {
-    /// Stops `child` (SIGTERM) when dropped.
-    pub(crate) fn from_child(child: Child) -> Self {
-        Serve(child)
-    }
-}
-
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = Command::new("kill")
