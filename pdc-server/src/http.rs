@@ -175,6 +175,9 @@ pub struct AppState {
     /// scrape reads the ledger at most every 30 s (on PostgreSQL it is a
     /// count over the items table).
     ledger_totals: Mutex<Option<(pdc_clock::Instant, crate::LedgerTotals)>>,
+    /// Set when the server stops: waits on the change stream answer at
+    /// once, so that they do not hold the graceful shutdown.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -319,6 +322,7 @@ impl AppState {
             tokens: Mutex::new(HashMap::new()),
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             ledger_totals: Mutex::new(None),
+            stopping: tokio::sync::watch::channel(false).0,
         });
         state.refresh_catalog().await;
         Ok(state)
@@ -928,6 +932,7 @@ async fn changes(
         s.seen(&terminal);
         let deadline = tokio::time::Instant::now() + wait;
         let mut rx = s.datasets.subscribe();
+        let mut stopping = s.stopping.subscribe();
         loop {
             let versions = s.datasets.view_versions(&view).await;
             let changed: Vec<&str> = known
@@ -935,7 +940,10 @@ async fn changes(
                 .filter(|(n, v)| versions.get(n).is_some_and(|x| x > v))
                 .map(|(n, _)| n.as_str())
                 .collect();
-            if !changed.is_empty() || tokio::time::Instant::now() >= deadline {
+            if !changed.is_empty()
+                || tokio::time::Instant::now() >= deadline
+                || *stopping.borrow()
+            {
                 let versions: BTreeMap<&str, u64> = known
                     .iter()
                     .filter_map(|(n, _)| versions.get(n).map(|&v| (n.as_str(), v)))
@@ -953,6 +961,7 @@ async fn changes(
                     return Err(error(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "shutting down"));
                 },
                 _ = tokio::time::sleep_until(deadline) => {}
+                _ = stopping.wait_for(|s| *s) => {}
             }
         }
     }
@@ -1126,6 +1135,7 @@ pub struct ServerHandle {
 impl ServerHandle {
     /// Stops accepting, lets in-flight requests finish, and waits.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        self.state.stopping.send_replace(true);
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
@@ -1156,6 +1166,8 @@ pub async fn spawn_with_routes(
 ) -> Result<ServerHandle, ServerError> {
     let listener = TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    // A state served again after a shutdown (a restart in-process).
+    state.stopping.send_replace(false);
     let (stop, stopped) = oneshot::channel::<()>();
     let app = router(Arc::clone(&state)).merge(extra);
     let janitor = spawn_retention(Arc::clone(&state), retention);

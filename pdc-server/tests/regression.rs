@@ -964,3 +964,31 @@ async fn refunds_cannot_reference_the_original_sale() {
     );
     drop_schema(&schema).await;
 }
+
+/// A terminal waiting on `GET /v1/changes` held the server's graceful
+/// shutdown until its wait ran out (up to 25 s): in the demo a server
+/// "outage" began only after every till's wait ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_change_stream_holds_the_graceful_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("l.redb"), Limits::default(), any_port()).await;
+    let token = add_terminal(&*server.state.ledger, "till-1").await.unwrap();
+    let url = format!("http://{}/v1/changes?products=0&wait=12", server.addr);
+    let waiting = tokio::spawn(async move {
+        reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = std::time::Instant::now();
+    server.shutdown().await.unwrap();
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown waited {took:?} for a change-stream wait"
+    );
+    assert_eq!(waiting.await.unwrap().unwrap(), reqwest::StatusCode::OK);
+}
