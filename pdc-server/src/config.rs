@@ -22,6 +22,7 @@ use crate::{PosApply, ServerError};
 /// pool_size = 16
 /// migration_lock = true              # false on CockroachDB
 /// retention_days = 30
+/// track_stock = false                # per-store stock from sales (pos_stock)
 /// [limits]
 /// max_items = 1000
 /// max_body_bytes = 8388608
@@ -44,6 +45,9 @@ pub struct ServerConfig {
     pub migration_lock: bool,
     /// Applied items older than this many days are purged.
     pub retention_days: u64,
+    /// Keep per-store stock levels from sales (see
+    /// [`PosApply::with_stock`]; off by default for its cost on ingest).
+    pub track_stock: bool,
     /// Request limits.
     pub limits: Limits,
 }
@@ -57,6 +61,7 @@ impl Default for ServerConfig {
             pool_size: 16,
             migration_lock: true,
             retention_days: 30,
+            track_stock: false,
             limits: Limits::default(),
         }
     }
@@ -100,7 +105,12 @@ impl ServerConfig {
 
     /// Opens the ledger and the datasets and builds the service state.
     pub async fn open(&self) -> Result<Arc<AppState>, ServerError> {
-        let pos = Arc::new(PosApply::new());
+        let pos = if self.track_stock {
+            PosApply::new().with_stock()
+        } else {
+            PosApply::new()
+        };
+        let pos = Arc::new(pos);
         let ledger = self.open_ledger(Arc::clone(&pos)).await?;
         let hub = Arc::new(DatasetHub::load(Arc::clone(&ledger), &DEFAULT_DATASETS, 10_000).await?);
         AppState::new(ledger, hub, Some(pos), self.limits.clone()).await

@@ -348,7 +348,7 @@ async fn the_change_stream_wakes_only_the_views_that_changed() {
 /// own hub and HTTP server.
 async fn node(schema: &str) -> ServerHandle {
     let url = std::env::var("PDC_TEST_DATABASE_URL").unwrap();
-    let pos = Arc::new(PosApply::new());
+    let pos = Arc::new(PosApply::new().with_stock());
     let ledger: Arc<dyn Ledger> = Arc::new(
         pdc_server::PgLedger::connect(
             &url,

@@ -117,7 +117,7 @@ pub async fn open_state(
     limits: pdc_server::Limits,
 ) -> Arc<pdc_server::AppState> {
     use pdc_server::{AppState, DatasetHub, Ledger, PosApply};
-    let pos = Arc::new(PosApply::new());
+    let pos = Arc::new(PosApply::new().with_stock());
     let ledger: Arc<dyn Ledger> = Arc::new(open_redb(path, pos.clone()).await);
     let hub = Arc::new(
         DatasetHub::load(ledger.clone(), &pdc_server::DEFAULT_DATASETS, 1000)
