@@ -38,7 +38,7 @@ async fn postgres_ledger_passes_the_conformance_suite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_ledger_with_unnest_inserts_passes_the_conformance_suite() {
+async fn postgres_ledger_with_values_inserts_passes_the_conformance_suite() {
     let Ok(url) = std::env::var("PDC_TEST_DATABASE_URL") else {
         eprintln!("\n*** PostgreSQL ledger tests SKIPPED: PDC_TEST_DATABASE_URL is not set ***\n");
         return;
@@ -50,7 +50,7 @@ async fn postgres_ledger_with_unnest_inserts_passes_the_conformance_suite() {
         PgOptions {
             schema: Some(schema.clone()),
             pool_size: 8,
-            insert: pdc_server::InsertForm::Unnest,
+            insert: pdc_server::InsertForm::Values,
             ..PgOptions::default()
         },
     )

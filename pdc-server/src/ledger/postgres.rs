@@ -145,17 +145,18 @@ pub struct PgOptions {
 /// The statement a push inserts its batch with.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum InsertForm {
-    /// `INSERT … SELECT … FROM UNNEST($4::bigint[], …)`: one statement
-    /// text for every batch size.
+    /// `INSERT … SELECT … FROM UNNEST($4::bigint[], …)` (the default):
+    /// one statement text for every batch size.
+    #[default]
     Unnest,
-    /// `INSERT … VALUES (…), (…), …` (the default): one statement text
-    /// per batch size, ten parameters a row; the form a distributed engine
-    /// such as Citus routes to one shard (UNNEST is planned there as a
-    /// pull to the coordinator with a two-phase commit). On plain
-    /// PostgreSQL both measured the same within noise (BENCHMARKS.md).
+    /// `INSERT … VALUES (…), (…), …`: one statement text per batch size,
+    /// ten parameters a row; the form a distributed engine such as Citus
+    /// routes to one shard (UNNEST is planned there as a pull to the
+    /// coordinator with a two-phase commit). One caller measured the same
+    /// as UNNEST on plain PostgreSQL; under a flat-out load it was not
+    /// compared yet, so UNNEST stays the default there (BENCHMARKS.md).
     /// Batches beyond 6,000 items use UNNEST (PostgreSQL's limit of 65,535
     /// parameters).
-    #[default]
     Values,
 }
 
