@@ -116,11 +116,7 @@ impl DatasetHub {
         upserts: Vec<DatasetRecord>,
         deletes: Vec<u64>,
     ) -> Result<u64, ServerError> {
-        let entries = upserts
-            .into_iter()
-            .map(|r| (r.id, Entry::Record(r.body)))
-            .collect();
-        self.update_scoped(name, &Scope::Chain, entries, deletes)
+        self.update_scoped(name, &Scope::Chain, record_entries(upserts), deletes)
             .await
     }
 
@@ -156,11 +152,8 @@ impl DatasetHub {
         name: &str,
         records: Vec<DatasetRecord>,
     ) -> Result<u64, ServerError> {
-        let entries = records
-            .into_iter()
-            .map(|r| (r.id, Entry::Record(r.body)))
-            .collect();
-        self.replace_scoped(name, &Scope::Chain, entries).await
+        self.replace_scoped(name, &Scope::Chain, record_entries(records))
+            .await
     }
 
     /// Makes a dataset's layer hold exactly `entries` (see
@@ -517,11 +510,17 @@ pub fn entries_from_json(
     if let Some(id) = hidden.iter().find(|id| ids.contains(id)) {
         return Err(bad(&format!("id {id} is both set and hidden")));
     }
-    Ok(records
+    let mut entries = record_entries(records);
+    entries.extend(hidden.into_iter().map(|id| (id, Entry::Hidden)));
+    Ok(entries)
+}
+
+/// Records as layer entries that set them.
+pub(crate) fn record_entries(records: Vec<DatasetRecord>) -> Vec<(u64, Entry)> {
+    records
         .into_iter()
         .map(|r| (r.id, Entry::Record(r.body)))
-        .chain(hidden.into_iter().map(|id| (id, Entry::Hidden)))
-        .collect())
+        .collect()
 }
 
 /// The record id of a config key: the first 8 bytes of its SHA-256.

@@ -361,10 +361,7 @@ impl AppState {
         self.update_scoped(
             name,
             &Scope::Chain,
-            upserts
-                .into_iter()
-                .map(|r| (r.id, Entry::Record(r.body)))
-                .collect(),
+            crate::datasets::record_entries(upserts),
             deletes,
         )
         .await
