@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::datasets::{DatasetHub, DEFAULT_DATASETS};
 use crate::http::{AppState, Limits};
-use crate::ledger::{Ledger, PgLedger, PgOptions, RedbLedger, RedbOptions};
+use crate::ledger::{InsertForm, Ledger, PgLedger, PgOptions, RedbLedger, RedbOptions};
 use crate::{PosApply, ServerError};
 
 /// Everything `pdc serve` can be told.
@@ -23,6 +23,8 @@ use crate::{PosApply, ServerError};
 /// migration_lock = true              # false on CockroachDB
 /// retention_days = 30
 /// track_stock = false                # per-store stock from sales (pos_stock)
+/// push_insert = "unnest"             # or "values" (the form Citus routes to one shard)
+/// lock_timeout_ms = 2000             # a push blocked this long on a row lock: retry-later
 /// [limits]
 /// max_items = 1000
 /// max_body_bytes = 8388608
@@ -48,6 +50,12 @@ pub struct ServerConfig {
     /// Keep per-store stock levels from sales (see
     /// [`PosApply::with_stock`]; off by default for its cost on ingest).
     pub track_stock: bool,
+    /// How a push inserts its batch on PostgreSQL (see [`InsertForm`]).
+    pub push_insert: InsertForm,
+    /// How long a push waits for a row lock on PostgreSQL before it is
+    /// answered retry-later, in ms (0: no limit; see
+    /// [`PgOptions::lock_timeout`]).
+    pub lock_timeout_ms: u64,
     /// Request limits.
     pub limits: Limits,
 }
@@ -62,6 +70,8 @@ impl Default for ServerConfig {
             migration_lock: true,
             retention_days: 30,
             track_stock: false,
+            push_insert: InsertForm::default(),
+            lock_timeout_ms: 2_000,
             limits: Limits::default(),
         }
     }
@@ -90,6 +100,8 @@ impl ServerConfig {
                     PgOptions {
                         pool_size: self.pool_size,
                         migration_lock: self.migration_lock,
+                        insert: self.push_insert,
+                        lock_timeout: Duration::from_millis(self.lock_timeout_ms),
                         ..PgOptions::default()
                     },
                 )

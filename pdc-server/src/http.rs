@@ -1169,6 +1169,7 @@ pub async fn spawn_with_routes(
     let app = router(Arc::clone(&state)).merge(extra);
     let janitor = spawn_retention(Arc::clone(&state), retention);
     let refresher = spawn_dataset_refresh(Arc::clone(&state));
+    let upkeep = spawn_maintenance(Arc::clone(&state));
     let limits = ConnLimits {
         header_timeout: Duration::from_millis(state.limits.header_timeout_ms.max(1)),
         max_connections: state.limits.max_connections.max(1),
@@ -1178,6 +1179,7 @@ pub async fn spawn_with_routes(
         let r = serve(listener, app, limits, counts, stopped).await;
         janitor.abort();
         refresher.abort();
+        upkeep.abort();
         r
     });
     Ok(ServerHandle {
@@ -1278,6 +1280,20 @@ fn spawn_dataset_refresh(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "dataset refresh failed"),
+            }
+        }
+    })
+}
+
+/// The ledger's upkeep (e.g. folding stock movements), once a second.
+fn spawn_maintenance(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = state.ledger.maintain().await {
+                tracing::warn!(error = %e, "ledger upkeep failed");
             }
         }
     })

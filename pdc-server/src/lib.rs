@@ -52,8 +52,8 @@ pub use http::{
     ServerHandle, TOKEN_CACHE_TTL,
 };
 pub use ledger::{
-    check_item, conformance, payload_digest, transient, valid_terminal_id, InsertForm, Ledger,
-    LedgerItem, LedgerTotals, PayloadDigest, PgLedger, PgOptions, PosOrder, RedbLedger,
-    RedbOptions, StoreSeen, StoredDataset, StoredRecord, TerminalInfo, TokenDigest,
-    STORAGE_REJECTION,
+    check_item, conformance, payload_digest, placement_sql, transient, valid_terminal_id,
+    InsertForm, Ledger, LedgerItem, LedgerTotals, PayloadDigest, PgLedger, PgOptions, Placement,
+    PosOrder, RedbLedger, RedbOptions, StoreSeen, StoredDataset, StoredRecord, TerminalInfo,
+    TokenDigest, LEDGER_PLACEMENT, STORAGE_REJECTION,
 };

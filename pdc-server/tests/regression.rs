@@ -992,3 +992,53 @@ async fn a_waiting_change_stream_holds_the_graceful_shutdown() {
     );
     assert_eq!(waiting.await.unwrap().unwrap(), reqwest::StatusCode::OK);
 }
+
+/// Issue 19: a resend blocked by an in-doubt transaction (a first attempt
+/// prepared on a distributed engine and never resolved, or any earlier
+/// attempt still holding its rows) waited as long as the lock was held, so
+/// the terminal ran into the HTTP request timeout (408) instead of being
+/// answered retry-later. Plain PostgreSQL here has no prepared
+/// transactions (`max_prepared_transactions = 0`): an open transaction
+/// holding the same row blocks the insert the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_blocked_by_an_in_doubt_transaction_waits_for_the_request_timeout() {
+    let Some((ledger, schema)) = pg(Arc::new(PosApply::new())).await else {
+        return;
+    };
+    let first = order_item(1, &order(1, 2));
+    let r = ledger.push("till-1", S, vec![first], 1).await.unwrap();
+    assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
+    // The in-doubt attempt of item 2: its row written, never resolved.
+    let holder = sql(&schema).await;
+    holder
+        .batch_execute(
+            "BEGIN; INSERT INTO pdc_items (terminal_id, store_id, local_id, status, stream, \
+             priority, kind, created_at_ms, applied_at_ms, payload, digest) \
+             SELECT terminal_id, store_id, 2, status, stream, priority, kind, created_at_ms, \
+             applied_at_ms, payload, digest FROM pdc_items WHERE local_id = 1",
+        )
+        .await
+        .unwrap();
+    let resend = order_item(2, &order(2, 2));
+    let blocked = tokio::time::timeout(
+        Duration::from_secs(10),
+        ledger.push("till-1", S, vec![resend.clone()], 2),
+    )
+    .await
+    .expect("the resend waited on the held row for 10 s");
+    assert!(
+        matches!(&blocked, Err(e) if pdc_server::transient(e)),
+        "a blocked resend is retry-later: {blocked:?}"
+    );
+    // Once the transaction is resolved the resend applies, once.
+    holder.batch_execute("ROLLBACK").await.unwrap();
+    let r = ledger.push("till-1", S, vec![resend], 3).await.unwrap();
+    assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
+    let n: i64 = holder
+        .query_one("SELECT count(*) FROM pos_orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    drop_schema(&schema).await;
+}

@@ -466,9 +466,45 @@ async fn two_nodes_on_postgres_see_each_others_imports_within_a_second() {
         ItemResult::Applied { .. }
     ));
 
-    // Stock moved on both nodes, commutatively, into one table.
+    // Stock moved on both nodes, commutatively: append-only movements
+    // plus folded totals, the same levels before and after a fold.
     let c = sql(&schema).await;
-    let q: i64 = c
+    let levels = || async {
+        let one: i64 = c
+            .query_one(
+                "SELECT quantity FROM pos_stock_levels WHERE store = '12' AND product_id = 100",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let sold: i64 = c
+            .query_one(
+                "SELECT -sum(quantity)::bigint FROM pos_stock_levels WHERE store = '12'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (one, sold)
+    };
+    assert_eq!(
+        levels().await,
+        (-1, 4),
+        "four single-unit sales at store 12 on two nodes"
+    );
+    // Two nodes folding at once count every movement once.
+    let (fa, fb) = tokio::join!(a.state.ledger.maintain(), b.state.ledger.maintain());
+    fa.unwrap();
+    fb.unwrap();
+    let left: i64 = c
+        .query_one("SELECT count(*) FROM pos_stock_moves", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "folded");
+    assert_eq!(levels().await, (-1, 4));
+    let folded: i64 = c
         .query_one(
             "SELECT quantity FROM pos_stock WHERE store = '12' AND product_id = 100",
             &[],
@@ -476,16 +512,7 @@ async fn two_nodes_on_postgres_see_each_others_imports_within_a_second() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(q, -1);
-    let sold: i64 = c
-        .query_one(
-            "SELECT -sum(quantity)::bigint FROM pos_stock WHERE store = '12'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(sold, 4, "four single-unit sales at store 12 on two nodes");
+    assert_eq!(folded, -1);
     // A terminal state built on either node is the same as one from a
     // fresh node started now.
     let c = node(&schema).await;

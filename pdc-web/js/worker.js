@@ -16,6 +16,12 @@ let nextPull = 0;
 const PING_ONLINE = 30_000;
 const PING_RECOVERING = 5_000;
 const PULL_EVERY = 300_000;
+// The change stream: one long poll at a time, the server answers within
+// CHANGE_WAIT s; after a failure the next try waits a jittered 1-5 s,
+// doubling up to 60 s (so a restarted server is not hit by every till at
+// once).
+const CHANGE_WAIT = 25;
+let pulling = null;
 
 self.__pdcPanic = (message) => self.postMessage({ type: "panic", message });
 
@@ -49,6 +55,41 @@ function schedule(ms) {
   timer = setTimeout(drive, Math.max(0, Math.min(ms, PING_ONLINE)));
 }
 
+/** Pulls, one pull at a time (the driver's and the change stream's). */
+function pullOnce() {
+  pulling ??= engine.pull().finally(() => {
+    pulling = null;
+  });
+  return pulling;
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Follows the server's change stream while `mine` is the open engine: a
+ * change to the till's view is pulled at once (periodic pulls stay the
+ * fallback); a server without the stream ends the loop.
+ */
+async function follow(mine) {
+  let backoff = 0;
+  while (engine === mine) {
+    try {
+      const changed = await mine.waitChanges(CHANGE_WAIT);
+      if (engine !== mine) return;
+      if (changed === null) return;
+      backoff = 0;
+      if (changed) {
+        await pullOnce();
+        nextPull = Date.now() + PULL_EVERY;
+        self.postMessage({ type: "status", status: JSON.parse(mine.status()) });
+      }
+    } catch {
+      backoff = backoff === 0 ? 1_000 + Math.random() * 4_000 : Math.min(backoff * 2, 60_000);
+      await sleep(backoff);
+    }
+  }
+}
+
 /** One driver turn: probe, pull, sync when due; then sleep until the next. */
 async function drive() {
   if (!engine || driving) return;
@@ -65,7 +106,7 @@ async function drive() {
     }
     if (Date.now() >= nextPull) {
       try {
-        await engine.pull();
+        await pullOnce();
         nextPull = Date.now() + PULL_EVERY;
       } catch {
         nextPull = Date.now() + PING_RECOVERING;
@@ -103,6 +144,7 @@ const methods = {
       throw e;
     }
     schedule(0);
+    follow(engine).catch(() => {});
     return { persisted: engine.persisted, pending: engine.pending() };
   },
   record(sale) {
@@ -147,7 +189,7 @@ const methods = {
     return JSON.parse(engine.status());
   },
   async pull() {
-    await engine.pull();
+    await pullOnce();
   },
   setOnline(online) {
     engine.setOnline(online);

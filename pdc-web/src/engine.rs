@@ -394,6 +394,24 @@ impl WebEngine {
         })
     }
 
+    /// Waits on the server's change stream (`GET /v1/changes`, at most
+    /// `wait_secs`, which the server caps at 25 s) for a change to the
+    /// followed datasets after the held versions; resolves to `true` (pull
+    /// now), `false` (nothing changed within the wait) or `null` (the
+    /// server has no change stream: pull periodically). Rejects like
+    /// [`WebEngine::pull`] when offline.
+    #[wasm_bindgen(js_name = waitChanges)]
+    pub fn wait_changes(&self, wait_secs: u32) -> js_sys::Promise {
+        let e = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let changed = e
+                .wait_changes(std::time::Duration::from_secs(u64::from(wait_secs)))
+                .await
+                .map_err(engine_error)?;
+            Ok(changed.map_or(JsValue::NULL, JsValue::from_bool))
+        })
+    }
+
     /// Pulls the reference datasets.
     pub fn pull(&self) -> js_sys::Promise {
         let e = self.inner.clone();

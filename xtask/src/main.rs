@@ -103,7 +103,7 @@ fn main() -> ExitCode {
         "server-load" => server_load::run_report(rest),
         "change-latency" => change_latency::run_report(rest),
         _ => {
-            eprintln!("usage: cargo xtask <ci | browser | sizes [--json | --other] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] [--keys N] [--requests N] [--seed S] [--rss] | store-latency | engine-figures [--rss | --http | --encryption] [--pending N] [--streams N] | server-load [--postgres URL] | change-latency [--postgres URL] [--terminals N]>");
+            eprintln!("usage: cargo xtask <ci | browser | sizes [--json | --other] | bench [args] | fuzz [--seconds N] | wasm | fleet | cache-ratio [--json] [--keys N] [--requests N] [--seed S] [--rss] | store-latency | engine-figures [--rss | --http | --encryption] [--pending N] [--streams N] | server-load [--postgres URL] [--stock] [--values] | change-latency [--postgres URL] [--terminals N]>");
             return if verb == "help" {
                 ExitCode::SUCCESS
             } else {

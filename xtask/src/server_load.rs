@@ -1,4 +1,4 @@
-//! `cargo xtask server-load [--postgres URL]`: the server targets of
+//! `cargo xtask server-load [--postgres URL] [--stock] [--values]`: the server targets of
 //! BENCHMARKS.md with real processes: `pdc serve` (embedded ledger, or
 //! PostgreSQL) and `pdc loadtest` on the same machine: flat out and at
 //! 20,000 items/s with 500 terminals, 20 % resends, and a reconnect storm
@@ -70,7 +70,7 @@ pub fn run_report(args: &[String]) -> Result<(), String> {
         .args(["build", "--release", "-p", "pdc-cli"]))?;
     let dir = std::env::temp_dir().join(format!("pdc-server-load-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let ledger: Vec<String> = match args.iter().position(|a| a == "--postgres") {
+    let mut ledger: Vec<String> = match args.iter().position(|a| a == "--postgres") {
         Some(i) => {
             let url = args.get(i + 1).ok_or("--postgres URL")?;
             vec!["--database-url".into(), url.clone()]
@@ -80,6 +80,20 @@ pub fn run_report(args: &[String]) -> Result<(), String> {
             dir.join("ledger.redb").display().to_string(),
         ],
     };
+    // `--stock`: per-store stock from the sales (PosApply::with_stock);
+    // `--values`: multi-row VALUES push inserts (InsertForm::Values).
+    let mut toml = String::new();
+    if args.iter().any(|a| a == "--stock") {
+        toml.push_str("track_stock = true\n");
+    }
+    if args.iter().any(|a| a == "--values") {
+        toml.push_str("push_insert = \"values\"\n");
+    }
+    if !toml.is_empty() {
+        let config = dir.join("pdc.toml");
+        std::fs::write(&config, toml).map_err(|e| e.to_string())?;
+        ledger.extend(["--config".into(), config.display().to_string()]);
+    }
     let tokens = dir.join("tokens.txt");
     let prefix = format!("lt{}", std::process::id());
     let status = Command::new(pdc())

@@ -30,7 +30,7 @@ pub mod conformance;
 mod postgres;
 mod redb_ledger;
 
-pub use postgres::{InsertForm, PgLedger, PgOptions};
+pub use postgres::{placement_sql, InsertForm, PgLedger, PgOptions, Placement, LEDGER_PLACEMENT};
 pub use redb_ledger::{RedbLedger, RedbOptions};
 
 /// SHA-256 of a terminal token: what ledgers store instead of the token.
@@ -186,6 +186,14 @@ pub trait Ledger: Send + Sync + 'static {
 
     /// Counts of what the ledger holds.
     async fn totals(&self) -> Result<LedgerTotals, ServerError>;
+
+    /// Periodic upkeep of the `Apply` hook's tables (PostgreSQL: its
+    /// [`Apply::maintain_postgres`](crate::Apply::maintain_postgres) in one
+    /// transaction); returns how many rows it handled. Safe to run on every
+    /// node at once.
+    async fn maintain(&self) -> Result<u64, ServerError> {
+        Ok(0)
+    }
 
     /// Deletes at most `chunk` items recorded before `cutoff_ms`; returns
     /// how many. Call in a loop until it returns less than `chunk`.

@@ -140,14 +140,27 @@ pub struct PgOptions {
     pub migration_lock: bool,
     /// How a push inserts its batch (see [`InsertForm`]).
     pub insert: InsertForm,
+    /// How long a statement waits for a row lock before the push is
+    /// answered retry-later (`lock_timeout` on every pooled connection;
+    /// `Duration::ZERO`: wait as long as PostgreSQL lets it). A resend
+    /// waits on the row of an earlier attempt that is still in flight, or
+    /// held by an in-doubt prepared transaction on a distributed engine
+    /// until an operator resolves it; without a bound the request would
+    /// run into the HTTP timeout (408) instead of a clear retry-later.
+    pub lock_timeout: Duration,
 }
 
-/// The statement a push inserts its batch with.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// The statement a push inserts its batch with (`push_insert = "unnest"`
+/// or `"values"` in `pdc.toml`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum InsertForm {
-    /// `INSERT … SELECT … FROM UNNEST($4::bigint[], …)` (the default):
-    /// one statement text for every batch size.
+    /// [`InsertForm::Values`] on Citus (detected at connect), else
+    /// [`InsertForm::Unnest`] (the default).
     #[default]
+    Auto,
+    /// `INSERT … SELECT … FROM UNNEST($4::bigint[], …)`: one statement
+    /// text for every batch size.
     Unnest,
     /// `INSERT … VALUES (…), (…), …`: one statement text per batch size,
     /// ten parameters a row; the form a distributed engine such as Citus
@@ -168,6 +181,7 @@ impl Default for PgOptions {
             schema: None,
             migration_lock: true,
             insert: InsertForm::default(),
+            lock_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -202,6 +216,100 @@ fn insert_values(n: usize) -> String {
         " ON CONFLICT (terminal_id, store_id, local_id) DO NOTHING RETURNING local_id, server_seq",
     );
     sql
+}
+
+/// Where a table lives on Citus (a PostgreSQL-compatible distributed
+/// engine); see [`crate::Apply::postgres_placement`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// Sharded by its `terminal_id` column and colocated with `pdc_items`,
+    /// so that every statement of a push routes to its terminal's shard
+    /// (one-phase commit).
+    ByTerminal,
+    /// A copy on every node: small tables that every node reads and that
+    /// change rarely (terminals, datasets, folded stock).
+    Reference,
+}
+
+/// The ledger's own tables on Citus; `pdc_items` first (it anchors the
+/// colocation group). `pdc_schema` stays on the coordinator.
+pub const LEDGER_PLACEMENT: &[(&str, Placement)] = &[
+    ("pdc_items", Placement::ByTerminal),
+    ("pdc_terminal_stores", Placement::ByTerminal),
+    ("pdc_terminals", Placement::Reference),
+    ("pdc_datasets", Placement::Reference),
+    ("pdc_dataset_records", Placement::Reference),
+];
+
+/// The Citus call that places `table`.
+pub fn placement_sql(table: &str, placement: Placement) -> Result<String, ServerError> {
+    if table.is_empty()
+        || !table
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+    {
+        return Err(ServerError::Config(format!(
+            "table {table:?}: use [a-z0-9_]"
+        )));
+    }
+    Ok(match placement {
+        Placement::ByTerminal if table == "pdc_items" => {
+            format!("SELECT create_distributed_table('{table}', 'terminal_id')")
+        }
+        Placement::ByTerminal => format!(
+            "SELECT create_distributed_table('{table}', 'terminal_id', colocate_with => 'pdc_items')"
+        ),
+        Placement::Reference => format!("SELECT create_reference_table('{table}')"),
+    })
+}
+
+/// Takes the migration lock for the transaction `tx` (when `lock`; see
+/// [`PgOptions::migration_lock`]), waiting as long as another node's
+/// migration takes (no `lock_timeout`).
+async fn schema_lock(
+    tx: &deadpool_postgres::Transaction<'_>,
+    lock: bool,
+) -> Result<(), ServerError> {
+    tx.batch_execute("SET LOCAL lock_timeout = 0").await?;
+    if lock {
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('pdc_migrations:' || current_schema()))",
+            &[],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// `None` without the `citus` extension; else whether this node is the
+/// coordinator (Citus before 11, without `citus_is_coordinator()`, is
+/// taken to be one).
+async fn citus_role(c: &tokio_postgres::Client) -> Result<Option<bool>, ServerError> {
+    let has: bool = c
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus')",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !has {
+        return Ok(None);
+    }
+    let probe: bool = c
+        .query_one(
+            "SELECT to_regproc('pg_catalog.citus_is_coordinator') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    if !probe {
+        return Ok(Some(true));
+    }
+    let coordinator: bool = c
+        .query_one("SELECT citus_is_coordinator()", &[])
+        .await?
+        .get(0);
+    Ok(Some(coordinator))
 }
 
 /// The PostgreSQL ledger.
@@ -325,6 +433,15 @@ impl PgLedger {
             }
             cfg.options(format!("-c search_path={schema}"));
         }
+        let listen_cfg = cfg.clone();
+        if !options.lock_timeout.is_zero() {
+            let mut o = cfg.get_options().unwrap_or_default().to_owned();
+            o.push_str(&format!(
+                " -c lock_timeout={}",
+                options.lock_timeout.as_millis().max(1)
+            ));
+            cfg.options(o.trim_start());
+        }
         let mgr = Manager::from_config(
             cfg.clone(),
             NoTls,
@@ -344,17 +461,31 @@ impl PgLedger {
             None => "pdc_datasets".to_owned(),
         };
         let (tx, notified) = tokio::sync::watch::channel(0u64);
+        let citus = citus_role(&*pool.get().await?).await?;
+        if citus == Some(false) {
+            return Err(ServerError::Config(
+                "this database is a Citus worker node: connect pdc to the coordinator".into(),
+            ));
+        }
+        let insert = match options.insert {
+            InsertForm::Auto if citus.is_some() => InsertForm::Values,
+            InsertForm::Auto => InsertForm::Unnest,
+            f => f,
+        };
         let ledger = PgLedger {
             pool,
             apply,
-            insert: options.insert,
+            insert,
             channel: channel.clone(),
             notified,
         };
         ledger
             .migrate(options.schema.as_deref(), options.migration_lock)
             .await?;
-        tokio::spawn(listen_for_datasets(cfg, channel, tx));
+        if citus.is_some() {
+            ledger.distribute(options.migration_lock).await?;
+        }
+        tokio::spawn(listen_for_datasets(listen_cfg, channel, tx));
         Ok(ledger)
     }
 
@@ -366,13 +497,7 @@ impl PgLedger {
                 .await?;
         }
         let tx = client.transaction().await?;
-        if lock {
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtext('pdc_migrations:' || current_schema()))",
-                &[],
-            )
-            .await?;
-        }
+        schema_lock(&tx, lock).await?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS pdc_schema (version int NOT NULL)")
             .await?;
         let current: i32 = tx
@@ -393,6 +518,29 @@ impl PgLedger {
         let hook = self.apply.postgres_schema();
         if !hook.is_empty() {
             tx.batch_execute(hook).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Places the ledger's and the hook's tables on Citus, once: sharded
+    /// by terminal and colocated with `pdc_items`, or reference tables
+    /// (see [`Placement`]); a table placed already is left as it is.
+    async fn distribute(&self, lock: bool) -> Result<(), ServerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        schema_lock(&tx, lock).await?;
+        let placed = tx
+            .prepare("SELECT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = to_regclass($1))")
+            .await?;
+        let tables = LEDGER_PLACEMENT
+            .iter()
+            .chain(self.apply.postgres_placement());
+        for (table, placement) in tables {
+            let done: bool = tx.query_one(&placed, &[table]).await?.get(0);
+            if !done {
+                tx.batch_execute(&placement_sql(table, *placement)?).await?;
+            }
         }
         tx.commit().await?;
         Ok(())
@@ -539,7 +687,8 @@ impl PgLedger {
             self.insert
         };
         let rows = match form {
-            InsertForm::Unnest => {
+            // `Auto` was resolved at connect.
+            InsertForm::Unnest | InsertForm::Auto => {
                 let insert = tx.prepare_cached(INSERT_BATCH).await?;
                 tx.query(
                     &insert,
@@ -984,6 +1133,14 @@ impl Ledger for PgLedger {
         })
     }
 
+    async fn maintain(&self) -> Result<u64, ServerError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let n = self.apply.maintain_postgres(&tx).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     async fn purge_before(&self, cutoff_ms: u64, chunk: usize) -> Result<u64, ServerError> {
         let client = self.pool.get().await?;
         let cutoff = i64::try_from(cutoff_ms).unwrap_or(i64::MAX);
@@ -1298,5 +1455,34 @@ async fn listen_for_datasets(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = tx.closed() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_placed_by_terminal_colocated_with_the_ledger_or_as_references() {
+        assert_eq!(
+            placement_sql("pdc_items", Placement::ByTerminal).unwrap(),
+            "SELECT create_distributed_table('pdc_items', 'terminal_id')"
+        );
+        assert_eq!(
+            placement_sql("pos_orders", Placement::ByTerminal).unwrap(),
+            "SELECT create_distributed_table('pos_orders', 'terminal_id', colocate_with => 'pdc_items')"
+        );
+        assert_eq!(
+            placement_sql("pdc_terminals", Placement::Reference).unwrap(),
+            "SELECT create_reference_table('pdc_terminals')"
+        );
+        for bad in ["", "x'); DROP TABLE pdc_items; --", "Pos", "a.b"] {
+            assert!(matches!(
+                placement_sql(bad, Placement::Reference),
+                Err(ServerError::Config(_))
+            ));
+        }
+        // The colocation anchor comes first.
+        assert_eq!(LEDGER_PLACEMENT[0], ("pdc_items", Placement::ByTerminal));
     }
 }

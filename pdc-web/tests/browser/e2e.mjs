@@ -98,6 +98,19 @@ results.opened = await openTill(b.page);
 await b.page.evaluate(() => window.till.pull());
 results.online = await sell(b.page, 50, 1);
 results.afterOnlineSync = (await drain(b.page)).pending;
+// A price change the back office imports reaches the online till through
+// the change stream (its periodic pull is five minutes away).
+const repriced = catalogue[0].price_cents + 11;
+fs.writeFileSync(path.join(data, "products2.json"),
+  JSON.stringify(catalogue.map((p, i) => (i === 0 ? { ...p, price_cents: repriced } : p))));
+execFileSync(PDC, ["dataset", "import", "products", path.join(data, "products2.json"), "--database-url", DB], { stdio: "inherit" });
+const imported = Date.now();
+for (;;) {
+  const p = await b.page.evaluate(() => window.till.product(7001));
+  if (p?.priceCents === repriced) { results.changeStreamMs = Date.now() - imported; break; }
+  if (Date.now() - imported > 20_000) { results.changeStreamMs = null; break; }
+  await sleep(20);
+}
 // Headless Chromium does not grant persistent storage: the status says so
 // and the badge warns (an evictable store is reported, not silent).
 results.persisted = await b.page.evaluate(async () => (await window.till.status()).persisted);
@@ -159,7 +172,7 @@ console.log(JSON.stringify(results));
 // While selling online the driver already syncs: some of the 50 may be gone.
 const ok = results.online <= 50 && results.afterOnlineSync === 0 && results.offline === 50
   && results.afterReload === 50 && results.afterKill === 50 && results.beforeRestart === 54
-  && results.afterRestartSync === 0 && count === "104 104"
+  && results.afterRestartSync === 0 && count === "104 104" && results.changeStreamMs !== null
   && results.refund.seqs[0] === 102 && results.refund.seqs[1] === 103 && results.refund.event === "number"
   && results.refundRow === `${results.refund.sold} ${results.refund.total}`
   && results.servedTill === "200 200 application/wasm" && results.shell === "cached"
