@@ -354,6 +354,7 @@ impl Demo {
                 ping_recovering: Duration::from_millis(500),
                 pull_every: Duration::from_secs(3),
                 change_wait: Some(Duration::from_secs(25)),
+                stock_every: Duration::from_secs(5),
                 report_every: Duration::from_secs(5),
                 alert_every: Duration::from_secs(1),
                 store_id: "demo-store".into(),

@@ -32,6 +32,10 @@ pub struct DriverConfig {
     /// at the next `pull_every`. `None` turns the change stream off.
     /// Default 25 s.
     pub change_wait: Option<Duration>,
+    /// Stock level pull interval (`GET /v1/stock`, also right after start
+    /// and after every reference data pull; a server that keeps no stock
+    /// answers 404 and the driver stops asking). Default 1 min.
+    pub stock_every: Duration,
     /// Metrics report interval (default 1 min).
     pub report_every: Duration,
     /// Alert rule evaluation interval (default 10 s).
@@ -47,6 +51,7 @@ impl Default for DriverConfig {
             ping_recovering: Duration::from_secs(5),
             pull_every: Duration::from_secs(300),
             change_wait: Some(Duration::from_secs(25)),
+            stock_every: Duration::from_secs(60),
             report_every: Duration::from_secs(60),
             alert_every: Duration::from_secs(10),
             store_id: String::new(),
@@ -243,6 +248,7 @@ async fn run<T, C>(
         ping_recovering,
         pull_every,
         change_wait,
+        stock_every,
         report_every,
         alert_every,
         store_id,
@@ -258,6 +264,7 @@ async fn run<T, C>(
     });
     let mut next_ping = clock.now();
     let mut next_pull = clock.now();
+    let mut next_stock = Some(clock.now());
     let mut next_report = clock.now() + report_every;
     let mut next_alert = clock.now() + alert_every;
     loop {
@@ -269,6 +276,17 @@ async fn run<T, C>(
             // A failed pull is retried at the next probe interval.
             let ok = engine.pull().await.is_ok();
             next_pull = clock.now() + if ok { pull_every } else { ping_recovering };
+            if ok && next_stock.is_some() {
+                next_stock = Some(clock.now());
+            }
+        }
+        if next_stock.is_some_and(|t| clock.now() >= t) {
+            next_stock = match engine.pull_stock().await {
+                Ok(Some(_)) => Some(clock.now() + stock_every),
+                // The server keeps no stock: stop asking.
+                Ok(None) => None,
+                Err(_) => Some(clock.now() + ping_recovering),
+            };
         }
         if clock.now() >= next_report {
             if let Err(e) = engine.report_metrics(&store_id).await {
@@ -296,6 +314,7 @@ async fn run<T, C>(
             .min(next_pull.saturating_duration_since(clock.now()))
             .min(next_report.saturating_duration_since(clock.now()))
             .min(next_alert.saturating_duration_since(clock.now()))
+            .min(next_stock.map_or(Duration::MAX, |t| t.saturating_duration_since(clock.now())))
             .max(Duration::from_millis(1));
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}

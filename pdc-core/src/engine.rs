@@ -4,6 +4,7 @@
 //! Each part has its own state, lock and tests; the engine wires them
 //! together and owns the clock and the transport.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,7 @@ use crate::logins::Logins;
 use crate::outbox::Outbox;
 use crate::telemetry::Telemetry;
 pub use crate::telemetry::{EngineEvent, MAX_EVENTS};
-use crate::EngineError;
+use crate::{EngineError, Sale};
 
 /// The stream of [`OfflineEngine::track`]'s events (a sale's stream is its
 /// order id, 62 random bits plus its number: a shared stream would only
@@ -89,6 +90,21 @@ impl EngineConfig {
             store_keys: Vec::new(),
         }
     }
+}
+
+/// Stock levels asked for per `GET /v1/stock` page.
+const STOCK_PAGE: usize = 5_000;
+
+/// A line of a sale that leaves its product low on stock
+/// ([`OfflineEngine::low_stock`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LowStock {
+    /// The product.
+    pub product_id: u32,
+    /// Its level as last pulled.
+    pub level: i64,
+    /// Its level after this sale.
+    pub after: i64,
 }
 
 /// The offline-first engine of one terminal.
@@ -571,6 +587,66 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         self.outbox
             .sync_once(&self.transport, &self.clock, &self.telemetry)
             .await
+    }
+
+    /// Brings the till's copy of its store's stock levels up to date
+    /// (`GET /v1/stock`, page by page from the last position held; each
+    /// page is applied in one commit). Returns how many levels changed, or
+    /// `None` when the server keeps no stock. Levels are advisory: see
+    /// [`OfflineEngine::low_stock`].
+    pub async fn pull_stock(&self) -> Result<Option<usize>, EngineError>
+    where
+        T: Sync,
+    {
+        let mut changed = 0;
+        loop {
+            let since = self.store().stock_position()?;
+            let Some(page) = self.transport.stock_since(since, STOCK_PAGE).await? else {
+                return Ok(None);
+            };
+            // A page that does not move forward ends the loop, whatever
+            // `more` says (a server bug must not spin the till).
+            let moved = page.next > since;
+            changed += page.levels.len();
+            if moved {
+                self.store().apply_stock(&page.levels, page.next)?;
+            }
+            if !page.more || !moved {
+                return Ok(Some(changed));
+            }
+        }
+    }
+
+    /// A product's stock level at this till's store as last pulled
+    /// (`None`: never sent, e.g. the server keeps no stock).
+    pub fn stock_level(&self, product_id: u32) -> Result<Option<i64>, EngineError> {
+        Ok(self.store().stock_level(product_id)?)
+    }
+
+    /// The lines of `sale` whose product would be left at or below
+    /// `threshold` units by it, by the levels last pulled: for a warning
+    /// on the screen. Never a reason to refuse the sale: offline, another
+    /// till may have sold or restocked since, and [`OfflineEngine::sell`]
+    /// does not look at stock.
+    pub fn low_stock(&self, sale: &Sale, threshold: i64) -> Result<Vec<LowStock>, EngineError> {
+        let mut wanted: BTreeMap<u32, i64> = BTreeMap::new();
+        for l in sale.lines() {
+            *wanted.entry(l.product_id).or_default() += i64::from(l.quantity);
+        }
+        let mut out = Vec::new();
+        for (product_id, quantity) in wanted {
+            if let Some(level) = self.store().stock_level(product_id)? {
+                let after = level.saturating_sub(quantity);
+                if after <= threshold {
+                    out.push(LowStock {
+                        product_id,
+                        level,
+                        after,
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Waits up to `wait` on the server's change stream for a change to a

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use pdc_sync::{ServerLimits, SyncTransport, TransportError};
+use pdc_sync::{ServerLimits, StockPage, SyncTransport, TransportError};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Client, StatusCode};
 
@@ -39,6 +39,40 @@ impl Default for HttpOptions {
 }
 
 impl HttpTransport {
+    /// An authenticated `GET path?query` answered with JSON; `None` when
+    /// the server answers 404 (it has no such endpoint, or keeps nothing
+    /// to serve there).
+    async fn get_json(
+        &self,
+        path: &str,
+        query: &[(String, String)],
+        timeout: Duration,
+        what: &str,
+    ) -> Result<Option<serde_json::Value>, TransportError> {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .query(query)
+            .header(AUTHORIZATION, &self.bearer)
+            .timeout(timeout)
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(error_of(resp).await);
+        }
+        let body = resp.bytes().await.map_err(classify)?;
+        serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| TransportError::Server {
+                status: status.as_u16(),
+                message: format!("{what} answer: {e}"),
+            })
+    }
     /// A transport to `base_url` (e.g. `http://127.0.0.1:8440`) with the
     /// terminal's token.
     pub fn new(base_url: &str, token: &str, options: HttpOptions) -> Result<Self, TransportError> {
@@ -167,38 +201,47 @@ impl SyncTransport for HttpTransport {
         let mut query: Vec<(String, String)> =
             known.into_iter().map(|(d, v)| (d, v.to_string())).collect();
         query.push(("wait".into(), wait.as_secs().to_string()));
-        let resp = self
-            .client
-            .get(format!("{}/v1/changes", self.base))
-            .query(&query)
-            .header(AUTHORIZATION, &self.bearer)
-            // The server answers within `wait`; the usual timeout on top.
-            .timeout(wait + self.timeout)
-            .send()
-            .await
-            .map_err(classify)?;
-        let status = resp.status();
-        if status == StatusCode::NOT_FOUND {
-            // A server without the change stream.
+        // The server answers within `wait`; the usual timeout on top.
+        let answer = self
+            .get_json("/v1/changes", &query, wait + self.timeout, "change stream")
+            .await?;
+        let Some(v) = answer else {
             return Ok(None);
-        }
-        if !status.is_success() {
-            return Err(error_of(resp).await);
-        }
-        let body = resp.bytes().await.map_err(classify)?;
-        let bad = |m: String| TransportError::Server {
-            status: status.as_u16(),
-            message: format!("change stream answer: {m}"),
         };
-        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?;
         let changed = v
             .get("changed")
             .and_then(|c| c.as_array())
-            .ok_or_else(|| bad("no \"changed\" list".into()))?
+            .ok_or_else(|| TransportError::Server {
+                status: 200,
+                message: "change stream answer: no \"changed\" list".into(),
+            })?
             .iter()
             .filter_map(|n| n.as_str().map(str::to_owned))
             .collect();
         Ok(Some(changed))
+    }
+
+    async fn stock_since(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<Option<StockPage>, TransportError> {
+        let query = [
+            ("since".to_owned(), since.to_string()),
+            ("limit".to_owned(), limit.to_string()),
+        ];
+        let Some(v) = self
+            .get_json("/v1/stock", &query, self.timeout, "stock")
+            .await?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| TransportError::Server {
+                status: 200,
+                message: format!("stock answer: {e}"),
+            })
     }
 
     async fn report(&self, request: Vec<u8>) -> Result<(), TransportError> {

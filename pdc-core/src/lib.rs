@@ -58,7 +58,7 @@ pub mod telemetry;
 #[cfg(feature = "tokio")]
 pub use driver::{spawn_driver, spawn_driver_with, DriverConfig, DriverHandle};
 pub use engine::{
-    EngineConfig, EngineEvent, OfflineEngine, SyncStatus, ANALYTICS_STREAM, MAX_EVENTS,
+    EngineConfig, EngineEvent, LowStock, OfflineEngine, SyncStatus, ANALYTICS_STREAM, MAX_EVENTS,
 };
 pub use error::EngineError;
 #[cfg(feature = "http")]

@@ -684,3 +684,37 @@ fn track_saves_a_checked_event_at_low_priority() {
     assert_eq!(e.name, "basket_view");
     assert_eq!(e.properties[1], ("total_cents".into(), "720".into()));
 }
+
+#[test]
+fn stock_levels_are_pulled_page_by_page_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport = LoopbackTransport::new();
+    let path = dir.path().join("t.pdc");
+    let engine = OfflineEngine::open(config(&path), transport.clone(), SystemClock::new()).unwrap();
+    // A server that keeps no stock: nothing, and no error.
+    assert_eq!(pollster::block_on(engine.pull_stock()).unwrap(), None);
+    // More levels than one page holds (5,000), some changed twice.
+    {
+        let mut server = transport.server.lock().unwrap();
+        for p in 0..12_001u32 {
+            server.set_stock(p, i64::from(p % 7));
+        }
+        for p in 0..10u32 {
+            server.set_stock(p, -1);
+        }
+    }
+    assert_eq!(
+        pollster::block_on(engine.pull_stock()).unwrap(),
+        Some(12_001)
+    );
+    assert_eq!(engine.stock_level(3).unwrap(), Some(-1));
+    assert_eq!(engine.stock_level(12_000).unwrap(), Some(12_000 % 7));
+    assert_eq!(engine.stock_level(12_001).unwrap(), None);
+    transport.server.lock().unwrap().set_stock(20, 99);
+    assert_eq!(pollster::block_on(engine.pull_stock()).unwrap(), Some(1));
+    drop(engine);
+    // Offline after a restart, the levels are still there.
+    let engine = OfflineEngine::open(config(&path), transport.clone(), SystemClock::new()).unwrap();
+    assert_eq!(engine.stock_level(20).unwrap(), Some(99));
+    assert_eq!(pollster::block_on(engine.pull_stock()).unwrap(), Some(0));
+}

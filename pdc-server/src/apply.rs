@@ -140,6 +140,16 @@ pub type OrderRow = (u64, u32, u64, i64, u32);
 pub const REDB_STOCK: TableDefinition<'static, (&str, u32), i64> =
     TableDefinition::new("pos_stock");
 
+/// The embedded ledger's stock feed: (store, position) → product id, one
+/// entry per product at the position of its latest level change.
+pub const REDB_STOCK_FEED: TableDefinition<'static, (&str, u64), u32> =
+    TableDefinition::new("pos_stock_feed");
+
+/// Where each product's entry sits in [`REDB_STOCK_FEED`]: (store,
+/// product id) → position.
+pub const REDB_STOCK_AT: TableDefinition<'static, (&str, u32), u64> =
+    TableDefinition::new("pos_stock_at");
+
 /// The embedded ledger's orders table: (terminal, order id) → [`OrderRow`].
 pub const REDB_ORDERS: TableDefinition<'static, (&str, u64), OrderRow> =
     TableDefinition::new("pos_orders");
@@ -200,6 +210,11 @@ impl PosApply {
     pub fn with_stock(mut self) -> Self {
         self.stock = true;
         self
+    }
+
+    /// Whether this hook keeps stock ([`PosApply::with_stock`]).
+    pub fn tracks_stock(&self) -> bool {
+        self.stock
     }
 
     /// A hook with no catalogue yet (product ids are not checked).
@@ -363,6 +378,9 @@ CREATE TABLE IF NOT EXISTS pos_stock (
     quantity bigint NOT NULL,
     PRIMARY KEY (store, product_id)
 );
+CREATE SEQUENCE IF NOT EXISTS pos_stock_seq;
+ALTER TABLE pos_stock ADD COLUMN IF NOT EXISTS seq bigint NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS pos_stock_feed ON pos_stock (store, seq);
 CREATE TABLE IF NOT EXISTS pos_stock_moves (
     terminal_id text NOT NULL,
     store text NOT NULL,
@@ -562,11 +580,22 @@ impl Apply for PosApply {
             )?;
         }
         let mut stock = tx.open_table(REDB_STOCK)?;
+        let mut feed = tx.open_table(REDB_STOCK_FEED)?;
+        let mut at = tx.open_table(REDB_STOCK_AT)?;
         for ((store, product), q) in self.stock_moves(items, &refused) {
-            let now = stock
-                .get((store.as_str(), product))?
-                .map_or(0, |v| v.value());
-            stock.insert((store.as_str(), product), now.saturating_add(q))?;
+            let key = (store.as_str(), product);
+            let now = stock.get(key)?.map_or(0, |v| v.value());
+            stock.insert(key, now.saturating_add(q))?;
+            // The product moves to the end of its store's feed.
+            let last = feed
+                .range((store.as_str(), 0)..=(store.as_str(), u64::MAX))?
+                .next_back()
+                .transpose()?
+                .map_or(0, |(k, _)| k.value().1);
+            if let Some(old) = at.insert(key, last + 1)? {
+                feed.remove((store.as_str(), old.value()))?;
+            }
+            feed.insert((store.as_str(), last + 1), product)?;
         }
         Ok(refused)
     }
@@ -593,17 +622,29 @@ impl Apply for PosApply {
         if !self.stock {
             return Ok(0);
         }
-        // The deleted rows are exactly the ones folded: a concurrent fold
-        // (another node) waits on them and then finds them gone, and a
-        // push committing meanwhile is left for the next fold.
+        // One fold at a time across nodes (another node folding now: skip
+        // this tick), so the stock feed's positions are handed out in
+        // commit order and a till reading the feed never skips a change.
+        let mine: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock(hashtext('pdc_stock_fold:' || current_schema()))",
+                &[],
+            )
+            .await?
+            .get(0);
+        if !mine {
+            return Ok(0);
+        }
+        // The deleted rows are exactly the ones folded; a push committing
+        // meanwhile is left for the next fold.
         let n = tx
             .execute(
                 "WITH m AS (DELETE FROM pos_stock_moves RETURNING store, product_id, quantity) \
-                 INSERT INTO pos_stock (store, product_id, quantity) \
-                 SELECT store, product_id, sum(quantity)::bigint FROM m \
-                 GROUP BY store, product_id ORDER BY store, product_id \
+                 INSERT INTO pos_stock (store, product_id, quantity, seq) \
+                 SELECT store, product_id, sum(quantity)::bigint, nextval('pos_stock_seq') FROM m \
+                 GROUP BY store, product_id \
                  ON CONFLICT (store, product_id) DO UPDATE \
-                    SET quantity = pos_stock.quantity + EXCLUDED.quantity",
+                    SET quantity = pos_stock.quantity + EXCLUDED.quantity, seq = EXCLUDED.seq",
                 &[],
             )
             .await?;

@@ -967,6 +967,60 @@ async fn changes(
     s.answer("changes", r)
 }
 
+/// Most stock levels one `GET /v1/stock` answers.
+pub const STOCK_PAGE_MAX: usize = 5_000;
+
+/// `GET /v1/stock?since=N&limit=M`: the stock levels of the terminal's
+/// store changed after feed position `N` (default 0: all), at most `M`
+/// (default and cap [`STOCK_PAGE_MAX`]), as JSON
+/// `{"levels":[{"product_id","quantity","seq"}],"next":N,"more":bool}`;
+/// 404 `no_stock` when the server keeps no stock.
+async fn stock(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<Vec<(String, String)>>,
+) -> Response {
+    let r = async {
+        let (terminal, view) = s.authenticate_view(&headers).await?;
+        s.rate_limit(&terminal)?;
+        if !s.pos.as_ref().is_some_and(|p| p.tracks_stock()) {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "no_stock",
+                "this server keeps no stock (track_stock)",
+            ));
+        }
+        let bad = |m: String| error(StatusCode::BAD_REQUEST, "malformed", m);
+        let (mut since, mut limit) = (0u64, STOCK_PAGE_MAX);
+        for (k, v) in &query {
+            let n: u64 = v
+                .parse()
+                .map_err(|_| bad(format!("{k}={v:?} is not a number")))?;
+            match k.as_str() {
+                "since" => since = n,
+                "limit" => limit = usize::try_from(n).unwrap_or(usize::MAX),
+                _ => return Err(bad(format!("unknown parameter {k:?}"))),
+            }
+        }
+        let limit = limit.clamp(1, STOCK_PAGE_MAX);
+        let store = view.store.clone().unwrap_or_default();
+        // One more than asked tells whether more follow.
+        let mut levels = s
+            .ledger
+            .stock_since(&store, since, limit + 1)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let more = levels.len() > limit;
+        levels.truncate(limit);
+        let next = levels.last().map_or(since, |l| l.seq);
+        let page = pdc_sync::StockPage { levels, next, more };
+        Ok(axum::Json(page).into_response())
+    }
+    .await
+    .into_response();
+    s.answer("stock", r)
+}
+
 async fn metrics_report(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -1078,6 +1132,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/metrics", post(metrics_report))
         .route("/v1/ping", get(ping).head(ping))
         .route("/v1/changes", get(changes))
+        .route("/v1/stock", get(stock))
         .route("/metrics", get(prometheus))
         .layer(DefaultBodyLimit::disable())
         .layer(TimeoutLayer::with_status_code(

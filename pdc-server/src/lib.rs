@@ -40,7 +40,7 @@ mod ledger;
 
 pub use apply::{
     AcceptAll, Accepted, Apply, OrderRow, PosApply, RefundRow, Refusals, Rejection, REDB_ORDERS,
-    REDB_RECEIPTS, REDB_RECEIPT_INDEX, REDB_REFUNDS, REDB_STOCK,
+    REDB_RECEIPTS, REDB_RECEIPT_INDEX, REDB_REFUNDS, REDB_STOCK, REDB_STOCK_AT, REDB_STOCK_FEED,
 };
 pub use config::ServerConfig;
 pub use datasets::{

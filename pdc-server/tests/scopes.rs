@@ -494,16 +494,30 @@ async fn two_nodes_on_postgres_see_each_others_imports_within_a_second() {
         "four single-unit sales at store 12 on two nodes"
     );
     // Two nodes folding at once count every movement once.
-    let (fa, fb) = tokio::join!(a.state.ledger.maintain(), b.state.ledger.maintain());
-    fa.unwrap();
-    fb.unwrap();
-    let left: i64 = c
-        .query_one("SELECT count(*) FROM pos_stock_moves", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(left, 0, "folded");
+    // (One fold at a time: a node that finds another folding skips; the
+    // nodes' own upkeep folds too.)
+    until(Duration::from_secs(10), async || {
+        let (fa, fb) = tokio::join!(a.state.ledger.maintain(), b.state.ledger.maintain());
+        fa.unwrap();
+        fb.unwrap();
+        let left: i64 = c
+            .query_one("SELECT count(*) FROM pos_stock_moves", &[])
+            .await
+            .unwrap()
+            .get(0);
+        left == 0
+    })
+    .await;
     assert_eq!(levels().await, (-1, 4));
+    // Either node serves the folded feed of store 12.
+    let feed = b.state.ledger.stock_since("12", 0, 100).await.unwrap();
+    assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq), "{feed:?}");
+    let sold: i64 = feed.iter().map(|l| -l.quantity).sum();
+    assert_eq!(sold, 4);
+    assert_eq!(
+        a.state.ledger.stock_since("12", 0, 100).await.unwrap(),
+        feed
+    );
     let folded: i64 = c
         .query_one(
             "SELECT quantity FROM pos_stock WHERE store = '12' AND product_id = 100",
@@ -578,6 +592,13 @@ async fn a_driven_engine_learns_of_its_stores_change_from_the_change_stream() {
     })
     .await;
     eprintln!("the driven engine held store 12's new price after {took:?}");
+    // Stock: a sale at store 12 reaches the driven till's levels.
+    assert!(matches!(till.sell(1, 3).await, ItemResult::Applied { .. }));
+    driver.pull_now();
+    until(Duration::from_secs(10), async || {
+        engine.stock_level(3).unwrap() == Some(-1)
+    })
+    .await;
     driver.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
 }
@@ -608,6 +629,46 @@ async fn sales_move_each_stores_stock_and_the_last_unit_sells_twice() {
         b.refund(3, 1, 5).await,
         ItemResult::Applied { .. }
     ));
+    // The stock feed: each store's latest level per product, in order.
+    let feed = server.state.ledger.stock_since("12", 0, 10).await.unwrap();
+    assert_eq!(feed.len(), 1, "{feed:?}");
+    assert_eq!((feed[0].product_id, feed[0].quantity), (5, -1));
+    assert!(server
+        .state
+        .ledger
+        .stock_since("12", feed[0].seq, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    // Stock reaches the till of store 12: its level, and a warning for a
+    // sale that would leave it low, which the till still makes.
+    use pdc_core::{EngineConfig, HttpOptions, HttpTransport, LowStock, OfflineEngine, Sale};
+    let transport = HttpTransport::new(
+        &format!("http://{}", server.addr),
+        &a.token,
+        HttpOptions::default(),
+    )
+    .unwrap();
+    let mut config = EngineConfig::new("till-12a".parse().unwrap(), dir.path().join("till.pdc"));
+    config.kdf = pdc_auth::KdfParams::INSECURE_TEST;
+    let engine = OfflineEngine::open(config, transport, pdc_clock::SystemClock::new()).unwrap();
+    assert_eq!(engine.stock_level(5).unwrap(), None);
+    assert_eq!(engine.pull_stock().await.unwrap(), Some(1));
+    assert_eq!(engine.stock_level(5).unwrap(), Some(-1));
+    assert_eq!(engine.pull_stock().await.unwrap(), Some(0), "nothing new");
+    let p5 = product(5, 100);
+    let sale = Sale::new(1)
+        .add(&p5, 2)
+        .pay_rest(pdc_codec::PaymentMethod::Cash);
+    assert_eq!(
+        engine.low_stock(&sale, 0).unwrap(),
+        vec![LowStock {
+            product_id: 5,
+            level: -1,
+            after: -3
+        }]
+    );
+    assert!(engine.sell(&sale).is_ok(), "low stock never refuses a sale");
     server.shutdown().await.unwrap();
     let db = closed_redb(&path).await;
     let tx = db.begin_read().unwrap();

@@ -68,6 +68,7 @@ mod create;
 mod datasets;
 mod error;
 pub mod seal;
+mod stock;
 mod store;
 
 pub use cache_tier::RedbTier;

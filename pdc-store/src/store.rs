@@ -936,6 +936,7 @@ impl Store {
             batch,
             &mut report,
         )?;
+        reseal_table(self, crate::stock::STOCK, generation, batch, &mut report)?;
         // The last pass, in one transaction: what a writer sealed under
         // the old key while the first step committed, then the old checks
         // go. Nothing but such stragglers and unreadable rows is left.
@@ -963,6 +964,7 @@ impl Store {
                 generation,
             )?);
             last(final_pass(self, &tx, crate::cache_tier::CACHE, generation)?);
+            last(final_pass(self, &tx, crate::stock::STOCK, generation)?);
             let mut meta = tx.open_table(META)?;
             for old in self.sealer.generations() {
                 if old != generation {

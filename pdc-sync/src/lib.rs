@@ -95,7 +95,7 @@ pub use pdc_codec::TerminalId;
 pub use protocol::{
     DatasetChange, DatasetDelta, DatasetRecord, DatasetState, ItemRef, ItemResult, MetricsReport,
     OutboxItem, Priority, PullRequest, PullResponse, PushRequest, PushResponse, ServerLimits,
-    StoreId, StreamKey, BASE_SCHEMA, MAX_WIRE_INT, PROTOCOL_VERSION,
+    StockLevel, StockPage, StoreId, StreamKey, BASE_SCHEMA, MAX_WIRE_INT, PROTOCOL_VERSION,
 };
 pub use quality::{Quality, QualityEstimator};
 pub use queue::OutboxQueue;

@@ -397,6 +397,29 @@ impl Record for PullRequest {
     const SCHEMA: u8 = BASE_SCHEMA;
 }
 
+/// A product's stock level at the terminal's store, as the server last
+/// folded it from the applied sales and refunds (`GET /v1/stock`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLevel {
+    /// The product.
+    pub product_id: u32,
+    /// Units on hand (below zero: more sold than the server knew of).
+    pub quantity: i64,
+    /// The change's position in the store's stock feed (increasing).
+    pub seq: u64,
+}
+
+/// One page of the store's stock feed: the levels changed after `since`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockPage {
+    /// Changed levels in feed order (the latest level of each product).
+    pub levels: Vec<StockLevel>,
+    /// Where the next page starts (`since` for the next request).
+    pub next: u64,
+    /// Whether more changes follow (ask again from `next` at once).
+    pub more: bool,
+}
+
 /// One record of reference data.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DatasetRecord {

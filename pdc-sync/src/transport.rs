@@ -11,7 +11,7 @@ use pdc_codec::{Codec, TerminalId};
 use crate::delta::ServerDataset;
 use crate::protocol::{
     ItemResult, MetricsReport, PullRequest, PullResponse, PushRequest, PushResponse, ServerLimits,
-    StoreId, StreamKey,
+    StockLevel, StockPage, StoreId, StreamKey,
 };
 
 /// Why a request failed, classified for the sync machine.
@@ -83,6 +83,18 @@ pub trait SyncTransport {
         let _ = (known, wait);
         Ok(None)
     }
+
+    /// The terminal's store's stock levels changed after `since` (at most
+    /// `limit`, in feed order), or `None` when this transport or server
+    /// keeps no stock (the default).
+    async fn stock_since(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<Option<StockPage>, TransportError> {
+        let _ = (since, limit);
+        Ok(None)
+    }
 }
 
 /// A simple in-memory sync server: applies each (terminal, store, local id)
@@ -111,9 +123,36 @@ pub struct MemoryServer {
     /// Limits published by ping and enforced on push (a payload over
     /// `max_item_bytes` fails the request with 413, as pdc-server does).
     pub limits: Option<ServerLimits>,
+    /// The stock feed served by `stock_since` (`None`: no stock), in feed
+    /// order; [`MemoryServer::set_stock`] appends to it.
+    pub stock: Option<Vec<StockLevel>>,
 }
 
 impl MemoryServer {
+    /// Sets a product's stock level: a new entry at the end of the feed,
+    /// replacing the product's earlier one.
+    pub fn set_stock(&mut self, product_id: u32, quantity: i64) {
+        let feed = self.stock.get_or_insert_with(Vec::new);
+        let seq = feed.last().map_or(1, |l| l.seq + 1);
+        feed.retain(|l| l.product_id != product_id);
+        feed.push(StockLevel {
+            product_id,
+            quantity,
+            seq,
+        });
+    }
+
+    /// The stock feed after `since`, at most `limit` levels (at least one).
+    pub fn stock_since(&self, since: u64, limit: usize) -> Option<StockPage> {
+        let feed = self.stock.as_ref()?;
+        let after: Vec<StockLevel> = feed.iter().filter(|l| l.seq > since).copied().collect();
+        let limit = limit.max(1);
+        let more = after.len() > limit;
+        let levels: Vec<StockLevel> = after.into_iter().take(limit).collect();
+        let next = levels.last().map_or(since, |l| l.seq);
+        Some(StockPage { levels, next, more })
+    }
+
     /// Applies a push request.
     pub fn push(&mut self, req: &PushRequest) -> Result<PushResponse, TransportError> {
         self.pushes += 1;
@@ -284,5 +323,57 @@ impl SyncTransport for LoopbackTransport {
         let report: MetricsReport = self.decode(&request)?;
         self.server()?.reports.push(report);
         Ok(())
+    }
+
+    async fn stock_since(
+        &self,
+        since: u64,
+        limit: usize,
+    ) -> Result<Option<StockPage>, TransportError> {
+        Ok(self.server()?.stock_since(since, limit))
+    }
+}
+
+#[cfg(test)]
+mod stock_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Paging through the feed from 0 yields each product's latest
+        /// level once, like a map of the levels set.
+        #[test]
+        fn the_stock_feed_pages_to_the_latest_levels(
+            sets in proptest::collection::vec((0u32..30, -5i64..5), 0..60),
+            limit in 1usize..8,
+        ) {
+            let mut server = MemoryServer { stock: Some(Vec::new()), ..MemoryServer::default() };
+            let mut model = BTreeMap::new();
+            for &(p, q) in &sets {
+                server.set_stock(p, q);
+                model.insert(p, q);
+            }
+            let mut seen = BTreeMap::new();
+            let mut since = 0;
+            loop {
+                let page = server.stock_since(since, limit).unwrap();
+                prop_assert!(page.levels.len() <= limit);
+                for l in &page.levels {
+                    prop_assert!(l.seq > since);
+                    prop_assert!(seen.insert(l.product_id, l.quantity).is_none());
+                }
+                since = page.next;
+                if !page.more {
+                    break;
+                }
+            }
+            prop_assert_eq!(seen, model);
+        }
+    }
+
+    #[test]
+    fn a_server_without_stock_has_no_feed() {
+        assert!(MemoryServer::default().stock_since(0, 10).is_none());
     }
 }

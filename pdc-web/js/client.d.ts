@@ -119,6 +119,10 @@ export class PdcClient {
   onStatus(cb: (status: Status) => void): () => void;
   syncNow(): Promise<Status>;
   pull(): Promise<void>;
+  /** Pulls the store's stock levels; how many changed (`null`: the server keeps no stock). */
+  pullStock(): Promise<number | null>;
+  /** A product's stock level as last pulled (`undefined`: none sent); advisory only. */
+  stockLevel(productId: number): Promise<number | undefined>;
   setOnline(online: boolean): Promise<void>;
   login(userId: string, pin: string): Promise<{ userId: string; role: string; token: string; expiresAtMs: number }>;
   enrol(userId: string, role: string, pin: string): Promise<void>;

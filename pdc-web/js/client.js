@@ -156,6 +156,13 @@ export class PdcClient {
     await this.#call("pull");
     await this.#follow(await this.status());
   }
+  /** Pulls the store's stock levels now; resolves to how many changed (`null`: the server keeps no stock). */
+  pullStock() { return this.#call("pullStock"); }
+  /**
+   * A product's stock level at this till's store as last pulled (`undefined`:
+   * none sent). Advisory: warn on low stock, never refuse the sale for it.
+   */
+  stockLevel(productId) { return this.#call("stockLevel", productId); }
 
   /**
    * The products on the page's thread ({@link Catalogue}), loaded at the

@@ -21,6 +21,10 @@ const PULL_EVERY = 300_000;
 // doubling up to 60 s (so a restarted server is not hit by every till at
 // once).
 const CHANGE_WAIT = 25;
+// Stock levels (GET /v1/stock): after every pull and once a minute; a
+// server without stock (null) is not asked again.
+const STOCK_EVERY = 60_000;
+let nextStock = 0;
 let pulling = null;
 
 self.__pdcPanic = (message) => self.postMessage({ type: "panic", message });
@@ -112,6 +116,14 @@ async function drive() {
         nextPull = Date.now() + PING_RECOVERING;
       }
     }
+    if (nextStock !== null && Date.now() >= nextStock) {
+      try {
+        const n = await engine.pullStock();
+        nextStock = n === null ? null : Date.now() + STOCK_EVERY;
+      } catch {
+        nextStock = Date.now() + PING_RECOVERING;
+      }
+    }
     try {
       await engine.syncOnce();
     } catch {
@@ -190,6 +202,12 @@ const methods = {
   },
   async pull() {
     await pullOnce();
+  },
+  async pullStock() {
+    return await engine.pullStock();
+  },
+  stockLevel(productId) {
+    return engine.stockLevel(productId);
   },
   setOnline(online) {
     engine.setOnline(online);

@@ -412,6 +412,29 @@ impl WebEngine {
         })
     }
 
+    /// Brings the store's stock levels up to date (`GET /v1/stock`);
+    /// resolves to how many changed, or `null` when the server keeps no
+    /// stock.
+    #[wasm_bindgen(js_name = pullStock)]
+    pub fn pull_stock(&self) -> js_sys::Promise {
+        let e = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let n = e.pull_stock().await.map_err(engine_error)?;
+            Ok(n.map_or(JsValue::NULL, |n| JsValue::from_f64(n as f64)))
+        })
+    }
+
+    /// A product's stock level at this till's store as last pulled
+    /// (`undefined`: none sent). Advisory: a sale is never refused for it.
+    #[wasm_bindgen(js_name = stockLevel)]
+    pub fn stock_level(&self, product_id: u32) -> Result<Option<f64>, JsValue> {
+        Ok(self
+            .inner
+            .stock_level(product_id)
+            .map_err(engine_error)?
+            .map(|q| q as f64))
+    }
+
     /// Pulls the reference datasets.
     pub fn pull(&self) -> js_sys::Promise {
         let e = self.inner.clone();

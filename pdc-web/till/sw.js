@@ -7,7 +7,7 @@
 // Network first: a reachable server always gives the newest version (and
 // refreshes the cache); the cached copy answers only when the network
 // fails. The API (/v1/...) is never cached or answered from a cache.
-const CACHE = "pdc-till-shell-v1";
+const CACHE = "pdc-till-shell-v2";
 const SHELL = [
   "/till/index.html",
   "/till/till.js",

@@ -47,12 +47,20 @@ function renderProducts() {
   }));
 }
 
+// A line that leaves this few units or fewer gets a low-stock hint (the
+// levels last pulled; never a reason to refuse the sale).
+const LOW_STOCK = 2;
+
 function add(p, n = 1) {
-  const line = cart.get(p.id) ?? { product: p, quantity: 0 };
+  const line = cart.get(p.id) ?? { product: p, quantity: 0, stock: undefined };
   line.quantity += n;
   if (line.quantity <= 0) cart.delete(p.id);
   else cart.set(p.id, line);
   renderCart();
+  till.stockLevel(p.id).then((level) => {
+    line.stock = level;
+    renderCart();
+  }).catch(() => {});
 }
 
 function total() {
@@ -66,6 +74,12 @@ function renderCart() {
     const li = document.createElement("li");
     const name = document.createElement("span");
     name.textContent = `${l.quantity} × ${l.product.name}`;
+    if (l.stock !== undefined && l.stock !== null && l.stock - l.quantity <= LOW_STOCK) {
+      const hint = document.createElement("small");
+      hint.className = "low-stock";
+      hint.textContent = ` low stock: ${l.stock} on hand`;
+      name.append(hint);
+    }
     const amount = document.createElement("span");
     amount.textContent = money(l.quantity * l.product.priceCents);
     const controls = document.createElement("span");

@@ -195,6 +195,21 @@ pub trait Ledger: Send + Sync + 'static {
         Ok(0)
     }
 
+    /// The stock levels of `store` changed after feed position `since`
+    /// (at most `limit`, in feed order; each product once, at its latest
+    /// level), as the POS hook folded them (see
+    /// [`PosApply::with_stock`](crate::PosApply::with_stock)); empty when
+    /// no stock is kept.
+    async fn stock_since(
+        &self,
+        store: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<pdc_sync::StockLevel>, ServerError> {
+        let _ = (store, since, limit);
+        Ok(Vec::new())
+    }
+
     /// Deletes at most `chunk` items recorded before `cutoff_ms`; returns
     /// how many. Call in a loop until it returns less than `chunk`.
     async fn purge_before(&self, cutoff_ms: u64, chunk: usize) -> Result<u64, ServerError>;

@@ -1141,6 +1141,44 @@ impl Ledger for PgLedger {
         Ok(n)
     }
 
+    async fn stock_since(
+        &self,
+        store: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<pdc_sync::StockLevel>, ServerError> {
+        let client = self.pool.get().await?;
+        let since = i64::try_from(since).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = match client
+            .query(
+                "SELECT product_id, quantity, seq FROM pos_stock \
+                 WHERE store = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[&store, &since, &limit],
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            // A hook without stock tables keeps no stock.
+            Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        rows.iter()
+            .map(|r| {
+                let product: i64 = r.get(0);
+                let seq: i64 = r.get(2);
+                Ok(pdc_sync::StockLevel {
+                    product_id: u32::try_from(product).map_err(|_| {
+                        ServerError::Storage(format!("pos_stock: product id {product}"))
+                    })?,
+                    quantity: r.get(1),
+                    seq: u64::try_from(seq)
+                        .map_err(|_| ServerError::Storage(format!("pos_stock: seq {seq}")))?,
+                })
+            })
+            .collect()
+    }
+
     async fn purge_before(&self, cutoff_ms: u64, chunk: usize) -> Result<u64, ServerError> {
         let client = self.pool.get().await?;
         let cutoff = i64::try_from(cutoff_ms).unwrap_or(i64::MAX);

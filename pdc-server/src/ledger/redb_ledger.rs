@@ -821,6 +821,46 @@ impl Ledger for RedbLedger {
         .await
     }
 
+    async fn stock_since(
+        &self,
+        store: &str,
+        since: u64,
+        limit: usize,
+    ) -> Result<Vec<pdc_sync::StockLevel>, ServerError> {
+        let store = store.to_owned();
+        self.blocking(move |db| {
+            let tx = db.begin_read()?;
+            let (feed, stock) = match (
+                tx.open_table(crate::REDB_STOCK_FEED),
+                tx.open_table(crate::REDB_STOCK),
+            ) {
+                (Ok(f), Ok(s)) => (f, s),
+                (Err(redb::TableError::TableDoesNotExist(_)), _)
+                | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
+                (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+            };
+            let mut out = Vec::new();
+            let from = since.saturating_add(1);
+            for row in feed
+                .range((store.as_str(), from)..=(store.as_str(), u64::MAX))?
+                .take(limit)
+            {
+                let (k, v) = row?;
+                let product_id = v.value();
+                let quantity = stock
+                    .get((store.as_str(), product_id))?
+                    .map_or(0, |q| q.value());
+                out.push(pdc_sync::StockLevel {
+                    product_id,
+                    quantity,
+                    seq: k.value().1,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn purge_before(&self, cutoff_ms: u64, chunk: usize) -> Result<u64, ServerError> {
         self.blocking(move |db| {
             let tx = db.begin_write()?;
