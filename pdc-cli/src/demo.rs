@@ -157,6 +157,12 @@ pub struct StoreSummary {
     pub lines_not_sold_here: u64,
     /// What the first overridden product costs here, in cents.
     pub sample_price_cents: Option<(u32, i64)>,
+    /// Units the store's applied sales and refunds moved, net, by the
+    /// server's stock levels (sold minus refunded).
+    pub stock_units_sold: i64,
+    /// Products whose level at the store went below zero (sold more than
+    /// the server knew of: flagged for the back office, never refused).
+    pub stock_below_zero: usize,
 }
 
 /// One outage's drain.
@@ -354,7 +360,7 @@ impl Demo {
                 ping_recovering: Duration::from_millis(500),
                 pull_every: Duration::from_secs(3),
                 change_wait: Some(Duration::from_secs(25)),
-                stock_every: Duration::from_secs(5),
+                stock_every: Duration::from_secs(10),
                 report_every: Duration::from_secs(5),
                 alert_every: Duration::from_secs(1),
                 store_id: "demo-store".into(),
@@ -702,7 +708,7 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
     let dir = tempfile::tempdir()?;
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     // The server: embedded ledger, POS rules, catalogue and cashiers.
-    let pos = Arc::new(PosApply::new());
+    let pos = Arc::new(PosApply::new().with_stock());
     let ledger: Arc<dyn Ledger> = Arc::new(RedbLedger::open(
         &dir.path().join("ledger.redb"),
         pos.clone(),
@@ -1057,7 +1063,10 @@ pub async fn run(args: DemoArgs) -> Result<(DemoReport, Samples), CliError> {
             .await
             .unwrap_or_default();
         let layer = scoped.layers.get(&pdc_sync::Scope::Store(store.to_owned()));
+        let levels = state.ledger.stock_since(store, 0, usize::MAX).await?;
         report.stores.push(StoreSummary {
+            stock_units_sold: -levels.iter().map(|l| l.quantity).sum::<i64>(),
+            stock_below_zero: levels.iter().filter(|l| l.quantity < 0).count(),
             store: store.to_owned(),
             terminals: tills.len(),
             price_overrides: layer.map_or(0, |l| l.values().filter(|&&p| p).count()),
@@ -1262,14 +1271,16 @@ fn print_report(r: &DemoReport) -> std::io::Result<()> {
             format!(", product {id} at {}.{:02}", c / 100, c % 100)
         });
         outln!(
-            "  {:<22} {} till(s), {} own prices, {} not sold; {} orders, {} lines at its own price, {} lines not sold here{sample}",
+            "  {:<22} {} till(s), {} own prices, {} not sold; {} orders, {} lines at its own price, {} lines not sold here{sample}; stock: {} units sold net, {} products below zero",
             st.store,
             st.terminals,
             st.price_overrides,
             st.hidden,
             st.orders,
             st.lines_at_store_price,
-            st.lines_not_sold_here
+            st.lines_not_sold_here,
+            st.stock_units_sold,
+            st.stock_below_zero
         );
     }
     outln!();
@@ -1623,8 +1634,9 @@ pub fn html(r: &DemoReport, samples: &Samples) -> String {
             (
                 esc(&st.store),
                 format!(
-                    "{} till(s), {} own prices, {} not sold; {} orders, {} lines at its own price{sample}",
-                    st.terminals, st.price_overrides, st.hidden, st.orders, st.lines_at_store_price
+                    "{} till(s), {} own prices, {} not sold; {} orders, {} lines at its own price{sample}; stock: {} units sold net, {} products below zero",
+                    st.terminals, st.price_overrides, st.hidden, st.orders, st.lines_at_store_price,
+                    st.stock_units_sold, st.stock_below_zero
                 ),
             )
         })

@@ -32,9 +32,10 @@ pub struct DriverConfig {
     /// at the next `pull_every`. `None` turns the change stream off.
     /// Default 25 s.
     pub change_wait: Option<Duration>,
-    /// Stock level pull interval (`GET /v1/stock`, also right after start
-    /// and after every reference data pull; a server that keeps no stock
-    /// answers 404 and the driver stops asking). Default 1 min.
+    /// Stock level pull interval (`GET /v1/stock`, also right after start;
+    /// each pull fetches only the levels changed since the last; a server
+    /// that keeps no stock answers 404 and the driver stops asking).
+    /// Default 1 min.
     pub stock_every: Duration,
     /// Metrics report interval (default 1 min).
     pub report_every: Duration,
@@ -276,9 +277,6 @@ async fn run<T, C>(
             // A failed pull is retried at the next probe interval.
             let ok = engine.pull().await.is_ok();
             next_pull = clock.now() + if ok { pull_every } else { ping_recovering };
-            if ok && next_stock.is_some() {
-                next_stock = Some(clock.now());
-            }
         }
         if next_stock.is_some_and(|t| clock.now() >= t) {
             next_stock = match engine.pull_stock().await {
