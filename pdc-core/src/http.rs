@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use pdc_sync::{ServerLimits, StockPage, SyncTransport, TransportError};
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Client, StatusCode};
 
 /// The HTTP transport of one terminal.
@@ -39,21 +39,21 @@ impl Default for HttpOptions {
 }
 
 impl HttpTransport {
-    /// An authenticated `GET path?query` answered with JSON; `None` when
-    /// the server answers 404 (it has no such endpoint, or keeps nothing
-    /// to serve there).
-    async fn get_json(
+    /// An authenticated `GET path?query`: the answer's body and whether it
+    /// is a pdc frame (else JSON); `None` when the server answers 404 (it
+    /// has no such endpoint, or keeps nothing to serve there).
+    async fn get(
         &self,
         path: &str,
         query: &[(String, String)],
         timeout: Duration,
-        what: &str,
-    ) -> Result<Option<serde_json::Value>, TransportError> {
+    ) -> Result<Option<(Vec<u8>, bool)>, TransportError> {
         let resp = self
             .client
             .get(format!("{}{path}", self.base))
             .query(query)
             .header(AUTHORIZATION, &self.bearer)
+            .header(ACCEPT, "application/x-pdc, application/json")
             .timeout(timeout)
             .send()
             .await
@@ -65,13 +65,13 @@ impl HttpTransport {
         if !status.is_success() {
             return Err(error_of(resp).await);
         }
+        let binary = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|c| c.starts_with("application/x-pdc"));
         let body = resp.bytes().await.map_err(classify)?;
-        serde_json::from_slice(&body)
-            .map(Some)
-            .map_err(|e| TransportError::Server {
-                status: status.as_u16(),
-                message: format!("{what} answer: {e}"),
-            })
+        Ok(Some((body.to_vec(), binary)))
     }
     /// A transport to `base_url` (e.g. `http://127.0.0.1:8440`) with the
     /// terminal's token.
@@ -202,12 +202,14 @@ impl SyncTransport for HttpTransport {
             known.into_iter().map(|(d, v)| (d, v.to_string())).collect();
         query.push(("wait".into(), wait.as_secs().to_string()));
         // The server answers within `wait`; the usual timeout on top.
-        let answer = self
-            .get_json("/v1/changes", &query, wait + self.timeout, "change stream")
-            .await?;
-        let Some(v) = answer else {
+        let Some((body, _)) = self.get("/v1/changes", &query, wait + self.timeout).await? else {
             return Ok(None);
         };
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| TransportError::Server {
+                status: 200,
+                message: format!("change stream answer: {e}"),
+            })?;
         let changed = v
             .get("changed")
             .and_then(|c| c.as_array())
@@ -230,18 +232,21 @@ impl SyncTransport for HttpTransport {
             ("since".to_owned(), since.to_string()),
             ("limit".to_owned(), limit.to_string()),
         ];
-        let Some(v) = self
-            .get_json("/v1/stock", &query, self.timeout, "stock")
-            .await?
-        else {
+        let Some((body, binary)) = self.get("/v1/stock", &query, self.timeout).await? else {
             return Ok(None);
         };
-        serde_json::from_value(v)
-            .map(Some)
-            .map_err(|e| TransportError::Server {
-                status: 200,
-                message: format!("stock answer: {e}"),
-            })
+        let bad = |m: String| TransportError::Server {
+            status: 200,
+            message: format!("stock answer: {m}"),
+        };
+        let page = if binary {
+            pdc_codec::Codec::new()
+                .decode::<StockPage>(&body)
+                .map_err(|e| bad(e.to_string()))?
+        } else {
+            serde_json::from_slice(&body).map_err(|e| bad(e.to_string()))?
+        };
+        Ok(Some(page))
     }
 
     async fn report(&self, request: Vec<u8>) -> Result<(), TransportError> {

@@ -972,7 +972,8 @@ pub const STOCK_PAGE_MAX: usize = 5_000;
 
 /// `GET /v1/stock?since=N&limit=M`: the stock levels of the terminal's
 /// store changed after feed position `N` (default 0: all), at most `M`
-/// (default and cap [`STOCK_PAGE_MAX`]), as JSON
+/// (default and cap [`STOCK_PAGE_MAX`]), as a [`pdc_sync::StockPage`]: a
+/// pdc frame with `Accept: application/x-pdc`, else JSON
 /// `{"levels":[{"product_id","quantity","seq"}],"next":N,"more":bool}`;
 /// 404 `no_stock` when the server keeps no stock.
 async fn stock(
@@ -1014,7 +1015,16 @@ async fn stock(
         levels.truncate(limit);
         let next = levels.last().map_or(since, |l| l.seq);
         let page = pdc_sync::StockPage { levels, next, more };
-        Ok(axum::Json(page).into_response())
+        // A pdc frame when asked for (`Accept: application/x-pdc`, about 7
+        // bytes a level), else JSON.
+        let binary = headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.to_ascii_lowercase().contains("application/x-pdc"));
+        let format = if binary { Format::Binary } else { Format::Json };
+        let (r, sent) = s.encode_sized(format, &page)?;
+        s.count("pdc_server_stock_bytes_total", &[], sent as u64);
+        Ok(r)
     }
     .await
     .into_response();

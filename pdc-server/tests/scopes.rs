@@ -563,6 +563,7 @@ async fn a_driven_engine_learns_of_its_stores_change_from_the_change_stream() {
     // new price in time.
     let driver = engine.start(DriverConfig {
         pull_every: Duration::from_secs(3_600),
+        stock_every: Duration::from_millis(200),
         ..DriverConfig::default()
     });
     let price = |e: Arc<OfflineEngine<HttpTransport, pdc_clock::SystemClock>>| async move {
@@ -594,7 +595,6 @@ async fn a_driven_engine_learns_of_its_stores_change_from_the_change_stream() {
     eprintln!("the driven engine held store 12's new price after {took:?}");
     // Stock: a sale at store 12 reaches the driven till's levels.
     assert!(matches!(till.sell(1, 3).await, ItemResult::Applied { .. }));
-    driver.pull_now();
     until(Duration::from_secs(10), async || {
         engine.stock_level(3).unwrap() == Some(-1)
     })
@@ -640,6 +640,28 @@ async fn sales_move_each_stores_stock_and_the_last_unit_sells_twice() {
         .await
         .unwrap()
         .is_empty());
+    // Without `Accept: application/x-pdc` the page is JSON; another
+    // store's feed is its own.
+    let json = |token: String| {
+        let url = format!("http://{}/v1/stock?since=0", server.addr);
+        async move {
+            let body = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+        }
+    };
+    let page = json(a.token.clone()).await;
+    assert_eq!(page["levels"][0]["product_id"], 5);
+    assert_eq!(page["levels"][0]["quantity"], -1);
+    assert_eq!(page["more"], false);
+    assert_eq!(json(c.token.clone()).await["levels"][0]["quantity"], -1);
     // Stock reaches the till of store 12: its level, and a warning for a
     // sale that would leave it low, which the till still makes.
     use pdc_core::{EngineConfig, HttpOptions, HttpTransport, LowStock, OfflineEngine, Sale};

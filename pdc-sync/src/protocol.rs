@@ -420,6 +420,11 @@ pub struct StockPage {
     pub more: bool,
 }
 
+impl Record for StockPage {
+    const KIND: RecordKind = RecordKind(21);
+    const SCHEMA: u8 = BASE_SCHEMA;
+}
+
 /// One record of reference data.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct DatasetRecord {
