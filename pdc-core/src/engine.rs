@@ -92,9 +92,6 @@ impl EngineConfig {
     }
 }
 
-/// Stock levels asked for per `GET /v1/stock` page.
-const STOCK_PAGE: usize = 5_000;
-
 /// A line of a sale that leaves its product low on stock
 /// ([`OfflineEngine::low_stock`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -601,7 +598,11 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         let mut changed = 0;
         loop {
             let since = self.store().stock_position()?;
-            let Some(page) = self.transport.stock_since(since, STOCK_PAGE).await? else {
+            let Some(page) = self
+                .transport
+                .stock_since(since, pdc_sync::STOCK_PAGE_MAX)
+                .await?
+            else {
                 return Ok(None);
             };
             // A page that does not move forward ends the loop, whatever

@@ -967,8 +967,7 @@ async fn changes(
     s.answer("changes", r)
 }
 
-/// Most stock levels one `GET /v1/stock` answers.
-pub const STOCK_PAGE_MAX: usize = 5_000;
+pub use pdc_sync::STOCK_PAGE_MAX;
 
 /// `GET /v1/stock?since=N&limit=M`: the stock levels of the terminal's
 /// store changed after feed position `N` (default 0: all), at most `M`
@@ -1006,16 +1005,13 @@ async fn stock(
         let limit = limit.clamp(1, STOCK_PAGE_MAX);
         let store = view.store.clone().unwrap_or_default();
         // One more than asked tells whether more follow.
-        let mut levels = s
+        let levels = s
             .ledger
             .stock_since(&store, since, limit + 1)
             .await
             .map_err(|e| unavailable(&e))?;
-        let more = levels.len() > limit;
-        levels.truncate(limit);
-        let next = levels.last().map_or(since, |l| l.seq);
-        let page = pdc_sync::StockPage { levels, next, more };
-        // A pdc frame when asked for (`Accept: application/x-pdc`, about 7
+        let page = pdc_sync::StockPage::from_levels(levels, since, limit);
+        // A pdc frame when asked for (`Accept: application/x-pdc`, 6-7
         // bytes a level), else JSON.
         let binary = headers
             .get(header::ACCEPT)

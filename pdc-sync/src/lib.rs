@@ -96,6 +96,7 @@ pub use protocol::{
     DatasetChange, DatasetDelta, DatasetRecord, DatasetState, ItemRef, ItemResult, MetricsReport,
     OutboxItem, Priority, PullRequest, PullResponse, PushRequest, PushResponse, ServerLimits,
     StockLevel, StockPage, StoreId, StreamKey, BASE_SCHEMA, MAX_WIRE_INT, PROTOCOL_VERSION,
+    STOCK_PAGE_MAX,
 };
 pub use quality::{Quality, QualityEstimator};
 pub use queue::OutboxQueue;

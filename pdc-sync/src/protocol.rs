@@ -420,6 +420,21 @@ pub struct StockPage {
     pub more: bool,
 }
 
+/// Most stock levels one page carries (`GET /v1/stock` caps `limit` here).
+pub const STOCK_PAGE_MAX: usize = 5_000;
+
+impl StockPage {
+    /// The page for a request from `since` of at most `limit` levels, out
+    /// of `levels` (the feed after `since`, in order; one more than `limit`
+    /// tells that more follow).
+    pub fn from_levels(mut levels: Vec<StockLevel>, since: u64, limit: usize) -> Self {
+        let more = levels.len() > limit;
+        levels.truncate(limit);
+        let next = levels.last().map_or(since, |l| l.seq);
+        StockPage { levels, next, more }
+    }
+}
+
 impl Record for StockPage {
     const KIND: RecordKind = RecordKind(21);
     const SCHEMA: u8 = BASE_SCHEMA;

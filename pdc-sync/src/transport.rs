@@ -145,12 +145,13 @@ impl MemoryServer {
     /// The stock feed after `since`, at most `limit` levels (at least one).
     pub fn stock_since(&self, since: u64, limit: usize) -> Option<StockPage> {
         let feed = self.stock.as_ref()?;
-        let after: Vec<StockLevel> = feed.iter().filter(|l| l.seq > since).copied().collect();
         let limit = limit.max(1);
-        let more = after.len() > limit;
-        let levels: Vec<StockLevel> = after.into_iter().take(limit).collect();
-        let next = levels.last().map_or(since, |l| l.seq);
-        Some(StockPage { levels, next, more })
+        let after = feed.iter().filter(|l| l.seq > since).take(limit + 1);
+        Some(StockPage::from_levels(
+            after.copied().collect(),
+            since,
+            limit,
+        ))
     }
 
     /// Applies a push request.

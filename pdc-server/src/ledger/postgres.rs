@@ -241,17 +241,24 @@ pub const LEDGER_PLACEMENT: &[(&str, Placement)] = &[
     ("pdc_dataset_records", Placement::Reference),
 ];
 
-/// The Citus call that places `table`.
-pub fn placement_sql(table: &str, placement: Placement) -> Result<String, ServerError> {
-    if table.is_empty()
-        || !table
+/// `name` if it is safe to write into SQL unquoted (`[a-z0-9_]+`), else a
+/// configuration error naming `what`.
+fn identifier<'a>(what: &str, name: &'a str) -> Result<&'a str, ServerError> {
+    if name.is_empty()
+        || !name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
     {
         return Err(ServerError::Config(format!(
-            "table {table:?}: use [a-z0-9_]"
+            "{what} {name:?}: use [a-z0-9_]"
         )));
     }
+    Ok(name)
+}
+
+/// The Citus call that places `table`.
+pub fn placement_sql(table: &str, placement: Placement) -> Result<String, ServerError> {
+    identifier("table", table)?;
     Ok(match placement {
         Placement::ByTerminal if table == "pdc_items" => {
             format!("SELECT create_distributed_table('{table}', 'terminal_id')")
@@ -422,15 +429,7 @@ impl PgLedger {
             .parse()
             .map_err(|e| ServerError::Config(format!("database url: {e}")))?;
         if let Some(schema) = &options.schema {
-            if !schema
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-                || schema.is_empty()
-            {
-                return Err(ServerError::Config(format!(
-                    "schema {schema:?}: use [a-z0-9_]"
-                )));
-            }
+            identifier("schema", schema)?;
             cfg.options(format!("-c search_path={schema}"));
         }
         let listen_cfg = cfg.clone();
