@@ -544,12 +544,15 @@ impl Demo {
                 let paid = if repriced {
                     // Paid in full by the order's first tender (the bug
                     // above only touches the generated payments).
-                    let method = o.payments.first().map_or(PaymentMethod::Cash, |p| p.method);
+                    let method = o
+                        .payments
+                        .first()
+                        .map_or(PaymentMethod::Cash, |p| p.method.clone());
                     sale.clone().pay_rest(method)
                 } else {
                     o.payments
                         .iter()
-                        .fold(sale.clone(), |s, p| s.pay(p.method, p.amount_cents))
+                        .fold(sale.clone(), |s, p| s.tender(p.clone()))
                 };
                 let saved = match engine.sell(&paid) {
                     // Cards beyond the offline limits: the customer pays

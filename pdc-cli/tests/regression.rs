@@ -345,12 +345,15 @@ fn ledger_show_lists_no_orders() {
             unit_price_cents: 250,
             discount_cents: 0,
             tax_rate_bp: 700,
+            ..Default::default()
         }],
         payments: vec![pdc_codec::Payment {
             method: pdc_codec::PaymentMethod::Cash,
             amount_cents: 500,
+            ..Default::default()
         }],
         receipt: Some("till-1-0A0B0C0D-000041".into()),
+        ..Default::default()
     };
     let payload = pdc_codec::Codec::new().encode(&order).unwrap();
     let items = vec![

@@ -47,6 +47,15 @@ impl Varint for u16 {
     }
 }
 
+impl Varint for u8 {
+    fn to_varint(self) -> u64 {
+        u64::from(self)
+    }
+    fn from_varint(v: u64) -> Option<Self> {
+        u8::try_from(v).ok()
+    }
+}
+
 impl Varint for i64 {
     fn to_varint(self) -> u64 {
         ((self << 1) ^ (self >> 63)) as u64

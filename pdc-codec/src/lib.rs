@@ -67,7 +67,8 @@ pub use error::CodecError;
 pub use frame::{Codec, Compression, Frame, Limits};
 pub use pos::{
     AnalyticsEvent, Order, OrderColumns, OrderLine, OrderRule, Payment, PaymentMethod, Product,
-    Refund, Transaction, TransactionColumns, TxKind, TxStatus, MAX_RECEIPT_LEN,
+    Refund, Transaction, TransactionColumns, TxKind, TxStatus, Unit, MAX_RECEIPT_LEN,
+    MAX_TENDER_NAME_LEN, MAX_TEXT_LEN,
 };
 pub use record::{Record, RecordKind};
 pub use terminal::TerminalId;

@@ -110,52 +110,214 @@ impl Record for Transaction {
     const SCHEMA: u8 = 1;
 }
 
-/// How a payment was made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// How a payment was made: the common tenders by name, and any other by
+/// the till's own name for it ([`PaymentMethod::Other`], 1 to
+/// [`MAX_TENDER_NAME_LEN`] bytes), so a gift card, a voucher and a meal
+/// ticket stay apart instead of collapsing into one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PaymentMethod {
     /// Notes and coins.
+    #[default]
     Cash,
     /// Card.
     Card,
-    /// Voucher or gift card.
+    /// Paper or digital voucher (a coupon worth money).
     Voucher,
+    /// Gift card.
+    GiftCard,
+    /// A phone wallet or a QR payment.
+    MobileWallet,
+    /// Credit the store owes the customer (from an earlier refund).
+    StoreCredit,
+    /// Any other tender, by name (`meal_ticket`, `invoice`).
+    Other(String),
 }
 
-/// One payment towards an order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// The longest name a [`PaymentMethod::Other`] may have, in bytes.
+pub const MAX_TENDER_NAME_LEN: usize = 32;
+
+impl PaymentMethod {
+    /// The method's stable name: `cash`, `card`, `voucher`, `gift_card`,
+    /// `mobile_wallet`, `store_credit`, or an other tender's own name.
+    pub fn name(&self) -> &str {
+        match self {
+            PaymentMethod::Cash => "cash",
+            PaymentMethod::Card => "card",
+            PaymentMethod::Voucher => "voucher",
+            PaymentMethod::GiftCard => "gift_card",
+            PaymentMethod::MobileWallet => "mobile_wallet",
+            PaymentMethod::StoreCredit => "store_credit",
+            PaymentMethod::Other(name) => name,
+        }
+    }
+
+    /// The method [`PaymentMethod::name`] names: a known name gives its
+    /// variant, any other [`PaymentMethod::Other`] (checked by
+    /// [`Order::check`], not here).
+    pub fn from_name(name: &str) -> PaymentMethod {
+        match name {
+            "cash" => PaymentMethod::Cash,
+            "card" => PaymentMethod::Card,
+            "voucher" => PaymentMethod::Voucher,
+            "gift_card" => PaymentMethod::GiftCard,
+            "mobile_wallet" => PaymentMethod::MobileWallet,
+            "store_credit" => PaymentMethod::StoreCredit,
+            other => PaymentMethod::Other(other.to_owned()),
+        }
+    }
+}
+
+/// One payment towards an order. An order may have several (a split
+/// tender: part on a gift card, the rest in cash).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Payment {
     /// How it was paid.
     pub method: PaymentMethod,
-    /// Amount in cents.
+    /// Amount in cents counted towards the order.
     pub amount_cents: i64,
+    /// What the customer handed over, when more than the amount can be
+    /// (cash): at least `amount_cents`; the change is the difference
+    /// ([`Payment::change_cents`]). Schema 4.
+    pub tendered_cents: Option<i64>,
+    /// The tender's reference (card authorisation, voucher or gift-card
+    /// number), 1 to [`MAX_TEXT_LEN`] bytes. Schema 4.
+    pub reference: Option<String>,
 }
 
+impl Payment {
+    /// A payment of `amount_cents` by `method`, nothing tendered over it
+    /// and no reference.
+    pub fn new(method: PaymentMethod, amount_cents: i64) -> Payment {
+        Payment {
+            method,
+            amount_cents,
+            tendered_cents: None,
+            reference: None,
+        }
+    }
+
+    /// The change given back: tendered − amount (0 without a tendered
+    /// amount).
+    pub fn change_cents(&self) -> i64 {
+        self.tendered_cents
+            .map_or(0, |t| t.wrapping_sub(self.amount_cents))
+    }
+}
+
+/// What a line's quantity counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Unit {
+    /// Pieces: the quantity is a count and the price is per piece.
+    #[default]
+    Each,
+    /// Weight: the quantity is in grams, the price per kilogram.
+    Kilogram,
+    /// Volume: the quantity is in millilitres, the price per litre.
+    Litre,
+    /// Length: the quantity is in millimetres, the price per metre.
+    Metre,
+}
+
+impl Unit {
+    /// Quantity units in one priced unit: 1 for pieces, 1,000 for the
+    /// measured units (grams in a kilogram).
+    pub fn per_price(self) -> i64 {
+        match self {
+            Unit::Each => 1,
+            Unit::Kilogram | Unit::Litre | Unit::Metre => 1000,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            Unit::Each => 0,
+            Unit::Kilogram => 1,
+            Unit::Litre => 2,
+            Unit::Metre => 3,
+        }
+    }
+
+    fn from_code(c: u8) -> Unit {
+        match c & 3 {
+            0 => Unit::Each,
+            1 => Unit::Kilogram,
+            2 => Unit::Litre,
+            _ => Unit::Metre,
+        }
+    }
+}
+
+/// The longest line name, line note or payment reference, in bytes.
+pub const MAX_TEXT_LEN: usize = 200;
+
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OrderLine {
     /// Catalogue product id.
     pub product_id: u32,
-    /// Units sold.
+    /// How much was sold, in units of `unit`: pieces, or thousandths of
+    /// the priced unit (grams for a price per kilogram).
     pub quantity: u32,
-    /// Price of one unit in cents.
+    /// What the quantity counts (schema 4; [`Unit::Each`] before).
+    pub unit: Unit,
+    /// Price of one piece, or of one whole priced unit (a kilogram), in
+    /// cents.
     pub unit_price_cents: i64,
     /// Discount on the whole line in cents.
     pub discount_cents: i64,
     /// Tax rate in basis points (2000 = 20%).
     pub tax_rate_bp: u16,
+    /// The name printed for the line when it is not the catalogue's (an
+    /// open-price item, a renamed line), 1 to [`MAX_TEXT_LEN`] bytes.
+    /// Schema 4.
+    pub name: Option<String>,
+    /// The cashier's note on the line ("no onions"), 1 to
+    /// [`MAX_TEXT_LEN`] bytes. Schema 4.
+    pub note: Option<String>,
 }
 
 impl OrderLine {
-    /// The line's amount: quantity × unit price − discount.
+    /// A line of `quantity` pieces at `unit_price_cents` each, without
+    /// discount, name or note.
+    pub fn new(product_id: u32, quantity: u32, unit_price_cents: i64, tax_rate_bp: u16) -> Self {
+        OrderLine {
+            product_id,
+            quantity,
+            unit_price_cents,
+            tax_rate_bp,
+            ..OrderLine::default()
+        }
+    }
+
+    /// The line's price before its discount: quantity × unit price, for a
+    /// measured unit divided by 1,000 and rounded to the nearest cent
+    /// (halves up). `None` on overflow.
+    pub fn gross_cents(&self) -> Option<i64> {
+        let q = i64::from(self.quantity);
+        match self.unit.per_price() {
+            1 => q.checked_mul(self.unit_price_cents),
+            per => {
+                let g = i128::from(q) * i128::from(self.unit_price_cents);
+                let per = i128::from(per);
+                i64::try_from((g + per / 2).div_euclid(per)).ok()
+            }
+        }
+    }
+
+    /// The line's amount: its gross price ([`OrderLine::gross_cents`])
+    /// minus the discount, wrapping on overflow ([`Order::check`] refuses
+    /// an order that overflows).
     pub fn amount_cents(&self) -> i64 {
-        i64::from(self.quantity)
-            .wrapping_mul(self.unit_price_cents)
-            .wrapping_sub(self.discount_cents)
+        let q = i64::from(self.quantity);
+        let gross = self
+            .gross_cents()
+            .unwrap_or_else(|| q.wrapping_mul(self.unit_price_cents));
+        gross.wrapping_sub(self.discount_cents)
     }
 }
 
 /// A POS order: lines and payments.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Order {
     /// Terminal-local order id.
     pub id: u64,
@@ -173,6 +335,9 @@ pub struct Order {
     /// [`MAX_RECEIPT_LEN`] bytes), e.g. `till-7-3FA9C1D2-000123`; `None`
     /// in orders written by schema 1.
     pub receipt: Option<String>,
+    /// A discount on the whole order (a coupon, a staff discount), in
+    /// cents: at least 0 and at most the lines' sum. Schema 4.
+    pub discount_cents: i64,
 }
 // The order names no terminal (schema 3 dropped the number that schemas 1
 // and 2 carried): the terminal is the authenticated [`crate::TerminalId`]
@@ -180,6 +345,63 @@ pub struct Order {
 
 /// The longest receipt number an order may carry, in bytes.
 pub const MAX_RECEIPT_LEN: usize = 64;
+
+/// How a payment method was written before schema 4 of orders and 3 of
+/// refunds (three methods).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+enum MethodV1 {
+    Cash,
+    Card,
+    Voucher,
+}
+
+/// A payment as it was written before schema 4 of orders.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct PaymentV1 {
+    method: MethodV1,
+    amount_cents: i64,
+}
+
+impl From<PaymentV1> for Payment {
+    fn from(p: PaymentV1) -> Payment {
+        let method = match p.method {
+            MethodV1::Cash => PaymentMethod::Cash,
+            MethodV1::Card => PaymentMethod::Card,
+            MethodV1::Voucher => PaymentMethod::Voucher,
+        };
+        Payment::new(method, p.amount_cents)
+    }
+}
+
+/// A line as it was written before schema 4 of orders (pieces, no text).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct OrderLineV1 {
+    product_id: u32,
+    quantity: u32,
+    unit_price_cents: i64,
+    discount_cents: i64,
+    tax_rate_bp: u16,
+}
+
+impl From<OrderLineV1> for OrderLine {
+    fn from(l: OrderLineV1) -> OrderLine {
+        OrderLine {
+            discount_cents: l.discount_cents,
+            ..OrderLine::new(l.product_id, l.quantity, l.unit_price_cents, l.tax_rate_bp)
+        }
+    }
+}
+
+/// Lines and payments of a pre-schema-4 record, converted.
+fn upgrade(lines: Vec<OrderLineV1>, payments: Vec<PaymentV1>) -> (Vec<OrderLine>, Vec<Payment>) {
+    (
+        lines.into_iter().map(OrderLine::from).collect(),
+        payments.into_iter().map(Payment::from).collect(),
+    )
+}
 
 /// An order as schema 1 wrote it (no receipt number).
 #[derive(Deserialize)]
@@ -190,8 +412,8 @@ struct OrderV1 {
     cashier_id: u32,
     customer_id: Option<u32>,
     created_at_ms: u64,
-    lines: Vec<OrderLine>,
-    payments: Vec<Payment>,
+    lines: Vec<OrderLineV1>,
+    payments: Vec<PaymentV1>,
 }
 
 /// An order as schema 2 wrote it (a terminal number, ignored since).
@@ -203,15 +425,45 @@ struct OrderV2 {
     cashier_id: u32,
     customer_id: Option<u32>,
     created_at_ms: u64,
-    lines: Vec<OrderLine>,
-    payments: Vec<Payment>,
+    lines: Vec<OrderLineV1>,
+    payments: Vec<PaymentV1>,
     receipt: Option<String>,
+}
+
+/// An order as schema 3 wrote it (pieces only, three payment methods, no
+/// texts, no order discount).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct OrderV3 {
+    id: u64,
+    cashier_id: u32,
+    customer_id: Option<u32>,
+    created_at_ms: u64,
+    lines: Vec<OrderLineV1>,
+    payments: Vec<PaymentV1>,
+    receipt: Option<String>,
+}
+
+impl From<OrderV3> for Order {
+    fn from(o: OrderV3) -> Order {
+        let (lines, payments) = upgrade(o.lines, o.payments);
+        Order {
+            id: o.id,
+            cashier_id: o.cashier_id,
+            customer_id: o.customer_id,
+            created_at_ms: o.created_at_ms,
+            lines,
+            payments,
+            receipt: o.receipt,
+            discount_cents: 0,
+        }
+    }
 }
 
 impl From<OrderV2> for Order {
     fn from(o: OrderV2) -> Order {
         let _ = o.terminal_id;
-        Order {
+        Order::from(OrderV3 {
             id: o.id,
             cashier_id: o.cashier_id,
             customer_id: o.customer_id,
@@ -219,14 +471,14 @@ impl From<OrderV2> for Order {
             lines: o.lines,
             payments: o.payments,
             receipt: o.receipt,
-        }
+        })
     }
 }
 
 impl From<OrderV1> for Order {
     fn from(o: OrderV1) -> Order {
         let _ = o.terminal_id;
-        Order {
+        Order::from(OrderV3 {
             id: o.id,
             cashier_id: o.cashier_id,
             customer_id: o.customer_id,
@@ -234,16 +486,25 @@ impl From<OrderV1> for Order {
             lines: o.lines,
             payments: o.payments,
             receipt: None,
-        }
+        })
     }
 }
 
 impl Order {
-    /// Sum of the lines' amounts.
+    /// What the customer pays: the lines' amounts minus the order's
+    /// discount.
     pub fn total_cents(&self) -> i64 {
         self.lines
             .iter()
             .fold(0i64, |acc, l| acc.wrapping_add(l.amount_cents()))
+            .wrapping_sub(self.discount_cents)
+    }
+
+    /// The change given back over all payments.
+    pub fn change_cents(&self) -> i64 {
+        self.payments
+            .iter()
+            .fold(0i64, |acc, p| acc.wrapping_add(p.change_cents()))
     }
 }
 
@@ -264,13 +525,26 @@ pub enum OrderRule {
     TotalMismatch,
     /// The receipt number is empty or longer than [`MAX_RECEIPT_LEN`].
     BadReceipt,
+    /// A line name, line note or payment reference is empty or longer
+    /// than [`MAX_TEXT_LEN`].
+    BadText,
+    /// An other tender's name is empty or longer than
+    /// [`MAX_TENDER_NAME_LEN`], or a payment's tendered amount is below
+    /// its amount.
+    BadTender,
+    /// The order's discount is negative or more than its lines' sum.
+    BadDiscount,
 }
 
 impl OrderRule {
     /// The rule's stable code (`out_of_range`, `empty_order`,
-    /// `negative_line`, `overflow`, `total_mismatch`, `bad_receipt`).
+    /// `negative_line`, `overflow`, `total_mismatch`, `bad_receipt`,
+    /// `bad_text`, `bad_tender`, `bad_discount`).
     pub fn code(self) -> &'static str {
         match self {
+            OrderRule::BadText => "bad_text",
+            OrderRule::BadTender => "bad_tender",
+            OrderRule::BadDiscount => "bad_discount",
             OrderRule::IdOutOfRange => "out_of_range",
             OrderRule::Empty => "empty_order",
             OrderRule::NegativeLine => "negative_line",
@@ -286,15 +560,20 @@ impl Order {
     /// saves a sale and by pdc-server's `PosApply` before it applies one
     /// (one function, so that they cannot disagree): an id below 2^63, at
     /// least one line, no negative unit price, no line worth less than
-    /// zero, no overflow, payments that add up to the total exactly, and
-    /// a receipt number, if any, of 1 to [`MAX_RECEIPT_LEN`] bytes.
-    /// Returns the total in cents.
+    /// zero, no overflow, an order discount from 0 to the lines' sum,
+    /// payments that add up to the total (lines minus the order's
+    /// discount) exactly, each tendered amount at least its payment, other
+    /// tenders named in 1 to [`MAX_TENDER_NAME_LEN`] bytes, texts (line
+    /// names and notes, payment references) of 1 to [`MAX_TEXT_LEN`]
+    /// bytes, and a receipt number, if any, of 1 to [`MAX_RECEIPT_LEN`]
+    /// bytes. Returns the total in cents.
     pub fn check(&self) -> Result<i64, CodecError> {
         check_sale(
             self.id,
             &self.lines,
             &self.payments,
             self.receipt.as_deref(),
+            self.discount_cents,
         )
     }
 }
@@ -317,9 +596,46 @@ fn check_sale(
     lines: &[OrderLine],
     payments: &[Payment],
     receipt: Option<&str>,
+    discount_cents: i64,
 ) -> Result<i64, CodecError> {
     let fail = |rule, detail: String| CodecError::InvalidOrder { rule, detail };
     check_receipt(receipt, "receipt number")?;
+    let text = |t: &Option<String>, what: &str| match t {
+        Some(t) if t.is_empty() || t.len() > MAX_TEXT_LEN => Err(fail(
+            OrderRule::BadText,
+            format!("{what} of {} bytes (1 to {MAX_TEXT_LEN})", t.len()),
+        )),
+        _ => Ok(()),
+    };
+    for (n, l) in lines.iter().enumerate() {
+        text(&l.name, &format!("line {n}'s name"))?;
+        text(&l.note, &format!("line {n}'s note"))?;
+    }
+    for (n, p) in payments.iter().enumerate() {
+        text(&p.reference, &format!("payment {n}'s reference"))?;
+        if let PaymentMethod::Other(name) = &p.method {
+            if name.is_empty() || name.len() > MAX_TENDER_NAME_LEN {
+                return Err(fail(
+                    OrderRule::BadTender,
+                    format!(
+                        "payment {n}'s tender name of {} bytes (1 to {MAX_TENDER_NAME_LEN})",
+                        name.len()
+                    ),
+                ));
+            }
+        }
+        if let Some(t) = p.tendered_cents {
+            if t < p.amount_cents {
+                return Err(fail(
+                    OrderRule::BadTender,
+                    format!(
+                        "payment {n} tendered {t} cents for {} cents",
+                        p.amount_cents
+                    ),
+                ));
+            }
+        }
+    }
     if id > i64::MAX as u64 {
         return Err(fail(
             OrderRule::IdOutOfRange,
@@ -331,8 +647,8 @@ fn check_sale(
     }
     let mut total: i64 = 0;
     for (n, l) in lines.iter().enumerate() {
-        let amount = i64::from(l.quantity)
-            .checked_mul(l.unit_price_cents)
+        let amount = l
+            .gross_cents()
             .and_then(|g| g.checked_sub(l.discount_cents))
             .ok_or_else(|| fail(OrderRule::Overflow, format!("line {n} overflows")))?;
         if amount < 0 || l.unit_price_cents < 0 {
@@ -345,6 +661,13 @@ fn check_sale(
             .checked_add(amount)
             .ok_or_else(|| fail(OrderRule::Overflow, "order total overflows".into()))?;
     }
+    if discount_cents < 0 || discount_cents > total {
+        return Err(fail(
+            OrderRule::BadDiscount,
+            format!("order discount of {discount_cents} cents on lines of {total} cents"),
+        ));
+    }
+    let total = total - discount_cents;
     let paid = payments
         .iter()
         .try_fold(0i64, |acc, p| acc.checked_add(p.amount_cents))
@@ -360,8 +683,10 @@ fn check_sale(
 
 impl Record for Order {
     const KIND: RecordKind = RecordKind::ORDER;
-    /// 2 added the receipt number; 3 dropped the terminal number.
-    const SCHEMA: u8 = 3;
+    /// 2 added the receipt number; 3 dropped the terminal number; 4 added
+    /// units, line names and notes, open tenders with tendered amounts and
+    /// references, and the order discount.
+    const SCHEMA: u8 = 4;
 
     fn take_older(schema: u8, bytes: &[u8]) -> Result<(Self, &[u8]), CodecError> {
         match schema {
@@ -371,6 +696,9 @@ impl Record for Order {
             2 => postcard::take_from_bytes::<OrderV2>(bytes)
                 .map(|(o, rest)| (o.into(), rest))
                 .map_err(|e| CodecError::Malformed(format!("order (schema 2): {e}"))),
+            3 => postcard::take_from_bytes::<OrderV3>(bytes)
+                .map(|(o, rest)| (o.into(), rest))
+                .map_err(|e| CodecError::Malformed(format!("order (schema 3): {e}"))),
             _ => Err(CodecError::UnsupportedSchema {
                 kind: Self::KIND,
                 schema,
@@ -434,6 +762,7 @@ impl Refund {
             &self.lines,
             &self.payments,
             self.receipt.as_deref(),
+            0,
         )
     }
 }
@@ -448,22 +777,54 @@ struct RefundV1 {
     original_order_id: u64,
     original_receipt: Option<String>,
     created_at_ms: u64,
-    lines: Vec<OrderLine>,
-    payments: Vec<Payment>,
+    lines: Vec<OrderLineV1>,
+    payments: Vec<PaymentV1>,
     receipt: Option<String>,
+}
+
+/// A refund as schema 2 wrote it (pieces only, three payment methods, no
+/// texts).
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct RefundV2 {
+    id: u64,
+    cashier_id: u32,
+    original_order_id: u64,
+    original_receipt: Option<String>,
+    created_at_ms: u64,
+    lines: Vec<OrderLineV1>,
+    payments: Vec<PaymentV1>,
+    receipt: Option<String>,
+}
+
+impl From<RefundV2> for Refund {
+    fn from(r: RefundV2) -> Refund {
+        let (lines, payments) = upgrade(r.lines, r.payments);
+        Refund {
+            id: r.id,
+            cashier_id: r.cashier_id,
+            original_order_id: r.original_order_id,
+            original_receipt: r.original_receipt,
+            created_at_ms: r.created_at_ms,
+            lines,
+            payments,
+            receipt: r.receipt,
+        }
+    }
 }
 
 impl Record for Refund {
     const KIND: RecordKind = RecordKind::REFUND;
-    /// 2 dropped the terminal number.
-    const SCHEMA: u8 = 2;
+    /// 2 dropped the terminal number; 3 took schema 4's lines and payments
+    /// of orders.
+    const SCHEMA: u8 = 3;
 
     fn take_older(schema: u8, bytes: &[u8]) -> Result<(Self, &[u8]), CodecError> {
         match schema {
             1 => postcard::take_from_bytes::<RefundV1>(bytes)
                 .map(|(r, rest)| {
                     let _ = r.terminal_id;
-                    let refund = Refund {
+                    let v2 = RefundV2 {
                         id: r.id,
                         cashier_id: r.cashier_id,
                         original_order_id: r.original_order_id,
@@ -473,9 +834,12 @@ impl Record for Refund {
                         payments: r.payments,
                         receipt: r.receipt,
                     };
-                    (refund, rest)
+                    (Refund::from(v2), rest)
                 })
                 .map_err(|e| CodecError::Malformed(format!("refund (schema 1): {e}"))),
+            2 => postcard::take_from_bytes::<RefundV2>(bytes)
+                .map(|(r, rest)| (Refund::from(r), rest))
+                .map_err(|e| CodecError::Malformed(format!("refund (schema 2): {e}"))),
             _ => Err(CodecError::UnsupportedSchema {
                 kind: Self::KIND,
                 schema,
@@ -891,6 +1255,76 @@ pub struct OrderColumns {
     payment_residuals: Sparse<i64>,
     /// Receipt numbers of the orders that have one (schema 2).
     receipts: Vec<String>,
+    /// Order discounts other than 0 (schema 5).
+    order_discounts: Sparse<i64>,
+    /// Per line: the unit (bits 0-1), has a name (bit 2), has a note (bit
+    /// 3); most lines are pieces without text (schema 5).
+    line_flags: Sparse<u8>,
+    /// The names and notes of the lines flagged, in line order, a line's
+    /// name before its note.
+    line_texts: Vec<String>,
+    /// The methods of the payments whose 2-bit code is the escape (3):
+    /// every method but cash, card and voucher (schema 5).
+    rare_methods: Vec<PaymentMethod>,
+    /// Per payment: has a tendered amount (bit 0), has a reference (bit 1).
+    payment_flags: Sparse<u8>,
+    /// Change (tendered − amount) of each payment with a tendered amount.
+    payment_changes: Col<i64>,
+    /// References of the payments that have one.
+    payment_refs: Vec<String>,
+}
+
+/// The columns as schema 4 wrote them: schema 5's without units, texts,
+/// order discounts or tender details.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+struct OrderColumnsV4 {
+    id_deltas: Col<i64>,
+    cashier_ids: Col<u32>,
+    headers: Vec<u8>,
+    customers: Col<u32>,
+    created_deltas: Col<i64>,
+    long_line_counts: Col<u32>,
+    long_payment_counts: Col<u32>,
+    product_dict: Col<i64>,
+    product_refs: Col<u32>,
+    dict_prices: Col<i64>,
+    dict_tax_index: Col<u32>,
+    tax_rates: Col<u16>,
+    quantities: Quantities,
+    price_overrides: Sparse<i64>,
+    tax_overrides: Sparse<u16>,
+    discounts: Sparse<i64>,
+    payment_methods: Vec<u8>,
+    payment_residuals: Sparse<i64>,
+    receipts: Vec<String>,
+}
+
+impl From<OrderColumnsV4> for OrderColumns {
+    fn from(c: OrderColumnsV4) -> OrderColumns {
+        OrderColumns {
+            id_deltas: c.id_deltas,
+            cashier_ids: c.cashier_ids,
+            headers: c.headers,
+            customers: c.customers,
+            created_deltas: c.created_deltas,
+            long_line_counts: c.long_line_counts,
+            long_payment_counts: c.long_payment_counts,
+            product_dict: c.product_dict,
+            product_refs: c.product_refs,
+            dict_prices: c.dict_prices,
+            dict_tax_index: c.dict_tax_index,
+            tax_rates: c.tax_rates,
+            quantities: c.quantities,
+            price_overrides: c.price_overrides,
+            tax_overrides: c.tax_overrides,
+            discounts: c.discounts,
+            payment_methods: c.payment_methods,
+            payment_residuals: c.payment_residuals,
+            receipts: c.receipts,
+            ..OrderColumns::default()
+        }
+    }
 }
 
 /// The columns as schema 3 wrote them: a product id per line (raw), the
@@ -918,11 +1352,10 @@ struct OrderColumnsV3 {
     receipts: Vec<String>,
 }
 
-impl TryFrom<OrderColumnsV3> for OrderColumns {
-    type Error = CodecError;
+impl From<OrderColumnsV3> for OrderColumnsV4 {
     /// Schema 3's layout is schema 4's without a dictionary (raw ids).
-    fn try_from(c: OrderColumnsV3) -> Result<OrderColumns, CodecError> {
-        Ok(OrderColumns {
+    fn from(c: OrderColumnsV3) -> OrderColumnsV4 {
+        OrderColumnsV4 {
             id_deltas: c.id_deltas,
             cashier_ids: c.cashier_ids,
             headers: c.headers,
@@ -942,7 +1375,7 @@ impl TryFrom<OrderColumnsV3> for OrderColumns {
             payment_methods: c.payment_methods,
             payment_residuals: c.payment_residuals,
             receipts: c.receipts,
-        })
+        }
     }
 }
 
@@ -1090,14 +1523,20 @@ impl From<OrderColumnsV1> for OrderColumnsV2 {
 impl Record for OrderColumns {
     const KIND: RecordKind = RecordKind::ORDER_COLUMNS;
     /// 2 added the receipt numbers; 3 dropped the terminal numbers; 4
-    /// names products by rank in a per-batch dictionary.
-    const SCHEMA: u8 = 4;
+    /// names products by rank in a per-batch dictionary; 5 holds schema 4
+    /// orders (units, texts, open tenders, order discounts).
+    const SCHEMA: u8 = 5;
 
     fn take_older(schema: u8, bytes: &[u8]) -> Result<(Self, &[u8]), CodecError> {
+        if schema == 4 {
+            let (v4, rest) = postcard::take_from_bytes::<OrderColumnsV4>(bytes)
+                .map_err(|e| CodecError::Malformed(format!("order columns (schema 4): {e}")))?;
+            return Ok((OrderColumns::from(v4), rest));
+        }
         if schema == 3 {
             let (v3, rest) = postcard::take_from_bytes::<OrderColumnsV3>(bytes)
                 .map_err(|e| CodecError::Malformed(format!("order columns (schema 3): {e}")))?;
-            return Ok((OrderColumns::try_from(v3)?, rest));
+            return Ok((OrderColumns::from(OrderColumnsV4::from(v3)), rest));
         }
         let (v2, rest) = match schema {
             1 => postcard::take_from_bytes::<OrderColumnsV1>(bytes)
@@ -1112,7 +1551,8 @@ impl Record for OrderColumns {
                 })
             }
         };
-        Ok((OrderColumns::try_from(OrderColumnsV3::try_from(v2)?)?, rest))
+        let v4 = OrderColumnsV4::from(OrderColumnsV3::try_from(v2)?);
+        Ok((OrderColumns::from(v4), rest))
     }
 }
 
@@ -1122,22 +1562,22 @@ const PAYMENTS_SHIFT: u8 = 5;
 const PAYMENTS_ESCAPE: u8 = 3;
 const HAS_RECEIPT: u8 = 1 << 7;
 
-fn method_code(m: PaymentMethod) -> u8 {
+/// A payment method's 2-bit code: the three commonest, and
+/// [`METHOD_ESCAPE`] for the rest (kept whole in `rare_methods`).
+fn method_code(m: &PaymentMethod) -> u8 {
     match m {
         PaymentMethod::Cash => 0,
         PaymentMethod::Card => 1,
         PaymentMethod::Voucher => 2,
+        _ => METHOD_ESCAPE,
     }
 }
 
-fn method_from_code(c: u8) -> Result<PaymentMethod, CodecError> {
-    match c {
-        0 => Ok(PaymentMethod::Cash),
-        1 => Ok(PaymentMethod::Card),
-        2 => Ok(PaymentMethod::Voucher),
-        _ => Err(CodecError::Malformed("unknown payment method code".into())),
-    }
-}
+const METHOD_ESCAPE: u8 = 3;
+const LINE_HAS_NAME: u8 = 1 << 2;
+const LINE_HAS_NOTE: u8 = 1 << 3;
+const PAY_HAS_TENDERED: u8 = 1;
+const PAY_HAS_REFERENCE: u8 = 1 << 1;
 
 impl OrderColumns {
     /// Builds the columns from records.
@@ -1243,9 +1683,13 @@ impl OrderColumns {
         let mut taxes = SparseBuilder::new(0u16);
         let mut discounts = SparseBuilder::new(0i64);
         let mut residuals = SparseBuilder::new(0i64);
+        let mut order_discounts = SparseBuilder::new(0i64);
+        let mut line_flags = SparseBuilder::new(0u8);
+        let mut payment_flags = SparseBuilder::new(0u8);
         let (mut last_id, mut last_ts) = (0u64, 0u64);
         let (mut line_ix, mut pay_ix) = (0usize, 0usize);
-        for o in orders {
+        for (order_ix, o) in orders.iter().enumerate() {
+            order_discounts.push(order_ix, o.discount_cents);
             c.id_deltas.push(o.id.wrapping_sub(last_id) as i64);
             last_id = o.id;
             c.cashier_ids.push(o.cashier_id);
@@ -1288,16 +1732,40 @@ impl OrderColumns {
                 prices.push(line_ix, l.unit_price_cents.wrapping_sub(price));
                 taxes.push(line_ix, l.tax_rate_bp.wrapping_sub(tax));
                 discounts.push(line_ix, l.discount_cents);
+                let mut flags = l.unit.code();
+                if let Some(name) = &l.name {
+                    flags |= LINE_HAS_NAME;
+                    c.line_texts.push(name.clone());
+                }
+                if let Some(note) = &l.note {
+                    flags |= LINE_HAS_NOTE;
+                    c.line_texts.push(note.clone());
+                }
+                line_flags.push(line_ix, flags);
                 line_ix += 1;
             }
-            let mut due = total;
+            let mut due = total.wrapping_sub(o.discount_cents);
             for p in &o.payments {
                 if pay_ix % 4 == 0 {
                     c.payment_methods.push(0);
                 }
-                if let Some(b) = c.payment_methods.last_mut() {
-                    *b |= method_code(p.method) << (2 * (pay_ix % 4));
+                let code = method_code(&p.method);
+                if code == METHOD_ESCAPE {
+                    c.rare_methods.push(p.method.clone());
                 }
+                if let Some(b) = c.payment_methods.last_mut() {
+                    *b |= code << (2 * (pay_ix % 4));
+                }
+                let mut flags = 0u8;
+                if p.tendered_cents.is_some() {
+                    flags |= PAY_HAS_TENDERED;
+                    c.payment_changes.push(p.change_cents());
+                }
+                if let Some(r) = &p.reference {
+                    flags |= PAY_HAS_REFERENCE;
+                    c.payment_refs.push(r.clone());
+                }
+                payment_flags.push(pay_ix, flags);
                 residuals.push(pay_ix, p.amount_cents.wrapping_sub(due));
                 due = due.wrapping_sub(p.amount_cents);
                 pay_ix += 1;
@@ -1307,6 +1775,9 @@ impl OrderColumns {
         c.tax_overrides = taxes.col;
         c.discounts = discounts.col;
         c.payment_residuals = residuals.col;
+        c.order_discounts = order_discounts.col;
+        c.line_flags = line_flags.col;
+        c.payment_flags = payment_flags.col;
         c
     }
 
@@ -1344,6 +1815,13 @@ impl OrderColumns {
             size("payment_methods", &self.payment_methods),
             size("payment_residuals", &self.payment_residuals),
             size("receipts", &self.receipts),
+            size("order_discounts", &self.order_discounts),
+            size("line_flags", &self.line_flags),
+            size("line_texts", &self.line_texts),
+            size("rare_methods", &self.rare_methods),
+            size("payment_flags", &self.payment_flags),
+            size("payment_changes", &self.payment_changes),
+            size("payment_refs", &self.payment_refs),
         ]
     }
 
@@ -1420,6 +1898,16 @@ impl OrderColumns {
         let tax_overrides = expand_sparse(&self.tax_overrides, total_lines, 0, "tax rates")?;
         let discounts = expand_sparse(&self.discounts, total_lines, 0, "discounts")?;
         let residuals = expand_sparse(&self.payment_residuals, total_payments, 0, "payments")?;
+        let order_discounts = expand_sparse(&self.order_discounts, n, 0, "order discounts")?;
+        let line_flags = expand_sparse(&self.line_flags, total_lines, 0, "line flags")?;
+        let payment_flags = expand_sparse(&self.payment_flags, total_payments, 0, "payment flags")?;
+        if line_flags.iter().any(|&f| f > 0b1111) || payment_flags.iter().any(|&f| f > 0b11) {
+            return Err(malformed("unknown line or payment flags"));
+        }
+        let (mut line_texts, mut rare_methods) =
+            (self.line_texts.into_iter(), self.rare_methods.into_iter());
+        let (mut changes, mut payment_refs) =
+            (self.payment_changes.iter(), self.payment_refs.into_iter());
 
         // Raw ids (no dictionary): index them in order of first appearance,
         // the order their prices have.
@@ -1457,12 +1945,26 @@ impl OrderColumns {
                 ) else {
                     return Err(malformed("product ref out of range"));
                 };
+                let flags = line_flags[j];
+                let mut text = |bit: u8| {
+                    if flags & bit == 0 {
+                        return Ok(None);
+                    }
+                    line_texts
+                        .next()
+                        .map(Some)
+                        .ok_or_else(|| malformed("missing line text"))
+                };
+                let (name, note) = (text(LINE_HAS_NAME)?, text(LINE_HAS_NOTE)?);
                 lines.push(OrderLine {
                     product_id: pid,
                     quantity: quantities[j],
+                    unit: Unit::from_code(flags),
                     unit_price_cents: price.wrapping_add(price_overrides[j]),
                     discount_cents: discounts[j],
                     tax_rate_bp: tax.wrapping_add(tax_overrides[j]),
+                    name,
+                    note,
                 });
             }
             li += nl;
@@ -1470,13 +1972,39 @@ impl OrderColumns {
             let mut payments = Vec::with_capacity(np);
             let mut due = lines
                 .iter()
-                .fold(0i64, |acc, l| acc.wrapping_add(l.amount_cents()));
+                .fold(0i64, |acc, l| acc.wrapping_add(l.amount_cents()))
+                .wrapping_sub(order_discounts[i]);
             for (j, residual) in residuals.iter().enumerate().skip(pi).take(np) {
                 let amount = due.wrapping_add(*residual);
-                let code = (self.payment_methods[j / 4] >> (2 * (j % 4))) & 0b11;
+                let method = match (self.payment_methods[j / 4] >> (2 * (j % 4))) & 0b11 {
+                    0 => PaymentMethod::Cash,
+                    1 => PaymentMethod::Card,
+                    2 => PaymentMethod::Voucher,
+                    _ => rare_methods
+                        .next()
+                        .ok_or_else(|| malformed("missing payment method"))?,
+                };
+                let flags = payment_flags[j];
+                let tendered_cents = if flags & PAY_HAS_TENDERED != 0 {
+                    let change = changes.next().ok_or_else(|| malformed("missing change"))?;
+                    Some(amount.wrapping_add(*change))
+                } else {
+                    None
+                };
+                let reference = if flags & PAY_HAS_REFERENCE != 0 {
+                    Some(
+                        payment_refs
+                            .next()
+                            .ok_or_else(|| malformed("missing payment reference"))?,
+                    )
+                } else {
+                    None
+                };
                 payments.push(Payment {
-                    method: method_from_code(code)?,
+                    method,
                     amount_cents: amount,
+                    tendered_cents,
+                    reference,
                 });
                 due = due.wrapping_sub(amount);
             }
@@ -1497,7 +2025,15 @@ impl OrderColumns {
                 } else {
                     None
                 },
+                discount_cents: order_discounts[i],
             });
+        }
+        if line_texts.next().is_some()
+            || rare_methods.next().is_some()
+            || changes.next().is_some()
+            || payment_refs.next().is_some()
+        {
+            return Err(malformed("unused line texts or payment details"));
         }
         Ok(out)
     }
@@ -1547,6 +2083,35 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Lines as schemas before 4 wrote them (pieces, no texts).
+    fn old_lines(lines: &[OrderLine]) -> Vec<OrderLineV1> {
+        lines
+            .iter()
+            .map(|l| OrderLineV1 {
+                product_id: l.product_id,
+                quantity: l.quantity,
+                unit_price_cents: l.unit_price_cents,
+                discount_cents: l.discount_cents,
+                tax_rate_bp: l.tax_rate_bp,
+            })
+            .collect()
+    }
+
+    /// Payments as schemas before 4 wrote them (three methods).
+    fn old_payments(payments: &[Payment]) -> Vec<PaymentV1> {
+        payments
+            .iter()
+            .map(|p| PaymentV1 {
+                method: match p.method {
+                    PaymentMethod::Card => MethodV1::Card,
+                    PaymentMethod::Voucher => MethodV1::Voucher,
+                    _ => MethodV1::Cash,
+                },
+                amount_cents: p.amount_cents,
+            })
+            .collect()
+    }
+
     /// Schema 1-3's raw product id per line, from schema 4's ranks.
     fn raw_ids(c: &OrderColumns) -> Col<u32> {
         let mut ids = Col::with_capacity(c.product_refs.len());
@@ -1567,6 +2132,7 @@ mod tests {
             unit_price_cents: 240,
             discount_cents: 0,
             tax_rate_bp: 700,
+            ..Default::default()
         };
         let orders: Vec<Order> = (1..=3u64)
             .map(|i| Order {
@@ -1578,8 +2144,10 @@ mod tests {
                 payments: vec![Payment {
                     method: PaymentMethod::Cash,
                     amount_cents: 240 * (i as i64 + 1),
+                    ..Default::default()
                 }],
                 receipt: None,
+                ..Default::default()
             })
             .collect();
         let v1 = |o: &Order| OrderV1 {
@@ -1588,8 +2156,8 @@ mod tests {
             cashier_id: o.cashier_id,
             customer_id: o.customer_id,
             created_at_ms: o.created_at_ms,
-            lines: o.lines.clone(),
-            payments: o.payments.clone(),
+            lines: old_lines(&o.lines),
+            payments: old_payments(&o.payments),
         };
         let v2 = |o: &Order| OrderV2 {
             id: o.id,
@@ -1597,8 +2165,8 @@ mod tests {
             cashier_id: o.cashier_id,
             customer_id: o.customer_id,
             created_at_ms: o.created_at_ms,
-            lines: o.lines.clone(),
-            payments: o.payments.clone(),
+            lines: old_lines(&o.lines),
+            payments: old_payments(&o.payments),
             receipt: Some(format!("till-7-3FA9C1D2-{:06}", o.id)),
         };
         for o in &orders {
@@ -1703,6 +2271,7 @@ mod tests {
             unit_price_cents: price,
             discount_cents: 0,
             tax_rate_bp: if product_id == 900_009 { 1900 } else { 700 },
+            ..Default::default()
         };
         // 5 first, then 9 often, then 5 at another price (an override).
         let mut orders = Vec::new();
@@ -1722,8 +2291,10 @@ mod tests {
                 payments: vec![Payment {
                     method: PaymentMethod::Card,
                     amount_cents: total,
+                    ..Default::default()
                 }],
                 receipt: None,
+                ..Default::default()
             });
         }
         let c = OrderColumns::from_records(&orders);
@@ -1787,14 +2358,17 @@ mod tests {
                 unit_price_cents: 5,
                 discount_cents: 0,
                 tax_rate_bp: 0,
+                ..Default::default()
             }],
             payments: vec![],
+            ..Default::default()
         };
         let o = Order {
             lines: vec![o.lines[0].clone(); 20],
             payments: vec![Payment {
                 method: PaymentMethod::Cash,
                 amount_cents: 100,
+                ..Default::default()
             }],
             ..o
         };
@@ -1805,6 +2379,133 @@ mod tests {
         );
         c.product_refs[0] = 1;
         assert!(matches!(c.into_records(), Err(CodecError::Malformed(_))));
+    }
+
+    /// Orders of schema 3, order columns of schema 4 and refunds of schema
+    /// 2 (pieces only, three payment methods, no texts) still decode, as
+    /// schema 4 orders with the defaults.
+    #[test]
+    fn schema_3_orders_and_schema_4_columns_still_decode() {
+        let codec = Codec::new();
+        let orders: Vec<Order> = (1..=40u64)
+            .map(|i| {
+                let line = OrderLine {
+                    discount_cents: (i % 3) as i64,
+                    ..OrderLine::new(7000 + (i % 5) as u32, 1 + (i % 2) as u32, 240, 700)
+                };
+                let total = line.amount_cents();
+                let method = [
+                    PaymentMethod::Cash,
+                    PaymentMethod::Card,
+                    PaymentMethod::Voucher,
+                ][(i % 3) as usize]
+                    .clone();
+                Order {
+                    id: i,
+                    cashier_id: 2,
+                    customer_id: (i % 4 == 0).then_some(9),
+                    created_at_ms: 1_704_067_200_000 + i * 1000,
+                    lines: vec![line],
+                    payments: vec![Payment::new(method, total)],
+                    receipt: Some(format!("R-{i}")),
+                    discount_cents: 0,
+                }
+            })
+            .collect();
+        for o in &orders {
+            let v3 = OrderV3 {
+                id: o.id,
+                cashier_id: o.cashier_id,
+                customer_id: o.customer_id,
+                created_at_ms: o.created_at_ms,
+                lines: old_lines(&o.lines),
+                payments: old_payments(&o.payments),
+                receipt: o.receipt.clone(),
+            };
+            let frame = codec.encode_value(RecordKind::ORDER, 3, &v3).unwrap();
+            assert_eq!(codec.decode::<Order>(&frame).unwrap(), *o);
+            let v2 = RefundV2 {
+                id: o.id,
+                cashier_id: o.cashier_id,
+                original_order_id: 1,
+                original_receipt: None,
+                created_at_ms: o.created_at_ms,
+                lines: old_lines(&o.lines),
+                payments: old_payments(&o.payments),
+                receipt: o.receipt.clone(),
+            };
+            let frame = codec.encode_value(RecordKind::REFUND, 2, &v2).unwrap();
+            let back = codec.decode::<Refund>(&frame).unwrap();
+            assert_eq!(
+                (back.lines, back.payments),
+                (o.lines.clone(), o.payments.clone())
+            );
+        }
+        let c = OrderColumns::from_records(&orders);
+        let v4 = OrderColumnsV4 {
+            id_deltas: c.id_deltas,
+            cashier_ids: c.cashier_ids,
+            headers: c.headers,
+            customers: c.customers,
+            created_deltas: c.created_deltas,
+            long_line_counts: c.long_line_counts,
+            long_payment_counts: c.long_payment_counts,
+            product_dict: c.product_dict,
+            product_refs: c.product_refs,
+            dict_prices: c.dict_prices,
+            dict_tax_index: c.dict_tax_index,
+            tax_rates: c.tax_rates,
+            quantities: c.quantities,
+            price_overrides: c.price_overrides,
+            tax_overrides: c.tax_overrides,
+            discounts: c.discounts,
+            payment_methods: c.payment_methods,
+            payment_residuals: c.payment_residuals,
+            receipts: c.receipts,
+        };
+        let frame = codec
+            .encode_value(RecordKind::ORDER_COLUMNS, 4, &v4)
+            .unwrap();
+        assert_eq!(codec.decode_orders(&frame).unwrap(), orders);
+    }
+
+    /// A payment's text or method that the columns name but do not hold
+    /// is malformed, as are unknown flags.
+    #[test]
+    fn rich_columns_that_disagree_are_malformed() {
+        let order = Order {
+            id: 1,
+            lines: vec![OrderLine {
+                unit: Unit::Kilogram,
+                name: Some("loose apples".into()),
+                note: Some("bruised".into()),
+                ..OrderLine::new(5, 1234, 299, 700)
+            }],
+            payments: vec![Payment {
+                tendered_cents: Some(1000),
+                reference: Some("GC-1".into()),
+                ..Payment::new(PaymentMethod::GiftCard, 369)
+            }],
+            ..Order::default()
+        };
+        assert_eq!(order.check().unwrap(), 369);
+        let c = OrderColumns::from_records(std::slice::from_ref(&order));
+        assert_eq!(c.clone().into_records().unwrap(), vec![order.clone()]);
+        let broken: [fn(&mut OrderColumns); 5] = [
+            |c| c.line_texts.clear(),
+            |c| c.rare_methods.clear(),
+            |c| c.payment_refs.push("extra".into()),
+            |c| c.payment_changes = Col::default(),
+            |c| c.line_flags.values.0[0] |= 0x40,
+        ];
+        for (n, b) in broken.iter().enumerate() {
+            let mut c = c.clone();
+            b(&mut c);
+            assert!(
+                matches!(c.into_records(), Err(CodecError::Malformed(_))),
+                "case {n}"
+            );
+        }
     }
 
     /// Refunds and analytics events written by schema 1 (with a terminal
@@ -1818,10 +2519,12 @@ mod tests {
             unit_price_cents: 240,
             discount_cents: 0,
             tax_rate_bp: 700,
+            ..Default::default()
         };
         let pay = Payment {
             method: PaymentMethod::Cash,
             amount_cents: 240,
+            ..Default::default()
         };
         let old = RefundV1 {
             id: 9,
@@ -1830,8 +2533,8 @@ mod tests {
             original_order_id: 3,
             original_receipt: Some("R-3".into()),
             created_at_ms: 5,
-            lines: vec![line.clone()],
-            payments: vec![pay.clone()],
+            lines: old_lines(std::slice::from_ref(&line)),
+            payments: old_payments(std::slice::from_ref(&pay)),
             receipt: Some("R-9".into()),
         };
         let frame = codec.encode_value(RecordKind::REFUND, 1, &old).unwrap();
@@ -1864,6 +2567,31 @@ mod tests {
     /// The rules of `Order::check` in unbounded arithmetic (i128 cannot
     /// overflow on these inputs), as the reference.
     fn model(o: &Order) -> Result<i64, OrderRule> {
+        let bad_text =
+            |t: &Option<String>| t.as_ref().is_some_and(|t| t.is_empty() || t.len() > 200);
+        if o.receipt
+            .as_ref()
+            .is_some_and(|r| r.is_empty() || r.len() > 64)
+        {
+            return Err(OrderRule::BadReceipt);
+        }
+        if o.lines
+            .iter()
+            .any(|l| bad_text(&l.name) || bad_text(&l.note))
+        {
+            return Err(OrderRule::BadText);
+        }
+        for p in &o.payments {
+            if bad_text(&p.reference) {
+                return Err(OrderRule::BadText);
+            }
+            if matches!(&p.method, PaymentMethod::Other(n) if n.is_empty() || n.len() > 32) {
+                return Err(OrderRule::BadTender);
+            }
+            if p.tendered_cents.is_some_and(|t| t < p.amount_cents) {
+                return Err(OrderRule::BadTender);
+            }
+        }
         if o.id > i64::MAX as u64 {
             return Err(OrderRule::IdOutOfRange);
         }
@@ -1872,11 +2600,14 @@ mod tests {
         }
         let mut total: i128 = 0;
         for l in &o.lines {
-            let amount = i128::from(l.quantity) * i128::from(l.unit_price_cents)
-                - i128::from(l.discount_cents);
-            if i64::try_from(i128::from(l.quantity) * i128::from(l.unit_price_cents)).is_err()
-                || i64::try_from(amount).is_err()
-            {
+            let exact = i128::from(l.quantity) * i128::from(l.unit_price_cents);
+            // Measured units: thousandths, rounded to the nearest cent.
+            let gross = match l.unit {
+                Unit::Each => exact,
+                _ => (exact + 500).div_euclid(1000),
+            };
+            let amount = gross - i128::from(l.discount_cents);
+            if i64::try_from(gross).is_err() || i64::try_from(amount).is_err() {
                 return Err(OrderRule::Overflow);
             }
             if amount < 0 || l.unit_price_cents < 0 {
@@ -1887,6 +2618,10 @@ mod tests {
                 return Err(OrderRule::Overflow);
             }
         }
+        if o.discount_cents < 0 || i128::from(o.discount_cents) > total {
+            return Err(OrderRule::BadDiscount);
+        }
+        total -= i128::from(o.discount_cents);
         let mut paid: i128 = 0;
         for p in &o.payments {
             paid += i128::from(p.amount_cents);
@@ -1902,40 +2637,75 @@ mod tests {
 
     fn arb_order() -> impl Strategy<Value = Order> {
         let price = prop_oneof![-5i64..5_000, Just(i64::MAX / 2), Just(i64::MIN / 3)];
+        let unit = prop_oneof![
+            3 => Just(Unit::Each),
+            1 => Just(Unit::Kilogram),
+            1 => Just(Unit::Metre),
+        ];
+        let text = prop_oneof![
+            6 => Just(None),
+            1 => Just(Some(String::new())),
+            1 => Just(Some("x".repeat(200))),
+            1 => Just(Some("x".repeat(201))),
+        ];
         let line = (
-            0u32..50,
-            price,
+            (prop_oneof![0u32..50, 900u32..1_500], price, unit),
             prop_oneof![Just(0i64), -10i64..200, Just(i64::MIN)],
+            (text.clone(), text.clone()),
         )
-            .prop_map(|(quantity, unit_price_cents, discount_cents)| OrderLine {
-                product_id: 1,
-                quantity,
-                unit_price_cents,
-                discount_cents,
-                tax_rate_bp: 700,
-            });
+            .prop_map(
+                |((quantity, unit_price_cents, unit), discount_cents, (name, note))| OrderLine {
+                    product_id: 1,
+                    quantity,
+                    unit,
+                    unit_price_cents,
+                    discount_cents,
+                    tax_rate_bp: 700,
+                    name,
+                    note,
+                },
+            );
+        let method = prop_oneof![
+            4 => Just(PaymentMethod::Card),
+            1 => Just(PaymentMethod::GiftCard),
+            1 => Just(PaymentMethod::Other(String::new())),
+            1 => Just(PaymentMethod::Other("m".repeat(32))),
+            1 => Just(PaymentMethod::Other("m".repeat(33))),
+        ];
+        let tender = (
+            prop_oneof![3 => Just(None), 1 => Just(Some(0i64)), 1 => Just(Some(-1)), 1 => Just(Some(500))],
+            text,
+        );
         (
             prop_oneof![0u64..1_000, Just(i64::MAX as u64), Just(u64::MAX)],
             prop::collection::vec(line, 0..4),
-            prop::collection::vec(-100i64..100_000, 0..3),
-            any::<bool>(),
+            prop::collection::vec((-100i64..100_000, method, tender.clone()), 0..3),
+            (any::<bool>(), prop_oneof![3 => Just(0i64), 1 => -5i64..300]),
+            tender,
         )
-            .prop_map(|(id, lines, extra, exact)| {
-                // Half the orders pay their exact total, the rest at random.
+            .prop_map(|(id, lines, extra, (exact, discount), (over, reference))| {
+                // Half the orders pay their exact total, the rest at random;
+                // a tendered amount is the payment plus `over` (negative:
+                // short).
                 let total = lines
                     .iter()
-                    .fold(0i64, |a, l: &OrderLine| a.wrapping_add(l.amount_cents()));
+                    .fold(0i64, |a, l: &OrderLine| a.wrapping_add(l.amount_cents()))
+                    .wrapping_sub(discount);
                 let payments = if exact {
                     vec![Payment {
                         method: PaymentMethod::Cash,
                         amount_cents: total,
+                        tendered_cents: over.map(|o| total.wrapping_add(o)),
+                        reference,
                     }]
                 } else {
                     extra
                         .into_iter()
-                        .map(|amount_cents| Payment {
-                            method: PaymentMethod::Card,
+                        .map(|(amount_cents, method, (over, reference))| Payment {
+                            method,
                             amount_cents,
+                            tendered_cents: over.map(|o| amount_cents + o),
+                            reference,
                         })
                         .collect()
                 };
@@ -1947,6 +2717,7 @@ mod tests {
                     created_at_ms: 0,
                     lines,
                     payments,
+                    discount_cents: discount,
                 }
             })
     }
@@ -2013,6 +2784,7 @@ mod tests {
             created_at_ms: 1,
             lines: vec![],
             payments: vec![],
+            ..Default::default()
         };
         let mut c = OrderColumns::from_records(&[o]);
         c.headers[0] = 0x80;

@@ -4,7 +4,7 @@
 
 use pdc_codec::{
     Codec, CodecError, Compression, Limits, Order, OrderLine, Payment, PaymentMethod, Product,
-    Record, RecordKind, Transaction, TxKind, TxStatus,
+    Record, RecordKind, Transaction, TxKind, TxStatus, Unit,
 };
 use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -56,53 +56,94 @@ fn transaction() -> impl Strategy<Value = Transaction> {
         )
 }
 
+fn unit() -> impl Strategy<Value = Unit> {
+    prop_oneof![
+        4 => Just(Unit::Each),
+        1 => Just(Unit::Kilogram),
+        1 => Just(Unit::Litre),
+        1 => Just(Unit::Metre),
+    ]
+}
+
+fn method() -> impl Strategy<Value = PaymentMethod> {
+    prop_oneof![
+        Just(PaymentMethod::Cash),
+        Just(PaymentMethod::Card),
+        Just(PaymentMethod::Voucher),
+        Just(PaymentMethod::GiftCard),
+        Just(PaymentMethod::MobileWallet),
+        Just(PaymentMethod::StoreCredit),
+        ".{0,40}".prop_map(PaymentMethod::Other),
+    ]
+}
+
+fn text() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![3 => Just(None), 1 => proptest::option::of(".{0,30}")]
+}
+
+/// Any order, valid or not: every field over its whole range, the schema-4
+/// additions (units, texts, open tenders, tendered amounts, references,
+/// order discounts) included.
 fn order() -> impl Strategy<Value = Order> {
     let line = (
-        0u32..50,
-        any::<u32>(),
-        any::<i64>(),
-        any::<i64>(),
-        any::<u16>(),
+        (0u32..50, any::<u32>(), unit()),
+        (any::<i64>(), any::<i64>(), any::<u16>()),
+        (text(), text()),
     )
         .prop_map(
-            |(product_id, quantity, unit_price_cents, discount_cents, tax_rate_bp)| OrderLine {
+            |(
+                (product_id, quantity, unit),
+                (unit_price_cents, discount_cents, tax_rate_bp),
+                (name, note),
+            )| OrderLine {
                 product_id,
                 quantity,
+                unit,
                 unit_price_cents,
                 discount_cents,
                 tax_rate_bp,
+                name,
+                note,
             },
         );
     let payment = (
-        prop_oneof![
-            Just(PaymentMethod::Cash),
-            Just(PaymentMethod::Card),
-            Just(PaymentMethod::Voucher)
-        ],
+        method(),
         any::<i64>(),
+        proptest::option::of(any::<i64>()),
+        text(),
     )
-        .prop_map(|(method, amount_cents)| Payment {
-            method,
-            amount_cents,
-        });
+        .prop_map(
+            |(method, amount_cents, tendered_cents, reference)| Payment {
+                method,
+                amount_cents,
+                tendered_cents,
+                reference,
+            },
+        );
     (
-        any::<u64>(),
-        any::<u32>(),
-        any::<Option<u32>>(),
-        any::<u64>(),
+        (
+            any::<u64>(),
+            any::<u32>(),
+            any::<Option<u32>>(),
+            any::<u64>(),
+        ),
         proptest::collection::vec(line, 0..20),
         proptest::collection::vec(payment, 0..5),
         proptest::option::of("[A-Za-z0-9-]{1,40}"),
+        prop_oneof![3 => Just(0i64), 1 => any::<i64>()],
     )
         .prop_map(
-            |(id, cashier_id, customer_id, created_at_ms, lines, payments, receipt)| Order {
-                id,
-                cashier_id,
-                customer_id,
-                created_at_ms,
-                lines,
-                payments,
-                receipt,
+            |((id, cashier_id, customer_id, created_at_ms), lines, payments, receipt, discount)| {
+                Order {
+                    id,
+                    cashier_id,
+                    customer_id,
+                    created_at_ms,
+                    lines,
+                    payments,
+                    receipt,
+                    discount_cents: discount,
+                }
             },
         )
 }
@@ -221,7 +262,7 @@ mod refunds {
                 created_at_ms: r.created_at_ms,
                 lines: r.lines.clone(),
                 payments: r.payments.clone(),
-                receipt: r.receipt.clone(),
+                receipt: r.receipt.clone(), ..Default::default()
             };
             let rule = |e: CodecError| match e {
                 CodecError::InvalidOrder { rule, .. } => rule,

@@ -349,6 +349,15 @@ impl<T: SyncTransport, C: Clock + Clone + 'static> OfflineEngine<T, C> {
         original: &crate::Original,
         refund: &crate::Sale,
     ) -> Result<crate::RefundReceipt, EngineError> {
+        if refund.discount_cents() != 0 {
+            // A refund pays back lines; an order discount given on the
+            // sale is taken back as line discounts.
+            return Err(pdc_codec::CodecError::InvalidOrder {
+                rule: pdc_codec::OrderRule::BadDiscount,
+                detail: "a refund has no order discount: put it on the lines".into(),
+            }
+            .into());
+        }
         let total_cents = refund.check()?;
         let (local_id, seq, number, refund) = self.save_numbered(
             pdc_sync::Priority::Critical,

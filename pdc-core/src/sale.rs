@@ -19,7 +19,7 @@
 //! (62 random bits): unique per store, and two stores of one terminal
 //! collide only if their ranges overlap (about `n / 2^62` for `n` sales).
 
-use pdc_codec::{Order, OrderLine, Payment, PaymentMethod, Product};
+use pdc_codec::{Order, OrderLine, Payment, PaymentMethod, Product, Unit};
 
 use crate::EngineError;
 
@@ -30,6 +30,7 @@ pub struct Sale {
     customer_id: Option<u32>,
     lines: Vec<OrderLine>,
     payments: Vec<Payment>,
+    discount_cents: i64,
 }
 
 impl Sale {
@@ -41,6 +42,7 @@ impl Sale {
             customer_id: None,
             lines: Vec::new(),
             payments: Vec::new(),
+            discount_cents: 0,
         }
     }
 
@@ -52,12 +54,45 @@ impl Sale {
     /// Adds `quantity` of `product` with `discount_cents` off the line.
     pub fn add_discounted(self, product: &Product, quantity: u32, discount_cents: i64) -> Self {
         self.line(OrderLine {
-            product_id: product.id,
-            quantity,
-            unit_price_cents: product.price_cents,
             discount_cents,
-            tax_rate_bp: product.tax_rate_bp,
+            ..OrderLine::new(
+                product.id,
+                quantity,
+                product.price_cents,
+                product.tax_rate_bp,
+            )
         })
+    }
+
+    /// Adds `product` sold by weight, volume or length: `thousandths` of
+    /// `unit` (grams for [`Unit::Kilogram`]) at the catalogue price, read
+    /// as the price of one whole unit.
+    pub fn add_measured(self, product: &Product, unit: Unit, thousandths: u32) -> Self {
+        self.line(OrderLine {
+            unit,
+            ..OrderLine::new(
+                product.id,
+                thousandths,
+                product.price_cents,
+                product.tax_rate_bp,
+            )
+        })
+    }
+
+    /// Puts the cashier's note on the last line added ("no onions");
+    /// nothing without a line.
+    pub fn note(mut self, note: impl Into<String>) -> Self {
+        if let Some(l) = self.lines.last_mut() {
+            l.note = Some(note.into());
+        }
+        self
+    }
+
+    /// A discount on the whole sale (a coupon), in cents, taken after the
+    /// lines' own discounts.
+    pub fn discount(mut self, discount_cents: i64) -> Self {
+        self.discount_cents = discount_cents;
+        self
     }
 
     /// Adds a line as is (a price override, an open-price item).
@@ -74,22 +109,44 @@ impl Sale {
 
     /// A tender: `amount_cents` paid by `method` (split tenders: call it
     /// once per tender).
-    pub fn pay(mut self, method: PaymentMethod, amount_cents: i64) -> Self {
-        self.payments.push(Payment {
-            method,
-            amount_cents,
-        });
+    pub fn pay(self, method: PaymentMethod, amount_cents: i64) -> Self {
+        self.tender(Payment::new(method, amount_cents))
+    }
+
+    /// A tender as is: with the amount handed over (cash, for the change)
+    /// or a reference (a card authorisation, a gift-card number).
+    pub fn tender(mut self, payment: Payment) -> Self {
+        self.payments.push(payment);
         self
+    }
+
+    /// Cash of `tendered_cents` handed over for the rest of the total; the
+    /// change is the difference ([`Payment::change_cents`]). Nothing when
+    /// the sale is already paid.
+    pub fn pay_cash(self, tendered_cents: i64) -> Self {
+        let rest = self.due_cents();
+        if rest <= 0 {
+            return self;
+        }
+        self.tender(Payment {
+            tendered_cents: Some(tendered_cents),
+            ..Payment::new(PaymentMethod::Cash, rest)
+        })
+    }
+
+    /// What is still to pay: the total minus the tenders so far.
+    pub fn due_cents(&self) -> i64 {
+        let paid = self
+            .payments
+            .iter()
+            .fold(0i64, |a, p| a.saturating_add(p.amount_cents));
+        self.total_cents().saturating_sub(paid)
     }
 
     /// Pays the rest of the total (total − tenders so far) by `method`;
     /// nothing when it is already paid.
     pub fn pay_rest(self, method: PaymentMethod) -> Self {
-        let paid = self
-            .payments
-            .iter()
-            .fold(0i64, |a, p| a.saturating_add(p.amount_cents));
-        let rest = self.total_cents().saturating_sub(paid);
+        let rest = self.due_cents();
         if rest > 0 {
             self.pay(method, rest)
         } else {
@@ -97,12 +154,13 @@ impl Sale {
         }
     }
 
-    /// The lines' total in cents (saturating; [`Sale::check`] reports an
-    /// overflow).
+    /// What the customer pays in cents: the lines minus the sale's
+    /// discount (saturating; [`Sale::check`] reports an overflow).
     pub fn total_cents(&self) -> i64 {
         self.lines
             .iter()
             .fold(0i64, |a, l| a.saturating_add(l.amount_cents()))
+            .saturating_sub(self.discount_cents)
     }
 
     /// The lines.
@@ -113,6 +171,11 @@ impl Sale {
     /// The tenders.
     pub fn payments(&self) -> &[Payment] {
         &self.payments
+    }
+
+    /// The discount on the whole sale, in cents.
+    pub fn discount_cents(&self) -> i64 {
+        self.discount_cents
     }
 
     /// The cashier.
@@ -136,6 +199,7 @@ impl Sale {
             created_at_ms,
             lines: self.lines.clone(),
             payments: self.payments.clone(),
+            discount_cents: self.discount_cents,
         }
     }
 }

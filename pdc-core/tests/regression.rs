@@ -348,11 +348,14 @@ fn an_order_the_server_refuses_is_saved_at_the_till() {
             unit_price_cents: 150,
             discount_cents: 0,
             tax_rate_bp: 700,
+            ..Default::default()
         }],
         payments: vec![Payment {
             method: PaymentMethod::Cash,
             amount_cents: paid,
+            ..Default::default()
         }],
+        ..Default::default()
     };
     let item = |payload: Vec<u8>| NewItem {
         stream: StreamKey(1),

@@ -27,7 +27,9 @@
 
 pub mod traces;
 
-use pdc_codec::{Order, OrderLine, Payment, PaymentMethod, Product, Transaction, TxKind, TxStatus};
+use pdc_codec::{
+    Order, OrderLine, Payment, PaymentMethod, Product, Transaction, TxKind, TxStatus, Unit,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -221,6 +223,7 @@ fn line_of(p: &Product, quantity: u32, discount_cents: i64) -> OrderLine {
         unit_price_cents: p.price_cents,
         discount_cents,
         tax_rate_bp: p.tax_rate_bp,
+        ..Default::default()
     }
 }
 
@@ -265,10 +268,12 @@ pub fn orders(n: usize, seed: u64) -> Vec<Order> {
                     Payment {
                         method: PaymentMethod::Voucher,
                         amount_cents: first,
+                        ..Default::default()
                     },
                     Payment {
                         method: PaymentMethod::Card,
                         amount_cents: total - first,
+                        ..Default::default()
                     },
                 ]
             } else {
@@ -280,6 +285,7 @@ pub fn orders(n: usize, seed: u64) -> Vec<Order> {
                 vec![Payment {
                     method,
                     amount_cents: total,
+                    ..Default::default()
                 }]
             };
             Order {
@@ -290,6 +296,7 @@ pub fn orders(n: usize, seed: u64) -> Vec<Order> {
                 lines,
                 payments,
                 receipt: None,
+                ..Default::default()
             }
         })
         .collect()
@@ -312,9 +319,10 @@ pub struct OrderShape {
     /// Pareto index of the line count's tail (smaller: longer tail; lines
     /// = 1 + ⌊(u^(-1/tail) − 1) × 2⌋, capped at `max_lines`).
     pub line_tail: f64,
-    /// Share of orders paid cash, card and voucher (single tender), and the
-    /// share with a split tender (2 or 3 payments of mixed methods).
-    pub tenders: [f64; 3],
+    /// Weights of the tender kinds, in the order of [`TENDER_KINDS`]
+    /// (cash, card, voucher, gift card, mobile wallet, store credit, and
+    /// an other tender named `meal_ticket`), for every payment.
+    pub tenders: [f64; 7],
     /// Share of orders with a split tender.
     pub split: f64,
     /// Share of lines with a quantity above 1.
@@ -323,7 +331,51 @@ pub struct OrderShape {
     pub discounted: f64,
     /// Share of orders with a loyalty customer.
     pub customer: f64,
+    /// Share of lines sold by weight (grams of a per-kilogram price).
+    pub weighed: f64,
+    /// Share of lines with a name of their own (open items), drawn from
+    /// `name_vocabulary` names with Zipf popularity.
+    pub named: f64,
+    /// Distinct line names.
+    pub name_vocabulary: usize,
+    /// Share of lines with a cashier's note.
+    pub noted: f64,
+    /// Share of cash payments with the tendered amount (rounded up to a
+    /// note) and so change.
+    pub cash_tendered: f64,
+    /// Share of non-cash payments with a reference (an authorisation or
+    /// a card number).
+    pub references: f64,
+    /// Share of orders with an order discount (5 to 15 % of the lines).
+    pub order_discount: f64,
 }
+
+/// The tender kinds of [`OrderShape::tenders`], in order.
+pub const TENDER_KINDS: [&str; 7] = [
+    "cash",
+    "card",
+    "voucher",
+    "gift_card",
+    "mobile_wallet",
+    "store_credit",
+    "meal_ticket",
+];
+
+/// Words the shaped generator's line names and notes are made of.
+const NAME_WORDS: [&str; 16] = [
+    "deli", "bakery", "open", "item", "loose", "produce", "salad", "bar", "hot", "food", "misc",
+    "grocery", "flowers", "bulk", "nuts", "coffee",
+];
+const NOTES: [&str; 8] = [
+    "no onions",
+    "gift wrap",
+    "extra hot",
+    "price checked",
+    "damaged box",
+    "customer's own bag",
+    "for pickup at 5",
+    "manager override",
+];
 
 impl OrderShape {
     /// Dense ids, short orders: close to [`orders`].
@@ -334,11 +386,12 @@ impl OrderShape {
             popularity: 1.0,
             max_lines: 15,
             line_tail: 1.6,
-            tenders: [0.35, 0.6, 0.05],
+            tenders: [0.35, 0.6, 0.05, 0.0, 0.0, 0.0, 0.0],
             split: 0.1,
             multi_quantity: 0.2,
             discounted: 0.08,
             customer: 0.3,
+            ..OrderShape::plain()
         }
     }
 
@@ -351,13 +404,64 @@ impl OrderShape {
             popularity: 0.9,
             max_lines: 40,
             line_tail: 1.2,
-            tenders: [0.3, 0.55, 0.15],
+            tenders: [0.3, 0.55, 0.15, 0.0, 0.0, 0.0, 0.0],
             split: 0.2,
             multi_quantity: 0.3,
             discounted: 0.12,
             customer: 0.4,
+            ..OrderShape::plain()
         }
     }
+
+    /// Sparse ids with everything a real till writes: weighed lines, open
+    /// items with their own names, notes, six tender kinds and an other,
+    /// cash tendered with change, references on card payments, order
+    /// discounts.
+    pub fn rich() -> Self {
+        OrderShape {
+            tenders: [0.3, 0.4, 0.05, 0.08, 0.1, 0.04, 0.03],
+            weighed: 0.08,
+            named: 0.05,
+            name_vocabulary: 200,
+            noted: 0.02,
+            cash_tendered: 0.8,
+            references: 0.9,
+            order_discount: 0.05,
+            ..OrderShape::sparse()
+        }
+    }
+
+    /// No schema-4 detail (weights, names, notes, tendered amounts,
+    /// references, order discounts): the base of [`OrderShape::dense`]
+    /// and [`OrderShape::sparse`], whose orders stay those they were
+    /// before the details existed.
+    fn plain() -> Self {
+        OrderShape {
+            catalogue: CATALOG_SIZE,
+            sparse_ids: false,
+            popularity: 1.0,
+            max_lines: 15,
+            line_tail: 1.6,
+            tenders: [0.35, 0.6, 0.05, 0.0, 0.0, 0.0, 0.0],
+            split: 0.1,
+            multi_quantity: 0.2,
+            discounted: 0.08,
+            customer: 0.3,
+            weighed: 0.0,
+            named: 0.0,
+            name_vocabulary: 1,
+            noted: 0.0,
+            cash_tendered: 0.0,
+            references: 0.0,
+            order_discount: 0.0,
+        }
+    }
+}
+
+/// `p` as a draw, drawing nothing when `p` is 0 (so a knob at 0 leaves
+/// the rest of the stream as it was before the knob existed).
+fn chance(r: &mut ChaCha8Rng, p: f64) -> bool {
+    p > 0.0 && r.gen_bool(p.clamp(0.0, 1.0))
 }
 
 /// `n` orders of the given shape from `seed` (deterministic, and payments
@@ -381,21 +485,33 @@ pub fn orders_shaped(n: usize, seed: u64, shape: &OrderShape) -> Vec<Order> {
     }
     let zipf = Zipf::with_exponent(products.len(), shape.popularity);
     let cashiers: Vec<u32> = (0..6).map(|_| r.gen_range(100..1000)).collect();
-    let methods = [
-        PaymentMethod::Cash,
-        PaymentMethod::Card,
-        PaymentMethod::Voucher,
-    ];
+    let methods = TENDER_KINDS.map(PaymentMethod::from_name);
+    let names = Zipf::with_exponent(shape.name_vocabulary.max(1), 1.0);
     let pick = |r: &mut ChaCha8Rng| {
         let u: f64 = r.gen::<f64>() * shape.tenders.iter().sum::<f64>();
         let mut acc = 0.0;
         for (m, w) in methods.iter().zip(shape.tenders) {
             acc += w;
             if u < acc {
-                return *m;
+                return m.clone();
             }
         }
         PaymentMethod::Card
+    };
+    // A payment's details: cash tendered up to a note, references on the
+    // others.
+    let detail = |r: &mut ChaCha8Rng, p: &mut Payment| {
+        if p.method == PaymentMethod::Cash {
+            if chance(r, shape.cash_tendered) {
+                let note = [500i64, 1000, 2000, 5000, 10_000][r.gen_range(0..5)];
+                p.tendered_cents = Some((p.amount_cents / note + 1) * note);
+            }
+        } else if chance(r, shape.references) {
+            p.reference = Some(match p.method {
+                PaymentMethod::Card => format!("AUTH{:06}", r.gen_range(0..1_000_000)),
+                _ => format!("{:016}", r.gen_range(0..10_000_000_000_000_000u64)),
+            });
+        }
     };
     let step = (14 * 3_600_000 / n.max(1) as u64).max(1);
     let mut ts = DAY_START_MS;
@@ -420,10 +536,33 @@ pub fn orders_shaped(n: usize, seed: u64, shape: &OrderShape) -> Vec<Order> {
                     } else {
                         0
                     };
-                    line_of(p, quantity, discount_cents)
+                    let mut line = line_of(p, quantity, discount_cents);
+                    if chance(&mut r, shape.weighed) {
+                        line.unit = Unit::Kilogram;
+                        line.quantity = r.gen_range(50..=2_500);
+                        line.discount_cents = 0;
+                    }
+                    if chance(&mut r, shape.named) {
+                        let k = names.sample(&mut r);
+                        line.name = Some(format!(
+                            "{} {} {k}",
+                            NAME_WORDS[k % NAME_WORDS.len()],
+                            NAME_WORDS[(k / NAME_WORDS.len() + 3) % NAME_WORDS.len()]
+                        ));
+                    }
+                    if chance(&mut r, shape.noted) {
+                        line.note = Some(NOTES[r.gen_range(0..NOTES.len())].into());
+                    }
+                    line
                 })
                 .collect();
-            let total: i64 = lines.iter().map(OrderLine::amount_cents).sum();
+            let lines_total: i64 = lines.iter().map(OrderLine::amount_cents).sum();
+            let discount_cents = if chance(&mut r, shape.order_discount) {
+                lines_total * r.gen_range(5..=15) / 100
+            } else {
+                0
+            };
+            let total = lines_total - discount_cents;
             let payments = if r.gen_bool(shape.split.clamp(0.0, 1.0)) && total > 300 {
                 let parts = r.gen_range(2..=3);
                 let mut left = total;
@@ -435,18 +574,16 @@ pub fn orders_shaped(n: usize, seed: u64, shape: &OrderShape) -> Vec<Order> {
                         r.gen_range(1..left / 2 + 1)
                     };
                     left -= amount;
-                    out.push(Payment {
-                        method: pick(&mut r),
-                        amount_cents: amount,
-                    });
+                    out.push(Payment::new(pick(&mut r), amount));
                 }
                 out
             } else {
-                vec![Payment {
-                    method: pick(&mut r),
-                    amount_cents: total,
-                }]
+                vec![Payment::new(pick(&mut r), total)]
             };
+            let mut payments = payments;
+            for p in &mut payments {
+                detail(&mut r, p);
+            }
             Order {
                 id: first_id + i as u64,
                 cashier_id: cashiers[r.gen_range(0..cashiers.len())],
@@ -457,6 +594,7 @@ pub fn orders_shaped(n: usize, seed: u64, shape: &OrderShape) -> Vec<Order> {
                 lines,
                 payments,
                 receipt: None,
+                discount_cents,
             }
         })
         .collect()
@@ -468,7 +606,11 @@ mod tests {
 
     #[test]
     fn shaped_orders_pay_their_total_and_follow_their_shape() {
-        for shape in [OrderShape::dense(), OrderShape::sparse()] {
+        for shape in [
+            OrderShape::dense(),
+            OrderShape::sparse(),
+            OrderShape::rich(),
+        ] {
             let a = orders_shaped(2_000, 5, &shape);
             assert_eq!(a, orders_shaped(2_000, 5, &shape));
             for o in &a {
@@ -487,6 +629,21 @@ mod tests {
             let split = a.iter().filter(|o| o.payments.len() > 1).count();
             assert!(split > 0, "some split tenders");
         }
+        // The rich shape has every schema-4 detail, the others none.
+        let rich = orders_shaped(2_000, 5, &OrderShape::rich());
+        let lines = || rich.iter().flat_map(|o| &o.lines);
+        let pays = || rich.iter().flat_map(|o| &o.payments);
+        assert!(lines().any(|l| l.unit == Unit::Kilogram));
+        assert!(lines().any(|l| l.name.is_some()) && lines().any(|l| l.note.is_some()));
+        assert!(pays().any(|p| p.change_cents() > 0) && pays().any(|p| p.reference.is_some()));
+        assert!(pays().any(|p| matches!(p.method, PaymentMethod::Other(_))));
+        assert!(rich.iter().any(|o| o.discount_cents > 0));
+        let plain = orders_shaped(2_000, 5, &OrderShape::sparse());
+        assert!(plain.iter().all(|o| o.discount_cents == 0
+            && o.lines
+                .iter()
+                .all(|l| l.unit == Unit::Each && l.name.is_none())
+            && o.payments.iter().all(|p| p.tendered_cents.is_none())));
         // The sparse shape's long tail: some orders far above 15 lines.
         let long = orders_shaped(2_000, 5, &OrderShape::sparse())
             .iter()

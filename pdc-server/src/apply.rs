@@ -432,6 +432,20 @@ CREATE TABLE IF NOT EXISTS pos_order_lines (
 );
 CREATE INDEX IF NOT EXISTS pos_orders_created_at ON pos_orders (created_at);
 CREATE INDEX IF NOT EXISTS pos_order_lines_product ON pos_order_lines (product_id);
+ALTER TABLE pos_orders ADD COLUMN IF NOT EXISTS discount_cents bigint NOT NULL DEFAULT 0;
+ALTER TABLE pos_order_lines ADD COLUMN IF NOT EXISTS unit text NOT NULL DEFAULT 'each';
+ALTER TABLE pos_order_lines ADD COLUMN IF NOT EXISTS name text;
+ALTER TABLE pos_order_lines ADD COLUMN IF NOT EXISTS note text;
+CREATE TABLE IF NOT EXISTS pos_payments (
+    terminal_id text NOT NULL,
+    order_id bigint NOT NULL,
+    payment_no int NOT NULL,
+    method text NOT NULL,
+    amount_cents bigint NOT NULL,
+    tendered_cents bigint,
+    reference text,
+    PRIMARY KEY (terminal_id, order_id, payment_no)
+);
 ";
 
 /// Orders and their lines in one statement: an order whose (terminal,
@@ -445,11 +459,23 @@ const INSERT_ORDERS: &str = "WITH o AS (INSERT INTO pos_orders (terminal_id, ord
      $8::int[], $18::text[]) AS x(t, o, s, c, cu, a, tot, n, rc) \
      ON CONFLICT (terminal_id, order_id) DO NOTHING RETURNING server_seq), \
      l AS (INSERT INTO pos_order_lines (terminal_id, order_id, line_no, product_id, quantity, \
-     unit_price_cents, discount_cents, tax_rate_bp) \
-     SELECT x.t, x.o, x.n, x.p, x.q, x.u, x.d, x.r FROM UNNEST($9::bigint[], $10::text[], \
-     $11::bigint[], $12::int[], $13::bigint[], $14::bigint[], $15::bigint[], $16::bigint[], \
-     $17::int[]) AS x(s, t, o, n, p, q, u, d, r) JOIN o ON o.server_seq = x.s) \
+     unit_price_cents, discount_cents, tax_rate_bp, unit, name, note) \
+     SELECT x.t, x.o, x.n, x.p, x.q, x.u, x.d, x.r, x.un, x.na, x.no FROM UNNEST($9::bigint[], \
+     $10::text[], $11::bigint[], $12::int[], $13::bigint[], $14::bigint[], $15::bigint[], \
+     $16::bigint[], $17::int[], $19::text[], $20::text[], $21::text[]) \
+     AS x(s, t, o, n, p, q, u, d, r, un, na, no) JOIN o ON o.server_seq = x.s), \
+     p AS (INSERT INTO pos_payments (terminal_id, order_id, payment_no, method, amount_cents, \
+     tendered_cents, reference) \
+     SELECT x.t, x.o, x.n, x.m, x.a, x.td, x.rf FROM UNNEST($22::bigint[], $23::text[], \
+     $24::bigint[], $25::int[], $26::text[], $27::bigint[], $28::bigint[], $29::text[]) \
+     AS x(s, t, o, n, m, a, td, rf) JOIN o ON o.server_seq = x.s) \
      SELECT server_seq FROM o";
+
+/// The order discounts of the inserted orders (a separate statement, run
+/// only when a batch has one, so the common push keeps one statement).
+const UPDATE_ORDER_DISCOUNTS: &str = "UPDATE pos_orders o SET discount_cents = x.d \
+     FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS x(t, o, d) \
+     WHERE o.terminal_id = x.t AND o.order_id = x.o";
 
 /// Refunds in one statement: a refund whose (terminal, refund id) is taken
 /// is not inserted; `original_known` says whether the sale it names (by
@@ -609,6 +635,7 @@ impl Apply for PosApply {
         &[
             ("pos_orders", ByTerminal),
             ("pos_order_lines", ByTerminal),
+            ("pos_payments", ByTerminal),
             ("pos_refunds", ByTerminal),
             ("pos_stock_moves", ByTerminal),
             ("pos_stock", Reference),
@@ -694,23 +721,82 @@ impl PosApply {
         }
         let mut o_cols = OrderColumns::default();
         let mut l_cols = LineColumns::default();
+        let mut p_cols = PaymentColumns::default();
+        let mut discounted = (Vec::new(), Vec::new(), Vec::new());
         for (_, a, o) in &orders {
             o_cols.push(a, o);
             for (n, l) in o.lines.iter().enumerate() {
                 l_cols.push(a, o.id, n, l);
             }
+            for (n, p) in o.payments.iter().enumerate() {
+                p_cols.push(a, o.id, n, p);
+            }
+            if o.discount_cents != 0 {
+                discounted.0.push(a.terminal_id);
+                discounted.1.push(o.id as i64);
+                discounted.2.push(o.discount_cents);
+            }
         }
         let stmt = tx.prepare_cached(INSERT_ORDERS).await?;
         let o = &o_cols;
         let l = &l_cols;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 18] = [
-            &o.term, &o.oid, &o.seq, &o.cashier, &o.cust, &o.at, &o.total, &o.nlines, &l.seq,
-            &l.term, &l.oid, &l.no, &l.prod, &l.qty, &l.price, &l.disc, &l.tax, &o.receipt,
+        let p = &p_cols;
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 29] = [
+            &o.term,
+            &o.oid,
+            &o.seq,
+            &o.cashier,
+            &o.cust,
+            &o.at,
+            &o.total,
+            &o.nlines,
+            &l.seq,
+            &l.term,
+            &l.oid,
+            &l.no,
+            &l.prod,
+            &l.qty,
+            &l.price,
+            &l.disc,
+            &l.tax,
+            &o.receipt,
+            &l.unit,
+            &l.name,
+            &l.note,
+            &p.seq,
+            &p.term,
+            &p.oid,
+            &p.no,
+            &p.method,
+            &p.amount,
+            &p.tendered,
+            &p.reference,
         ];
         let refused = insert_returning(tx, &stmt, &params, &orders, |a, o| {
             duplicate_order(a.terminal_id, o.id)
-        });
-        refused.await
+        })
+        .await?;
+        if !discounted.0.is_empty() {
+            // Refused orders (taken keys) keep the discount of the order
+            // that holds the key: only rows inserted by this statement
+            // are updated.
+            let refused_keys: HashSet<(&str, i64)> = refused
+                .iter()
+                .filter_map(|(n, _)| orders.iter().find(|(m, _, _)| m == n))
+                .map(|(_, a, o)| (a.terminal_id, o.id as i64))
+                .collect();
+            let mut keep = (Vec::new(), Vec::new(), Vec::new());
+            for ((t, id), d) in discounted.0.iter().zip(&discounted.1).zip(&discounted.2) {
+                if !refused_keys.contains(&(*t, *id)) {
+                    keep.0.push(*t);
+                    keep.1.push(*id);
+                    keep.2.push(*d);
+                }
+            }
+            let stmt = tx.prepare_cached(UPDATE_ORDER_DISCOUNTS).await?;
+            tx.execute(&stmt, &[&keep.0, &keep.1, &keep.2]).await?;
+        }
+        Ok(refused)
     }
 
     /// The refunds of `items` into `pos_refunds`; `original_known` says
@@ -842,10 +928,39 @@ struct LineColumns<'a> {
     price: Vec<i64>,
     disc: Vec<i64>,
     tax: Vec<i32>,
+    unit: Vec<&'static str>,
+    name: Vec<Option<&'a str>>,
+    note: Vec<Option<&'a str>>,
+}
+
+/// The payments of those orders as UNNEST columns.
+#[derive(Default)]
+struct PaymentColumns<'a> {
+    seq: Vec<i64>,
+    term: Vec<&'a str>,
+    oid: Vec<i64>,
+    no: Vec<i32>,
+    method: Vec<&'a str>,
+    amount: Vec<i64>,
+    tendered: Vec<Option<i64>>,
+    reference: Vec<Option<&'a str>>,
+}
+
+impl<'a> PaymentColumns<'a> {
+    fn push(&mut self, a: &Accepted<'a>, order_id: u64, n: usize, p: &'a pdc_codec::Payment) {
+        self.seq.push(a.server_seq as i64);
+        self.term.push(a.terminal_id);
+        self.oid.push(order_id as i64);
+        self.no.push(i32::try_from(n).unwrap_or(i32::MAX));
+        self.method.push(p.method.name());
+        self.amount.push(p.amount_cents);
+        self.tendered.push(p.tendered_cents);
+        self.reference.push(p.reference.as_deref());
+    }
 }
 
 impl<'a> LineColumns<'a> {
-    fn push(&mut self, a: &Accepted<'a>, order_id: u64, n: usize, l: &pdc_codec::OrderLine) {
+    fn push(&mut self, a: &Accepted<'a>, order_id: u64, n: usize, l: &'a pdc_codec::OrderLine) {
         self.seq.push(a.server_seq as i64);
         self.term.push(a.terminal_id);
         self.oid.push(order_id as i64);
@@ -855,6 +970,14 @@ impl<'a> LineColumns<'a> {
         self.price.push(l.unit_price_cents);
         self.disc.push(l.discount_cents);
         self.tax.push(i32::from(l.tax_rate_bp));
+        self.unit.push(match l.unit {
+            pdc_codec::Unit::Each => "each",
+            pdc_codec::Unit::Kilogram => "kg",
+            pdc_codec::Unit::Litre => "l",
+            pdc_codec::Unit::Metre => "m",
+        });
+        self.name.push(l.name.as_deref());
+        self.note.push(l.note.as_deref());
     }
 }
 
@@ -888,11 +1011,14 @@ mod tests {
                 unit_price_cents: 150,
                 discount_cents: 0,
                 tax_rate_bp: 2000,
+                ..Default::default()
             }],
             payments: vec![Payment {
                 method: PaymentMethod::Card,
                 amount_cents: paid,
+                ..Default::default()
             }],
+            ..Default::default()
         }
     }
 

@@ -458,6 +458,7 @@ async fn pull_metrics_and_business_rejections_over_http() {
     good.payments = vec![pdc_codec::Payment {
         method: pdc_codec::PaymentMethod::Card,
         amount_cents: total,
+        ..Default::default()
     }];
     let mut unknown = good.clone();
     unknown.lines[0].product_id = 999_999;

@@ -847,9 +847,15 @@ async fn refunds_cannot_reference_the_original_sale() {
     let (till, product) = offline_till(dir.path());
     let cash = pdc_codec::PaymentMethod::Cash;
     let sold = till
-        .sell(&pdc_core::Sale::new(1).add(&product, 3).pay_rest(cash))
+        .sell(
+            &pdc_core::Sale::new(1)
+                .add(&product, 3)
+                .pay_rest(cash.clone()),
+        )
         .unwrap();
-    let back = pdc_core::Sale::new(1).add(&product, 1).pay_rest(cash);
+    let back = pdc_core::Sale::new(1)
+        .add(&product, 1)
+        .pay_rest(cash.clone());
     let refund = till.refund(&pdc_core::Original::of(&sold), &back).unwrap();
     assert_eq!((sold.seq, refund.seq), (1, 2), "one gapless sequence");
     assert_eq!(refund.total_cents, 240);
@@ -865,7 +871,9 @@ async fn refunds_cannot_reference_the_original_sale() {
     };
     till.refund(&stranger, &back).unwrap();
     // Paying back more than is taken back is refused at the till.
-    let greedy = pdc_core::Sale::new(1).add(&product, 1).pay(cash, 999);
+    let greedy = pdc_core::Sale::new(1)
+        .add(&product, 1)
+        .pay(cash.clone(), 999);
     assert!(matches!(
         till.refund(&pdc_core::Original::of(&sold), &greedy),
         Err(pdc_core::EngineError::InvalidSale { .. })

@@ -52,8 +52,29 @@ export interface Order {
   cashierId: number;
   customerId?: number;
   terminalNumber?: number;
-  lines: { productId: number; quantity: number; unitPriceCents: number; taxRateBp?: number; discountCents?: number }[];
-  payments: { method: "cash" | "card" | "voucher"; amountCents: number }[];
+  /** A discount on the whole order, in cents. */
+  discountCents?: number;
+  lines: {
+    productId: number;
+    /** Pieces, or thousandths of a measured unit (grams for "kg"). */
+    quantity: number;
+    unitPriceCents: number;
+    taxRateBp?: number;
+    discountCents?: number;
+    unit?: "each" | "kg" | "l" | "m";
+    /** The name printed when it is not the catalogue's (an open item). */
+    name?: string;
+    note?: string;
+  }[];
+  payments: {
+    /** A known tender, or any other tender's own name (1 to 32 bytes). */
+    method: "cash" | "card" | "voucher" | "gift_card" | "mobile_wallet" | "store_credit" | (string & {});
+    amountCents: number;
+    /** What was handed over (cash): the change is the difference. */
+    tenderedCents?: number;
+    /** A card authorisation, a voucher or gift-card number. */
+    reference?: string;
+  }[];
 }
 
 export interface Status {

@@ -77,6 +77,8 @@ struct SaleInput {
     customer_id: Option<u32>,
     lines: Vec<LineInput>,
     payments: Vec<PaymentInput>,
+    #[serde(default)]
+    discount_cents: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,6 +91,13 @@ struct LineInput {
     tax_rate_bp: u16,
     #[serde(default)]
     discount_cents: i64,
+    /// `each` (the default), `kg`, `l` or `m`.
+    #[serde(default)]
+    unit: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    note: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -96,6 +105,10 @@ struct LineInput {
 struct PaymentInput {
     method: String,
     amount_cents: i64,
+    #[serde(default)]
+    tendered_cents: Option<i64>,
+    #[serde(default)]
+    reference: Option<String>,
 }
 
 fn default_datasets() -> Vec<String> {
@@ -526,9 +539,12 @@ impl WebEngine {
     }
 
     /// Sells (pdc-core's `OfflineEngine::sell`): JSON `{cashierId,
-    /// customerId?, lines: [{productId, quantity, unitPriceCents,
-    /// taxRateBp, discountCents?}], payments: [{method: "cash" | "card" |
-    /// "voucher", amountCents}]}`. The server's rules are checked first
+    /// customerId?, discountCents?, lines: [{productId, quantity,
+    /// unitPriceCents, taxRateBp, discountCents?, unit?: "each" | "kg" |
+    /// "l" | "m", name?, note?}], payments: [{method: "cash" | "card" |
+    /// "voucher" | "gift_card" | "mobile_wallet" | "store_credit" | any
+    /// other tender's name, amountCents, tenderedCents?, reference?}]}`
+    /// (a measured unit's quantity is in thousandths: grams for `kg`). The server's rules are checked first
     /// (an error whose code is the rule's, e.g. `total_mismatch`, nothing
     /// saved); the order id and the receipt number come from the store's
     /// sale counter in the same durable commit. Resolves to `{localId,
@@ -597,24 +613,35 @@ fn sale_of(o: &SaleInput) -> Result<pdc_core::Sale, JsValue> {
             sale = sale.customer(c);
         }
         for l in &o.lines {
+            let unit = match l.unit.as_deref() {
+                None | Some("each") => pdc_codec::Unit::Each,
+                Some("kg") => pdc_codec::Unit::Kilogram,
+                Some("l") => pdc_codec::Unit::Litre,
+                Some("m") => pdc_codec::Unit::Metre,
+                Some(u) => return Err(error("config", format!("unit {u:?} (each, kg, l, m)"))),
+            };
             sale = sale.line(pdc_codec::OrderLine {
                 product_id: l.product_id,
                 quantity: l.quantity,
+                unit,
                 unit_price_cents: l.unit_price_cents,
                 discount_cents: l.discount_cents,
                 tax_rate_bp: l.tax_rate_bp,
+                name: l.name.clone(),
+                note: l.note.clone(),
             });
         }
         for p in &o.payments {
-            let method = match p.method.as_str() {
-                "cash" => pdc_codec::PaymentMethod::Cash,
-                "card" => pdc_codec::PaymentMethod::Card,
-                "voucher" => pdc_codec::PaymentMethod::Voucher,
-                m => return Err(error("config", format!("payment method {m:?}"))),
-            };
-            sale = sale.pay(method, p.amount_cents);
+            // Any name: the six known tenders, else an other tender of
+            // that name (checked with the order's rules).
+            sale = sale.tender(pdc_codec::Payment {
+                method: pdc_codec::PaymentMethod::from_name(&p.method),
+                amount_cents: p.amount_cents,
+                tendered_cents: p.tendered_cents,
+                reference: p.reference.clone(),
+            });
         }
-        Ok(sale)
+        Ok(sale.discount(o.discount_cents))
     }
 }
 

@@ -89,12 +89,15 @@ pub fn order(id: u64, lines: usize) -> Order {
                 unit_price_cents: 150,
                 discount_cents: 0,
                 tax_rate_bp: 2000,
+                ..Default::default()
             })
             .collect(),
         payments: vec![Payment {
             method: PaymentMethod::Card,
             amount_cents: 150 * lines as i64,
+            ..Default::default()
         }],
+        discount_cents: 0,
     }
 }
 
