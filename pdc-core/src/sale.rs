@@ -411,6 +411,51 @@ pub(crate) fn order_id_base(store: &pdc_sync::StoreId) -> u64 {
 mod tests {
     use super::*;
 
+    fn product(id: u32, price_cents: i64) -> Product {
+        Product {
+            id,
+            name: format!("p{id}"),
+            barcode: String::new(),
+            category: String::new(),
+            price_cents,
+            tax_rate_bp: 700,
+            active: true,
+        }
+    }
+
+    #[test]
+    fn a_weighed_discounted_split_tender_sale_adds_up() {
+        let cheese = product(1, 2_390); // a kilogram
+        let bread = product(2, 250);
+        let sale = Sale::new(4)
+            .add_measured(&cheese, Unit::Kilogram, 742) // 17.734 -> 17.73
+            .add(&bread, 2)
+            .note("sliced")
+            .discount(223);
+        assert_eq!(sale.total_cents(), 1_773 + 500 - 223);
+        assert_eq!(sale.lines()[0].unit, Unit::Kilogram);
+        assert_eq!(sale.lines()[1].note.as_deref(), Some("sliced"));
+        assert_eq!(sale.lines()[0].note, None);
+        let sale = sale.pay(PaymentMethod::GiftCard, 1_000);
+        assert_eq!(sale.due_cents(), 1_050);
+        // Cash for the rest, 20.00 handed over: 9.50 change.
+        let sale = sale.pay_cash(2_000);
+        assert_eq!(sale.due_cents(), 0);
+        assert_eq!(sale.payments()[1].amount_cents, 1_050);
+        assert_eq!(sale.payments()[1].change_cents(), 950);
+        assert_eq!(sale.check().unwrap(), 2_050);
+        // Paid: more cash adds nothing.
+        assert_eq!(sale.clone().pay_cash(500).payments().len(), 2);
+        // A discount over the lines' total is refused by the order rules.
+        assert!(Sale::new(4).add(&bread, 1).discount(251).check().is_err());
+        // Cash handed over below its amount is refused too.
+        let short = Sale::new(4).add(&bread, 1).tender(Payment {
+            tendered_cents: Some(100),
+            ..Payment::new(PaymentMethod::Cash, 250)
+        });
+        assert!(short.check().is_err());
+    }
+
     #[test]
     fn receipt_formats_fill_their_placeholders() {
         let f = ReceiptFormat::default();

@@ -453,10 +453,11 @@ CREATE TABLE IF NOT EXISTS pos_payments (
 /// are (joined on the ledger sequence); the statement returns the
 /// sequences of the inserted orders, so the others are refused.
 const INSERT_ORDERS: &str = "WITH o AS (INSERT INTO pos_orders (terminal_id, order_id, \
-     server_seq, cashier_id, customer_id, created_at, total_cents, lines, receipt) \
-     SELECT t, o, s, c, cu, to_timestamp(a / 1000.0), tot, n, rc FROM UNNEST($1::text[], \
+     server_seq, cashier_id, customer_id, created_at, total_cents, lines, receipt, \
+     discount_cents) \
+     SELECT t, o, s, c, cu, to_timestamp(a / 1000.0), tot, n, rc, dc FROM UNNEST($1::text[], \
      $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], \
-     $8::int[], $18::text[]) AS x(t, o, s, c, cu, a, tot, n, rc) \
+     $8::int[], $18::text[], $30::bigint[]) AS x(t, o, s, c, cu, a, tot, n, rc, dc) \
      ON CONFLICT (terminal_id, order_id) DO NOTHING RETURNING server_seq), \
      l AS (INSERT INTO pos_order_lines (terminal_id, order_id, line_no, product_id, quantity, \
      unit_price_cents, discount_cents, tax_rate_bp, unit, name, note) \
@@ -470,12 +471,6 @@ const INSERT_ORDERS: &str = "WITH o AS (INSERT INTO pos_orders (terminal_id, ord
      $24::bigint[], $25::int[], $26::text[], $27::bigint[], $28::bigint[], $29::text[]) \
      AS x(s, t, o, n, m, a, td, rf) JOIN o ON o.server_seq = x.s) \
      SELECT server_seq FROM o";
-
-/// The order discounts of the inserted orders (a separate statement, run
-/// only when a batch has one, so the common push keeps one statement).
-const UPDATE_ORDER_DISCOUNTS: &str = "UPDATE pos_orders o SET discount_cents = x.d \
-     FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS x(t, o, d) \
-     WHERE o.terminal_id = x.t AND o.order_id = x.o";
 
 /// Refunds in one statement: a refund whose (terminal, refund id) is taken
 /// is not inserted; `original_known` says whether the sale it names (by
@@ -722,7 +717,6 @@ impl PosApply {
         let mut o_cols = OrderColumns::default();
         let mut l_cols = LineColumns::default();
         let mut p_cols = PaymentColumns::default();
-        let mut discounted = (Vec::new(), Vec::new(), Vec::new());
         for (_, a, o) in &orders {
             o_cols.push(a, o);
             for (n, l) in o.lines.iter().enumerate() {
@@ -731,17 +725,12 @@ impl PosApply {
             for (n, p) in o.payments.iter().enumerate() {
                 p_cols.push(a, o.id, n, p);
             }
-            if o.discount_cents != 0 {
-                discounted.0.push(a.terminal_id);
-                discounted.1.push(o.id as i64);
-                discounted.2.push(o.discount_cents);
-            }
         }
         let stmt = tx.prepare_cached(INSERT_ORDERS).await?;
         let o = &o_cols;
         let l = &l_cols;
         let p = &p_cols;
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 29] = [
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 30] = [
             &o.term,
             &o.oid,
             &o.seq,
@@ -771,32 +760,12 @@ impl PosApply {
             &p.amount,
             &p.tendered,
             &p.reference,
+            &o.discount,
         ];
-        let refused = insert_returning(tx, &stmt, &params, &orders, |a, o| {
+        insert_returning(tx, &stmt, &params, &orders, |a, o| {
             duplicate_order(a.terminal_id, o.id)
         })
-        .await?;
-        if !discounted.0.is_empty() {
-            // Refused orders (taken keys) keep the discount of the order
-            // that holds the key: only rows inserted by this statement
-            // are updated.
-            let refused_keys: HashSet<(&str, i64)> = refused
-                .iter()
-                .filter_map(|(n, _)| orders.iter().find(|(m, _, _)| m == n))
-                .map(|(_, a, o)| (a.terminal_id, o.id as i64))
-                .collect();
-            let mut keep = (Vec::new(), Vec::new(), Vec::new());
-            for ((t, id), d) in discounted.0.iter().zip(&discounted.1).zip(&discounted.2) {
-                if !refused_keys.contains(&(*t, *id)) {
-                    keep.0.push(*t);
-                    keep.1.push(*id);
-                    keep.2.push(*d);
-                }
-            }
-            let stmt = tx.prepare_cached(UPDATE_ORDER_DISCOUNTS).await?;
-            tx.execute(&stmt, &[&keep.0, &keep.1, &keep.2]).await?;
-        }
-        Ok(refused)
+        .await
     }
 
     /// The refunds of `items` into `pos_refunds`; `original_known` says
@@ -899,11 +868,13 @@ struct OrderColumns<'a> {
     total: Vec<i64>,
     nlines: Vec<i32>,
     receipt: Vec<Option<&'a str>>,
+    discount: Vec<i64>,
 }
 
 impl<'a> OrderColumns<'a> {
     fn push(&mut self, a: &Accepted<'a>, o: &'a Order) {
         self.receipt.push(o.receipt.as_deref());
+        self.discount.push(o.discount_cents);
         self.term.push(a.terminal_id);
         self.oid.push(o.id as i64);
         self.seq.push(a.server_seq as i64);

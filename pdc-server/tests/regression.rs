@@ -1050,3 +1050,126 @@ async fn a_resend_blocked_by_an_in_doubt_transaction_waits_for_the_request_timeo
     assert_eq!(n, 2);
     drop_schema(&schema).await;
 }
+
+/// A grocery order as a real till rings it: a weighed line, an open-price
+/// line with its own name, a noted line, an order discount, and a split
+/// tender (a gift card with its number, cash with change, a meal ticket).
+fn rich_order(id: u64) -> pdc_codec::Order {
+    use pdc_codec::{Order, OrderLine, Payment, PaymentMethod, Unit};
+    let mut cheese = OrderLine::new(410_233, 742, 2_390, 550);
+    cheese.unit = Unit::Kilogram;
+    let mut open = OrderLine::new(900_001, 1, 450, 2000);
+    open.name = Some("Repair: shoe heel".into());
+    let mut sandwich = OrderLine::new(118_020, 2, 399, 1000);
+    sandwich.note = Some("no onions".into());
+    sandwich.discount_cents = 100;
+    let mut gift = Payment::new(PaymentMethod::GiftCard, 1_500);
+    gift.reference = Some("GC-6034-9981-0042".into());
+    let mut cash = Payment::new(PaymentMethod::Cash, 1_000);
+    cash.tendered_cents = Some(2_000);
+    Order {
+        id,
+        cashier_id: 3,
+        customer_id: None,
+        created_at_ms: 1_764_000_000_000,
+        lines: vec![cheese, open, sandwich],
+        payments: vec![
+            gift,
+            cash,
+            Payment::new(PaymentMethod::Other("meal_ticket".into()), 200),
+        ],
+        receipt: None,
+        discount_cents: 221,
+    }
+}
+
+/// Issue 17, on the server: an order's unit and weight, line names and
+/// notes, tenders (kind, tendered amount, reference) and order discount
+/// had no place in the PostgreSQL tables. They now land in
+/// `pos_order_lines`, `pos_payments` and `pos_orders.discount_cents`; an
+/// order refused for its taken id changes none of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rich_orders_lose_their_units_texts_and_tenders_on_postgres() {
+    let Some((ledger, schema)) = pg(Arc::new(PosApply::new())).await else {
+        return;
+    };
+    let rich = rich_order(7);
+    assert_eq!(rich.check().unwrap(), 2_700);
+    // Same id, other discount and tenders: refused as a duplicate order.
+    let mut clash = rich_order(7);
+    clash.discount_cents = 21;
+    clash.payments = vec![pdc_codec::Payment::new(
+        pdc_codec::PaymentMethod::Card,
+        2_900,
+    )];
+    let items = vec![
+        order_item(1, &rich),
+        order_item(2, &order(8, 2)),
+        order_item(3, &clash),
+    ];
+    let r = ledger.push("till-1", S, items, 1).await.unwrap();
+    assert!(matches!(r[0], ItemResult::Applied { .. }), "{r:?}");
+    assert!(matches!(r[1], ItemResult::Applied { .. }), "{r:?}");
+    assert!(matches!(r[2], ItemResult::Rejected { .. }), "{r:?}");
+    let c = sql(&schema).await;
+    let orders: Vec<(i64, i64, i64)> = c
+        .query(
+            "SELECT order_id, total_cents, discount_cents FROM pos_orders ORDER BY order_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(orders, [(7, 2_700, 221), (8, 300, 0)]);
+    type Line = (i32, i64, String, Option<String>, Option<String>);
+    let lines: Vec<Line> = c
+        .query(
+            "SELECT line_no, quantity, unit, name, note FROM pos_order_lines \
+             WHERE order_id = 7 ORDER BY line_no",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            (0, 742, "kg".into(), None, None),
+            (1, 1, "each".into(), Some("Repair: shoe heel".into()), None),
+            (2, 2, "each".into(), None, Some("no onions".into())),
+        ]
+    );
+    type Tender = (i64, i32, String, i64, Option<i64>, Option<String>);
+    let tenders: Vec<Tender> = c
+        .query(
+            "SELECT order_id, payment_no, method, amount_cents, tendered_cents, reference \
+             FROM pos_payments ORDER BY order_id, payment_no",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+        .collect();
+    assert_eq!(
+        tenders,
+        [
+            (
+                7,
+                0,
+                "gift_card".into(),
+                1_500,
+                None,
+                Some("GC-6034-9981-0042".into())
+            ),
+            (7, 1, "cash".into(), 1_000, Some(2_000), None),
+            (7, 2, "meal_ticket".into(), 200, None, None),
+            (8, 0, "card".into(), 300, None, None),
+        ]
+    );
+    drop_schema(&schema).await;
+}
