@@ -62,6 +62,7 @@ pub mod frame;
 mod pos;
 mod record;
 mod terminal;
+mod text;
 
 pub use error::CodecError;
 pub use frame::{Codec, Compression, Frame, Limits};

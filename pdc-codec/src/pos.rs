@@ -16,6 +16,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use serde::{Deserialize, Serialize};
 
 use crate::column::{Col, Varint};
+use crate::text::{Texts, TextsBuilder};
 use crate::{Codec, CodecError, Record, RecordKind};
 
 /// A multiplicative hasher for small integer keys (product ids, tax
@@ -1262,7 +1263,7 @@ pub struct OrderColumns {
     line_flags: Sparse<u8>,
     /// The names and notes of the lines flagged, in line order, a line's
     /// name before its note.
-    line_texts: Vec<String>,
+    line_texts: Texts,
     /// The methods of the payments whose 2-bit code is the escape (3):
     /// every method but cash, card and voucher (schema 5).
     rare_methods: Vec<PaymentMethod>,
@@ -1271,7 +1272,11 @@ pub struct OrderColumns {
     /// Change (tendered − amount) of each payment with a tendered amount.
     payment_changes: Col<i64>,
     /// References of the payments that have one.
-    payment_refs: Vec<String>,
+    payment_refs: Texts,
+    /// The batch's distinct cashiers in order of first appearance, when
+    /// there are at most 127 (schema 5): `cashier_ids` are then indices
+    /// into it, one byte each. Empty: `cashier_ids` are the ids.
+    cashier_dict: Col<u32>,
 }
 
 /// The columns as schema 4 wrote them: schema 5's without units, texts,
@@ -1574,6 +1579,9 @@ fn method_code(m: &PaymentMethod) -> u8 {
 }
 
 const METHOD_ESCAPE: u8 = 3;
+/// The most cashiers a batch's cashier dictionary holds (one-byte
+/// indices).
+const CASHIER_DICT_MAX: usize = 127;
 const LINE_HAS_NAME: u8 = 1 << 2;
 const LINE_HAS_NOTE: u8 = 1 << 3;
 const PAY_HAS_TENDERED: u8 = 1;
@@ -1686,13 +1694,30 @@ impl OrderColumns {
         let mut order_discounts = SparseBuilder::new(0i64);
         let mut line_flags = SparseBuilder::new(0u8);
         let mut payment_flags = SparseBuilder::new(0u8);
+        let (mut line_texts, mut payment_refs) = (TextsBuilder::default(), TextsBuilder::default());
+        let mut cashiers: IdMap<u32, u32> = IdMap::default();
+        for o in orders {
+            let next = cashiers.len() as u32;
+            cashiers.entry(o.cashier_id).or_insert_with(|| {
+                c.cashier_dict.push(o.cashier_id);
+                next
+            });
+        }
+        if cashiers.len() > CASHIER_DICT_MAX {
+            c.cashier_dict.clear();
+        }
         let (mut last_id, mut last_ts) = (0u64, 0u64);
         let (mut line_ix, mut pay_ix) = (0usize, 0usize);
         for (order_ix, o) in orders.iter().enumerate() {
             order_discounts.push(order_ix, o.discount_cents);
             c.id_deltas.push(o.id.wrapping_sub(last_id) as i64);
             last_id = o.id;
-            c.cashier_ids.push(o.cashier_id);
+            c.cashier_ids.push(if c.cashier_dict.is_empty() {
+                o.cashier_id
+            } else {
+                // Every cashier was indexed above.
+                cashiers.get(&o.cashier_id).copied().unwrap_or_default()
+            });
             c.created_deltas
                 .push(o.created_at_ms.wrapping_sub(last_ts) as i64);
             last_ts = o.created_at_ms;
@@ -1735,11 +1760,11 @@ impl OrderColumns {
                 let mut flags = l.unit.code();
                 if let Some(name) = &l.name {
                     flags |= LINE_HAS_NAME;
-                    c.line_texts.push(name.clone());
+                    line_texts.push(name);
                 }
                 if let Some(note) = &l.note {
                     flags |= LINE_HAS_NOTE;
-                    c.line_texts.push(note.clone());
+                    line_texts.push(note);
                 }
                 line_flags.push(line_ix, flags);
                 line_ix += 1;
@@ -1763,7 +1788,7 @@ impl OrderColumns {
                 }
                 if let Some(r) = &p.reference {
                     flags |= PAY_HAS_REFERENCE;
-                    c.payment_refs.push(r.clone());
+                    payment_refs.push(r);
                 }
                 payment_flags.push(pay_ix, flags);
                 residuals.push(pay_ix, p.amount_cents.wrapping_sub(due));
@@ -1778,6 +1803,8 @@ impl OrderColumns {
         c.order_discounts = order_discounts.col;
         c.line_flags = line_flags.col;
         c.payment_flags = payment_flags.col;
+        c.line_texts = line_texts.finish();
+        c.payment_refs = payment_refs.finish();
         c
     }
 
@@ -1822,6 +1849,7 @@ impl OrderColumns {
             size("payment_flags", &self.payment_flags),
             size("payment_changes", &self.payment_changes),
             size("payment_refs", &self.payment_refs),
+            size("cashier_dict", &self.cashier_dict),
         ]
     }
 
@@ -1904,10 +1932,23 @@ impl OrderColumns {
         if line_flags.iter().any(|&f| f > 0b1111) || payment_flags.iter().any(|&f| f > 0b11) {
             return Err(malformed("unknown line or payment flags"));
         }
-        let (mut line_texts, mut rare_methods) =
-            (self.line_texts.into_iter(), self.rare_methods.into_iter());
-        let (mut changes, mut payment_refs) =
-            (self.payment_changes.iter(), self.payment_refs.into_iter());
+        let (mut line_texts, mut rare_methods) = (
+            self.line_texts.into_strings()?.into_iter(),
+            self.rare_methods.into_iter(),
+        );
+        let (mut changes, mut payment_refs) = (
+            self.payment_changes.iter(),
+            self.payment_refs.into_strings()?.into_iter(),
+        );
+        let cashier_ids = if self.cashier_dict.is_empty() {
+            self.cashier_ids.0
+        } else {
+            self.cashier_ids
+                .iter()
+                .map(|&i| self.cashier_dict.get(i as usize).copied())
+                .collect::<Option<Vec<u32>>>()
+                .ok_or_else(|| malformed("cashier index out of range"))?
+        };
 
         // Raw ids (no dictionary): index them in order of first appearance,
         // the order their prices have.
@@ -2011,7 +2052,7 @@ impl OrderColumns {
             pi += np;
             out.push(Order {
                 id,
-                cashier_id: self.cashier_ids[i],
+                cashier_id: cashier_ids[i],
                 customer_id: if self.headers[i] & HAS_CUSTOMER != 0 {
                     customers.next().copied()
                 } else {
@@ -2081,6 +2122,18 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The columns with raw cashier ids (the only form schemas 1 to 4
+    /// have), for building older batches from the current encoder's.
+    fn raw_cashiers(mut c: OrderColumns) -> OrderColumns {
+        if !c.cashier_dict.is_empty() {
+            for i in c.cashier_ids.iter_mut() {
+                *i = c.cashier_dict[*i as usize];
+            }
+            c.cashier_dict.clear();
+        }
+        c
+    }
     use proptest::prelude::*;
 
     /// Lines as schemas before 4 wrote them (pieces, no texts).
@@ -2183,7 +2236,7 @@ mod tests {
                 *o
             );
         }
-        let c = OrderColumns::from_records(&orders);
+        let c = raw_cashiers(OrderColumns::from_records(&orders));
         let terminals = || {
             let mut t = Col::with_capacity(orders.len());
             for _ in &orders {
@@ -2297,7 +2350,7 @@ mod tests {
                 ..Default::default()
             });
         }
-        let c = OrderColumns::from_records(&orders);
+        let c = raw_cashiers(OrderColumns::from_records(&orders));
         assert_eq!(
             undelta_ids(&c.product_dict).unwrap(),
             vec![900_009, 900_005],
@@ -2441,7 +2494,7 @@ mod tests {
                 (o.lines.clone(), o.payments.clone())
             );
         }
-        let c = OrderColumns::from_records(&orders);
+        let c = raw_cashiers(OrderColumns::from_records(&orders));
         let v4 = OrderColumnsV4 {
             id_deltas: c.id_deltas,
             cashier_ids: c.cashier_ids,
@@ -2469,6 +2522,25 @@ mod tests {
         assert_eq!(codec.decode_orders(&frame).unwrap(), orders);
     }
 
+    /// Up to 127 cashiers are indexed, more are written as ids; both
+    /// decode.
+    #[test]
+    fn cashiers_are_indexed_up_to_127() {
+        for (n, indexed) in [(127u32, true), (128, false)] {
+            let orders: Vec<Order> = (0..2 * n)
+                .map(|i| Order {
+                    id: u64::from(i),
+                    cashier_id: 1000 + i % n,
+                    ..Order::default()
+                })
+                .collect();
+            let c = OrderColumns::from_records(&orders);
+            assert_eq!(c.cashier_dict.len() == n as usize, indexed);
+            assert_eq!(c.cashier_dict.is_empty(), !indexed);
+            assert_eq!(c.into_records().unwrap(), orders);
+        }
+    }
+
     /// A payment's text or method that the columns name but do not hold
     /// is malformed, as are unknown flags.
     #[test]
@@ -2491,10 +2563,12 @@ mod tests {
         assert_eq!(order.check().unwrap(), 369);
         let c = OrderColumns::from_records(std::slice::from_ref(&order));
         assert_eq!(c.clone().into_records().unwrap(), vec![order.clone()]);
-        let broken: [fn(&mut OrderColumns); 5] = [
-            |c| c.line_texts.clear(),
+        assert_eq!(c.cashier_dict.0, [0], "one cashier, indexed");
+        let broken: [fn(&mut OrderColumns); 6] = [
+            |c| c.line_texts = Texts::default(),
             |c| c.rare_methods.clear(),
-            |c| c.payment_refs.push("extra".into()),
+            |c| c.payment_refs = Texts::of(&["GC-1", "extra"]),
+            |c| c.cashier_ids.0[0] = 1,
             |c| c.payment_changes = Col::default(),
             |c| c.line_flags.values.0[0] |= 0x40,
         ];

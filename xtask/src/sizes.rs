@@ -81,7 +81,7 @@ fn other_data_row(
 }
 
 /// `cargo xtask sizes --other`: orders of [`pdc_datasets::orders_shaped`]'s
-/// dense and sparse shapes and of [`pdc_datasets::orders`], as one batch
+/// dense, sparse and rich shapes and of [`pdc_datasets::orders`], as one batch
 /// of 10,000 and as 100 batches of 100, on two seeds.
 pub fn other_data() -> Result<(), String> {
     let codec = Codec::new();
@@ -98,6 +98,10 @@ pub fn other_data() -> Result<(), String> {
                 pdc_datasets::orders_shaped(10_000, seed, &pdc_datasets::OrderShape::dense()),
             ),
             (
+                format!("orders_shaped(rich), seed {seed}"),
+                pdc_datasets::orders_shaped(10_000, seed, &pdc_datasets::OrderShape::rich()),
+            ),
+            (
                 format!("orders, seed {seed}"),
                 pdc_datasets::orders(10_000, seed),
             ),
@@ -105,6 +109,12 @@ pub fn other_data() -> Result<(), String> {
         for (name, orders) in &shapes {
             for batch in [10_000usize, 100] {
                 println!("{}", other_data_row(&codec, name, orders, batch)?);
+            }
+            if std::env::var_os("PDC_SIZES_COLUMNS").is_some() {
+                eprintln!("{name}, columns of one batch of 10,000 (postcard bytes, lz4 bytes):");
+                for (col, raw, lz) in pdc_codec::OrderColumns::from_records(orders).column_sizes() {
+                    eprintln!("  {col:<18} {raw:>8} {lz:>8}");
+                }
             }
         }
     }
