@@ -72,13 +72,14 @@ fn codec(c: &mut Criterion) {
 }
 
 /// Encode and decode on orders nobody tuned the codec for (issue 17):
-/// 1,000 orders of `orders_shaped`'s sparse and dense shapes, pdc beside
+/// 1,000 orders of `orders_shaped`'s sparse, dense and rich shapes, pdc beside
 /// serde_json in the same run.
 fn codec_shapes(c: &mut Criterion) {
     let codec = Codec::new();
     for (name, shape) in [
         ("sparse", pdc_datasets::OrderShape::sparse()),
         ("dense", pdc_datasets::OrderShape::dense()),
+        ("rich", pdc_datasets::OrderShape::rich()),
     ] {
         let orders = pdc_datasets::orders_shaped(1000, 3, &shape);
         let mut g = c.benchmark_group(format!("codec_encode/shaped_{name}_1k"));

@@ -19,19 +19,30 @@ use crate::column::{Col, Varint};
 use crate::text::{Texts, TextsBuilder};
 use crate::{Codec, CodecError, Record, RecordKind};
 
-/// A multiplicative hasher for small integer keys (product ids, tax
-/// rates): the batch encoders look one up per line, and SipHash's
-/// flood resistance buys nothing for keys that only size a dictionary.
+/// A multiplicative hasher for the batch encoders' small keys (product
+/// ids, tax rates, cashiers, text stems): they look one up per line, and
+/// SipHash's flood resistance buys nothing for keys that only size a
+/// dictionary of the encoder's own batch.
 #[derive(Default)]
-struct IdHasher(u64);
+pub(crate) struct IdHasher(u64);
 
 impl Hasher for IdHasher {
     fn finish(&self) -> u64 {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        // Eight bytes a step (text stems), the rest as one word.
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.write_u64(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.write_u64(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
         }
     }
     fn write_u16(&mut self, v: u16) {
@@ -45,7 +56,7 @@ impl Hasher for IdHasher {
     }
 }
 
-type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+pub(crate) type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 /// What a transaction did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -5,13 +5,11 @@
 //! its stem's index; a random number costs its varint (3.3 bits a digit
 //! and some slack) instead of a byte a digit, which lz4 cannot shrink.
 
-use std::collections::HashMap;
-
 use serde::{Deserialize, Serialize};
 
 use crate::column::Col;
 use crate::error::CodecError;
-use crate::pos::MAX_TEXT_LEN;
+use crate::pos::{IdMap, MAX_TEXT_LEN};
 
 /// The most digits a number part may have: every 19-digit number fits a
 /// `u64`.
@@ -33,25 +31,27 @@ pub(crate) struct Texts {
 /// Splits `text` into (stem, digit count, number): the trailing ASCII
 /// digits, at most [`MAX_DIGITS`] of them, are the number.
 fn split(text: &str) -> (&str, usize, u64) {
-    let digits = text
-        .bytes()
-        .rev()
-        .take_while(u8::is_ascii_digit)
-        .count()
-        .min(MAX_DIGITS);
-    let (stem, num) = text.split_at(text.len() - digits);
-    match num.parse::<u64>() {
-        Ok(n) => (stem, digits, n),
-        // No digits (an empty number part).
-        Err(_) => (text, 0, 0),
+    let bytes = text.as_bytes();
+    let (mut digits, mut number, mut scale) = (0usize, 0u64, 1u64);
+    for &b in bytes.iter().rev().take(MAX_DIGITS) {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        // At most 19 digits: below 10^19 < 2^64, so nothing overflows
+        // but the scale after the last digit, which is not used.
+        number += u64::from(b - b'0') * scale;
+        scale = scale.wrapping_mul(10);
+        digits += 1;
     }
+    // The digits are ASCII, so the split is on a char boundary.
+    (&text[..text.len() - digits], digits, number)
 }
 
 /// Builds a [`Texts`] one text at a time.
 #[derive(Default)]
 pub(crate) struct TextsBuilder<'a> {
     texts: Texts,
-    index: HashMap<&'a str, u32>,
+    index: IdMap<&'a str, u32>,
 }
 
 impl<'a> TextsBuilder<'a> {
