@@ -76,6 +76,13 @@ fn codec(c: &mut Criterion) {
 /// serde_json in the same run.
 fn codec_shapes(c: &mut Criterion) {
     let codec = Codec::new();
+    let dense = |level| {
+        Codec::new().with_compression(pdc_codec::Compression::Dense {
+            min_bytes: 64,
+            level,
+        })
+    };
+    let (dense1, dense6) = (dense(1), dense(6));
     for (name, shape) in [
         ("sparse", pdc_datasets::OrderShape::sparse()),
         ("dense", pdc_datasets::OrderShape::dense()),
@@ -87,16 +94,26 @@ fn codec_shapes(c: &mut Criterion) {
         g.bench_function("pdc", |b| {
             b.iter(|| codec.encode_orders(black_box(&orders)).unwrap())
         });
+        g.bench_function("pdc_dense1", |b| {
+            b.iter(|| dense1.encode_orders(black_box(&orders)).unwrap())
+        });
+        g.bench_function("pdc_dense6", |b| {
+            b.iter(|| dense6.encode_orders(black_box(&orders)).unwrap())
+        });
         g.bench_function("serde_json", |b| {
             b.iter(|| serde_json::to_vec(black_box(&orders)).unwrap())
         });
         g.finish();
         let pdc = codec.encode_orders(&orders).unwrap();
+        let pdc_dense = dense6.encode_orders(&orders).unwrap();
         let json = serde_json::to_vec(&orders).unwrap();
         let mut g = c.benchmark_group(format!("codec_decode/shaped_{name}_1k"));
         g.throughput(Throughput::Elements(1000));
         g.bench_function("pdc", |b| {
             b.iter(|| codec.decode_orders(black_box(&pdc)).unwrap())
+        });
+        g.bench_function("pdc_dense6", |b| {
+            b.iter(|| codec.decode_orders(black_box(&pdc_dense)).unwrap())
         });
         g.bench_function("serde_json", |b| {
             b.iter(|| serde_json::from_slice::<Vec<pdc_codec::Order>>(black_box(&json)).unwrap())

@@ -7,7 +7,8 @@
 //! A value is encoded with [postcard] (varints, no field names), wrapped in a
 //! [frame] that carries magic bytes, a format version, flags, the
 //! record kind and schema version, lengths and an 8-byte XXH3-64 checksum,
-//! and compressed with lz4 when that actually saves bytes. Decoding checks
+//! and compressed with lz4 when that actually saves bytes (or with deflate,
+//! smaller and slower, under [`Compression::Dense`]). Decoding checks
 //! magic, version, lengths, limits and checksum before it allocates or
 //! decompresses anything, so hostile or damaged input gets a typed
 //! [`CodecError`] and never a panic or an oversized allocation.

@@ -10,10 +10,14 @@ use proptest::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-fn codecs() -> [Codec; 2] {
+fn codecs() -> [Codec; 3] {
     [
         Codec::new(),
         Codec::new().with_compression(Compression::Never),
+        Codec::new().with_compression(Compression::Dense {
+            min_bytes: 16,
+            level: 6,
+        }),
     ]
 }
 

@@ -59,8 +59,18 @@ fn other_data_row(
     batch: usize,
 ) -> Result<String, String> {
     let (mut pdc, mut gz, mut zs, mut mp) = (0usize, 0usize, 0usize, 0usize);
+    let mut dense = [0usize; 2];
+    let dense_codecs = [1u8, 6].map(|level| {
+        Codec::new().with_compression(pdc_codec::Compression::Dense {
+            min_bytes: 64,
+            level,
+        })
+    });
     for chunk in orders.chunks(batch) {
         pdc += codec.encode_orders(chunk).map_err(|e| e.to_string())?.len();
+        for (d, c) in dense.iter_mut().zip(&dense_codecs) {
+            *d += c.encode_orders(chunk).map_err(|e| e.to_string())?.len();
+        }
         let json = serde_json::to_vec(chunk).map_err(|e| e.to_string())?;
         gz += gzip(&json);
         zs += zstd3(&json);
@@ -70,13 +80,17 @@ fn other_data_row(
     let lines: usize = orders.iter().map(|o| o.lines.len()).sum();
     let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
     Ok(format!(
-        "| {name} | {} × {batch} | {:.1} | {pdc} | {gz} | {zs} | {mp} | {:.1}% | {:.1}% | {:.1}% | {:.2} |",
+        "| {name} | {} × {batch} | {:.1} | {pdc} | {gz} | {zs} | {mp} | {:.1}% | {:.1}% | {:.1}% | {:.2} | {} ({:.1}%) | {} ({:.1}%) |",
         orders.len() / batch.max(1),
         lines as f64 / orders.len().max(1) as f64,
         pct(pdc, gz),
         pct(pdc, zs),
         pct(pdc, mp),
         pdc as f64 / lines.max(1) as f64,
+        dense[0],
+        pct(dense[0], gz),
+        dense[1],
+        pct(dense[1], gz),
     ))
 }
 
@@ -85,8 +99,8 @@ fn other_data_row(
 /// of 10,000 and as 100 batches of 100, on two seeds.
 pub fn other_data() -> Result<(), String> {
     let codec = Codec::new();
-    println!("| orders | batches | lines/order | pdc | JSON+gzip(6) | JSON+zstd(3) | MessagePack+lz4 | pdc/gzip | pdc/zstd | pdc/msgpack+lz4 | pdc B/line |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| orders | batches | lines/order | pdc | JSON+gzip(6) | JSON+zstd(3) | MessagePack+lz4 | pdc/gzip | pdc/zstd | pdc/msgpack+lz4 | pdc B/line | pdc Dense(1) (/gzip) | pdc Dense(6) (/gzip) |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for seed in [1u64, 2] {
         let shapes = [
             (
