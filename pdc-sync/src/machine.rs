@@ -132,6 +132,12 @@ pub struct SyncConfig {
     /// commit fails, `revert` puts the items back and they are resent.
     #[serde(default)]
     pub confirm_outcomes: bool,
+    /// Whether push requests are deflated ([`pdc_codec::Compression::Dense`],
+    /// level 6) instead of lz4-compressed (default `false`): 10–20% fewer
+    /// bytes up for a few hundred microseconds more per batch, for
+    /// metered or slow links. Every pdc server reads both.
+    #[serde(default)]
+    pub dense_push: bool,
 }
 
 fn default_halt_probe() -> Duration {
@@ -156,6 +162,7 @@ impl SyncConfig {
             reconnect_jitter: Duration::from_millis(500),
             halt_probe: default_halt_probe(),
             confirm_outcomes: false,
+            dense_push: false,
         }
     }
 }
@@ -358,8 +365,15 @@ impl SyncMachine {
             queue: OutboxQueue::new(config.aging),
             backoff: Backoff::new(config.backoff),
             split_limit: config.max_batch_items.max(1),
+            codec: if config.dense_push {
+                Codec::new().with_compression(pdc_codec::Compression::Dense {
+                    min_bytes: 64,
+                    level: 6,
+                })
+            } else {
+                Codec::new()
+            },
             config,
-            codec: Codec::new(),
             in_flight: HashMap::new(),
             next_batch_id: 1,
             last_local_id: 0,
@@ -1257,6 +1271,59 @@ mod tests {
         c.linger = Duration::ZERO;
         c.confirm_outcomes = confirm;
         SyncMachine::new(c, Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1)))
+    }
+
+    #[test]
+    fn dense_pushes_deflate_and_decode_as_the_same_request() {
+        use rand::SeedableRng;
+        // Orders as row frames, as the engine stores them.
+        let codec = Codec::new();
+        let orders: Vec<OutboxItem> = (1..=50u64)
+            .map(|i| {
+                let order = pdc_codec::Order {
+                    id: 5_000_000 + i,
+                    cashier_id: 300 + (i % 3) as u32,
+                    created_at_ms: 1_764_000_000_000 + i * 40_000,
+                    lines: (0..1 + i % 7)
+                        .map(|l| {
+                            pdc_codec::OrderLine::new(
+                                100_000 + ((i * 7919 + l * 104_729) % 900_000) as u32,
+                                1 + (l % 3) as u32,
+                                99 + ((i * l * 37) % 2_000) as i64,
+                                700,
+                            )
+                        })
+                        .collect(),
+                    ..pdc_codec::Order::default()
+                };
+                OutboxItem {
+                    local_id: i,
+                    stream: StreamKey(1),
+                    priority: Priority::High,
+                    kind: 2,
+                    created_at_ms: order.created_at_ms,
+                    payload: codec.encode(&order).unwrap(),
+                }
+            })
+            .collect();
+        let mut sizes = Vec::new();
+        for dense in [false, true] {
+            let mut c = SyncConfig::new("t".parse().unwrap());
+            c.linger = Duration::ZERO;
+            c.dense_push = dense;
+            let mut m = SyncMachine::new(c, Box::new(rand_chacha::ChaCha8Rng::seed_from_u64(1)));
+            for it in &orders {
+                m.enqueue(it.clone(), Instant::ZERO).unwrap();
+            }
+            let b = m.poll_transmit(Instant::ZERO).unwrap();
+            assert_eq!(b.items.len(), 50);
+            // Flag bit 2 is deflate, bit 0 lz4.
+            assert_eq!(b.request[5] & 0b101, if dense { 0b100 } else { 0b001 });
+            let back: PushRequest = Codec::new().decode(&b.request).unwrap();
+            assert_eq!(back.items, orders);
+            sizes.push(b.request.len());
+        }
+        assert!(sizes[1] < sizes[0], "{sizes:?}");
     }
 
     #[test]
