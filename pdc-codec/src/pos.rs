@@ -2105,9 +2105,26 @@ impl Codec {
         cols.into_records()
     }
 
-    /// Encodes orders as one columnar, compressed frame.
+    /// Encodes orders as one columnar, compressed frame. A line name or
+    /// note or a payment reference over [`MAX_TEXT_LEN`] bytes is refused
+    /// ([`CodecError::TooLarge`]; the row codec writes any order, the
+    /// order rules refuse such texts).
     pub fn encode_orders(&self, orders: &[Order]) -> Result<Vec<u8>, CodecError> {
         self.check_count(orders.len())?;
+        // The column decoder refuses longer texts (it bounds what one byte
+        // of a frame may decode to), so they are refused here, before
+        // anything is written, rather than written undecodable.
+        let texts = orders.iter().flat_map(|o| {
+            let lines = o.lines.iter().flat_map(|l| [&l.name, &l.note]);
+            lines.chain(o.payments.iter().map(|p| &p.reference))
+        });
+        if let Some(t) = texts.flatten().find(|t| t.len() > MAX_TEXT_LEN) {
+            return Err(CodecError::TooLarge {
+                what: "line or payment text",
+                size: t.len(),
+                limit: MAX_TEXT_LEN,
+            });
+        }
         let cols = OrderColumns::from_records(orders);
         // About 3 bytes a line and 8 an order (see `xtask sizes`).
         let hint = cols.product_refs.len() * 3 + cols.len() * 8 + 64;
@@ -2808,6 +2825,43 @@ mod tests {
     }
 
     proptest! {
+        /// Column payloads of arbitrary orders, with bytes flipped: the
+        /// decoder answers an error or orders, never panics; undamaged
+        /// they round-trip; texts over the limit are refused by the
+        /// encoder, not written undecodable.
+        #[test]
+        fn damaged_order_columns_are_errors_not_panics(
+            orders in prop::collection::vec(arb_order(), 0..6),
+            cashiers in prop::collection::vec(0u32..400, 6),
+            flips in prop::collection::vec((any::<usize>(), 1u8..=255), 1..6),
+        ) {
+            let mut orders = orders;
+            for (o, c) in orders.iter_mut().zip(&cashiers) {
+                o.cashier_id = *c;
+            }
+            let codec = Codec::new();
+            let too_long = orders.iter().any(|o| {
+                o.lines.iter().any(|l| [&l.name, &l.note].iter().any(|t| t.as_ref().is_some_and(|t| t.len() > MAX_TEXT_LEN)))
+                    || o.payments.iter().any(|p| p.reference.as_ref().is_some_and(|t| t.len() > MAX_TEXT_LEN))
+            });
+            match codec.encode_orders(&orders) {
+                Err(CodecError::TooLarge { .. }) => prop_assert!(too_long),
+                Err(e) => prop_assert!(false, "unexpected {e}"),
+                Ok(frame) => {
+                    prop_assert!(!too_long);
+                    prop_assert_eq!(codec.decode_orders(&frame).unwrap(), orders.clone());
+                    let mut bytes = postcard::to_allocvec(&OrderColumns::from_records(&orders)).unwrap();
+                    for (at, x) in flips {
+                        let i = at % bytes.len();
+                        bytes[i] ^= x;
+                    }
+                    if let Ok(c) = postcard::from_bytes::<OrderColumns>(&bytes) {
+                        let _ = c.into_records();
+                    }
+                }
+            }
+        }
+
         #[test]
         fn order_check_agrees_with_the_model(o in arb_order()) {
             let got = o.check().map_err(|e| match e {
