@@ -1253,7 +1253,9 @@ pub struct OrderColumns {
     /// Each line's product, as a rank in `product_dict`.
     product_refs: Col<u32>,
     /// Price and tax rate of each product of `product_dict` (as first seen
-    /// in the batch); the tax rate as an index into `tax_rates`.
+    /// in the batch); the tax rate as an index into `tax_rates`, as varints
+    /// here, or (schema 5, when the batch has at most 16 rates) packed in
+    /// `dict_tax_packed` and this column empty.
     dict_prices: Col<i64>,
     dict_tax_index: Col<u32>,
     tax_rates: Col<u16>,
@@ -1288,6 +1290,16 @@ pub struct OrderColumns {
     /// there are at most 127 (schema 5): `cashier_ids` are then indices
     /// into it, one byte each. Empty: `cashier_ids` are the ids.
     cashier_dict: Col<u32>,
+    /// The dictionary's tax-rate indices packed [`tax_bits`] bits each, low
+    /// bits first (schema 5): nothing for one rate, 1 bit for two, 2 for up
+    /// to four, 4 for up to sixteen.
+    dict_tax_packed: Vec<u8>,
+    /// Raw product ids bit-packed (schema 5; `ids_width` > 0, and then
+    /// `product_refs` and `product_dict` are empty): each line's id minus
+    /// `ids_base`, `ids_width` bits each, low bits first.
+    ids_packed: Vec<u8>,
+    ids_base: u32,
+    ids_width: u8,
 }
 
 /// The columns as schema 4 wrote them: schema 5's without units, texts,
@@ -1590,6 +1602,96 @@ fn method_code(m: &PaymentMethod) -> u8 {
 }
 
 const METHOD_ESCAPE: u8 = 3;
+
+/// Bits a packed tax-rate index takes for `rates` distinct rates (a
+/// divisor of 8), or `None` above 16 (then varints).
+fn tax_bits(rates: usize) -> Option<u32> {
+    match rates {
+        0 | 1 => Some(0),
+        2 => Some(1),
+        3 | 4 => Some(2),
+        5..=16 => Some(4),
+        _ => None,
+    }
+}
+
+/// `values` (each below `1 << width`, width 1 to 32) packed `width` bits
+/// each into a bit stream, low bits first.
+fn pack_wide(values: &[u32], width: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity((values.len() * width as usize).div_ceil(8));
+    let (mut acc, mut have) = (0u64, 0u32);
+    for &v in values {
+        acc |= u64::from(v) << have;
+        have += width;
+        while have >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            have -= 8;
+        }
+    }
+    if have > 0 {
+        out.push(acc as u8);
+    }
+    out
+}
+
+/// The `n` values of [`pack_wide`], or `None` when `packed` is not
+/// exactly their length or its bits past the last value are not zero.
+fn unpack_wide(packed: &[u8], width: u32, n: usize) -> Option<Vec<u32>> {
+    if !(1..=32).contains(&width) || packed.len() != n.checked_mul(width as usize)?.div_ceil(8) {
+        return None;
+    }
+    let mask = if width == 32 {
+        u64::from(u32::MAX)
+    } else {
+        (1u64 << width) - 1
+    };
+    let mut out = Vec::with_capacity(n);
+    let (mut acc, mut have) = (0u64, 0u32);
+    let mut bytes = packed.iter();
+    for _ in 0..n {
+        while have < width {
+            acc |= u64::from(*bytes.next()?) << have;
+            have += 8;
+        }
+        out.push((acc & mask) as u32);
+        acc >>= width;
+        have -= width;
+    }
+    // What is left of the last byte must be zero.
+    (acc == 0).then_some(out)
+}
+
+/// `codes` (each below `1 << bits`) packed `bits` each, low bits first.
+fn pack_bits(codes: &[u32], bits: u32) -> Vec<u8> {
+    if bits == 0 {
+        return Vec::new();
+    }
+    let per = (8 / bits) as usize;
+    let mut out = vec![0u8; codes.len().div_ceil(per)];
+    for (i, &c) in codes.iter().enumerate() {
+        out[i / per] |= (c as u8) << (bits as usize * (i % per));
+    }
+    out
+}
+
+/// The `n` codes of [`pack_bits`], or `None` when `packed` is not exactly
+/// their length or its unused high bits are not zero.
+fn unpack_bits(packed: &[u8], bits: u32, n: usize) -> Option<Vec<u32>> {
+    if bits == 0 {
+        return packed.is_empty().then(|| vec![0; n]);
+    }
+    let per = (8 / bits) as usize;
+    if packed.len() != n.div_ceil(per) {
+        return None;
+    }
+    let mask = (1u8 << bits) - 1;
+    let codes: Vec<u32> = (0..n)
+        .map(|i| u32::from((packed[i / per] >> (bits as usize * (i % per))) & mask))
+        .collect();
+    // Canonical: the bits past the last code are zero.
+    (pack_bits(&codes, bits) == packed).then_some(codes)
+}
 /// The most cashiers a batch's cashier dictionary holds (one-byte
 /// indices).
 const CASHIER_DICT_MAX: usize = 127;
@@ -1661,7 +1763,19 @@ impl OrderColumns {
             dict_bytes += varint_len((id - last).to_varint());
             last = id;
         }
-        let use_dict = dict_bytes < raw_bytes;
+        // Raw ids may also go bit-packed, each as its difference from the
+        // batch's lowest id in the fewest bits the spread needs (schema 5).
+        let (id_min, id_max) = firsts
+            .iter()
+            .fold((u32::MAX, 0u32), |(lo, hi), f| (lo.min(f.0), hi.max(f.0)));
+        let id_width = if firsts.is_empty() {
+            0
+        } else {
+            (32 - (id_max - id_min).leading_zeros()).max(1)
+        };
+        let packed_bytes = (total_lines * id_width as usize).div_ceil(8) + 6;
+        let use_dict = dict_bytes < raw_bytes.min(packed_bytes);
+        let pack_ids = !use_dict && id_width > 0 && packed_bytes < raw_bytes;
         if !use_dict {
             // Raw ids: the price dictionary in order of first appearance.
             for (i, r) in rank_of.iter_mut().enumerate() {
@@ -1696,6 +1810,10 @@ impl OrderColumns {
                 next
             });
             c.dict_tax_index.push(ix);
+        }
+        if let Some(bits) = tax_bits(c.tax_rates.len()) {
+            c.dict_tax_packed = pack_bits(&c.dict_tax_index, bits);
+            c.dict_tax_index.clear();
         }
         let mut last_quantity = 0usize;
         let mut prices = SparseBuilder::new(0i64);
@@ -1815,6 +1933,13 @@ impl OrderColumns {
         c.line_flags = line_flags.col;
         c.payment_flags = payment_flags.col;
         c.line_texts = line_texts.finish();
+        if pack_ids {
+            let spread: Vec<u32> = c.product_refs.iter().map(|&id| id - id_min).collect();
+            c.ids_packed = pack_wide(&spread, id_width);
+            c.ids_base = id_min;
+            c.ids_width = id_width as u8;
+            c.product_refs.clear();
+        }
         c.payment_refs = payment_refs.finish();
         c
     }
@@ -1861,11 +1986,12 @@ impl OrderColumns {
             size("payment_changes", &self.payment_changes),
             size("payment_refs", &self.payment_refs),
             size("cashier_dict", &self.cashier_dict),
+            size("dict_tax_packed", &self.dict_tax_packed),
         ]
     }
 
     /// Rebuilds the records, checking that the columns agree.
-    pub fn into_records(self) -> Result<Vec<Order>, CodecError> {
+    pub fn into_records(mut self) -> Result<Vec<Order>, CodecError> {
         let n = self.id_deltas.len();
         let malformed = |m: &str| CodecError::Malformed(format!("order columns: {m}"));
         let per_order = [
@@ -1920,17 +2046,42 @@ impl OrderColumns {
             return Err(malformed("receipt column does not match the headers"));
         }
         let mut receipts = self.receipts.into_iter();
+        if self.ids_width > 0 {
+            if !self.product_refs.is_empty() || !self.product_dict.is_empty() || self.ids_width > 32
+            {
+                return Err(malformed("packed product ids beside other product columns"));
+            }
+            let spread = unpack_wide(&self.ids_packed, u32::from(self.ids_width), total_lines)
+                .ok_or_else(|| malformed("packed product ids do not match the line counts"))?;
+            self.product_refs = Col(spread
+                .into_iter()
+                .map(|d| self.ids_base.checked_add(d))
+                .collect::<Option<Vec<u32>>>()
+                .ok_or_else(|| malformed("packed product id out of range"))?);
+        } else if !self.ids_packed.is_empty() || self.ids_base != 0 {
+            return Err(malformed("packed product ids without a width"));
+        }
         if self.product_refs.len() != total_lines {
             return Err(malformed("product refs do not match the line counts"));
         }
         if self.payment_methods.len() != total_payments.div_ceil(4) {
             return Err(malformed("payment methods do not match the payment counts"));
         }
-        if self.dict_prices.len() != self.dict_tax_index.len()
-            || (!self.product_dict.is_empty() && self.dict_prices.len() != self.product_dict.len())
-        {
+        if !self.product_dict.is_empty() && self.dict_prices.len() != self.product_dict.len() {
             return Err(malformed("product dictionary columns differ in length"));
         }
+        let tax_index: Vec<u32> = if self.dict_tax_index.len() == self.dict_prices.len() {
+            if !self.dict_tax_packed.is_empty() {
+                return Err(malformed("tax indices both packed and not"));
+            }
+            self.dict_tax_index.0
+        } else if self.dict_tax_index.is_empty() {
+            tax_bits(self.tax_rates.len())
+                .and_then(|bits| unpack_bits(&self.dict_tax_packed, bits, self.dict_prices.len()))
+                .ok_or_else(|| malformed("packed tax indices do not match the dictionary"))?
+        } else {
+            return Err(malformed("product dictionary columns differ in length"));
+        };
         let mut customers = self.customers.iter();
         let quantities = self.quantities.expand(total_lines)?;
         let price_overrides = expand_sparse(&self.price_overrides, total_lines, 0, "prices")?;
@@ -1974,8 +2125,7 @@ impl OrderColumns {
             (ids, &self.product_refs)
         };
         // Each product's tax rate, checked once.
-        let dict_taxes = self
-            .dict_tax_index
+        let dict_taxes = tax_index
             .iter()
             .map(|&i| self.tax_rates.get(i as usize).copied())
             .collect::<Option<Vec<u16>>>()
@@ -2151,8 +2301,9 @@ impl Codec {
 mod tests {
     use super::*;
 
-    /// The columns with raw cashier ids (the only form schemas 1 to 4
-    /// have), for building older batches from the current encoder's.
+    /// The columns with raw cashier ids and varint tax indices (the only
+    /// forms schemas 1 to 4 have), for building older batches from the
+    /// current encoder's.
     fn raw_cashiers(mut c: OrderColumns) -> OrderColumns {
         if !c.cashier_dict.is_empty() {
             for i in c.cashier_ids.iter_mut() {
@@ -2160,7 +2311,106 @@ mod tests {
             }
             c.cashier_dict.clear();
         }
+        if c.ids_width > 0 {
+            let mut long = c.long_line_counts.iter();
+            let n: usize = c
+                .headers
+                .iter()
+                .map(|h| match h & LINES_ESCAPE {
+                    LINES_ESCAPE => *long.next().unwrap() as usize,
+                    v => v as usize,
+                })
+                .sum();
+            let mut ids = unpack_wide(&c.ids_packed, u32::from(c.ids_width), n).unwrap();
+            for id in &mut ids {
+                *id += c.ids_base;
+            }
+            c.product_refs = Col(ids);
+            (c.ids_packed, c.ids_base, c.ids_width) = (Vec::new(), 0, 0);
+        }
+        if c.dict_tax_index.len() != c.dict_prices.len() {
+            let bits = tax_bits(c.tax_rates.len()).unwrap();
+            c.dict_tax_index =
+                Col(unpack_bits(&c.dict_tax_packed, bits, c.dict_prices.len()).unwrap());
+            c.dict_tax_packed.clear();
+        }
         c
+    }
+
+    proptest! {
+        /// Model: the values themselves.
+        #[test]
+        fn wide_packing_round_trips(width in 1u32..=32, raw in prop::collection::vec(any::<u32>(), 0..50)) {
+            let mask = if width == 32 { u32::MAX } else { (1 << width) - 1 };
+            let values: Vec<u32> = raw.iter().map(|v| v & mask).collect();
+            let packed = pack_wide(&values, width);
+            prop_assert_eq!(packed.len(), (values.len() * width as usize).div_ceil(8));
+            prop_assert_eq!(unpack_wide(&packed, width, values.len()), Some(values.clone()));
+            let mut long = packed.clone();
+            long.push(0);
+            prop_assert_eq!(unpack_wide(&long, width, values.len()), None);
+            if (values.len() * width as usize) % 8 != 0 {
+                let mut stray = packed;
+                *stray.last_mut().unwrap() |= 0x80;
+                prop_assert_eq!(unpack_wide(&stray, width, values.len()), None);
+            }
+        }
+    }
+
+    /// A short batch of distinct nearby ids goes bit-packed; packed ids
+    /// that disagree with the other columns are malformed.
+    #[test]
+    fn packed_product_ids_round_trip_and_refuse_damage() {
+        let orders: Vec<Order> = (0..30u32)
+            .map(|i| {
+                let line = OrderLine::new(500_000 + i * 37, 1, 100, 700);
+                Order {
+                    id: u64::from(i),
+                    payments: vec![Payment::new(PaymentMethod::Card, 100)],
+                    lines: vec![line],
+                    ..Order::default()
+                }
+            })
+            .collect();
+        let c = OrderColumns::from_records(&orders);
+        assert!(c.ids_width > 0 && c.product_refs.is_empty() && c.product_dict.is_empty());
+        assert_eq!(c.ids_base, 500_000);
+        assert_eq!(c.clone().into_records().unwrap(), orders);
+        let broken: [fn(&mut OrderColumns); 4] = [
+            |c| c.ids_packed.push(0),
+            |c| c.ids_base = u32::MAX,
+            |c| c.product_refs.push(1),
+            |c| c.ids_width = 0,
+        ];
+        for (n, b) in broken.iter().enumerate() {
+            let mut c = c.clone();
+            b(&mut c);
+            assert!(
+                matches!(c.into_records(), Err(CodecError::Malformed(_))),
+                "case {n}"
+            );
+        }
+    }
+
+    #[test]
+    fn tax_indices_pack_and_refuse_odd_lengths_and_stray_bits() {
+        for (rates, bits) in [(1usize, 0u32), (2, 1), (4, 2), (16, 4)] {
+            assert_eq!(tax_bits(rates), Some(bits));
+            for n in 0..20usize {
+                let codes: Vec<u32> = (0..n as u32).map(|i| i % rates as u32).collect();
+                let packed = pack_bits(&codes, bits);
+                assert_eq!(unpack_bits(&packed, bits, n), Some(codes), "{rates} {n}");
+                if bits > 0 && n % (8 / bits as usize) != 0 {
+                    let mut stray = packed.clone();
+                    *stray.last_mut().unwrap() |= 0x80;
+                    assert_eq!(unpack_bits(&stray, bits, n), None);
+                }
+                let mut long = packed;
+                long.push(0);
+                assert_eq!(unpack_bits(&long, bits, n), None);
+            }
+        }
+        assert_eq!(tax_bits(17), None);
     }
     use proptest::prelude::*;
 
@@ -2195,6 +2445,9 @@ mod tests {
 
     /// Schema 1-3's raw product id per line, from schema 4's ranks.
     fn raw_ids(c: &OrderColumns) -> Col<u32> {
+        if c.product_dict.is_empty() {
+            return c.product_refs.clone();
+        }
         let mut ids = Col::with_capacity(c.product_refs.len());
         for &r in &c.product_refs {
             ids.push(undelta_ids(&c.product_dict).unwrap()[r as usize]);
@@ -2358,8 +2611,8 @@ mod tests {
         let mut orders = Vec::new();
         for i in 0..6u64 {
             let lines = match i {
-                0 => vec![line(900_005, 100)],
-                5 => vec![line(900_005, 90), line(900_009, 300)],
+                0 => vec![line(100_005, 100)],
+                5 => vec![line(100_005, 90), line(900_009, 300)],
                 _ => vec![line(900_009, 300); 6],
             };
             let total = lines.iter().map(OrderLine::amount_cents).sum();
@@ -2381,7 +2634,7 @@ mod tests {
         let c = raw_cashiers(OrderColumns::from_records(&orders));
         assert_eq!(
             undelta_ids(&c.product_dict).unwrap(),
-            vec![900_009, 900_005],
+            vec![900_009, 100_005],
             "most frequent first"
         );
         // Schema 3's dictionary: first appearance order.
@@ -2444,8 +2697,19 @@ mod tests {
             payments: vec![],
             ..Default::default()
         };
+        // Two ids far apart, repeated: the dictionary (packed raw ids
+        // would take 20 bits a line).
+        let far = OrderLine {
+            product_id: 999_001,
+            ..o.lines[0].clone()
+        };
         let o = Order {
-            lines: vec![o.lines[0].clone(); 20],
+            lines: [o.lines[0].clone(), far]
+                .iter()
+                .cycle()
+                .take(20)
+                .cloned()
+                .collect(),
             payments: vec![Payment {
                 method: PaymentMethod::Cash,
                 amount_cents: 100,
@@ -2458,7 +2722,7 @@ mod tests {
             !c.product_dict.is_empty(),
             "a repeated 6-digit id: dictionary"
         );
-        c.product_refs[0] = 1;
+        c.product_refs[0] = 2;
         assert!(matches!(c.into_records(), Err(CodecError::Malformed(_))));
     }
 
