@@ -1987,6 +1987,7 @@ impl OrderColumns {
             size("payment_refs", &self.payment_refs),
             size("cashier_dict", &self.cashier_dict),
             size("dict_tax_packed", &self.dict_tax_packed),
+            size("ids_packed", &self.ids_packed),
         ]
     }
 

@@ -129,6 +129,23 @@ pub fn other_data() -> Result<(), String> {
                 for (col, raw, lz) in pdc_codec::OrderColumns::from_records(orders).column_sizes() {
                     eprintln!("  {col:<18} {raw:>8} {lz:>8}");
                 }
+                let mut sums: Vec<(&'static str, usize, usize)> = Vec::new();
+                for chunk in orders.chunks(100) {
+                    let sizes = pdc_codec::OrderColumns::from_records(chunk).column_sizes();
+                    for (i, (col, raw, lz)) in sizes.into_iter().enumerate() {
+                        if sums.len() <= i {
+                            sums.push((col, 0, 0));
+                        }
+                        sums[i].1 += raw;
+                        sums[i].2 += lz;
+                    }
+                }
+                eprintln!(
+                    "{name}, columns summed over batches of 100 (postcard bytes, lz4 bytes):"
+                );
+                for (col, raw, lz) in sums {
+                    eprintln!("  {col:<18} {raw:>8} {lz:>8}");
+                }
             }
         }
     }
