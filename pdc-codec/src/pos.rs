@@ -2358,6 +2358,18 @@ mod tests {
         }
     }
 
+    /// Every damage of `c` in `broken` makes it malformed.
+    fn each_is_malformed(c: &OrderColumns, broken: &[fn(&mut OrderColumns)]) {
+        for (n, b) in broken.iter().enumerate() {
+            let mut c = c.clone();
+            b(&mut c);
+            assert!(
+                matches!(c.into_records(), Err(CodecError::Malformed(_))),
+                "case {n}"
+            );
+        }
+    }
+
     /// A short batch of distinct nearby ids goes bit-packed; packed ids
     /// that disagree with the other columns are malformed.
     #[test]
@@ -2383,14 +2395,7 @@ mod tests {
             |c| c.product_refs.push(1),
             |c| c.ids_width = 0,
         ];
-        for (n, b) in broken.iter().enumerate() {
-            let mut c = c.clone();
-            b(&mut c);
-            assert!(
-                matches!(c.into_records(), Err(CodecError::Malformed(_))),
-                "case {n}"
-            );
-        }
+        each_is_malformed(&c, &broken);
     }
 
     #[test]
@@ -2865,14 +2870,7 @@ mod tests {
             |c| c.payment_changes = Col::default(),
             |c| c.line_flags.values.0[0] |= 0x40,
         ];
-        for (n, b) in broken.iter().enumerate() {
-            let mut c = c.clone();
-            b(&mut c);
-            assert!(
-                matches!(c.into_records(), Err(CodecError::Malformed(_))),
-                "case {n}"
-            );
-        }
+        each_is_malformed(&c, &broken);
     }
 
     /// Refunds and analytics events written by schema 1 (with a terminal

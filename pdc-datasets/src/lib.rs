@@ -391,7 +391,15 @@ impl OrderShape {
             multi_quantity: 0.2,
             discounted: 0.08,
             customer: 0.3,
-            ..OrderShape::plain()
+            // No schema-4 detail, so the orders are those this preset made
+            // before the details existed (a knob at 0 draws nothing).
+            weighed: 0.0,
+            named: 0.0,
+            name_vocabulary: 1,
+            noted: 0.0,
+            cash_tendered: 0.0,
+            references: 0.0,
+            order_discount: 0.0,
         }
     }
 
@@ -409,7 +417,7 @@ impl OrderShape {
             multi_quantity: 0.3,
             discounted: 0.12,
             customer: 0.4,
-            ..OrderShape::plain()
+            ..OrderShape::dense()
         }
     }
 
@@ -428,32 +436,6 @@ impl OrderShape {
             references: 0.9,
             order_discount: 0.05,
             ..OrderShape::sparse()
-        }
-    }
-
-    /// No schema-4 detail (weights, names, notes, tendered amounts,
-    /// references, order discounts): the base of [`OrderShape::dense`]
-    /// and [`OrderShape::sparse`], whose orders stay those they were
-    /// before the details existed.
-    fn plain() -> Self {
-        OrderShape {
-            catalogue: CATALOG_SIZE,
-            sparse_ids: false,
-            popularity: 1.0,
-            max_lines: 15,
-            line_tail: 1.6,
-            tenders: [0.35, 0.6, 0.05, 0.0, 0.0, 0.0, 0.0],
-            split: 0.1,
-            multi_quantity: 0.2,
-            discounted: 0.08,
-            customer: 0.3,
-            weighed: 0.0,
-            named: 0.0,
-            name_vocabulary: 1,
-            noted: 0.0,
-            cash_tendered: 0.0,
-            references: 0.0,
-            order_discount: 0.0,
         }
     }
 }
