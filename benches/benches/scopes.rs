@@ -98,14 +98,7 @@ fn first_pull_bytes(d: &ScopedDataset, view: &View) -> usize {
 }
 
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
+    pdc_test::proc_status_kib("VmRSS:").unwrap_or(0)
 }
 
 fn figures() {

@@ -66,11 +66,9 @@ fn memory_bytes_under_reports_what_the_cache_holds() {
     }
 }
 
-/// The process's resident set, in KiB (Linux's `/proc/self/status`).
+/// The process's resident set, in KiB.
 fn rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    pdc_test::proc_status_kib("VmRSS:")
 }
 
 /// What one cache adds to a fresh process's resident set per entry after
@@ -79,13 +77,14 @@ fn rss_kib() -> Option<u64> {
 /// cache's pages or the other tests' count.
 const RSS_CHILD: &str = "PDC_CACHE_RSS_CHILD";
 
-/// The child side of [`an_entry_costs_more_than_in_quick_cache`]: does
-/// nothing unless that test started this process.
+/// The child side of [`an_entry_costs_more_than_in_quick_cache`], which
+/// runs it with `--ignored` in a process of its own.
 #[test]
+#[ignore = "the child process of an_entry_costs_more_than_in_quick_cache"]
 fn rss_child_process() {
-    let Ok(spec) = std::env::var(RSS_CHILD) else {
-        return;
-    };
+    let spec = std::env::var(RSS_CHILD).unwrap_or_else(|_| {
+        panic!("{RSS_CHILD} names the cache to measure: pdc:N or quick_cache:N")
+    });
     let (which, n) = spec.split_once(':').unwrap();
     let n: usize = n.parse().unwrap();
     let before = rss_kib().unwrap();
@@ -112,14 +111,8 @@ fn rss_child_process() {
 
 /// Runs [`rss_child_process`] for one cache in a child process.
 fn rss_per_entry(which: &str, n: usize) -> f64 {
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "rss_child_process",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(RSS_CHILD, format!("{which}:{n}"))
+    let out = pdc_test::child_test_command("rss_child_process", RSS_CHILD, format!("{which}:{n}"))
+        .arg("--ignored")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -26,10 +26,32 @@ mod flaky;
 pub use flaky::FlakyBackend;
 
 use std::collections::BTreeSet;
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
+
+/// A field of this process's `/proc/self/status`, in kB (`"VmRSS:"`,
+/// `"VmHWM:"`); `None` where there is no such file or field (not Linux).
+pub fn proc_status_kib(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A command that runs only `child_test` of the current test binary, on
+/// one thread and with its output shown, with `child_env` set to `value`:
+/// the child side of a test that needs a process of its own.
+///
+/// Panics (it is a test harness) if the test binary's path is unknown.
+pub fn child_test_command(child_test: &str, child_env: &str, value: impl AsRef<OsStr>) -> Command {
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("no test binary path: {e}"));
+    let mut cmd = Command::new(exe);
+    cmd.args(["--exact", child_test, "--nocapture", "--test-threads=1"])
+        .env(child_env, value);
+    cmd
+}
 
 /// Kills per crash test: `PDC_CRASH_KILLS`, default 30.
 pub fn kills_from_env() -> u32 {
@@ -53,13 +75,10 @@ pub fn crash_rounds(
     kills: u32,
     mut check: impl FnMut(u32, &BTreeSet<u64>),
 ) -> BTreeSet<u64> {
-    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("no test binary path: {e}"));
     let mut confirmed = BTreeSet::new();
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     for round in 0..kills {
-        let mut child = Command::new(&exe)
-            .args(["--exact", child_test, "--nocapture", "--test-threads=1"])
-            .env(child_env, store)
+        let mut child = child_test_command(child_test, child_env, store)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

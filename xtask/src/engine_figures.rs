@@ -12,14 +12,7 @@ use pdc_sync::{DatasetState, LoopbackTransport, Priority, ServerDataset, StreamK
 
 /// A field (kB) of this process's `/proc/self/status`, e.g. `VmRSS:`.
 pub(crate) fn rss_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
+    pdc_test::proc_status_kib(field).unwrap_or(0)
 }
 
 /// A store at `path` with `pending` orders in the outbox and the
